@@ -1,0 +1,20 @@
+"""devicemap: names, parses, validates, serializes and chooses compute devices for ML code.
+
+A drop-in for Haystack's `haystack.utils.device` (`DeviceType`, `Device`, `DeviceMap`,
+`ComponentDevice`) whose data and hot paths live in Rust.
+"""
+
+from collections.abc import MutableMapping
+
+from devicemap._core import ComponentDevice, Device, DeviceMap, DeviceMapping, __version__
+from devicemap._types import DeviceType
+
+MutableMapping.register(DeviceMapping)
+
+__all__ = [
+    "ComponentDevice",
+    "Device",
+    "DeviceMap",
+    "DeviceType",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from devicemap.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,256 @@
+//! `ComponentDevice` for Python: a frozen value holding one device or a snapshot of a map.
+
+use std::sync::Arc;
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::convert::{map_from_strings, map_to_hf, map_to_strings, OnError};
+use super::device::{device_from_str_obj, device_repr, device_to_py, PyDevice};
+use super::map::{map_repr, PyDeviceMap};
+use crate::component::{ComponentDevice, Target};
+use crate::error::Error;
+
+#[pyclass(frozen, module = "devicemap", name = "ComponentDevice")]
+pub struct PyComponentDevice {
+    pub inner: ComponentDevice,
+}
+
+fn make(py: Python<'_>, inner: ComponentDevice) -> PyResult<Bound<'_, PyComponentDevice>> {
+    Bound::new(py, PyComponentDevice { inner })
+}
+
+/// Calls a function of the Python glue (`devicemap._torch`, `devicemap._resolve`), imported once.
+fn glue<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(cell
+        .get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))?
+        .bind(py)
+        .clone())
+}
+
+static TORCH_DEVICE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DEFAULT_DEVICE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+#[pymethods]
+impl PyComponentDevice {
+    /// Not validated here, as in Haystack: every operation checks that exactly one is set.
+    #[new]
+    #[pyo3(signature = (_single_device = None, _multiple_devices = None))]
+    fn new(
+        _single_device: Option<PyRef<'_, PyDevice>>,
+        _multiple_devices: Option<PyRef<'_, PyDeviceMap>>,
+    ) -> Self {
+        PyComponentDevice {
+            inner: ComponentDevice {
+                single: _single_device.map(|d| d.inner),
+                multiple: _multiple_devices.map(|m| m.inner.clone()),
+            },
+        }
+    }
+
+    #[getter]
+    fn _single_device<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDevice>>> {
+        self.inner.single.map(|d| device_to_py(py, d)).transpose()
+    }
+
+    /// A new `DeviceMap` sharing this component's snapshot; changing it leaves the component as is.
+    #[getter]
+    fn _multiple_devices(&self) -> Option<PyDeviceMap> {
+        self.inner.multiple.clone().map(PyDeviceMap::new_shared)
+    }
+
+    #[staticmethod]
+    fn from_str<'py>(
+        py: Python<'py>,
+        device_str: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        make(
+            py,
+            ComponentDevice::from_single(device_from_str_obj(device_str)?)?,
+        )
+    }
+
+    #[staticmethod]
+    fn from_single<'py>(
+        py: Python<'py>,
+        device: PyRef<'py, PyDevice>,
+    ) -> PyResult<Bound<'py, Self>> {
+        make(py, ComponentDevice::from_single(device.inner)?)
+    }
+
+    #[staticmethod]
+    fn from_multiple<'py>(
+        py: Python<'py>,
+        device_map: PyRef<'py, PyDeviceMap>,
+    ) -> PyResult<Bound<'py, Self>> {
+        make(py, ComponentDevice::from_multiple(device_map.inner.clone()))
+    }
+
+    fn to_torch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let device = self.inner.single_for("PyTorch")?;
+        ComponentDevice::check_torch_index(device)?;
+        glue(py, &TORCH_DEVICE, "devicemap._torch", "torch_device")?.call1((device.to_string(),))
+    }
+
+    fn to_torch_str(&self) -> PyResult<String> {
+        Ok(self.inner.to_torch_str()?)
+    }
+
+    fn to_spacy(&self) -> PyResult<i64> {
+        Ok(self.inner.to_spacy()?)
+    }
+
+    fn to_hf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.inner.target()? {
+            Target::Single(device) => Ok(PyString::new(py, &device.to_string()).into_any()),
+            Target::Multiple(map) => Ok(map_to_hf(py, map)?.into_any()),
+        }
+    }
+
+    #[pyo3(signature = (hf_kwargs, *, overwrite))]
+    fn update_hf_kwargs<'py>(
+        &self,
+        hf_kwargs: Bound<'py, PyAny>,
+        overwrite: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = hf_kwargs.py();
+        let target = self.inner.target()?;
+        if !overwrite && (hf_kwargs.contains("device")? || hf_kwargs.contains("device_map")?) {
+            return Ok(hf_kwargs);
+        }
+        let key = match target {
+            Target::Single(_) => "device",
+            Target::Multiple(_) => "device_map",
+        };
+        hf_kwargs.set_item(key, self.to_hf(py)?)?;
+        Ok(hf_kwargs)
+    }
+
+    #[getter]
+    fn has_multiple_devices(&self) -> PyResult<bool> {
+        Ok(self.inner.has_multiple_devices()?)
+    }
+
+    #[getter]
+    fn first_device<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Self>> {
+        make(
+            py,
+            ComponentDevice::from_single(self.inner.first_device()?)?,
+        )
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (device = None))]
+    fn resolve_device<'py>(
+        py: Python<'py>,
+        device: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match device {
+            Some(device) if !device.is_none() => {
+                if device.is_instance_of::<PyComponentDevice>() {
+                    Ok(device)
+                } else {
+                    Err(PyValueError::new_err(format!(
+                        "Invalid component device type '{}'. Must either be None or ComponentDevice.",
+                        device.get_type().name()?
+                    )))
+                }
+            }
+            _ => {
+                let chosen =
+                    glue(py, &DEFAULT_DEVICE, "devicemap._resolve", "default_device")?.call0()?;
+                let device: PyRef<'_, PyDevice> = chosen.extract()?;
+                Ok(make(py, ComponentDevice::from_single(device.inner)?)?.into_any())
+            }
+        }
+    }
+
+    /// As Haystack: the single device if set, else the map; empty is a clear error.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        match (&self.inner.single, &self.inner.multiple) {
+            (Some(device), _) => {
+                dict.set_item("type", "single")?;
+                dict.set_item("device", device.to_string())?;
+            }
+            (None, Some(map)) => {
+                dict.set_item("type", "multiple")?;
+                dict.set_item("device_map", map_to_strings(py, map)?)?;
+            }
+            (None, None) => return Err(Error::InvalidComponent.into()),
+        }
+        Ok(dict)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (dict))]
+    fn from_dict<'py>(dict: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
+        let py = dict.py();
+        let kind = dict.get_item("type")?;
+        if kind.eq("single")? {
+            return Self::from_str(py, &dict.get_item("device")?);
+        }
+        if kind.eq("multiple")? {
+            let map = map_from_strings(&dict.get_item("device_map")?, OnError::Stop)?;
+            return make(py, ComponentDevice::from_multiple(Arc::new(map)));
+        }
+        Err(Error::UnknownComponentType {
+            text: kind.str()?.to_string(),
+        }
+        .into())
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<PyComponentDevice>() else {
+            return Ok(py.NotImplemented());
+        };
+        let equal = self.inner == other.get().inner;
+        Ok(match op {
+            CompareOp::Eq => equal.into_pyobject(py)?.to_owned().into_any().unbind(),
+            CompareOp::Ne => (!equal).into_pyobject(py)?.to_owned().into_any().unbind(),
+            _ => py.NotImplemented(),
+        })
+    }
+
+    fn __hash__(&self) -> u64 {
+        // Python reserves -1 for errors; a top bit clear keeps every value clear of it.
+        self.inner.content_hash() >> 1
+    }
+
+    fn __repr__(&self) -> String {
+        let single = self
+            .inner
+            .single
+            .map_or_else(|| "None".to_owned(), device_repr);
+        let multiple = self
+            .inner
+            .multiple
+            .as_ref()
+            .map_or_else(|| "None".to_owned(), |m| map_repr(m));
+        format!("ComponentDevice(_single_device={single}, _multiple_devices={multiple})")
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let me = slf.get();
+        let args = (me._single_device(py)?, me._multiple_devices());
+        (slf.get_type(), args).into_pyobject(py)
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+}

@@ -1,0 +1,247 @@
+//! `Device` for Python, and the bridge to the Python enum `devicemap.DeviceType`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pyo3::basic::CompareOp;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyInt, PyString, PyTuple};
+
+use crate::device::{Device, DeviceType};
+use crate::error::Error;
+use crate::parse::{parse_device, parse_device_type};
+
+/// `DeviceType` is a real `enum.Enum` defined in Python (`devicemap/_types.py`), because a
+/// pyclass enum cannot be iterated, called with a value or pickled as one. Rust refers to its
+/// members by position, which both sides keep in the same order.
+static MEMBERS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+
+fn members(py: Python<'_>) -> PyResult<&'static [Py<PyAny>]> {
+    MEMBERS
+        .get_or_try_init(py, || {
+            let enum_class = py.import("devicemap._types")?.getattr("DeviceType")?;
+            DeviceType::ALL
+                .iter()
+                .map(|kind| enum_class.getattr(kind.name()).map(Bound::unbind))
+                .collect()
+        })
+        .map(Vec::as_slice)
+}
+
+pub fn device_type_to_py(py: Python<'_>, kind: DeviceType) -> PyResult<Bound<'_, PyAny>> {
+    Ok(members(py)?[kind.index()].bind(py).clone())
+}
+
+/// A `DeviceType` member or one of its values.
+pub fn device_type_from_py(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
+    let py = value.py();
+    if let Some(index) = members(py)?.iter().position(|m| m.bind(py).is(value)) {
+        return Ok(DeviceType::ALL[index]);
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(parse_device_type(text.to_str()?)?);
+    }
+    Err(Error::Type(format!(
+        "Device type must be a DeviceType or one of its values, got {} {}",
+        value.get_type().name()?,
+        value.repr()?
+    ))
+    .into())
+}
+
+/// A device id: `None` or a non-negative `int`. `bool` is refused (Haystack takes `True` as 1).
+pub fn id_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(Error::Type(format!(
+            "Device id must be an int or None, got {} {}",
+            value.get_type().name()?,
+            value.repr()?
+        ))
+        .into());
+    }
+    match value.extract::<u64>() {
+        Ok(id) => Ok(Some(id)),
+        Err(_) if value.lt(0)? => Err(Error::NegativeId {
+            id: value.str()?.to_string(),
+        }
+        .into()),
+        Err(_) => Err(Error::IdTooLarge {
+            part: value.str()?.to_string(),
+        }
+        .into()),
+    }
+}
+
+#[pyclass(frozen, module = "devicemap", name = "Device")]
+pub struct PyDevice {
+    pub inner: Device,
+}
+
+/// Python objects for common devices are made once and shared: they are immutable, and a
+/// map of a million entries then hands out a handful of objects instead of a million.
+static INTERNED: PyOnceLock<Mutex<HashMap<Device, Py<PyDevice>>>> = PyOnceLock::new();
+const INTERN_MAX_ID: u64 = 1024;
+
+pub fn device_to_py(py: Python<'_>, device: Device) -> PyResult<Bound<'_, PyDevice>> {
+    if device.id.is_some_and(|id| id > INTERN_MAX_ID) {
+        return Bound::new(py, PyDevice { inner: device });
+    }
+    let cache = INTERNED.get_or_init(py, Default::default);
+    if let Some(object) = cache.lock().expect("device cache poisoned").get(&device) {
+        return Ok(object.bind(py).clone());
+    }
+    let object = Bound::new(py, PyDevice { inner: device })?;
+    cache
+        .lock()
+        .expect("device cache poisoned")
+        .insert(device, object.clone().unbind());
+    Ok(object)
+}
+
+pub fn device_repr(device: Device) -> String {
+    let id = device
+        .id
+        .map_or_else(|| "None".to_owned(), |id| id.to_string());
+    format!(
+        "Device(type=<DeviceType.{}: '{}'>, id={})",
+        device.kind.name(),
+        device.kind.as_str(),
+        id
+    )
+}
+
+#[pymethods]
+impl PyDevice {
+    #[new]
+    #[pyo3(signature = (r#type, id = None))]
+    fn new(r#type: &Bound<'_, PyAny>, id: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let kind = device_type_from_py(r#type)?;
+        Ok(PyDevice {
+            inner: Device::new(kind, id_from_py(id)?),
+        })
+    }
+
+    #[getter]
+    fn r#type<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        device_type_to_py(py, self.inner.kind)
+    }
+
+    #[getter]
+    fn id(&self) -> Option<u64> {
+        self.inner.id
+    }
+
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str) {
+        ("type", "id")
+    }
+
+    #[staticmethod]
+    fn cpu(py: Python<'_>) -> PyResult<Bound<'_, PyDevice>> {
+        device_to_py(py, Device::cpu())
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (id = None))]
+    fn gpu<'py>(py: Python<'py>, id: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyDevice>> {
+        let id = id_from_py(id)?.unwrap_or(0);
+        device_to_py(py, Device::gpu(id))
+    }
+
+    #[staticmethod]
+    fn disk(py: Python<'_>) -> PyResult<Bound<'_, PyDevice>> {
+        device_to_py(py, Device::disk())
+    }
+
+    #[staticmethod]
+    fn mps(py: Python<'_>) -> PyResult<Bound<'_, PyDevice>> {
+        device_to_py(py, Device::mps())
+    }
+
+    #[staticmethod]
+    fn xpu(py: Python<'_>) -> PyResult<Bound<'_, PyDevice>> {
+        device_to_py(py, Device::xpu())
+    }
+
+    #[staticmethod]
+    fn from_str<'py>(
+        py: Python<'py>,
+        string: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDevice>> {
+        device_to_py(py, device_from_str_obj(string)?)
+    }
+
+    fn __str__(&self) -> String {
+        self.inner.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        device_repr(self.inner)
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<PyDevice>() else {
+            return Ok(py.NotImplemented());
+        };
+        let equal = self.inner == other.get().inner;
+        match op {
+            CompareOp::Eq => Ok(PyBool::new(py, equal).to_owned().into_any().unbind()),
+            CompareOp::Ne => Ok(PyBool::new(py, !equal).to_owned().into_any().unbind()),
+            _ => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        let kind = self.inner.kind as u64;
+        let id = self.inner.id.map_or(0, |id| id.wrapping_add(1));
+        // Keep clear of -1, which Python reserves for errors.
+        (kind.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id) >> 1
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let device = slf.get().inner;
+        let args = (device_type_to_py(py, device.kind)?, device.id);
+        (slf.get_type(), args).into_pyobject(py)
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+}
+
+/// `Device.from_str`'s parse of a Python value, which must be a `str`.
+pub fn device_from_str_obj(string: &Bound<'_, PyAny>) -> PyResult<Device> {
+    let Ok(text) = string.cast::<PyString>() else {
+        return Err(Error::Type(format!(
+            "Device string must be a str, got {} {}",
+            string.get_type().name()?,
+            string.repr()?
+        ))
+        .into());
+    };
+    Ok(parse_device(text.to_str()?)?)
+}
+
+/// `DeviceType.from_str`, exposed for the Python enum so both sides share one parser.
+#[pyfunction]
+pub fn _device_type_index(string: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let Ok(text) = string.cast::<PyString>() else {
+        return Err(Error::Type(format!(
+            "Device type string must be a str, got {} {}",
+            string.get_type().name()?,
+            string.repr()?
+        ))
+        .into());
+    };
+    Ok(parse_device_type(text.to_str()?)?.index())
+}

@@ -1,0 +1,30 @@
+//! The Python face of the core: each file here only translates between Python and `crate::*`.
+
+mod component;
+mod convert;
+mod device;
+mod errors;
+mod map;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<device::PyDevice>()?;
+    m.add_class::<map::PyDeviceMap>()?;
+    m.add_class::<map::MappingView>()?;
+    m.add_class::<map::MapIter>()?;
+    m.add_class::<component::PyComponentDevice>()?;
+    m.add_function(wrap_pyfunction!(device::_device_type_index, m)?)?;
+    m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
+    let values: Vec<&str> = crate::device::DeviceType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    m.add(
+        "_DEVICE_TYPE_VALUES",
+        pyo3::types::PyTuple::new(m.py(), values)?,
+    )?;
+    Ok(())
+}

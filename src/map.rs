@@ -1,0 +1,371 @@
+//! `DeviceMap`: an insertion-ordered map from names to devices, built for 10^6 entries.
+//!
+//! Each distinct device is stored once in a small table and entries hold a `u32` slot into
+//! it, so a map of a million parameter names costs little more than its key bytes. The
+//! content fingerprint is a sum of per-entry hashes: independent of insertion order (like
+//! equality), computed on first use, then kept up to date by each mutation in O(1).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use ahash::RandomState;
+use indexmap::IndexMap;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::device::{Device, DeviceType};
+use crate::error::{Error, Result};
+
+/// A slot in a map's device table.
+pub type Slot = u32;
+
+#[derive(Clone, Debug, Default)]
+pub struct DeviceMap {
+    table: Vec<Device>,
+    slots: HashMap<Device, Slot, RandomState>,
+    entries: IndexMap<Box<str>, Slot, RandomState>,
+    /// Sum of the entry hashes, once someone asked for the fingerprint.
+    hash_sum: OnceLock<u128>,
+}
+
+impl DeviceMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        DeviceMap {
+            entries: IndexMap::with_capacity_and_hasher(capacity, RandomState::new()),
+            ..Self::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The distinct devices this map has held; entries refer to them by slot.
+    pub fn table(&self) -> &[Device] {
+        &self.table
+    }
+
+    /// The slot of `device`, adding it to the table if new.
+    pub fn intern(&mut self, device: Device) -> Slot {
+        if let Some(&slot) = self.slots.get(&device) {
+            return slot;
+        }
+        let slot = Slot::try_from(self.table.len()).expect("more than 2^32 distinct devices");
+        self.table.push(device);
+        self.slots.insert(device, slot);
+        slot
+    }
+
+    pub fn get(&self, key: &str) -> Option<Device> {
+        self.entries.get(key).map(|&slot| self.table[slot as usize])
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Sets `key` (keeping its position if present, as a Python dict does); returns the old device.
+    pub fn insert(&mut self, key: &str, device: Device) -> Option<Device> {
+        let slot = self.intern(device);
+        self.insert_slot(key, slot)
+    }
+
+    /// Like [`insert`](Self::insert) with a slot from [`intern`](Self::intern).
+    pub fn insert_slot(&mut self, key: &str, slot: Slot) -> Option<Device> {
+        let old = match self.entries.get_mut(key) {
+            Some(existing) => Some(std::mem::replace(existing, slot)),
+            None => {
+                self.entries.insert(key.into(), slot);
+                None
+            }
+        };
+        if let Some(sum) = self.hash_sum.get_mut() {
+            if let Some(old_slot) = old {
+                *sum =
+                    sum.wrapping_sub(entry_hash(key, &self.table[old_slot as usize].to_string()));
+            }
+            *sum = sum.wrapping_add(entry_hash(key, &self.table[slot as usize].to_string()));
+        }
+        old.map(|s| self.table[s as usize])
+    }
+
+    /// Removes `key`, keeping the order of the rest (O(n), as deleting from the middle of a list).
+    pub fn remove(&mut self, key: &str) -> Option<Device> {
+        let slot = self.entries.shift_remove(key)?;
+        let device = self.table[slot as usize];
+        if let Some(sum) = self.hash_sum.get_mut() {
+            *sum = sum.wrapping_sub(entry_hash(key, &device.to_string()));
+        }
+        Some(device)
+    }
+
+    pub fn clear(&mut self) {
+        *self = DeviceMap::new();
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, Device)> + '_ {
+        self.entries
+            .iter()
+            .map(|(key, &slot)| (&**key, self.table[slot as usize]))
+    }
+
+    /// Entries as `(key, slot)`, for callers that convert each distinct device once.
+    pub fn iter_slots(&self) -> impl ExactSizeIterator<Item = (&str, Slot)> + '_ {
+        self.entries.iter().map(|(key, &slot)| (&**key, slot))
+    }
+
+    pub fn get_index(&self, index: usize) -> Option<(&str, Device)> {
+        self.entries
+            .get_index(index)
+            .map(|(key, &slot)| (&**key, self.table[slot as usize]))
+    }
+
+    /// The device of the first entry in insertion order.
+    pub fn first(&self) -> Option<Device> {
+        self.get_index(0).map(|(_, device)| device)
+    }
+
+    /// The first device in insertion order that is not the disk.
+    pub fn first_usable(&self) -> Option<Device> {
+        self.iter()
+            .map(|(_, device)| device)
+            .find(|device| device.kind != DeviceType::Disk)
+    }
+
+    /// How many entries each device has, in order of first appearance.
+    pub fn device_counts(&self) -> Vec<(Device, usize)> {
+        let mut counts = vec![0usize; self.table.len()];
+        let mut order = Vec::new();
+        for &slot in self.entries.values() {
+            if counts[slot as usize] == 0 {
+                order.push(slot);
+            }
+            counts[slot as usize] += 1;
+        }
+        order
+            .into_iter()
+            .map(|slot| (self.table[slot as usize], counts[slot as usize]))
+            .collect()
+    }
+
+    /// The first entry whose device is a GPU without an id, which HF's form cannot express.
+    pub fn check_gpu_ids(&self, what: &str) -> Result<()> {
+        match self
+            .iter()
+            .find(|(_, device)| device.kind == DeviceType::Gpu && device.id.is_none())
+        {
+            Some((key, device)) => Err(Error::GpuWithoutId {
+                what: what.to_owned(),
+                device: device.to_string(),
+            }
+            .for_key(key)),
+            None => Ok(()),
+        }
+    }
+
+    /// A 128-bit content fingerprint: equal maps (in any insertion order) give equal values,
+    /// stable across processes and platforms.
+    pub fn fingerprint(&self) -> u128 {
+        let sum = *self.hash_sum.get_or_init(|| {
+            let texts: Vec<String> = self.table.iter().map(Device::to_string).collect();
+            self.iter_slots().fold(0u128, |sum, (key, slot)| {
+                sum.wrapping_add(entry_hash(key, &texts[slot as usize]))
+            })
+        });
+        let mut bytes = [0u8; 24];
+        bytes[..16].copy_from_slice(&sum.to_le_bytes());
+        bytes[16..].copy_from_slice(&(self.len() as u64).to_le_bytes());
+        xxh3_128(&bytes)
+    }
+
+    /// The fingerprint if it has been computed and kept up to date, without computing it.
+    fn known_fingerprint(&self) -> Option<u128> {
+        self.hash_sum.get().map(|_| self.fingerprint())
+    }
+}
+
+/// Hash of one entry. `0xFF` never occurs in UTF-8, so it separates key from device unambiguously.
+fn entry_hash(key: &str, device_text: &str) -> u128 {
+    let mut buf = [0u8; 192];
+    let len = key.len() + 1 + device_text.len();
+    if len <= buf.len() {
+        buf[..key.len()].copy_from_slice(key.as_bytes());
+        buf[key.len()] = 0xFF;
+        buf[key.len() + 1..len].copy_from_slice(device_text.as_bytes());
+        xxh3_128(&buf[..len])
+    } else {
+        let mut long = Vec::with_capacity(len);
+        long.extend_from_slice(key.as_bytes());
+        long.push(0xFF);
+        long.extend_from_slice(device_text.as_bytes());
+        xxh3_128(&long)
+    }
+}
+
+impl PartialEq for DeviceMap {
+    /// Same keys with equal devices; insertion order is ignored, as in Haystack.
+    fn eq(&self, other: &Self) -> bool {
+        if self.len() != other.len() {
+            return false;
+        }
+        if let (Some(a), Some(b)) = (self.known_fingerprint(), other.known_fingerprint()) {
+            if a != b {
+                return false;
+            }
+        }
+        // Our slot -> their slot, so entries compare as integers.
+        let translate: Vec<Option<Slot>> = self
+            .table
+            .iter()
+            .map(|device| other.slots.get(device).copied())
+            .collect();
+        let same_slot = |slot: Slot, theirs: Slot| translate[slot as usize] == Some(theirs);
+        // Maps built from the same source share key order: compare position by position and
+        // fall back to hashing only where the keys differ.
+        self.entries.iter().zip(other.entries.iter()).all(
+            |((key, &slot), (their_key, &their_slot))| {
+                if key == their_key {
+                    same_slot(slot, their_slot)
+                } else {
+                    other
+                        .entries
+                        .get(key)
+                        .is_some_and(|&theirs| same_slot(slot, theirs))
+                }
+            },
+        )
+    }
+}
+
+impl Eq for DeviceMap {}
+
+impl FromIterator<(String, Device)> for DeviceMap {
+    fn from_iter<I: IntoIterator<Item = (String, Device)>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut map = DeviceMap::with_capacity(iter.size_hint().0);
+        for (key, device) in iter {
+            map.insert(&key, device);
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, Device)]) -> DeviceMap {
+        pairs.iter().map(|(k, d)| (k.to_string(), *d)).collect()
+    }
+
+    #[test]
+    fn keeps_insertion_order_and_position_on_overwrite() {
+        let mut m = map(&[
+            ("a", Device::cpu()),
+            ("b", Device::gpu(1)),
+            ("c", Device::disk()),
+        ]);
+        m.insert("a", Device::gpu(0));
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.to_owned()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(m.get("a"), Some(Device::gpu(0)));
+        assert_eq!(m.remove("b"), Some(Device::gpu(1)));
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.to_owned()).collect();
+        assert_eq!(keys, ["a", "c"]);
+    }
+
+    #[test]
+    fn stores_each_device_once() {
+        let m: DeviceMap = (0..1000)
+            .map(|i| (format!("layer.{i}"), Device::gpu(i % 4)))
+            .collect();
+        assert_eq!(m.table().len(), 4);
+        assert_eq!(m.len(), 1000);
+    }
+
+    #[test]
+    fn equality_ignores_order() {
+        let a = map(&[("a", Device::cpu()), ("b", Device::gpu(1))]);
+        let b = map(&[("b", Device::gpu(1)), ("a", Device::cpu())]);
+        assert_eq!(a, b);
+        let c = map(&[("b", Device::gpu(2)), ("a", Device::cpu())]);
+        assert_ne!(a, c);
+        let d = map(&[("b", Device::gpu(1)), ("x", Device::cpu())]);
+        assert_ne!(a, d);
+        assert_ne!(a, map(&[("a", Device::cpu())]));
+    }
+
+    #[test]
+    fn fingerprint_ignores_order_and_tracks_mutation() {
+        let mut a = map(&[("a", Device::cpu()), ("b", Device::gpu(1))]);
+        let b = map(&[("b", Device::gpu(1)), ("a", Device::cpu())]);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let before = a.fingerprint();
+        a.insert("b", Device::gpu(2));
+        assert_ne!(a.fingerprint(), before);
+        assert_eq!(
+            a.fingerprint(),
+            map(&[("a", Device::cpu()), ("b", Device::gpu(2))]).fingerprint()
+        );
+        a.insert("b", Device::gpu(1));
+        assert_eq!(a.fingerprint(), before);
+        a.remove("a");
+        assert_eq!(a.fingerprint(), map(&[("b", Device::gpu(1))]).fingerprint());
+        assert_ne!(
+            DeviceMap::new().fingerprint(),
+            map(&[("", Device::cpu())]).fingerprint()
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_stable_across_processes() {
+        // A fixed value: changing the hash changes every stored fingerprint, so it must be deliberate.
+        let m = map(&[("a", Device::cpu()), ("b", Device::gpu(1))]);
+        assert_eq!(
+            format!("{:032x}", m.fingerprint()),
+            format!("{:032x}", m.clone().fingerprint())
+        );
+        assert_eq!(format!("{:032x}", m.fingerprint()), FIXED_FINGERPRINT);
+    }
+    const FIXED_FINGERPRINT: &str = "";
+
+    #[test]
+    fn key_and_device_do_not_run_together() {
+        let a = map(&[("ab", Device::cpu())]);
+        let b = map(&[("a", Device::new(DeviceType::Cpu, None))]);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let long_key = "x".repeat(500);
+        let c = map(&[(long_key.as_str(), Device::cpu())]);
+        assert_ne!(c.fingerprint(), a.fingerprint());
+    }
+
+    #[test]
+    fn counts_in_order_of_appearance() {
+        let m = map(&[
+            ("a", Device::gpu(1)),
+            ("b", Device::cpu()),
+            ("c", Device::gpu(1)),
+        ]);
+        assert_eq!(
+            m.device_counts(),
+            vec![(Device::gpu(1), 2), (Device::cpu(), 1)]
+        );
+    }
+
+    #[test]
+    fn gpu_without_id_is_named() {
+        let m = map(&[
+            ("a", Device::gpu(1)),
+            ("b", Device::new(DeviceType::Gpu, None)),
+        ]);
+        let err = m.check_gpu_ids("HuggingFace's device map").unwrap_err();
+        assert!(err.to_string().contains("key 'b'"), "{err}");
+    }
+}
