@@ -334,7 +334,7 @@ mod tests {
         );
         assert_eq!(format!("{:032x}", m.fingerprint()), FIXED_FINGERPRINT);
     }
-    const FIXED_FINGERPRINT: &str = "";
+    const FIXED_FINGERPRINT: &str = "6454e087eed4caba46868d93402881af";
 
     #[test]
     fn key_and_device_do_not_run_together() {

@@ -32,4 +32,4 @@ class DeviceType(Enum):
 
 _MEMBERS = tuple(DeviceType)
 if tuple(m.value for m in _MEMBERS) != _core._DEVICE_TYPE_VALUES:  # pragma: no cover
-    raise ImportError("devicemap._core and devicemap.DeviceType disagree on the device types; reinstall devicemap")
+    raise ImportError("devicemap._core and devicemap.DeviceType disagree on the device types; reinstall")

@@ -43,9 +43,9 @@ def _check_map(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     if not isinstance(data, dict):
+        kind = type(data).__name__
         print(
-            f"error: {args.file} holds a JSON {type(data).__name__}, expected an object mapping names to devices",
-            file=sys.stderr,
+            f"error: {args.file} holds a JSON {kind}, expected an object of names to devices", file=sys.stderr
         )
         return EXIT_INVALID
 

@@ -409,6 +409,9 @@ impl MappingView {
     }
 }
 
+/// `(key, exception type name, message)` of an entry that failed validation.
+type BadEntry = (String, String, String);
+
 /// Validates every entry of a map in HF form (`hf=True`) or Haystack's string form, keeping
 /// the good ones: returns the map of good entries and `(key, exception type, message)` per bad one.
 #[pyfunction]
@@ -416,7 +419,7 @@ impl MappingView {
 pub fn _check_entries(
     mapping: &Bound<'_, PyAny>,
     hf: bool,
-) -> PyResult<(PyDeviceMap, Vec<(String, String, String)>)> {
+) -> PyResult<(PyDeviceMap, Vec<BadEntry>)> {
     let py = mapping.py();
     let mut errors = Vec::new();
     let sink = OnError::Collect(&mut errors);

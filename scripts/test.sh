@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the tests need into ./.venv and runs the whole suite: Rust format, lints
+# and unit tests, Python lints, type checks, stub check, pytest, and a smoke run of the benchmarks.
+# README.md gives this as the test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+venv=.venv/bin
+"$venv/python" -m pip install -q --upgrade pip
+"$venv/python" -m pip install -q -e '.[test]'
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy -q --all-targets -- -D warnings
+step "cargo test"
+cargo test -q
+step "ruff"
+"$venv/ruff" check python tests benches
+"$venv/ruff" format --check python tests benches
+step "mypy"
+"$venv/mypy"
+step "stubtest"
+"$venv/python" -m mypy.stubtest devicemap._core
+step "benchmarks (smoke run, no timing checks)"
+"$venv/python" benches/bench_maps.py --quick >/dev/null
+step "pytest"
+"$venv/python" -m pytest -q
