@@ -7,10 +7,9 @@ import sys
 import textwrap
 
 import pytest
+from devicemap import Device, DeviceMap, DeviceType
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
-from devicemap import Device, DeviceMap, DeviceType
 
 settings.register_profile(
     "devicemap",

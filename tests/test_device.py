@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from devicemap import Device, DeviceType
 
 MAX_ID = 2**64 - 1
@@ -49,7 +48,7 @@ def test_negative_id_is_value_error(bad):
 
 
 def test_negative_id_message_exact():
-    with pytest.raises(ValueError, match="^Device id must be >= 0, got -1$"):
+    with pytest.raises(ValueError, match=r"^Device id must be >= 0, got -1$"):
         Device(DeviceType.CPU, -1)
 
 
@@ -110,13 +109,13 @@ def test_equality_by_type_and_id():
     assert Device(DeviceType.CPU, 0) != Device.cpu()
     assert Device(DeviceType.CPU, 0) == Device(DeviceType.CPU, 0)
     assert Device(DeviceType.GPU, 1) != Device(DeviceType.XPU, 1)
-    assert not (Device.cpu() != Device.cpu())
+    assert not (Device.cpu() != Device.cpu())  # noqa: SIM202 - tests __ne__ itself
 
 
 @pytest.mark.parametrize("other", ["cpu", DeviceType.CPU, None, ("cpu", None), 0])
 def test_equality_only_with_devices(other):
     assert Device.cpu() != other
-    assert not (Device.cpu() == other)
+    assert not (Device.cpu() == other)  # noqa: SIM201 - tests __eq__ itself
 
 
 def test_no_ordering():
@@ -176,11 +175,12 @@ def test_from_str(text, device):
 
 
 @pytest.mark.parametrize(
-    "text", ["cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:00", "cuda:", "cuda:\u0661", "cuda:-1", "cuda:1 "]
+    "text",
+    ["cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:00", "cuda:", "cuda:\u0661", "cuda:-1", "cuda:1 "],
 )
 def test_from_str_id_follows_torch_grammar(text):
     part = text.split(":", 1)[1]
-    with pytest.raises(ValueError, match="^Device id must be an integer, got ") as info:
+    with pytest.raises(ValueError, match=r"^Device id must be an integer, got ") as info:
         Device.from_str(text)
     assert str(info.value) == f"Device id must be an integer, got {part}"
 
@@ -199,7 +199,7 @@ def test_from_str_unknown_type(text, bad):
 
 def test_from_str_checks_id_before_type():
     # Haystack parses the id first, so "gpu:x" complains about the id.
-    with pytest.raises(ValueError, match="^Device id must be an integer, got x$"):
+    with pytest.raises(ValueError, match=r"^Device id must be an integer, got x$"):
         Device.from_str("gpu:x")
 
 

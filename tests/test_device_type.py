@@ -7,7 +7,6 @@ import enum
 import pickle
 
 import pytest
-
 from devicemap import DeviceType
 
 
@@ -71,7 +70,7 @@ def test_from_str_hint(text, hint):
 
 
 def test_from_str_no_hint_for_unrelated():
-    with pytest.raises(ValueError, match="^Unknown device type string 'tpu'$"):
+    with pytest.raises(ValueError, match=r"^Unknown device type string 'tpu'$"):
         DeviceType.from_str("tpu")
 
 
