@@ -2,6 +2,7 @@
 //! `bindings` is the thin PyO3 layer that exposes them as `devicemap._core`.
 
 pub mod component;
+pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod map;

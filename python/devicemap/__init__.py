@@ -6,15 +6,31 @@ A drop-in for Haystack's `haystack.utils.device` (`DeviceType`, `Device`, `Devic
 
 from collections.abc import MutableMapping
 
-from devicemap._core import ComponentDevice, Device, DeviceMap, DeviceMapping, __version__
+from devicemap._core import (
+    ComponentDevice,
+    CudaDevice,
+    Device,
+    DeviceMap,
+    DeviceMapping,
+    __version__,
+    cuda_device_count,
+    cuda_devices,
+    cuda_status,
+)
+from devicemap._pick import pick_device
 from devicemap._types import DeviceType
 
 MutableMapping.register(DeviceMapping)
 
 __all__ = [
     "ComponentDevice",
+    "CudaDevice",
     "Device",
     "DeviceMap",
     "DeviceType",
     "__version__",
+    "cuda_device_count",
+    "cuda_devices",
+    "cuda_status",
+    "pick_device",
 ]

@@ -1,25 +1,61 @@
 """Choosing the default device: the one function `ComponentDevice.resolve_device()` asks.
 
-Precedence is Haystack's: CUDA, then XPU, then MPS, then CPU, with `HAYSTACK_XPU_ENABLED=false`
-and `HAYSTACK_MPS_ENABLED=false` switching those two off.
+Order (docs/cuda-numbering.md has the details):
+
+1. `DEVICEMAP_DEVICE`, a device string such as `cuda:1` or `cpu`, validated, overrides all.
+2. If torch is already imported, torch decides, with Haystack's precedence (CUDA, XPU, MPS,
+   CPU), so the process agrees with its own torch (and with tests that patch it).
+3. Otherwise, without importing torch: a CUDA device found through NVML gives `cuda:0`.
+4. XPU or MPS only where the platform can have them (an Intel GPU render node on Linux; macOS
+   on Apple silicon), confirmed by importing torch.
+5. The CPU.
+
+`HAYSTACK_XPU_ENABLED=false` and `HAYSTACK_MPS_ENABLED=false` switch those two off throughout.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from types import ModuleType
 
-from devicemap._core import Device
+from devicemap._core import Device, cuda_device_count, cuda_status
+from devicemap._types import DeviceType
+
+OVERRIDE_VARIABLE = "DEVICEMAP_DEVICE"
 
 
-@dataclass(frozen=True)
 class Resolution:
-    """The chosen default device and, in a sentence, why."""
+    """The chosen default device and, in a sentence, why. Frozen.
 
+    A plain class rather than a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+    cold `resolve_device()`.
+    """
+
+    __slots__ = ("device", "reason")
     device: Device
     reason: str
+
+    def __init__(self, device: Device, reason: str) -> None:
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "reason", reason)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Resolution is frozen; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Resolution is frozen; cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Resolution):
+            return NotImplemented
+        return (self.device, self.reason) == (other.device, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.device, self.reason))
+
+    def __repr__(self) -> str:
+        return f"Resolution(device={self.device!r}, reason={self.reason!r})"
 
 
 def _enabled(variable: str) -> bool:
@@ -50,15 +86,84 @@ def _ask_torch(torch: ModuleType) -> Resolution:
     return Resolution(Device.cpu(), "torch reports no CUDA, XPU or MPS device")
 
 
+def from_environment() -> Resolution | None:
+    """The device `DEVICEMAP_DEVICE` names, or None when it is unset or empty."""
+    value = os.environ.get(OVERRIDE_VARIABLE)
+    if not value:
+        return None
+    try:
+        device = Device.from_str(value)
+    except ValueError as error:
+        raise ValueError(f"{OVERRIDE_VARIABLE}={value!r} is not a valid device: {error}") from None
+    if device.type is DeviceType.DISK:
+        raise ValueError(
+            f"{OVERRIDE_VARIABLE}={value!r} names the disk, which can only be used as a part of device maps"
+        )
+    return Resolution(device, f"{OVERRIDE_VARIABLE} is set to {value!r}")
+
+
+def _intel_render_node() -> bool:
+    """Whether Linux has a DRM render node of an Intel GPU (PCI vendor 0x8086)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        nodes = [name for name in os.listdir("/sys/class/drm") if name.startswith("renderD")]
+    except OSError:
+        return False
+    for node in nodes:
+        try:
+            with open(f"/sys/class/drm/{node}/device/vendor", encoding="ascii") as file:
+                if file.read().strip().lower() == "0x8086":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _apple_silicon() -> bool:
+    return sys.platform == "darwin" and os.uname().machine == "arm64"
+
+
+def _import_torch() -> ModuleType | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _xpu_or_mps() -> Resolution | None:
+    """XPU, then MPS, asked of torch only on platforms that can have them."""
+    if _enabled("HAYSTACK_XPU_ENABLED") and _intel_render_node():
+        torch = _import_torch()
+        xpu = getattr(torch, "xpu", None)
+        if xpu is not None and hasattr(xpu, "is_available") and xpu.is_available():
+            return Resolution(Device.xpu(), "an Intel GPU is present and torch reports XPU available")
+    if _enabled("HAYSTACK_MPS_ENABLED") and _apple_silicon():
+        torch = _import_torch()
+        backends = getattr(torch, "backends", None)
+        mps = getattr(backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return Resolution(Device.mps(), "this is Apple silicon and torch reports MPS available")
+    return None
+
+
 def resolve() -> Resolution:
     """The default device for this process, with the reason."""
+    override = from_environment()
+    if override is not None:
+        return override
     torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError:
-            return Resolution(Device.cpu(), "torch is not installed, so only the CPU can be used")
-    return _ask_torch(torch)
+    if torch is not None:
+        return _ask_torch(torch)
+    count = cuda_device_count()
+    if count:
+        plural = "device" if count == 1 else "devices"
+        return Resolution(Device.gpu(), f"NVML finds {count} CUDA {plural} visible to this process")
+    other = _xpu_or_mps()
+    if other is not None:
+        return other
+    return Resolution(Device.cpu(), f"no CUDA, XPU or MPS device: {cuda_status()}")
 
 
 def default_device() -> Device:

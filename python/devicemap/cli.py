@@ -25,6 +25,12 @@ def _resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _devices(args: argparse.Namespace) -> int:
+    from devicemap._devices_cli import run
+
+    return run(as_json=args.json)
+
+
 def _load_json(path: str) -> Any:
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     return json.loads(text)
@@ -104,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     resolve = commands.add_parser("resolve", help="print the default device and why it was chosen")
     resolve.add_argument("--json", action="store_true", help="print JSON for scripts")
     resolve.set_defaults(run=_resolve)
+
+    devices = commands.add_parser(
+        "devices", help="list the CUDA devices this process sees, the CPU and the default device"
+    )
+    devices.add_argument("--json", action="store_true", help="print JSON for scripts")
+    devices.set_defaults(run=_devices)
 
     check = commands.add_parser(
         "check-map",

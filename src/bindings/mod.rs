@@ -2,6 +2,7 @@
 
 mod component;
 mod convert;
+mod cuda;
 mod device;
 mod errors;
 mod map;
@@ -17,6 +18,10 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<map::MapIter>()?;
     m.add_class::<component::PyComponentDevice>()?;
     m.add_function(wrap_pyfunction!(device::_device_type_index, m)?)?;
+    m.add_class::<cuda::PyCudaDevice>()?;
+    m.add_function(wrap_pyfunction!(cuda::cuda_devices, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda::cuda_device_count, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
     m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
