@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use ahash::RandomState;
-use indexmap::IndexMap;
+use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::device::{Device, DeviceType};
@@ -18,11 +18,30 @@ use crate::error::{Error, Result};
 /// A slot in a map's device table.
 pub type Slot = u32;
 
+/// One entry: its key as a range of the map's key text, and its device's slot.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    start: usize,
+    len: u32,
+    slot: Slot,
+}
+
+/// Keys live end to end in one `String` and entries are plain ranges into it, so a map of a
+/// million names makes no allocation per key and costs about the key bytes plus 16 per entry.
+/// The hash index over the keys is built on the first lookup: maps made from a Python dict
+/// (whose keys are already distinct) and only converted back never pay for one.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceMap {
     table: Vec<Device>,
     slots: HashMap<Device, Slot, RandomState>,
-    entries: IndexMap<Box<str>, Slot, RandomState>,
+    text: String,
+    /// Bytes of `text` no entry refers to any more (left by `remove`), reclaimed past half.
+    dead_text: usize,
+    entries: Vec<Entry>,
+    /// Positions in `entries` (`u32`, half the size of the table at 10^6 entries), by key
+    /// hash; absent until a lookup needs it.
+    index: OnceLock<HashTable<u32>>,
+    hasher: RandomState,
     /// Sum of the entry hashes, once someone asked for the fingerprint.
     hash_sum: OnceLock<u128>,
 }
@@ -34,7 +53,7 @@ impl DeviceMap {
 
     pub fn with_capacity(capacity: usize) -> Self {
         DeviceMap {
-            entries: IndexMap::with_capacity_and_hasher(capacity, RandomState::new()),
+            entries: Vec::with_capacity(capacity),
             ..Self::default()
         }
     }
@@ -63,12 +82,49 @@ impl DeviceMap {
         slot
     }
 
+    #[inline]
+    fn key_of(&self, entry: &Entry) -> &str {
+        key_in(&self.text, entry)
+    }
+
+    fn hash_key(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn build_index(&self) -> HashTable<u32> {
+        let mut index = HashTable::with_capacity(self.entries.len());
+        for (position, entry) in self.entries.iter().enumerate() {
+            let hash = self.hash_key(self.key_of(entry));
+            // Keys are distinct, so no comparison is needed; sized for every entry, so the
+            // rehash callback does not run.
+            index.insert_unique(hash, position as u32, |&p| {
+                self.hash_key(self.key_of(&self.entries[p as usize]))
+            });
+        }
+        index
+    }
+
+    fn index(&self) -> &HashTable<u32> {
+        self.index.get_or_init(|| self.build_index())
+    }
+
+    /// Where `key` is in insertion order.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        let hash = self.hash_key(key);
+        self.index()
+            .find(hash, |&position| {
+                self.key_of(&self.entries[position as usize]) == key
+            })
+            .map(|&position| position as usize)
+    }
+
     pub fn get(&self, key: &str) -> Option<Device> {
-        self.entries.get(key).map(|&slot| self.table[slot as usize])
+        self.position(key)
+            .map(|position| self.table[self.entries[position].slot as usize])
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+        self.position(key).is_some()
     }
 
     /// Sets `key` (keeping its position if present, as a Python dict does); returns the old device.
@@ -79,31 +135,97 @@ impl DeviceMap {
 
     /// Like [`insert`](Self::insert) with a slot from [`intern`](Self::intern).
     pub fn insert_slot(&mut self, key: &str, slot: Slot) -> Option<Device> {
-        let old = match self.entries.get_mut(key) {
-            Some(existing) => Some(std::mem::replace(existing, slot)),
+        let old = match self.position(key) {
+            Some(position) => Some(std::mem::replace(&mut self.entries[position].slot, slot)),
             None => {
-                self.entries.insert(key.into(), slot);
+                self.push_entry(key, slot);
                 None
             }
         };
-        if let Some(sum) = self.hash_sum.get_mut() {
-            if let Some(old_slot) = old {
-                *sum =
-                    sum.wrapping_sub(entry_hash(key, &self.table[old_slot as usize].to_string()));
-            }
-            *sum = sum.wrapping_add(entry_hash(key, &self.table[slot as usize].to_string()));
-        }
+        self.track_change(key, old, Some(slot));
         old.map(|s| self.table[s as usize])
+    }
+
+    /// Appends an entry whose key the caller knows is not in the map, such as the keys of one
+    /// Python dict of exact `str`s going into a new map: no lookup, and no index is built.
+    pub fn push_new(&mut self, key: &str, slot: Slot) {
+        debug_assert!(self.index.get().is_none() || self.position(key).is_none());
+        self.push_entry(key, slot);
+        self.track_change(key, None, Some(slot));
+    }
+
+    fn push_entry(&mut self, key: &str, slot: Slot) {
+        let len = u32::try_from(key.len()).expect("a key longer than 4 GiB");
+        let entry = Entry {
+            start: self.text.len(),
+            len,
+            slot,
+        };
+        self.text.push_str(key);
+        let position = u32::try_from(self.entries.len()).expect("more than 2^32 entries");
+        self.entries.push(entry);
+        if let Some(index) = self.index.get_mut() {
+            let hash = self.hasher.hash_one(key);
+            let (text, entries, hasher) = (&self.text, &self.entries, &self.hasher);
+            index.insert_unique(hash, position, |&p| {
+                hasher.hash_one(key_in(text, &entries[p as usize]))
+            });
+        }
+    }
+
+    /// Keeps a computed fingerprint up to date with one entry's change.
+    #[inline]
+    fn track_change(&mut self, key: &str, old: Option<Slot>, new: Option<Slot>) {
+        if let Some(sum) = self.hash_sum.get_mut() {
+            if let Some(old) = old {
+                *sum = sum.wrapping_sub(entry_hash(key, &self.table[old as usize].to_string()));
+            }
+            if let Some(new) = new {
+                *sum = sum.wrapping_add(entry_hash(key, &self.table[new as usize].to_string()));
+            }
+        }
+    }
+
+    /// Frees spare capacity after a bulk build.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.entries.shrink_to_fit();
     }
 
     /// Removes `key`, keeping the order of the rest (O(n), as deleting from the middle of a list).
     pub fn remove(&mut self, key: &str) -> Option<Device> {
-        let slot = self.entries.shift_remove(key)?;
-        let device = self.table[slot as usize];
-        if let Some(sum) = self.hash_sum.get_mut() {
-            *sum = sum.wrapping_sub(entry_hash(key, &device.to_string()));
+        let position = self.position(key)?;
+        let entry = self.entries.remove(position);
+        let index = self.index.get_mut().expect("built by position()");
+        let hash = self.hasher.hash_one(key);
+        let position = position as u32;
+        if let Ok(found) = index.find_entry(hash, |&p| p == position) {
+            found.remove();
         }
-        Some(device)
+        for p in index.iter_mut() {
+            if *p > position {
+                *p -= 1;
+            }
+        }
+        let slot = entry.slot;
+        self.track_change(key, Some(slot), None);
+        self.dead_text += entry.len as usize;
+        if self.dead_text > self.text.len() / 2 {
+            self.compact_text();
+        }
+        Some(self.table[slot as usize])
+    }
+
+    /// Rewrites the key text without the bytes of removed entries.
+    fn compact_text(&mut self) {
+        let mut text = String::with_capacity(self.text.len() - self.dead_text);
+        for entry in &mut self.entries {
+            let start = text.len();
+            text.push_str(key_in(&self.text, entry));
+            entry.start = start;
+        }
+        self.text = text;
+        self.dead_text = 0;
     }
 
     pub fn clear(&mut self) {
@@ -113,18 +235,25 @@ impl DeviceMap {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, Device)> + '_ {
         self.entries
             .iter()
-            .map(|(key, &slot)| (&**key, self.table[slot as usize]))
+            .map(|entry| (self.key_of(entry), self.table[entry.slot as usize]))
     }
 
     /// Entries as `(key, slot)`, for callers that convert each distinct device once.
     pub fn iter_slots(&self) -> impl ExactSizeIterator<Item = (&str, Slot)> + '_ {
-        self.entries.iter().map(|(key, &slot)| (&**key, slot))
+        self.entries
+            .iter()
+            .map(|entry| (self.key_of(entry), entry.slot))
+    }
+
+    /// Each entry's slot, in insertion order.
+    pub fn slots(&self) -> impl ExactSizeIterator<Item = Slot> + '_ {
+        self.entries.iter().map(|entry| entry.slot)
     }
 
     pub fn get_index(&self, index: usize) -> Option<(&str, Device)> {
         self.entries
-            .get_index(index)
-            .map(|(key, &slot)| (&**key, self.table[slot as usize]))
+            .get(index)
+            .map(|entry| (self.key_of(entry), self.table[entry.slot as usize]))
     }
 
     /// The device of the first entry in insertion order.
@@ -143,7 +272,7 @@ impl DeviceMap {
     pub fn device_counts(&self) -> Vec<(Device, usize)> {
         let mut counts = vec![0usize; self.table.len()];
         let mut order = Vec::new();
-        for &slot in self.entries.values() {
+        for slot in self.entries.iter().map(|entry| entry.slot) {
             if counts[slot as usize] == 0 {
                 order.push(slot);
             }
@@ -191,6 +320,15 @@ impl DeviceMap {
     }
 }
 
+/// An entry's key. Entries only ever cover whole keys pushed as `str`, so the bytes are UTF-8
+/// and the char-boundary checks of `&text[range]` (a third of `==` on big maps) are skipped.
+#[inline]
+fn key_in<'a>(text: &'a str, entry: &Entry) -> &'a str {
+    let bytes = &text.as_bytes()[entry.start..entry.start + entry.len as usize];
+    // SAFETY: see above; the range is bounds-checked by the slice.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
 /// Hash of one entry. `0xFF` never occurs in UTF-8, so it separates key from device unambiguously.
 fn entry_hash(key: &str, device_text: &str) -> u128 {
     let mut buf = [0u8; 192];
@@ -228,19 +366,18 @@ impl PartialEq for DeviceMap {
             .collect();
         let same_slot = |slot: Slot, theirs: Slot| translate[slot as usize] == Some(theirs);
         // Maps built from the same source share key order: compare position by position and
-        // fall back to hashing only where the keys differ.
-        self.entries.iter().zip(other.entries.iter()).all(
-            |((key, &slot), (their_key, &their_slot))| {
+        // fall back to a lookup only where the keys differ.
+        self.iter_slots()
+            .zip(other.iter_slots())
+            .all(|((key, slot), (their_key, their_slot))| {
                 if key == their_key {
                     same_slot(slot, their_slot)
                 } else {
                     other
-                        .entries
-                        .get(key)
-                        .is_some_and(|&theirs| same_slot(slot, theirs))
+                        .position(key)
+                        .is_some_and(|p| same_slot(slot, other.entries[p].slot))
                 }
-            },
-        )
+            })
     }
 }
 
@@ -344,6 +481,42 @@ mod tests {
         let long_key = "x".repeat(500);
         let c = map(&[(long_key.as_str(), Device::cpu())]);
         assert_ne!(c.fingerprint(), a.fingerprint());
+    }
+
+    #[test]
+    fn appended_keys_are_found_before_and_after_the_index_exists() {
+        let mut m = DeviceMap::new();
+        let cpu = m.intern(Device::cpu());
+        m.push_new("a", cpu);
+        m.push_new("b", cpu);
+        assert_eq!(m.get("b"), Some(Device::cpu()));
+        // The index now exists; later appends must reach it.
+        let gpu = m.intern(Device::gpu(1));
+        m.push_new("c", gpu);
+        assert_eq!(m.get("c"), Some(Device::gpu(1)));
+        assert_eq!(m.insert("a", Device::disk()), Some(Device::cpu()));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn removals_keep_order_lookups_and_reclaim_text() {
+        let mut m: DeviceMap = (0..100)
+            .map(|i| (format!("key.{i}"), Device::gpu(i % 3)))
+            .collect();
+        for i in (0..100).filter(|i| i % 4 != 0) {
+            assert_eq!(m.remove(&format!("key.{i}")), Some(Device::gpu(i % 3)));
+        }
+        let live: usize = m.iter().map(|(k, _)| k.len()).sum();
+        assert!(m.text.len() <= 2 * live, "removed keys' text is reclaimed");
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.to_owned()).collect();
+        let expected: Vec<_> = (0..100).step_by(4).map(|i| format!("key.{i}")).collect();
+        assert_eq!(keys, expected);
+        for i in (0..100).step_by(4) {
+            assert_eq!(m.get(&format!("key.{i}")), Some(Device::gpu(i % 3)));
+        }
+        assert!(!m.contains_key("key.1"));
+        m.insert("key.1", Device::cpu());
+        assert_eq!(m.get_index(m.len() - 1), Some(("key.1", Device::cpu())));
     }
 
     #[test]

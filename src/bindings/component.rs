@@ -10,17 +10,28 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::convert::{map_from_strings, map_to_hf, map_to_strings, OnError};
 use super::device::{device_from_str_obj, device_repr, device_to_py, PyDevice};
+use super::keys::KeyCache;
 use super::map::{map_repr, PyDeviceMap};
 use crate::component::{ComponentDevice, Target};
 use crate::error::Error;
 
+/// `keys` belongs to `inner.multiple` (shared with the `DeviceMap` it came from, if any).
 #[pyclass(frozen, module = "devicemap", name = "ComponentDevice")]
 pub struct PyComponentDevice {
     pub inner: ComponentDevice,
+    keys: KeyCache,
 }
 
 fn make(py: Python<'_>, inner: ComponentDevice) -> PyResult<Bound<'_, PyComponentDevice>> {
-    Bound::new(py, PyComponentDevice { inner })
+    make_with_keys(py, inner, KeyCache::empty())
+}
+
+fn make_with_keys(
+    py: Python<'_>,
+    inner: ComponentDevice,
+    keys: KeyCache,
+) -> PyResult<Bound<'_, PyComponentDevice>> {
+    Bound::new(py, PyComponentDevice { inner, keys })
 }
 
 /// Calls a function of the Python glue (`devicemap._torch`, `devicemap._resolve`), imported once.
@@ -48,11 +59,16 @@ impl PyComponentDevice {
         _single_device: Option<PyRef<'_, PyDevice>>,
         _multiple_devices: Option<PyRef<'_, PyDeviceMap>>,
     ) -> Self {
+        let (multiple, keys) = match _multiple_devices {
+            Some(map) => (Some(map.inner.clone()), map.keys.clone()),
+            None => (None, KeyCache::empty()),
+        };
         PyComponentDevice {
             inner: ComponentDevice {
                 single: _single_device.map(|d| d.inner),
-                multiple: _multiple_devices.map(|m| m.inner.clone()),
+                multiple,
             },
+            keys,
         }
     }
 
@@ -64,7 +80,10 @@ impl PyComponentDevice {
     /// A new `DeviceMap` sharing this component's snapshot; changing it leaves the component as is.
     #[getter]
     fn _multiple_devices(&self) -> Option<PyDeviceMap> {
-        self.inner.multiple.clone().map(PyDeviceMap::new_shared)
+        self.inner
+            .multiple
+            .clone()
+            .map(|map| PyDeviceMap::new_shared(map, self.keys.clone()))
     }
 
     #[staticmethod]
@@ -91,7 +110,9 @@ impl PyComponentDevice {
         py: Python<'py>,
         device_map: PyRef<'py, PyDeviceMap>,
     ) -> PyResult<Bound<'py, Self>> {
-        make(py, ComponentDevice::from_multiple(device_map.inner.clone()))
+        // The component shares the map's content, so it shares its key cache too.
+        let inner = ComponentDevice::from_multiple(device_map.inner.clone());
+        make_with_keys(py, inner, device_map.keys.clone())
     }
 
     fn to_torch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -111,7 +132,7 @@ impl PyComponentDevice {
     fn to_hf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self.inner.target()? {
             Target::Single(device) => Ok(PyString::new(py, &device.to_string()).into_any()),
-            Target::Multiple(map) => Ok(map_to_hf(py, map)?.into_any()),
+            Target::Multiple(map) => Ok(map_to_hf(py, map, &self.keys)?.into_any()),
         }
     }
 
@@ -183,7 +204,7 @@ impl PyComponentDevice {
             }
             (None, Some(map)) => {
                 dict.set_item("type", "multiple")?;
-                dict.set_item("device_map", map_to_strings(py, map)?)?;
+                dict.set_item("device_map", map_to_strings(py, map, &self.keys)?)?;
             }
             (None, None) => return Err(Error::InvalidComponent.into()),
         }

@@ -12,27 +12,43 @@ use super::convert::{
     map_to_strings, OnError,
 };
 use super::device::{device_repr, device_to_py, PyDevice};
+use super::keys::KeyCache;
 use crate::map::DeviceMap;
 
 /// The map is shared (copy-on-write) with components made from it and with iterators over it,
-/// so a mutation clones only when someone else still holds the old content.
+/// so a mutation clones only when someone else still holds the old content. `keys` belongs to
+/// `inner`'s keys: the two are only ever set together.
 #[pyclass(module = "devicemap", name = "DeviceMap")]
 pub struct PyDeviceMap {
     pub inner: Arc<DeviceMap>,
+    pub keys: KeyCache,
 }
 
 impl PyDeviceMap {
-    pub fn new_shared(inner: Arc<DeviceMap>) -> Self {
-        PyDeviceMap { inner }
+    pub fn new_shared(inner: Arc<DeviceMap>, keys: KeyCache) -> Self {
+        PyDeviceMap { inner, keys }
     }
 
+    fn from_map(map: DeviceMap) -> Self {
+        PyDeviceMap::new_shared(Arc::new(map), KeyCache::empty())
+    }
+
+    fn replace(&mut self, map: DeviceMap) {
+        self.inner = Arc::new(map);
+        self.keys = KeyCache::empty();
+    }
+
+    /// The map to change. Its key cache is dropped: callers that keep every key in place may
+    /// put the old one back (see `__setitem__`).
     fn data(&mut self) -> &mut DeviceMap {
+        self.keys = KeyCache::empty();
         Arc::make_mut(&mut self.inner)
     }
 }
 
 fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
-    PyKeyError::new_err(key.clone().unbind())
+    // A 1-tuple, so that `None` (or a tuple key) becomes the exception's one argument as in a dict.
+    PyKeyError::new_err((key.clone().unbind(),))
 }
 
 /// Repr like Haystack's dataclass for maps a person can read; a summary past that.
@@ -73,7 +89,7 @@ impl PyDeviceMap {
             Some(mapping) if !mapping.is_none() => map_from_devices(mapping)?,
             _ => DeviceMap::new(),
         };
-        Ok(PyDeviceMap::new_shared(Arc::new(map)))
+        Ok(PyDeviceMap::from_map(map))
     }
 
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
@@ -93,7 +109,11 @@ impl PyDeviceMap {
     fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let key = key_str(key)?;
         let device = device_value(key, value)?;
-        self.data().insert(key, device);
+        let keys = self.keys.clone();
+        if self.data().insert(key, device).is_some() {
+            // An existing key keeps its place: the keys, and so their cache, are unchanged.
+            self.keys = keys;
+        }
         Ok(())
     }
 
@@ -189,20 +209,27 @@ impl PyDeviceMap {
     }
 
     /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
-    fn update(&mut self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn update(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Read `other` before borrowing this map mutably: it may be this map or its `mapping` view.
         let incoming = match other.cast::<PyDeviceMap>() {
             Ok(map) => map.borrow().inner.clone(),
             Err(_) => Arc::new(map_from_devices(other)?),
         };
-        let data = self.data();
+        let mut this = slf.borrow_mut();
+        let keys = this.keys.clone();
+        let data = this.data();
+        let mut all_existed = true;
         for (key, device) in incoming.iter() {
-            data.insert(key, device);
+            all_existed &= data.insert(key, device).is_some();
+        }
+        if all_existed {
+            this.keys = keys;
         }
         Ok(())
     }
 
     fn copy(&self) -> Self {
-        PyDeviceMap::new_shared(self.inner.clone())
+        PyDeviceMap::new_shared(self.inner.clone(), self.keys.clone())
     }
 
     fn __copy__(&self) -> Self {
@@ -214,7 +241,7 @@ impl PyDeviceMap {
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        map_to_strings(py, &self.inner)
+        map_to_strings(py, &self.inner, &self.keys)
     }
 
     #[getter]
@@ -225,19 +252,19 @@ impl PyDeviceMap {
     #[staticmethod]
     #[pyo3(signature = (dict))]
     fn from_dict(dict: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(PyDeviceMap::new_shared(Arc::new(map_from_strings(
+        Ok(PyDeviceMap::from_map(map_from_strings(
             dict,
             OnError::Stop,
-        )?)))
+        )?))
     }
 
     #[staticmethod]
     #[pyo3(signature = (hf_device_map))]
     fn from_hf(hf_device_map: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(PyDeviceMap::new_shared(Arc::new(map_from_hf(
+        Ok(PyDeviceMap::from_map(map_from_hf(
             hf_device_map,
             OnError::Stop,
-        )?)))
+        )?))
     }
 
     /// A 32-hex-digit content hash, equal for equal maps in any insertion order and stable
@@ -263,8 +290,10 @@ impl PyDeviceMap {
     }
 
     #[setter]
-    fn set_mapping(&mut self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.inner = Arc::new(map_from_devices(mapping)?);
+    fn set_mapping(slf: &Bound<'_, Self>, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Converted before the mutable borrow: `mapping` may be this map's own view.
+        let map = map_from_devices(mapping)?;
+        slf.borrow_mut().replace(map);
         Ok(())
     }
 
@@ -286,12 +315,20 @@ impl PyDeviceMap {
         map_repr(&self.inner)
     }
 
+    /// `DeviceMap()` then `__setstate__`: works for every pickle protocol (0 and 1 included).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let state = slf.borrow().to_dict(py)?;
+        (slf.get_type(), PyTuple::empty(py), state).into_pyobject(py)
+    }
+
     fn __getstate__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.to_dict(py)
     }
 
-    fn __setstate__(&mut self, state: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.inner = Arc::new(map_from_strings(state, OnError::Stop)?);
+    fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        let map = map_from_strings(state, OnError::Stop)?;
+        slf.borrow_mut().replace(map);
         Ok(())
     }
 }
@@ -397,6 +434,57 @@ impl MappingView {
         self.map.bind(py).borrow().items(py)
     }
 
+    // The rest of `MutableMapping`'s methods, which registering the class does not supply.
+
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.map.bind(key.py()).borrow_mut().pop(key, default)
+    }
+
+    fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
+        let map = self.map.bind(py);
+        let last = {
+            let inner = &map.borrow().inner;
+            inner
+                .get_index(inner.len().wrapping_sub(1))
+                .map(|(k, d)| (k.to_owned(), d))
+        };
+        let Some((key, device)) = last else {
+            return Err(PyKeyError::new_err("popitem(): DeviceMap is empty"));
+        };
+        map.borrow_mut().data().remove(&key);
+        Ok((key, device_to_py(py, device)?))
+    }
+
+    #[pyo3(signature = (key, default = None))]
+    fn setdefault<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let map = self.map.bind(key.py());
+        if let Some(found) = map.borrow().get(key, None)? {
+            return Ok(found);
+        }
+        let value = default
+            .cloned()
+            .unwrap_or_else(|| key.py().None().into_bound(key.py()));
+        map.borrow_mut().__setitem__(key, &value)?;
+        Ok(value)
+    }
+
+    fn clear(&self, py: Python<'_>) {
+        self.map.bind(py).borrow_mut().clear();
+    }
+
+    fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        PyDeviceMap::update(self.map.bind(other.py()), other)
+    }
+
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = other.py();
         let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
@@ -439,5 +527,5 @@ pub fn _check_entries(
             (key, kind, err.value(py).to_string())
         })
         .collect();
-    Ok((PyDeviceMap::new_shared(Arc::new(map)), errors))
+    Ok((PyDeviceMap::from_map(map), errors))
 }

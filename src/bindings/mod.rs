@@ -5,6 +5,7 @@ mod convert;
 mod cuda;
 mod device;
 mod errors;
+mod keys;
 mod map;
 
 use pyo3::prelude::*;
