@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 
 use super::device::{device_to_py, device_type_from_py, PyDevice};
+use super::errors::{expect_str, wrong_type};
 use super::keys::KeyCache;
 use crate::device::{Device, DeviceType};
 use crate::error::Error;
@@ -26,12 +27,7 @@ fn for_each_item<'py>(
         return Ok(());
     }
     if !mapping.hasattr("items")? {
-        return Err(Error::Type(format!(
-            "expected a mapping (dict), got {} {}",
-            mapping.get_type().name()?,
-            short_repr(mapping)
-        ))
-        .into());
+        return Err(wrong_type("expected a mapping (dict)", mapping).into());
     }
     for item in mapping.call_method0("items")?.try_iter()? {
         let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
@@ -40,29 +36,9 @@ fn for_each_item<'py>(
     Ok(())
 }
 
-fn short_repr(value: &Bound<'_, PyAny>) -> String {
-    let text = value
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "<unprintable>".to_owned());
-    if text.chars().count() > 80 {
-        format!("{}...", text.chars().take(77).collect::<String>())
-    } else {
-        text
-    }
-}
-
 /// A map key: must be a `str`.
 pub fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
-    match key.cast::<PyString>() {
-        Ok(text) => Ok(text.to_str()?),
-        Err(_) => Err(Error::Type(format!(
-            "DeviceMap keys must be str, got {} {}",
-            key.get_type().name()?,
-            short_repr(key)
-        ))
-        .into()),
-    }
+    expect_str(key, "DeviceMap keys must be str")
 }
 
 /// Converts each distinct value once per call. Entries of real maps come in runs of one
@@ -164,13 +140,9 @@ pub fn map_from_devices(mapping: &Bound<'_, PyAny>) -> PyResult<DeviceMap> {
 pub fn device_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<Device> {
     match value.cast::<PyDevice>() {
         Ok(device) => Ok(device.get().inner),
-        Err(_) => Err(Error::Type(format!(
-            "DeviceMap values must be Device, got {} {}",
-            value.get_type().name()?,
-            short_repr(value)
-        ))
-        .for_key(key)
-        .into()),
+        Err(_) => Err(wrong_type("DeviceMap values must be Device", value)
+            .for_key(key)
+            .into()),
     }
 }
 
@@ -213,13 +185,9 @@ pub fn map_from_strings(
                 Some(slot) => slot,
                 None => {
                     let Ok(text) = value.cast::<PyString>() else {
-                        return Err(Error::Type(format!(
-                            "Device string must be a str, got {} {}",
-                            value.get_type().name()?,
-                            short_repr(value)
-                        ))
-                        .for_key(key)
-                        .into());
+                        return Err(wrong_type("Device string must be a str", value)
+                            .for_key(key)
+                            .into());
                     };
                     let slot = cache
                         .text_slot(&mut map, text.to_str()?)

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyString, PyTuple};
 
+use super::errors::{expect_str, wrong_type};
 use crate::device::{Device, DeviceType};
 use crate::error::Error;
 use crate::parse::{parse_device, parse_device_type};
@@ -42,11 +43,10 @@ pub fn device_type_from_py(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
     if let Ok(text) = value.cast::<PyString>() {
         return Ok(parse_device_type(text.to_str()?)?);
     }
-    Err(Error::Type(format!(
-        "Device type must be a DeviceType or one of its values, got {} {}",
-        value.get_type().name()?,
-        value.repr()?
-    ))
+    Err(wrong_type(
+        "Device type must be a DeviceType or one of its values",
+        value,
+    )
     .into())
 }
 
@@ -56,12 +56,7 @@ pub fn id_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
         return Ok(None);
     };
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
-        return Err(Error::Type(format!(
-            "Device id must be an int or None, got {} {}",
-            value.get_type().name()?,
-            value.repr()?
-        ))
-        .into());
+        return Err(wrong_type("Device id must be an int or None", value).into());
     }
     match value.extract::<u64>() {
         Ok(id) => Ok(Some(id)),
@@ -221,27 +216,14 @@ impl PyDevice {
 
 /// `Device.from_str`'s parse of a Python value, which must be a `str`.
 pub fn device_from_str_obj(string: &Bound<'_, PyAny>) -> PyResult<Device> {
-    let Ok(text) = string.cast::<PyString>() else {
-        return Err(Error::Type(format!(
-            "Device string must be a str, got {} {}",
-            string.get_type().name()?,
-            string.repr()?
-        ))
-        .into());
-    };
-    Ok(parse_device(text.to_str()?)?)
+    Ok(parse_device(expect_str(
+        string,
+        "Device string must be a str",
+    )?)?)
 }
 
 /// `DeviceType.from_str`, exposed for the Python enum so both sides share one parser.
 #[pyfunction]
 pub fn _device_type_index(string: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let Ok(text) = string.cast::<PyString>() else {
-        return Err(Error::Type(format!(
-            "Device type string must be a str, got {} {}",
-            string.get_type().name()?,
-            string.repr()?
-        ))
-        .into());
-    };
-    Ok(parse_device_type(text.to_str()?)?.index())
+    Ok(parse_device_type(expect_str(string, "Device type string must be a str")?)?.index())
 }
