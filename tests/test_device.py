@@ -97,6 +97,9 @@ def test_factories():
     assert Device.gpu() == Device(DeviceType.GPU, 0)
     assert Device.gpu(3) == Device(DeviceType.GPU, 3)
     assert Device.gpu(id=2).id == 2
+    # As Haystack: an explicit None is the id-less `cuda`, not the default 0.
+    assert Device.gpu(None) == Device(DeviceType.GPU, None)
+    assert str(Device.gpu(id=None)) == "cuda"
     assert Device.disk() == Device(DeviceType.DISK, None)
     assert Device.mps() == Device(DeviceType.MPS, None)
     assert Device.xpu() == Device(DeviceType.XPU, None)

@@ -196,6 +196,7 @@ def test_factories_match(hs):
     for name in ("cpu", "gpu", "disk", "mps", "xpu"):
         assert device_key(getattr(Device, name)()) == device_key(getattr(hs.Device, name)())
     assert device_key(Device.gpu(4)) == device_key(hs.Device.gpu(4))
+    assert device_key(Device.gpu(None)) == device_key(hs.Device.gpu(None))
 
 
 # --- HF maps --------------------------------------------------------------------------

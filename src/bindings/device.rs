@@ -71,6 +71,19 @@ pub fn id_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
     }
 }
 
+/// A device id argument, checked by [`id_from_py`]. Not an `Option` parameter, so that an
+/// explicit `None` can differ from the parameter's default. Extraction itself never fails:
+/// the check's error is raised by the method, without pyo3's "while processing" note.
+pub struct IdArg(pub PyResult<Option<u64>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for IdArg {
+    type Error = PyErr;
+
+    fn extract(value: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(IdArg(id_from_py(Some(&value.to_owned()))))
+    }
+}
+
 #[pyclass(frozen, module = "devicemap", name = "Device")]
 pub struct PyDevice {
     pub inner: Device,
@@ -112,11 +125,11 @@ pub fn device_repr(device: Device) -> String {
 #[pymethods]
 impl PyDevice {
     #[new]
-    #[pyo3(signature = (r#type, id = None))]
-    fn new(r#type: &Bound<'_, PyAny>, id: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (r#type, id = IdArg(Ok(None))), text_signature = "(type, id=None)")]
+    fn new(r#type: &Bound<'_, PyAny>, id: IdArg) -> PyResult<Self> {
         let kind = device_type_from_py(r#type)?;
         Ok(PyDevice {
-            inner: Device::new(kind, id_from_py(id)?),
+            inner: Device::new(kind, id.0?),
         })
     }
 
@@ -140,11 +153,11 @@ impl PyDevice {
         device_to_py(py, Device::cpu())
     }
 
+    /// `id` defaults to 0; an explicit `None` gives the id-less `cuda`, as in Haystack.
     #[staticmethod]
-    #[pyo3(signature = (id = None))]
-    fn gpu<'py>(py: Python<'py>, id: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyDevice>> {
-        let id = id_from_py(id)?.unwrap_or(0);
-        device_to_py(py, Device::gpu(id))
+    #[pyo3(signature = (id = IdArg(Ok(Some(0)))), text_signature = "(id=0)")]
+    fn gpu(py: Python<'_>, id: IdArg) -> PyResult<Bound<'_, PyDevice>> {
+        device_to_py(py, Device::new(DeviceType::Gpu, id.0?))
     }
 
     #[staticmethod]
