@@ -41,6 +41,7 @@ pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// The text of a `str`, or a `TypeError` saying what was expected.
+#[inline]
 pub fn expect_str<'a>(value: &'a Bound<'_, PyAny>, expected: &str) -> Result<&'a str, PyErr> {
     match value.cast::<PyString>() {
         Ok(text) => Ok(text.to_str()?),
