@@ -325,9 +325,26 @@ fn entries_to_dict<'py>(
     values: &[Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = presized_dict(py, map.len())?;
-    for (key, slot) in keys.get(py, map).iter().zip(map.slots()) {
-        dict.set_item(key.bind(py), &values[slot as usize])?;
+    if let Some(cached) = keys.get(py) {
+        debug_assert_eq!(
+            cached.len(),
+            map.len(),
+            "a key cache paired with another map"
+        );
+        for (key, slot) in cached.iter().zip(map.slots()) {
+            dict.set_item(key.bind(py), &values[slot as usize])?;
+        }
+        return Ok(dict);
     }
+    // The first conversion makes the key objects, inserting each as it is made, and leaves
+    // them for the next.
+    let mut made = Vec::with_capacity(map.len());
+    for (key, slot) in map.iter_slots() {
+        let key = PyString::new(py, key);
+        dict.set_item(&key, &values[slot as usize])?;
+        made.push(key.unbind());
+    }
+    keys.offer(py, made);
     Ok(dict)
 }
 

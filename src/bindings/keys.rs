@@ -11,8 +11,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 
-use crate::map::DeviceMap;
-
 /// Key objects for one map's keys and order (values may change under it). Holders of the same
 /// keys share the cell, so the first conversion fills it for all of them; a holder whose keys
 /// change takes a fresh cell rather than emptying the shared one.
@@ -25,15 +23,14 @@ impl KeyCache {
         KeyCache(Arc::new(PyOnceLock::new()))
     }
 
-    /// The key objects of `map`, which must have the keys this cache belongs to. `PyOnceLock`:
-    /// making the objects may run Python code that lets another thread in, which must not block.
-    pub fn get<'a>(&'a self, py: Python<'_>, map: &DeviceMap) -> &'a [Py<PyString>] {
-        let keys = self.0.get_or_init(py, || {
-            map.iter_slots()
-                .map(|(key, _)| PyString::new(py, key).unbind())
-                .collect()
-        });
-        debug_assert_eq!(keys.len(), map.len(), "a key cache paired with another map");
-        keys
+    /// The key objects, if a conversion has made them.
+    pub fn get<'a>(&'a self, py: Python<'_>) -> Option<&'a [Py<PyString>]> {
+        self.0.get(py).map(|keys| &**keys)
+    }
+
+    /// Keeps the key objects a conversion made, in entry order, unless another conversion
+    /// (another thread, while this one let go of the GIL) got there first.
+    pub fn offer(&self, py: Python<'_>, keys: Vec<Py<PyString>>) {
+        let _ = self.0.set(py, keys.into_boxed_slice());
     }
 }
