@@ -11,3 +11,9 @@ pub mod parse;
 mod bindings;
 
 pub use bindings::_core;
+
+/// Rust's allocations (key text, entry tables) go to mimalloc, which keeps freed memory for
+/// reuse: with the system allocator each large map build maps fresh pages from the kernel and
+/// pays a page fault per page, which doubled the time of building a 47k-entry map.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
