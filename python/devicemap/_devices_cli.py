@@ -132,5 +132,7 @@ def run(as_json: bool) -> int:
     )
     memory = "unknown RAM" if cpu["memory_total"] is None else f"{cpu['memory_total'] / GIB:.1f} GiB RAM"
     print(f"CPU: {cores} cores, {memory}")
-    print(f"Default device: {resolution.device}  ({resolution.reason})")
+    # Without a GPU the reason ends with the NVML status printed just above.
+    reason = resolution.reason.replace(status, "see above") if not devices else resolution.reason
+    print(f"Default device: {resolution.device}  ({reason})")
     return 0
