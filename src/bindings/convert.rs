@@ -247,7 +247,9 @@ pub fn map_from_hf(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyR
                 map.intern(Device::new(DeviceType::Gpu, id))
             } else if torch_device
                 .as_ref()
-                .is_some_and(|t| value.is_instance(t).unwrap_or(false))
+                // An exact type check (torch.device cannot be subclassed) runs no Python code,
+                // which could change the dict being read.
+                .is_some_and(|t| value.get_type().is(t))
             {
                 let kind = device_type_from_py(&value.getattr("type")?)
                     .map_err(|e| with_key(py, e, key))?;
