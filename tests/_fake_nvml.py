@@ -9,14 +9,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _subprocess import run_python
 
 SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
 GIB = 1024**3
@@ -136,17 +135,8 @@ def scenario_env(
 
 
 def run(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    """`code` in a fresh interpreter with a scenario's environment (NVML starts once per process)."""
+    return run_python(code, *args, env=env)
 
 
 DISCOVER = """

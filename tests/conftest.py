@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 from devicemap import Device, DeviceMap, DeviceType
 from hypothesis import HealthCheck, settings
@@ -28,20 +24,6 @@ MAX_ID = 2**64 - 1
 def hs():
     """Haystack's `haystack.utils.device`, the reference implementation."""
     return pytest.importorskip("haystack.utils.device")
-
-
-def run_python(code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Runs `code` in a fresh interpreter (the venv's), returning its output."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 # --- hypothesis strategies -------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from _fake_nvml import Gpu, Mig, discover, gpus, run, scenario_env
+from _subprocess import run_python
 
 UNSET = None
 
@@ -35,19 +36,7 @@ print(json.dumps(out))
 
 
 def enumerate_many(tmp_path: Path, devices: list[Gpu], values: list[str | None], **env: str) -> list[Any]:
-    import subprocess
-    import sys
-    import textwrap
-
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MANY)],
-        input=json.dumps(values) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=scenario_env(tmp_path, devices, **env),
-        check=True,
-    )
+    result = run_python(MANY, env=scenario_env(tmp_path, devices, **env), stdin=json.dumps(values) + "\n")
     rows: list[Any] = json.loads(result.stdout)
     for row in rows:
         assert row["count"] == len(row["nvml"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_python
+from _subprocess import run_python
 
 # Two ways to hide torch: a finder that refuses it, and the `sys.modules[name] = None` block.
 HIDE_WITH_FINDER = """

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from _fake_nvml import GIB, Gpu, gpus, run, scenario_env
+from _subprocess import run_python
 from devicemap import Device, pick_device
 
 # Each case sets its environment in one process (NVML is initialized once; pick_device reads
@@ -31,19 +32,7 @@ print(json.dumps(out))
 
 
 def pick_many(tmp_path: Path, devices: list[Gpu] | None, cases: list[Any]) -> list[str]:
-    import subprocess
-    import sys
-    import textwrap
-
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(PICK)],
-        input=json.dumps(cases) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=scenario_env(tmp_path, devices),
-        check=True,
-    )
+    result = run_python(PICK, env=scenario_env(tmp_path, devices), stdin=json.dumps(cases) + "\n")
     answers: list[str] = json.loads(result.stdout)
     return answers
 

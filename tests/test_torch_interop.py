@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_python
+from _subprocess import run_python
 from devicemap import ComponentDevice, Device, DeviceMap, DeviceType
 
 torch = pytest.importorskip("torch")
