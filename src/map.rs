@@ -286,7 +286,7 @@ impl DeviceMap {
     pub fn device_counts(&self) -> Vec<(Device, usize)> {
         let mut counts = vec![0usize; self.table.len()];
         let mut order = Vec::new();
-        for slot in self.entries.iter().map(|entry| entry.slot) {
+        for slot in self.slots() {
             if counts[slot as usize] == 0 {
                 order.push(slot);
             }
@@ -300,10 +300,13 @@ impl DeviceMap {
 
     /// The first entry whose device is a GPU without an id, which HF's form cannot express.
     pub fn check_gpu_ids(&self, what: &str) -> Result<()> {
-        match self
-            .iter()
-            .find(|(_, device)| device.kind == DeviceType::Gpu && device.id.is_none())
-        {
+        let gpu_without_id =
+            |device: &Device| device.kind == DeviceType::Gpu && device.id.is_none();
+        // Only a map whose small device table holds such a GPU can fail; skip the entries otherwise.
+        if !self.table.iter().any(gpu_without_id) {
+            return Ok(());
+        }
+        match self.iter().find(|(_, device)| gpu_without_id(device)) {
             Some((key, device)) => Err(Error::GpuWithoutId {
                 what: what.to_owned(),
                 device: device.to_string(),

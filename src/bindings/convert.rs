@@ -303,14 +303,7 @@ pub fn map_to_hf<'py>(
     map: &DeviceMap,
     keys: &KeyCache,
 ) -> PyResult<Bound<'py, PyDict>> {
-    // Only a map whose table holds an id-less GPU can fail; skip the scan of the entries otherwise.
-    let gpu_without_id = map
-        .table()
-        .iter()
-        .any(|d| d.kind == DeviceType::Gpu && d.id.is_none());
-    if gpu_without_id {
-        map.check_gpu_ids("HuggingFace's device map")?;
-    }
+    map.check_gpu_ids("HuggingFace's device map")?;
     let values = map
         .table()
         .iter()
