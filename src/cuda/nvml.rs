@@ -20,15 +20,17 @@ struct Known {
     compute_capability: Option<(i32, i32)>,
 }
 
-struct Gpu {
-    record: GpuRecord,
+struct Handles {
     this: Known,
-    /// Parallel to `record.migs`.
+    /// Parallel to the record's `migs`.
     migs: Vec<Known>,
 }
 
 struct Inventory {
-    gpus: Vec<Gpu>,
+    /// What enumeration needs, read once, so each call numbers devices without copying it.
+    records: Vec<GpuRecord>,
+    /// Parallel to `records`: each GPU's handle and those of its MIG devices.
+    handles: Vec<Handles>,
     driver: Option<String>,
     /// NVML's count, including devices skipped below.
     reported: u32,
@@ -146,7 +148,11 @@ fn mig_devices(
     Some(found)
 }
 
-fn read_gpu(nvml: &'static Nvml, nvml_index: u32, notes: &mut Vec<String>) -> Option<Gpu> {
+fn read_gpu(
+    nvml: &'static Nvml,
+    nvml_index: u32,
+    notes: &mut Vec<String>,
+) -> Option<(GpuRecord, Handles)> {
     let skipped = |what: &str, error: &NvmlError| {
         format!(
             "GPU {nvml_index} was skipped: {what} ({}).",
@@ -191,8 +197,8 @@ fn read_gpu(nvml: &'static Nvml, nvml_index: u32, notes: &mut Vec<String>) -> Op
         None => (false, Vec::new()),
     };
     let (mig_records, mig_known) = migs.into_iter().unzip();
-    Some(Gpu {
-        record: GpuRecord {
+    Some((
+        GpuRecord {
             nvml_index,
             uuid,
             name,
@@ -200,12 +206,14 @@ fn read_gpu(nvml: &'static Nvml, nvml_index: u32, notes: &mut Vec<String>) -> Op
             mig_enabled,
             migs: mig_records,
         },
-        this: Known {
-            handle,
-            compute_capability,
+        Handles {
+            this: Known {
+                handle,
+                compute_capability,
+            },
+            migs: mig_known,
         },
-        migs: mig_known,
-    })
+    ))
 }
 
 fn inventory() -> Result<&'static Inventory, &'static str> {
@@ -219,11 +227,12 @@ fn inventory() -> Result<&'static Inventory, &'static str> {
                 )
             })?;
             let mut notes = Vec::new();
-            let gpus = (0..reported)
+            let (records, handles) = (0..reported)
                 .filter_map(|index| read_gpu(nvml, index, &mut notes))
-                .collect();
+                .unzip();
             Ok(Inventory {
-                gpus,
+                records,
+                handles,
                 driver: nvml.sys_driver_version().ok(),
                 reported,
                 notes,
@@ -266,9 +275,8 @@ pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool
             }
         }
     };
-    let records: Vec<GpuRecord> = inventory.gpus.iter().map(|g| g.record.clone()).collect();
     let order = DeviceOrder::from_env(order_var);
-    let enumeration = enumerate(&records, &parse_visible(visible_var), order);
+    let enumeration = enumerate(&inventory.records, &parse_visible(visible_var), order);
     let certain = enumeration.ordering_certain;
     let mut memory_notes = Vec::new();
     let devices: Vec<CudaDevice> = enumeration
@@ -276,14 +284,10 @@ pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool
         .iter()
         .enumerate()
         .map(|(ordinal, slot)| {
-            let gpu = &inventory.gpus[slot.gpu];
+            let (record, handles) = (&inventory.records[slot.gpu], &inventory.handles[slot.gpu]);
             let (known, uuid, name) = match slot.mig {
-                Some(m) => (
-                    &gpu.migs[m],
-                    &gpu.record.migs[m].uuid,
-                    &gpu.record.migs[m].name,
-                ),
-                None => (&gpu.this, &gpu.record.uuid, &gpu.record.name),
+                Some(m) => (&handles.migs[m], &record.migs[m].uuid, &record.migs[m].name),
+                None => (&handles.this, &record.uuid, &record.name),
             };
             let info = if memory {
                 known
@@ -301,13 +305,13 @@ pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool
             };
             CudaDevice {
                 ordinal: ordinal as u32,
-                nvml_index: gpu.record.nvml_index,
+                nvml_index: record.nvml_index,
                 uuid: uuid.clone(),
                 name: name.clone(),
                 memory_total: info.as_ref().map(|i| i.total),
                 memory_free: info.as_ref().map(|i| i.free),
                 memory_used: info.as_ref().map(|i| i.used),
-                pci_bus_id: gpu.record.pci_bus_id.clone(),
+                pci_bus_id: record.pci_bus_id.clone(),
                 compute_capability: known.compute_capability,
                 is_mig: slot.mig.is_some(),
                 ordering_certain: certain,
