@@ -29,8 +29,15 @@ impl PyDeviceMap {
         PyDeviceMap { inner, keys }
     }
 
-    fn from_map(map: DeviceMap) -> Self {
+    /// A new Python map holding `map`.
+    pub fn from_map(map: DeviceMap) -> Self {
         PyDeviceMap::new_shared(Arc::new(map), KeyCache::empty())
+    }
+
+    /// The current content, shared (copy-on-write): read it without holding anything.
+    /// Every reader outside this file goes through here.
+    pub fn snapshot(&self) -> Arc<DeviceMap> {
+        self.inner.clone()
     }
 
     fn replace(&mut self, map: DeviceMap) {
