@@ -4,6 +4,10 @@
 //! it, so a map of a million parameter names costs little more than its key bytes. The
 //! content fingerprint is a sum of per-entry hashes: independent of insertion order (like
 //! equality), computed on first use, then kept up to date by each mutation in O(1).
+//!
+//! Deletion leaves a tombstone, as CPython's dict does: the entry stays in place, marked dead,
+//! and the entries are compacted once the dead outnumber the live. Thinning a big map is then
+//! amortised O(1) per deletion instead of a shift of every later entry.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -21,12 +25,23 @@ pub type Slot = u32;
 /// Key bytes reserved per entry when the number of entries is known in advance.
 const TEXT_BYTES_PER_KEY: usize = 64;
 
-/// One entry: its key as a range of the map's key text, and its device's slot.
+/// The slot of a deleted entry (a tombstone). The device table never reaches this size.
+const DEAD: Slot = Slot::MAX;
+
+/// One entry: its key as a range of the map's key text, and its device's slot (`DEAD` once
+/// deleted).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     start: usize,
     len: u32,
     slot: Slot,
+}
+
+impl Entry {
+    #[inline]
+    fn is_live(&self) -> bool {
+        self.slot != DEAD
+    }
 }
 
 /// Keys live end to end in one `String` and entries are plain ranges into it, so a map of a
@@ -40,7 +55,13 @@ pub struct DeviceMap {
     text: String,
     /// Bytes of `text` no entry refers to any more (left by `remove`), reclaimed past half.
     dead_text: usize,
+    /// Live entries and tombstones, in insertion order. No tombstone is ever last: removing
+    /// the last entry pops it (and any tombstones before it), so the last entry is live.
     entries: Vec<Entry>,
+    /// Tombstones in `entries`.
+    dead: usize,
+    /// Leading tombstones: `entries[head]` is the first live entry (or `head == entries.len()`).
+    head: usize,
     /// Positions in `entries` (`u32`, half the size of the table at 10^6 entries), by key
     /// hash; absent until a lookup needs it.
     index: OnceLock<HashTable<u32>>,
@@ -65,11 +86,11 @@ impl DeviceMap {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.dead
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The distinct devices this map has held; entries refer to them by slot.
@@ -82,7 +103,12 @@ impl DeviceMap {
         if let Some(&slot) = self.slots.get(&device) {
             return slot;
         }
-        let slot = Slot::try_from(self.table.len()).expect("more than 2^32 distinct devices");
+        // Device ids are u64, so a hostile input could name 2^32 distinct devices; the map
+        // would need hundreds of GiB first, so running out here is not a case worth an error.
+        let slot = Slot::try_from(self.table.len())
+            .ok()
+            .filter(|&slot| slot != DEAD)
+            .expect("fewer than 2^32 - 1 distinct devices");
         self.table.push(device);
         self.slots.insert(device, slot);
         slot
@@ -98,8 +124,11 @@ impl DeviceMap {
     }
 
     fn build_index(&self) -> HashTable<u32> {
-        let mut index = HashTable::with_capacity(self.entries.len());
+        let mut index = HashTable::with_capacity(self.len());
         for (position, entry) in self.entries.iter().enumerate() {
+            if !entry.is_live() {
+                continue;
+            }
             let hash = self.hash_key(self.key_of(entry));
             // Keys are distinct, so no comparison is needed; sized for every entry, so the
             // rehash callback does not run.
@@ -114,8 +143,8 @@ impl DeviceMap {
         self.index.get_or_init(|| self.build_index())
     }
 
-    /// Where `key` is in insertion order.
-    pub fn position(&self, key: &str) -> Option<usize> {
+    /// Where `key`'s entry is (a position among live entries and tombstones).
+    fn position(&self, key: &str) -> Option<usize> {
         let hash = self.hash_key(key);
         self.index()
             .find(hash, |&position| {
@@ -206,34 +235,52 @@ impl DeviceMap {
         self.entries.shrink_to_fit();
     }
 
-    /// Removes `key`, keeping the order of the rest (O(n), as deleting from the middle of a list).
+    /// Removes `key`, keeping the order of the rest, in amortised O(1): the entry becomes a
+    /// tombstone, and tombstones are swept out once they outnumber the live entries.
     pub fn remove(&mut self, key: &str) -> Option<Device> {
         let position = self.position(key)?;
-        let entry = self.entries.remove(position);
-        let index = self.index.get_mut().expect("built by position()");
         let hash = self.hasher.hash_one(key);
-        let position = position as u32;
-        if let Ok(found) = index.find_entry(hash, |&p| p == position) {
-            found.remove();
-        }
-        for p in index.iter_mut() {
-            if *p > position {
-                *p -= 1;
+        if let Some(index) = self.index.get_mut() {
+            if let Ok(found) = index.find_entry(hash, |&p| p as usize == position) {
+                found.remove();
             }
         }
-        let slot = entry.slot;
-        self.track_change(key, Some(slot), None);
+        let entry = self.entries[position];
+        self.track_change(key, Some(entry.slot), None);
+        self.entries[position].slot = DEAD;
+        self.dead += 1;
         self.dead_text += entry.len as usize;
-        if self.dead_text > self.text.len() / 2 {
+        // Keep the last entry live (so `last()` is O(1)) and `head` on the first live one.
+        while self.entries.last().is_some_and(|e| !e.is_live()) {
+            self.entries.pop();
+            self.dead -= 1;
+        }
+        self.head = self.head.min(self.entries.len());
+        while self.entries.get(self.head).is_some_and(|e| !e.is_live()) {
+            self.head += 1;
+        }
+        if self.dead > self.len() {
+            self.compact();
+        } else if self.dead_text > self.text.len() / 2 {
             self.compact_text();
         }
-        Some(self.table[slot as usize])
+        Some(self.table[entry.slot as usize])
+    }
+
+    /// Sweeps out tombstones and dead key text. Positions change, so the index is dropped
+    /// and rebuilt by the next lookup.
+    fn compact(&mut self) {
+        self.entries.retain(Entry::is_live);
+        self.dead = 0;
+        self.head = 0;
+        self.index = OnceLock::new();
+        self.compact_text();
     }
 
     /// Rewrites the key text without the bytes of removed entries.
     fn compact_text(&mut self) {
         let mut text = String::with_capacity(self.text.len() - self.dead_text);
-        for entry in &mut self.entries {
+        for entry in self.entries.iter_mut().filter(|e| e.is_live()) {
             let start = text.len();
             text.push_str(key_in(&self.text, entry));
             entry.start = start;
@@ -242,37 +289,58 @@ impl DeviceMap {
         self.dead_text = 0;
     }
 
+    /// Live entries in insertion order.
+    #[inline]
+    fn live(&self) -> LiveEntries<'_> {
+        LiveEntries {
+            entries: self.entries[self.head..].iter(),
+            remaining: self.len(),
+        }
+    }
+
     pub fn clear(&mut self) {
         *self = DeviceMap::new();
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, Device)> + '_ {
-        self.entries
-            .iter()
+        self.live()
             .map(|entry| (self.key_of(entry), self.table[entry.slot as usize]))
     }
 
     /// Entries as `(key, slot)`, for callers that convert each distinct device once.
     pub fn iter_slots(&self) -> impl ExactSizeIterator<Item = (&str, Slot)> + '_ {
-        self.entries
-            .iter()
-            .map(|entry| (self.key_of(entry), entry.slot))
+        self.live().map(|entry| (self.key_of(entry), entry.slot))
     }
 
     /// Each entry's slot, in insertion order.
     pub fn slots(&self) -> impl ExactSizeIterator<Item = Slot> + '_ {
-        self.entries.iter().map(|entry| entry.slot)
+        self.live().map(|entry| entry.slot)
     }
 
-    pub fn get_index(&self, index: usize) -> Option<(&str, Device)> {
+    /// The first entry at or after `cursor`, and the cursor just past it: an iterator over a
+    /// map it holds unchanged walks the entries with it in O(1) each.
+    pub fn next_from(&self, cursor: usize) -> Option<(usize, &str, Device)> {
+        let start = cursor.max(self.head);
+        let offset = self.entries.get(start..)?.iter().position(Entry::is_live)?;
+        let entry = &self.entries[start + offset];
+        Some((
+            start + offset + 1,
+            self.key_of(entry),
+            self.table[entry.slot as usize],
+        ))
+    }
+
+    /// The last entry in insertion order.
+    pub fn last(&self) -> Option<(&str, Device)> {
+        // `remove` never leaves a tombstone last.
         self.entries
-            .get(index)
+            .last()
             .map(|entry| (self.key_of(entry), self.table[entry.slot as usize]))
     }
 
     /// The device of the first entry in insertion order.
     pub fn first(&self) -> Option<Device> {
-        self.get_index(0).map(|(_, device)| device)
+        self.next_from(0).map(|(_, _, device)| device)
     }
 
     /// The first device in insertion order that is not the disk.
@@ -336,6 +404,33 @@ impl DeviceMap {
         self.hash_sum.get().map(|_| self.fingerprint())
     }
 }
+
+/// The live entries of a map, skipping tombstones, with an exact length (so Python lists and
+/// dicts built from them are sized once).
+struct LiveEntries<'a> {
+    entries: std::slice::Iter<'a, Entry>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for LiveEntries<'a> {
+    type Item = &'a Entry;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Entry> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let entry = self.entries.find(|e| e.is_live())?;
+        self.remaining -= 1;
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for LiveEntries<'_> {}
 
 /// An entry's key. Entries only ever cover whole keys pushed as `str`, so the bytes are UTF-8
 /// and the char-boundary checks of `&text[range]` (a third of `==` on big maps) are skipped.
@@ -533,7 +628,67 @@ mod tests {
         }
         assert!(!m.contains_key("key.1"));
         m.insert("key.1", Device::cpu());
-        assert_eq!(m.get_index(m.len() - 1), Some(("key.1", Device::cpu())));
+        assert_eq!(m.last(), Some(("key.1", Device::cpu())));
+    }
+
+    /// Removal against a Vec model: order, lookups, first/last and length after every step,
+    /// through compactions, with the index built and not.
+    #[test]
+    fn removals_match_a_vec_model() {
+        let mut model: Vec<(String, Device)> = Vec::new();
+        let mut m = DeviceMap::new();
+        let mut state = 12345u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for step in 0..20_000 {
+            let key = format!("k.{}", next() % 300);
+            let op = next() % 10;
+            if op < 5 {
+                let device = Device::gpu(next() % 4);
+                let old = m.insert(&key, device);
+                match model.iter_mut().find(|(k, _)| *k == key) {
+                    Some(pair) => assert_eq!(old, Some(std::mem::replace(&mut pair.1, device))),
+                    None => {
+                        assert_eq!(old, None);
+                        model.push((key, device));
+                    }
+                }
+            } else if op < 9 {
+                let found = model.iter().position(|(k, _)| *k == key);
+                assert_eq!(m.remove(&key), found.map(|p| model.remove(p).1));
+            } else if let Some((k, _)) = model.first().cloned() {
+                // Deleting from the front exercises `head`.
+                assert!(m.remove(&k).is_some());
+                model.remove(0);
+            }
+            assert_eq!(m.len(), model.len());
+            assert_eq!(m.first(), model.first().map(|p| p.1));
+            assert_eq!(
+                m.last().map(|(k, d)| (k.to_owned(), d)),
+                model.last().cloned()
+            );
+            if step % 97 == 0 {
+                let got: Vec<(String, Device)> = m.iter().map(|(k, d)| (k.to_owned(), d)).collect();
+                assert_eq!(got, model);
+                let mut cursor = 0;
+                let mut walked = Vec::new();
+                while let Some((next_cursor, k, d)) = m.next_from(cursor) {
+                    walked.push((k.to_owned(), d));
+                    cursor = next_cursor;
+                }
+                assert_eq!(walked, model);
+                assert!(m.dead <= m.len() + 1, "tombstones are swept");
+            }
+            if step % 1000 == 0 {
+                let rebuilt: DeviceMap = model.iter().cloned().collect();
+                assert_eq!(m, rebuilt);
+                assert_eq!(m.fingerprint(), rebuilt.fingerprint());
+            }
+        }
     }
 
     #[test]

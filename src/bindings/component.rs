@@ -16,7 +16,13 @@ use crate::component::{ComponentDevice, Target};
 use crate::error::Error;
 
 /// `keys` belongs to `inner.multiple` (shared with the `DeviceMap` it came from, if any).
-#[pyclass(frozen, module = "devicemap", name = "ComponentDevice")]
+#[pyclass(
+    frozen,
+    subclass,
+    weakref,
+    module = "devicemap",
+    name = "ComponentDevice"
+)]
 pub struct PyComponentDevice {
     pub inner: ComponentDevice,
     keys: KeyCache,
@@ -60,7 +66,10 @@ impl PyComponentDevice {
         _multiple_devices: Option<PyRef<'_, PyDeviceMap>>,
     ) -> Self {
         let (multiple, keys) = match _multiple_devices {
-            Some(map) => (Some(map.inner.clone()), map.keys.clone()),
+            Some(map) => {
+                let (map, keys) = map.shared();
+                (Some(map), keys)
+            }
             None => (None, KeyCache::empty()),
         };
         PyComponentDevice {
@@ -111,8 +120,8 @@ impl PyComponentDevice {
         device_map: PyRef<'py, PyDeviceMap>,
     ) -> PyResult<Bound<'py, Self>> {
         // The component shares the map's content, so it shares its key cache too.
-        let inner = ComponentDevice::from_multiple(device_map.inner.clone());
-        make_with_keys(py, inner, device_map.keys.clone())
+        let (map, keys) = device_map.shared();
+        make_with_keys(py, ComponentDevice::from_multiple(map), keys)
     }
 
     fn to_torch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

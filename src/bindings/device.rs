@@ -84,7 +84,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for IdArg {
     }
 }
 
-#[pyclass(frozen, module = "devicemap", name = "Device")]
+#[pyclass(frozen, subclass, weakref, module = "devicemap", name = "Device")]
 pub struct PyDevice {
     pub inner: Device,
 }

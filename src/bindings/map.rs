@@ -1,6 +1,14 @@
 //! `DeviceMap` for Python: a mutable mapping whose data lives in Rust.
+//!
+//! A map handed to several threads behaves as a `dict` does under the GIL, and stays correct
+//! without it: the class is `frozen` and keeps its content behind a mutex. The mutex is held
+//! only for pure Rust work (a lookup, an insert, swapping the content): never while calling into
+//! Python, so a key's `__eq__`, a value's `__repr__` or building an exception can neither
+//! deadlock nor see a half-made change. Long reads (conversions, iteration, equality) take a
+//! snapshot (an `Arc` of the content) under the lock and work on it after letting go; a writer
+//! that finds the content shared clones it first (copy-on-write), so snapshots never change.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyKeyError;
@@ -13,20 +21,36 @@ use super::convert::{
 };
 use super::device::{device_repr, device_to_py, PyDevice};
 use super::keys::KeyCache;
+use crate::device::Device;
 use crate::map::DeviceMap;
 
-/// The map is shared (copy-on-write) with components made from it and with iterators over it,
-/// so a mutation clones only when someone else still holds the old content. `keys` belongs to
-/// `inner`'s keys: the two are only ever set together.
-#[pyclass(module = "devicemap", name = "DeviceMap")]
+/// The content and the Python key objects that go with it. `keys` belongs to `map`'s keys and
+/// order: the two are only ever set together.
+#[derive(Clone)]
+struct Content {
+    map: Arc<DeviceMap>,
+    keys: KeyCache,
+}
+
+impl Content {
+    fn new(map: DeviceMap) -> Self {
+        Content {
+            map: Arc::new(map),
+            keys: KeyCache::empty(),
+        }
+    }
+}
+
+#[pyclass(frozen, subclass, weakref, module = "devicemap", name = "DeviceMap")]
 pub struct PyDeviceMap {
-    pub inner: Arc<DeviceMap>,
-    pub keys: KeyCache,
+    content: Mutex<Content>,
 }
 
 impl PyDeviceMap {
-    pub fn new_shared(inner: Arc<DeviceMap>, keys: KeyCache) -> Self {
-        PyDeviceMap { inner, keys }
+    pub fn new_shared(map: Arc<DeviceMap>, keys: KeyCache) -> Self {
+        PyDeviceMap {
+            content: Mutex::new(Content { map, keys }),
+        }
     }
 
     /// A new Python map holding `map`.
@@ -34,22 +58,163 @@ impl PyDeviceMap {
         PyDeviceMap::new_shared(Arc::new(map), KeyCache::empty())
     }
 
+    /// The lock. A panic while it was held (a bug: nothing under it calls Python or fails on
+    /// input) poisons it; the content is still a whole map, so carry on with it.
+    fn lock(&self) -> MutexGuard<'_, Content> {
+        self.content
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The current content, shared (copy-on-write): read it without holding anything.
     /// Every reader outside this file goes through here.
     pub fn snapshot(&self) -> Arc<DeviceMap> {
-        self.inner.clone()
+        self.lock().map.clone()
     }
 
-    fn replace(&mut self, map: DeviceMap) {
-        self.inner = Arc::new(map);
-        self.keys = KeyCache::empty();
+    /// The content with its key objects, for a `ComponentDevice` made from this map.
+    pub fn shared(&self) -> (Arc<DeviceMap>, KeyCache) {
+        let content = self.lock().clone();
+        (content.map, content.keys)
     }
 
-    /// The map to change. Its key cache is dropped: callers that keep every key in place may
-    /// put the old one back (see `__setitem__`).
-    fn data(&mut self) -> &mut DeviceMap {
-        self.keys = KeyCache::empty();
-        Arc::make_mut(&mut self.inner)
+    /// Reads the current content under the lock: for short, pure-Rust reads, which then make
+    /// no snapshot that a writer would have to copy around.
+    fn read<T>(&self, f: impl FnOnce(&DeviceMap) -> T) -> T {
+        f(&self.lock().map)
+    }
+
+    /// Changes the content under the lock (copying it first if a snapshot shares it). `f`
+    /// returns whether the keys and their order are unchanged, so their Python objects can
+    /// be kept. What the old content held is dropped after the lock is released.
+    fn write<T>(&self, f: impl FnOnce(&mut DeviceMap) -> (T, bool)) -> T {
+        let (result, _old_keys) = {
+            let mut content = self.lock();
+            let (result, same_keys) = f(Arc::make_mut(&mut content.map));
+            let old_keys = if same_keys {
+                None
+            } else {
+                Some(std::mem::replace(&mut content.keys, KeyCache::empty()))
+            };
+            (result, old_keys)
+        };
+        result
+    }
+
+    /// Replaces the whole content; the old one is dropped after the lock is released.
+    fn replace(&self, map: DeviceMap) {
+        let new = Content::new(map);
+        let _old = std::mem::replace(&mut *self.lock(), new);
+    }
+
+    fn get_device(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<Device>> {
+        match key.cast::<PyString>() {
+            Ok(k) => {
+                let k = k.to_str()?;
+                Ok(self.read(|map| map.get(k)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn remove(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<Device>> {
+        match key.cast::<PyString>() {
+            Ok(k) => {
+                let k = k.to_str()?;
+                Ok(self.write(|map| {
+                    let removed = map.remove(k);
+                    let same_keys = removed.is_none();
+                    (removed, same_keys)
+                }))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn set(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = key_str(key)?;
+        let device = device_value(key, value)?;
+        // An existing key keeps its place: the keys, and so their objects, are unchanged.
+        self.write(|map| ((), map.insert(key, device).is_some()));
+        Ok(())
+    }
+
+    /// `popitem()`: removes and returns the last entry, in one step under the lock.
+    fn pop_last(&self) -> Option<(String, Device)> {
+        self.write(|map| {
+            let last = map.last().map(|(key, device)| (key.to_owned(), device));
+            if let Some((key, _)) = &last {
+                map.remove(key);
+            }
+            let same_keys = last.is_none();
+            (last, same_keys)
+        })
+    }
+
+    /// `setdefault(key, default)`: the device at `key`, or `default` stored there, in one step.
+    fn set_default(&self, key: &str, default: PyResult<Device>) -> PyResult<Device> {
+        self.write(|map| match map.get(key) {
+            Some(device) => (Ok(device), true),
+            None => match default {
+                Ok(device) => {
+                    map.insert(key, device);
+                    (Ok(device), false)
+                }
+                Err(err) => (Err(err), true),
+            },
+        })
+    }
+
+    fn keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let map = self.snapshot();
+        PyList::new(py, map.iter().map(|(key, _)| key))
+    }
+
+    fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let map = self.snapshot();
+        let devices = device_objects(py, &map)?;
+        PyList::new(py, map.slots().map(|slot| &devices[slot as usize]))
+    }
+
+    fn items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let map = self.snapshot();
+        let devices = device_objects(py, &map)?;
+        let pairs = map
+            .iter_slots()
+            .map(|(key, slot)| {
+                PyTuple::new(
+                    py,
+                    [
+                        PyString::new(py, key).into_any(),
+                        devices[slot as usize].clone().into_any(),
+                    ],
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, pairs)
+    }
+
+    /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
+    fn update_from(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Read `other` whole before taking the lock: reading it runs Python code (and it may
+        // be this very map or its `mapping` view).
+        let incoming = match other.cast::<PyDeviceMap>() {
+            Ok(map) => map.get().snapshot(),
+            Err(_) => Arc::new(map_from_devices(other)?),
+        };
+        self.write(|map| {
+            let mut all_existed = true;
+            for (key, device) in incoming.iter() {
+                all_existed &= map.insert(key, device).is_some();
+            }
+            ((), all_existed)
+        });
+        Ok(())
+    }
+
+    fn to_strings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (map, keys) = self.shared();
+        map_to_strings(py, &map, &keys)
     }
 }
 
@@ -89,63 +254,53 @@ fn py_str_repr(text: &str) -> String {
 
 #[pymethods]
 impl PyDeviceMap {
+    /// An empty map; `__init__` fills it, so that subclasses can call `super().__init__(...)`
+    /// and calling `__init__` again on a map replaces its content, as on Haystack's dataclass.
     #[new]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(mapping=None)")]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        PyDeviceMap::from_map(DeviceMap::new())
+    }
+
     #[pyo3(signature = (mapping = None))]
-    fn new(mapping: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn __init__(&self, mapping: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let map = match mapping {
             Some(mapping) if !mapping.is_none() => map_from_devices(mapping)?,
             _ => DeviceMap::new(),
         };
-        Ok(PyDeviceMap::from_map(map))
+        self.replace(map);
+        Ok(())
     }
 
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        let py = key.py();
-        let found = key
-            .cast::<PyString>()
-            .ok()
-            .map(|k| k.to_str().map(|k| self.inner.get(k)))
-            .transpose()?
-            .flatten();
-        match found {
-            Some(device) => device_to_py(py, device),
+        match self.get_device(key)? {
+            Some(device) => device_to_py(key.py(), device),
             None => Err(key_error(key)),
         }
     }
 
-    fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let key = key_str(key)?;
-        let device = device_value(key, value)?;
-        let keys = self.keys.clone();
-        if self.data().insert(key, device).is_some() {
-            // An existing key keeps its place: the keys, and so their cache, are unchanged.
-            self.keys = keys;
-        }
-        Ok(())
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set(key, value)
     }
 
-    fn __delitem__(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let removed = match key.cast::<PyString>() {
-            Ok(k) => self.data().remove(k.to_str()?),
-            Err(_) => None,
-        };
-        removed.map(|_| ()).ok_or_else(|| key_error(key))
+    fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.remove(key)? {
+            Some(_) => Ok(()),
+            None => Err(key_error(key)),
+        }
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        match key.cast::<PyString>() {
-            Ok(k) => Ok(self.inner.contains_key(k.to_str()?)),
-            Err(_) => Ok(false),
-        }
+        Ok(self.get_device(key)?.is_some())
     }
 
     fn __len__(&self) -> usize {
-        self.inner.len()
+        self.read(DeviceMap::len)
     }
 
     /// Yields `(key, Device)` pairs, as Haystack's does, so `dict(dm)` works.
     fn __iter__(&self) -> MapIter {
-        MapIter::new(self.inner.clone(), IterKind::Items)
+        MapIter::new(self.snapshot(), IterKind::Items)
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -154,89 +309,49 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.__getitem__(key) {
-            Ok(device) => Ok(Some(device.into_any())),
-            Err(e) if e.is_instance_of::<PyKeyError>(key.py()) => Ok(default),
-            Err(e) => Err(e),
+        match self.get_device(key)? {
+            Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
+            None => Ok(default),
         }
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.inner.iter().map(|(key, _)| key))
+        self.keys_list(py)
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let devices = device_objects(py, &self.inner)?;
-        PyList::new(
-            py,
-            self.inner
-                .iter_slots()
-                .map(|(_, slot)| &devices[slot as usize]),
-        )
+        self.values_list(py)
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let devices = device_objects(py, &self.inner)?;
-        let pairs = self
-            .inner
-            .iter_slots()
-            .map(|(key, slot)| {
-                PyTuple::new(
-                    py,
-                    [
-                        PyString::new(py, key).into_any(),
-                        devices[slot as usize].clone().into_any(),
-                    ],
-                )
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, pairs)
+        self.items_list(py)
     }
 
     #[pyo3(signature = (key, *default))]
     fn pop<'py>(
-        &mut self,
+        &self,
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = key.py();
-        let removed = match key.cast::<PyString>() {
-            Ok(k) => self.data().remove(k.to_str()?),
-            Err(_) => None,
-        };
-        match (removed, default.len()) {
-            (Some(device), _) => Ok(device_to_py(py, device)?.into_any()),
+        match (self.remove(key)?, default.len()) {
+            (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
             (None, 0) => Err(key_error(key)),
             (None, _) => default.get_item(0),
         }
     }
 
-    fn clear(&mut self) {
-        self.data().clear();
+    fn clear(&self) {
+        self.replace(DeviceMap::new());
     }
 
     /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
-    fn update(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Read `other` before borrowing this map mutably: it may be this map or its `mapping` view.
-        let incoming = match other.cast::<PyDeviceMap>() {
-            Ok(map) => map.borrow().inner.clone(),
-            Err(_) => Arc::new(map_from_devices(other)?),
-        };
-        let mut this = slf.borrow_mut();
-        let keys = this.keys.clone();
-        let data = this.data();
-        let mut all_existed = true;
-        for (key, device) in incoming.iter() {
-            all_existed &= data.insert(key, device).is_some();
-        }
-        if all_existed {
-            this.keys = keys;
-        }
-        Ok(())
+    fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.update_from(other)
     }
 
     fn copy(&self) -> Self {
-        PyDeviceMap::new_shared(self.inner.clone(), self.keys.clone())
+        let (map, keys) = self.shared();
+        PyDeviceMap::new_shared(map, keys)
     }
 
     fn __copy__(&self) -> Self {
@@ -248,12 +363,14 @@ impl PyDeviceMap {
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        map_to_strings(py, &self.inner, &self.keys)
+        self.to_strings(py)
     }
 
     #[getter]
     fn first_device<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDevice>>> {
-        self.inner.first().map(|d| device_to_py(py, d)).transpose()
+        self.read(DeviceMap::first)
+            .map(|d| device_to_py(py, d))
+            .transpose()
     }
 
     #[staticmethod]
@@ -277,13 +394,16 @@ impl PyDeviceMap {
     /// A 32-hex-digit content hash, equal for equal maps in any insertion order and stable
     /// across processes. Computed once, then kept up to date by each change.
     fn fingerprint(&self) -> String {
-        format!("{:032x}", self.inner.fingerprint())
+        // Under the lock: the first call computes the sum into the content itself (a
+        // `OnceLock`), which a snapshot about to be copied by a writer would not keep.
+        format!("{:032x}", self.read(DeviceMap::fingerprint))
     }
 
     /// How many entries each device has, in order of first appearance.
     fn device_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = self.snapshot().device_counts();
         let dict = PyDict::new(py);
-        for (device, count) in self.inner.device_counts() {
+        for (device, count) in counts {
             dict.set_item(device_to_py(py, device)?, count)?;
         }
         Ok(dict)
@@ -297,10 +417,10 @@ impl PyDeviceMap {
     }
 
     #[setter]
-    fn set_mapping(slf: &Bound<'_, Self>, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Converted before the mutable borrow: `mapping` may be this map's own view.
+    fn set_mapping(&self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Converted before taking the lock: `mapping` may be this map's own view.
         let map = map_from_devices(mapping)?;
-        slf.borrow_mut().replace(map);
+        self.replace(map);
         Ok(())
     }
 
@@ -309,8 +429,8 @@ impl PyDeviceMap {
         let Ok(other) = other.cast::<PyDeviceMap>() else {
             return Ok(py.NotImplemented());
         };
-        let other = other.borrow();
-        let equal = Arc::ptr_eq(&self.inner, &other.inner) || *self.inner == *other.inner;
+        let (mine, theirs) = (self.snapshot(), other.get().snapshot());
+        let equal = Arc::ptr_eq(&mine, &theirs) || py.detach(|| *mine == *theirs);
         Ok(match op {
             CompareOp::Eq => equal.into_pyobject(py)?.to_owned().into_any().unbind(),
             CompareOp::Ne => (!equal).into_pyobject(py)?.to_owned().into_any().unbind(),
@@ -319,23 +439,37 @@ impl PyDeviceMap {
     }
 
     fn __repr__(&self) -> String {
-        map_repr(&self.inner)
+        map_repr(&self.snapshot())
     }
 
-    /// `DeviceMap()` then `__setstate__`: works for every pickle protocol (0 and 1 included).
+    /// `type(self)()` then `__setstate__`: works for every pickle protocol (0 and 1 included).
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        let state = slf.borrow().to_dict(py)?;
+        let state = slf.get().to_strings(py)?;
+        // A subclass's instance attributes travel too, as they would for a dataclass.
+        let attributes = slf.getattr(pyo3::intern!(py, "__dict__")).ok();
+        let state = match attributes {
+            Some(dict) if dict.len()? > 0 => (state, dict).into_pyobject(py)?.into_any(),
+            _ => state.into_any(),
+        };
         (slf.get_type(), PyTuple::empty(py), state).into_pyobject(py)
     }
 
     fn __getstate__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.to_dict(py)
+        self.to_strings(py)
     }
 
     fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
-        let map = map_from_strings(state, OnError::Stop)?;
-        slf.borrow_mut().replace(map);
+        let (entries, attributes) = match state.cast::<PyTuple>() {
+            Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, Some(pair.get_item(1)?)),
+            _ => (state.clone(), None),
+        };
+        let map = map_from_strings(&entries, OnError::Stop)?;
+        slf.get().replace(map);
+        if let Some(attributes) = attributes {
+            slf.getattr(pyo3::intern!(slf.py(), "__dict__"))?
+                .call_method1(pyo3::intern!(slf.py(), "update"), (attributes,))?;
+        }
         Ok(())
     }
 }
@@ -347,10 +481,12 @@ enum IterKind {
 }
 
 /// Iterates a snapshot: changing the map while iterating neither fails nor shows the change.
-#[pyclass(module = "devicemap")]
+/// Frozen with its cursor behind a mutex, so two threads may share one iterator, each entry
+/// going to exactly one of them.
+#[pyclass(frozen, module = "devicemap")]
 pub struct MapIter {
     map: Arc<DeviceMap>,
-    position: usize,
+    cursor: Mutex<usize>,
     kind: IterKind,
 }
 
@@ -358,7 +494,7 @@ impl MapIter {
     fn new(map: Arc<DeviceMap>, kind: IterKind) -> Self {
         MapIter {
             map,
-            position: 0,
+            cursor: Mutex::new(0),
             kind,
         }
     }
@@ -370,11 +506,18 @@ impl MapIter {
         slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some((key, device)) = self.map.get_index(self.position) else {
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let next = {
+            let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            let next = self.map.next_from(*cursor);
+            if let Some((after, _, _)) = next {
+                *cursor = after;
+            }
+            next
+        };
+        let Some((_, key, device)) = next else {
             return Ok(None);
         };
-        self.position += 1;
         Ok(Some(match self.kind {
             IterKind::Keys => PyString::new(py, key).into_any(),
             IterKind::Items => (key, device_to_py(py, device)?)
@@ -384,7 +527,9 @@ impl MapIter {
     }
 
     fn __length_hint__(&self) -> usize {
-        self.map.len().saturating_sub(self.position)
+        let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries at or after the cursor: exact for a fresh iterator, an estimate after.
+        self.map.len().saturating_sub(cursor.min(self.map.len()))
     }
 }
 
@@ -397,27 +542,27 @@ pub struct MappingView {
 #[pymethods]
 impl MappingView {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        self.map.bind(key.py()).borrow().__getitem__(key)
+        self.map.get().__getitem__(key)
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.map.bind(key.py()).borrow_mut().__setitem__(key, value)
+        self.map.get().set(key, value)
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.map.bind(key.py()).borrow_mut().__delitem__(key)
+        self.map.get().__delitem__(key)
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.map.bind(key.py()).borrow().__contains__(key)
+        self.map.get().__contains__(key)
     }
 
-    fn __len__(&self, py: Python<'_>) -> usize {
-        self.map.bind(py).borrow().__len__()
+    fn __len__(&self) -> usize {
+        self.map.get().__len__()
     }
 
-    fn __iter__(&self, py: Python<'_>) -> MapIter {
-        MapIter::new(self.map.bind(py).borrow().inner.clone(), IterKind::Keys)
+    fn __iter__(&self) -> MapIter {
+        MapIter::new(self.map.get().snapshot(), IterKind::Keys)
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -426,19 +571,19 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.map.bind(key.py()).borrow().get(key, default)
+        self.map.get().get(key, default)
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.bind(py).borrow().keys(py)
+        self.map.get().keys_list(py)
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.bind(py).borrow().values(py)
+        self.map.get().values_list(py)
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.bind(py).borrow().items(py)
+        self.map.get().items_list(py)
     }
 
     // The rest of `MutableMapping`'s methods, which registering the class does not supply.
@@ -449,22 +594,14 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.map.bind(key.py()).borrow_mut().pop(key, default)
+        self.map.get().pop(key, default)
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
-        let map = self.map.bind(py);
-        let last = {
-            let inner = &map.borrow().inner;
-            inner
-                .get_index(inner.len().wrapping_sub(1))
-                .map(|(k, d)| (k.to_owned(), d))
-        };
-        let Some((key, device)) = last else {
-            return Err(PyKeyError::new_err("popitem(): DeviceMap is empty"));
-        };
-        map.borrow_mut().data().remove(&key);
-        Ok((key, device_to_py(py, device)?))
+        match self.map.get().pop_last() {
+            Some((key, device)) => Ok((key, device_to_py(py, device)?)),
+            None => Err(PyKeyError::new_err("popitem(): DeviceMap is empty")),
+        }
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -472,24 +609,22 @@ impl MappingView {
         &self,
         key: &Bound<'py, PyAny>,
         default: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let map = self.map.bind(key.py());
-        if let Some(found) = map.borrow().get(key, None)? {
-            return Ok(found);
-        }
-        let value = default
-            .cloned()
-            .unwrap_or_else(|| key.py().None().into_bound(key.py()));
-        map.borrow_mut().__setitem__(key, &value)?;
-        Ok(value)
+    ) -> PyResult<Bound<'py, PyDevice>> {
+        let py = key.py();
+        let text = key_str(key)?;
+        let none = py.None().into_bound(py);
+        // Checked before taking the lock (no Python code runs), raised only if it is stored.
+        let default = device_value(text, default.unwrap_or(&none));
+        let device = self.map.get().set_default(text, default)?;
+        device_to_py(py, device)
     }
 
-    fn clear(&self, py: Python<'_>) {
-        self.map.bind(py).borrow_mut().clear();
+    fn clear(&self) {
+        self.map.get().clear();
     }
 
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        PyDeviceMap::update(self.map.bind(other.py()), other)
+        self.map.get().update_from(other)
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {

@@ -10,7 +10,9 @@ mod map;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// Every class is safe to share between threads without the GIL (frozen, with interior locks
+// that are never held while calling into Python; tests/test_threads.py stresses it).
+#[pymodule(gil_used = false)]
 pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<device::PyDevice>()?;
