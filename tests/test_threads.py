@@ -229,4 +229,4 @@ def test_a_key_whose_comparison_switches_threads_does_not_deadlock() -> None:
         return run
 
     run_threads([convert(n) for n in range(4)])
-    assert all(isinstance(k, str) for k in dm.keys())
+    assert all(isinstance(k, str) for k in dm.mapping)
