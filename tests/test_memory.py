@@ -49,7 +49,8 @@ def test_build_and_drop_large_maps_in_a_loop_keeps_memory_bounded() -> None:
 
 def test_failed_conversions_leave_reference_counts_unchanged() -> None:
     key, good, bad = "model.layers.0", "cuda:0", "cuda:x"
-    hf_bad = {key: 0, "model.layers.1": "gpu", "z": 1}
+    # Ids past the small-int cache: a shared small int is referenced from all over the interpreter.
+    hf_bad = {key: 4097, "model.layers.1": "gpu", "z": 4098}
     strings_bad = {key: good, "model.layers.1": bad}
     devices_bad = {key: Device.cpu(), "x": "cpu"}
     objects = [key, good, bad, hf_bad, strings_bad, devices_bad, *hf_bad.values()]
