@@ -143,8 +143,9 @@ impl DeviceMap {
         self.index.get_or_init(|| self.build_index())
     }
 
-    /// Where `key`'s entry is (a position among live entries and tombstones).
-    fn position(&self, key: &str) -> Option<usize> {
+    /// Where `key`'s entry is: a position among the entries and tombstones, in insertion
+    /// order, valid for [`get_index`](Self::get_index) until the map next changes.
+    pub fn position(&self, key: &str) -> Option<usize> {
         let hash = self.hash_key(key);
         self.index()
             .find(hash, |&position| {
@@ -328,6 +329,15 @@ impl DeviceMap {
             self.key_of(entry),
             self.table[entry.slot as usize],
         ))
+    }
+
+    /// The entry at a position from [`position`](Self::position) (`None` past the end or at
+    /// a tombstone).
+    pub fn get_index(&self, position: usize) -> Option<(&str, Device)> {
+        self.entries
+            .get(position)
+            .filter(|entry| entry.is_live())
+            .map(|entry| (self.key_of(entry), self.table[entry.slot as usize]))
     }
 
     /// The last entry in insertion order.
