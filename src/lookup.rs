@@ -640,6 +640,244 @@ pub fn summary_with_sizes<'a>(
     Ok(result)
 }
 
+// ---- Text forms, shared by the Python objects' `str()` and the command line ----
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in binary units: `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        thousands(n as u64),
+        if n == 1 { one } else { many }
+    )
+}
+
+/// Quoted like Python's repr of a plain string.
+pub fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// How many name groups and unused keys a coverage text lists before `... and N more`.
+pub const TEXT_MAX_LINES: usize = 20;
+
+/// The uncovered names grouped into runs, then the unused keys when `with_unused`.
+pub fn coverage_text<S: AsRef<str>>(
+    map: &DeviceMap,
+    names: &[S],
+    coverage: &Coverage,
+    with_unused: bool,
+) -> String {
+    let mut lines = Vec::new();
+    if coverage.uncovered.is_empty() {
+        lines.push(format!(
+            "every one of {} is covered by the device map",
+            plural(coverage.names, "tensor name", "tensor names")
+        ));
+    } else {
+        lines.push(format!(
+            "{} of {} {} not covered by the device map:",
+            thousands(coverage.uncovered.len() as u64),
+            plural(coverage.names, "tensor name", "tensor names"),
+            if coverage.uncovered.len() == 1 {
+                "is"
+            } else {
+                "are"
+            }
+        ));
+        let uncovered: Vec<&str> = coverage
+            .uncovered
+            .iter()
+            .map(|&i| names[i].as_ref())
+            .collect();
+        let groups = compact(&uncovered);
+        for group in groups.iter().take(TEXT_MAX_LINES) {
+            if group.count == 1 {
+                lines.push(format!("  {}", group.pattern));
+            } else {
+                lines.push(format!(
+                    "  {}  ({} names)",
+                    group.pattern,
+                    thousands(group.count as u64)
+                ));
+            }
+        }
+        if groups.len() > TEXT_MAX_LINES {
+            lines.push(format!(
+                "  ... and {} more groups",
+                thousands((groups.len() - TEXT_MAX_LINES) as u64)
+            ));
+        }
+        lines.push(format!(
+            "{} not covered",
+            plural(coverage.uncovered.len(), "tensor name", "tensor names")
+        ));
+    }
+    if with_unused && !coverage.unused.is_empty() {
+        let keys: Vec<String> = coverage
+            .unused
+            .iter()
+            .take(TEXT_MAX_LINES)
+            .filter_map(|&p| map.get_index(p))
+            .map(|(key, _)| quoted(key))
+            .collect();
+        let more = coverage.unused.len().saturating_sub(TEXT_MAX_LINES);
+        lines.push(format!(
+            "{} of the device map {} no tensor name (a typo?): {}{}",
+            plural(coverage.unused.len(), "key", "keys"),
+            if coverage.unused.len() == 1 {
+                "covers"
+            } else {
+                "cover"
+            },
+            keys.join(", "),
+            if more > 0 {
+                format!(" and {} more", thousands(more as u64))
+            } else {
+                String::new()
+            }
+        ));
+    }
+    lines.join("\n")
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.matched {
+            Some((key, device)) => write!(f, "{} -> {device} (key {})", self.name, quoted(key))?,
+            None => write!(f, "{} -> no key covers it", self.name)?,
+        }
+        if !self.shadowed.is_empty() {
+            let shadowed: Vec<String> = self
+                .shadowed
+                .iter()
+                .map(|(key, device)| format!("{} ({device})", quoted(key)))
+                .collect();
+            write!(
+                f,
+                "\n  shorter keys that also cover it: {}",
+                shadowed.join(", ")
+            )?;
+        }
+        if !self.near_misses.is_empty() {
+            write!(f, "\n  near misses (do not cover it):")?;
+            for near in &self.near_misses {
+                write!(
+                    f,
+                    "\n    {} ({}): {}",
+                    quoted(&near.key),
+                    near.device,
+                    near.miss.describe()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no differences");
+        }
+        write!(
+            f,
+            "{} added, {} removed, {} moved",
+            thousands(self.added.len() as u64),
+            thousands(self.removed.len() as u64),
+            thousands(self.moved.len() as u64)
+        )?;
+        for (key, device) in &self.added {
+            write!(f, "\n+ {}: {device}", quoted(key))?;
+        }
+        for (key, device) in &self.removed {
+            write!(f, "\n- {}: {device}", quoted(key))?;
+        }
+        for (key, old, new) in &self.moved {
+            write!(f, "\n~ {}: {old} -> {new}", quoted(key))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries: usize = self.devices.iter().map(|u| u.entries).sum();
+        write!(
+            f,
+            "{} on {}",
+            plural(entries, "entry", "entries"),
+            plural(
+                self.devices.iter().filter(|u| u.entries > 0).count(),
+                "device",
+                "devices"
+            )
+        )?;
+        let width = self
+            .devices
+            .iter()
+            .map(|u| u.device.to_string().len())
+            .chain(["device".len()])
+            .max()
+            .unwrap_or(0);
+        write!(f, "\n  {:<width$}  {:>9}", "device", "entries")?;
+        if self.sized {
+            write!(f, "  {:>9}  {:>10}", "tensors", "bytes")?;
+        }
+        for usage in &self.devices {
+            write!(
+                f,
+                "\n  {:<width$}  {:>9}",
+                usage.device.to_string(),
+                thousands(usage.entries as u64)
+            )?;
+            if self.sized {
+                write!(
+                    f,
+                    "  {:>9}  {:>10}",
+                    thousands(usage.tensors as u64),
+                    human_bytes(usage.bytes)
+                )?;
+            }
+        }
+        if self.sized && self.uncovered_tensors > 0 {
+            write!(
+                f,
+                "\n  not covered: {}, {}",
+                plural(self.uncovered_tensors, "tensor", "tensors"),
+                human_bytes(self.uncovered_bytes)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,6 +1101,13 @@ mod tests {
         // `model` covers `model.layers.2.w`; `model.layers.1` and the typo cover nothing.
         assert_eq!(cov.unused, vec![2, 3]);
         assert!(!cov.is_complete());
+        let text = coverage_text(&m, &names, &cov, true);
+        assert_eq!(
+            text,
+            "1 of 4 tensor names is not covered by the device map:\n  lm_head.weight\n\
+             1 tensor name not covered\n\
+             2 keys of the device map cover no tensor name (a typo?): 'model.layers.1', 'model.layer.2'"
+        );
     }
 
     #[test]
@@ -924,6 +1169,8 @@ mod tests {
         assert_eq!(e.matched, Some((String::new(), Device::cpu())));
         assert_eq!(e.near_misses[0].key, "lm_head");
         assert!(explain(&m, "a..b").is_err());
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
     }
 
     #[test]
@@ -946,6 +1193,10 @@ mod tests {
             vec![("c".to_owned(), Device::gpu(1), Device::gpu(2))]
         );
         assert!(diff(&old, &old.clone()).is_empty());
+        assert_eq!(
+            d.to_string(),
+            "1 added, 1 removed, 1 moved\n+ 'd': disk\n- 'a': cpu\n~ 'c': cuda:1 -> cuda:2"
+        );
     }
 
     #[test]
@@ -983,6 +1234,9 @@ mod tests {
             vec![(Device::gpu(0), 2, 3, u64::MAX), (Device::cpu(), 1, 1, 7)]
         );
         assert_eq!((s.uncovered_tensors, s.uncovered_bytes), (1, 1));
+        let text = s.to_string();
+        assert!(text.starts_with("3 entries on 2 devices"), "{text}");
+        assert!(text.contains("not covered: 1 tensor, 1 B"), "{text}");
         assert!(summary_with_sizes(&m, [("ok", 1), ("", 2)])
             .unwrap_err()
             .to_string()
