@@ -1,5 +1,7 @@
 //! devicemap's Rust core. The modules at the top hold the logic and know nothing of Python;
-//! `bindings` is the thin PyO3 layer that exposes them as `devicemap._core`.
+//! `bindings` is the thin PyO3 layer that exposes them as `devicemap._core`. It exists only with
+//! the `python` feature (on by default), so `cargo test --no-default-features` proves the core
+//! builds and passes its tests without pyo3.
 
 pub mod component;
 pub mod cuda;
@@ -8,8 +10,10 @@ pub mod error;
 pub mod map;
 pub mod parse;
 
+#[cfg(feature = "python")]
 mod bindings;
 
+#[cfg(feature = "python")]
 pub use bindings::_core;
 
 /// Rust's allocations (key text, entry tables) go to mimalloc, which keeps freed memory for
