@@ -12,7 +12,9 @@ use nvml_wrapper::error::NvmlError;
 // Aliased: `Device` in this crate is `crate::device::Device`.
 use nvml_wrapper::{Device as NvmlDevice, Nvml};
 
-use super::order::{enumerate, CudaDevice, DeviceOrder, Enumeration, GpuRecord, MigRecord, Target};
+use super::order::{
+    enumerate, CudaDevice, DeviceOrder, Enumeration, GpuRecord, MigRecord, RecordRef,
+};
 use super::status::{Discovery, MemoryError, NvmlReport, OrderSource, Status};
 use super::visible::parse_visible;
 
@@ -262,7 +264,7 @@ pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool
     );
     let mut devices = describe_devices(inventory, &enumeration);
     let memory_errors = if memory {
-        read_memory(inventory, &enumeration.targets, &mut devices)
+        read_memory(inventory, &enumeration.refs, &mut devices)
     } else {
         Vec::new()
     };
@@ -285,13 +287,13 @@ pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool
     }
 }
 
-/// The handle and fixed fields of what a target names: a GPU, or one of its MIG devices.
-fn known_of<'a>(inventory: &'a Inventory, target: &Target) -> (&'a Known, &'a str, &'a str) {
+/// The handle and fixed fields of what a reference names: a GPU, or one of its MIG devices.
+fn known_of<'a>(inventory: &'a Inventory, record_ref: &RecordRef) -> (&'a Known, &'a str, &'a str) {
     let (record, handles) = (
-        &inventory.records[target.gpu],
-        &inventory.handles[target.gpu],
+        &inventory.records[record_ref.gpu],
+        &inventory.handles[record_ref.gpu],
     );
-    match target.mig {
+    match record_ref.mig {
         Some(m) => (&handles.migs[m], &record.migs[m].uuid, &record.migs[m].name),
         None => (&handles.this, &record.uuid, &record.name),
     }
@@ -300,12 +302,12 @@ fn known_of<'a>(inventory: &'a Inventory, target: &Target) -> (&'a Known, &'a st
 /// The devices of an enumeration, `cuda:0` first, without their memory.
 fn describe_devices(inventory: &Inventory, enumeration: &Enumeration) -> Vec<CudaDevice> {
     enumeration
-        .targets
+        .refs
         .iter()
         .enumerate()
-        .map(|(ordinal, target)| {
-            let record = &inventory.records[target.gpu];
-            let (known, uuid, name) = known_of(inventory, target);
+        .map(|(ordinal, record_ref)| {
+            let record = &inventory.records[record_ref.gpu];
+            let (known, uuid, name) = known_of(inventory, record_ref);
             CudaDevice {
                 ordinal: ordinal as u32,
                 nvml_index: record.nvml_index,
@@ -316,22 +318,22 @@ fn describe_devices(inventory: &Inventory, enumeration: &Enumeration) -> Vec<Cud
                 memory_used: None,
                 pci_bus_id: record.pci_bus_id.clone(),
                 compute_capability: known.compute_capability,
-                is_mig: target.mig.is_some(),
+                is_mig: record_ref.mig.is_some(),
                 ordering_certain: enumeration.ordering_certain,
             }
         })
         .collect()
 }
 
-/// Reads each device's memory now; `devices` is parallel to `targets`.
+/// Reads each device's memory now; `devices` is parallel to `refs`.
 fn read_memory(
     inventory: &Inventory,
-    targets: &[Target],
+    refs: &[RecordRef],
     devices: &mut [CudaDevice],
 ) -> Vec<MemoryError> {
     let mut errors = Vec::new();
-    for (target, device) in targets.iter().zip(devices.iter_mut()) {
-        match known_of(inventory, target).0.handle.memory_info() {
+    for (record_ref, device) in refs.iter().zip(devices.iter_mut()) {
+        match known_of(inventory, record_ref).0.handle.memory_info() {
             Ok(info) => {
                 device.memory_total = Some(info.total);
                 device.memory_free = Some(info.free);

@@ -45,7 +45,7 @@ impl DeviceOrder {
 /// A CUDA device of this process, as positions in the GPU records: a physical GPU, or one MIG
 /// device of it. (Named apart from `map::Slot`, a position in a map's device table.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
+pub struct RecordRef {
     /// Position in the records given to [`enumerate`].
     pub gpu: usize,
     /// Position in that record's `migs`.
@@ -55,8 +55,8 @@ pub struct Target {
 /// What [`enumerate`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enumeration {
-    /// In ordinal order: `targets[n]` is `cuda:n`.
-    pub targets: Vec<Target>,
+    /// In ordinal order: `refs[n]` is `cuda:n`.
+    pub refs: Vec<RecordRef>,
     /// False where CUDA's fastest-first order decides which physical GPU a position names and
     /// the GPUs differ in model, so NVML alone cannot tell.
     pub ordering_certain: bool,
@@ -102,15 +102,15 @@ fn pci_order(gpus: &[GpuRecord]) -> Vec<usize> {
 }
 
 /// A GPU in MIG mode appears to CUDA as its MIG devices, not as itself.
-fn expand(gpus: &[GpuRecord], gpu: usize, targets: &mut Vec<Target>) {
+fn expand(gpus: &[GpuRecord], gpu: usize, refs: &mut Vec<RecordRef>) {
     let record = &gpus[gpu];
     if record.mig_enabled {
-        targets.extend((0..record.migs.len()).map(|mig| Target {
+        refs.extend((0..record.migs.len()).map(|mig| RecordRef {
             gpu,
             mig: Some(mig),
         }));
     } else {
-        targets.push(Target { gpu, mig: None });
+        refs.push(RecordRef { gpu, mig: None });
     }
 }
 
@@ -121,11 +121,11 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
     // by a speed estimate that NVML does not expose.
     let same_model = gpus.windows(2).all(|pair| pair[0].name == pair[1].name);
     let base_certain = order == DeviceOrder::PciBusId || same_model;
-    let mut targets = Vec::new();
+    let mut refs = Vec::new();
     let ordering_certain = match visible {
         Visible::All => {
             for &gpu in &base {
-                expand(gpus, gpu, &mut targets);
+                expand(gpus, gpu, &mut refs);
             }
             base_certain
         }
@@ -135,23 +135,23 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
                 let Some(&gpu) = usize::try_from(index).ok().and_then(|i| base.get(i)) else {
                     break;
                 };
-                expand(gpus, gpu, &mut targets);
+                expand(gpus, gpu, &mut refs);
             }
-            base_certain || targets.is_empty()
+            base_certain || refs.is_empty()
         }
         // UUIDs name physical devices and the listed order gives the ordinals: no guessing.
         Visible::Gpu(candidates) => {
             let uuids: Vec<&str> = base.iter().map(|&g| gpus[g].uuid.as_str()).collect();
             for position in uuids_to_positions(candidates, &uuids) {
-                expand(gpus, base[position], &mut targets);
+                expand(gpus, base[position], &mut refs);
             }
             true
         }
         Visible::Mig(candidates) => {
-            let all: Vec<Target> = base
+            let all: Vec<RecordRef> = base
                 .iter()
                 .flat_map(|&gpu| {
-                    (0..gpus[gpu].migs.len()).map(move |mig| Target {
+                    (0..gpus[gpu].migs.len()).map(move |mig| RecordRef {
                         gpu,
                         mig: Some(mig),
                     })
@@ -159,9 +159,13 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
                 .collect();
             let uuids: Vec<&str> = all
                 .iter()
-                .map(|target| gpus[target.gpu].migs[target.mig.unwrap_or(0)].uuid.as_str())
+                .map(|record_ref| {
+                    gpus[record_ref.gpu].migs[record_ref.mig.unwrap_or(0)]
+                        .uuid
+                        .as_str()
+                })
                 .collect();
-            targets.extend(
+            refs.extend(
                 uuids_to_positions(candidates, &uuids)
                     .into_iter()
                     .map(|p| all[p]),
@@ -170,7 +174,7 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
         }
     };
     Enumeration {
-        targets,
+        refs,
         ordering_certain,
     }
 }
@@ -234,7 +238,7 @@ mod tests {
     ) -> (Vec<(usize, Option<usize>)>, bool) {
         let e = enumerate(gpus, &parse_visible(var), order);
         (
-            e.targets.iter().map(|s| (s.gpu, s.mig)).collect(),
+            e.refs.iter().map(|s| (s.gpu, s.mig)).collect(),
             e.ordering_certain,
         )
     }
