@@ -127,7 +127,8 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
             for &gpu in &base {
                 expand(gpus, gpu, &mut refs);
             }
-            base_certain
+            // No device (every GPU in MIG mode without MIG devices): no order to be unsure of.
+            base_certain || refs.is_empty()
         }
         Visible::Indices(indices) => {
             for &index in indices {
@@ -265,6 +266,13 @@ mod tests {
         assert!(!run(&gpus, None, DeviceOrder::FastestFirst).1);
         assert!(!run(&gpus, Some("1"), DeviceOrder::FastestFirst).1);
         assert!(run(&gpus, None, DeviceOrder::PciBusId).1);
+        // Found by fuzzing: mixed models, every GPU in MIG mode with no MIG device, so nothing is
+        // visible; the order of nothing is certain (as with an empty CUDA_VISIBLE_DEVICES).
+        let mut empty = gpus.clone();
+        for gpu in &mut empty {
+            gpu.mig_enabled = true;
+        }
+        assert_eq!(run(&empty, None, DeviceOrder::FastestFirst), (vec![], true));
         assert_eq!(
             run(&gpus, Some("GPU-111,GPU-0"), DeviceOrder::FastestFirst),
             (vec![(1, None), (0, None)], true)
