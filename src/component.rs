@@ -85,7 +85,8 @@ impl ComponentDevice {
         }
     }
 
-    /// The torch device string, checked against torch's `int8` device index.
+    /// The torch device string. Unlike `to_torch()`, it is not checked against torch's `int8`
+    /// device index: Haystack returns `str(device)` here, and a string is not yet a torch device.
     pub fn to_torch_str(&self) -> Result<String> {
         let device = self.single_for("PyTorch")?;
         Ok(device.to_string())

@@ -1,4 +1,6 @@
-"""Shared helpers: Haystack's reference module, a subprocess runner, hypothesis strategies."""
+"""Shared fixtures and helpers: Haystack's reference module, hypothesis strategies.
+
+Running code in a fresh interpreter is `run_python` in `tests/_subprocess.py`."""
 
 from __future__ import annotations
 

@@ -120,3 +120,44 @@ def test_rich_table_when_a_terminal(
     assert "NVIDIA L4" in out
     assert "4.0 / 24.0 GiB" in out
     assert "8.9" in out
+
+
+# The fake NVML adds `used_step` to a device's used memory after every read, so the memory a
+# later call sees counts the reads made before it: one discovery reads each device once.
+ONE_DISCOVERY = """
+import contextlib, io, json, sys, devicemap
+from devicemap import _devices_cli, pick_device
+with contextlib.redirect_stdout(io.StringIO()):
+    if sys.argv[1] == "devices":
+        _devices_cli.run(as_json=True)
+    else:
+        pick_device()
+print(json.dumps(devicemap.cuda_devices()[0].memory_used))
+"""
+
+
+@pytest.mark.parametrize("caller", ["devices", "pick_device"])
+def test_one_discovery_per_call(tmp_path: Path, caller: str) -> None:
+    devices = gpus(1)
+    devices[0].used = GIB
+    devices[0].used_step = 1024**2
+    out = run(ONE_DISCOVERY, scenario_env(tmp_path, devices), caller).stdout
+    assert json.loads(out) == GIB + 1024**2
+
+
+def test_discovery_object_agrees_with_the_functions(tmp_path: Path) -> None:
+    code = """
+    import json, devicemap
+    d = devicemap._core.cuda_discover()
+    print(json.dumps({"n": len(d.devices), "status": d.status, "certain": d.ordering_certain,
+                      "nvml": d.nvml_usable, "fresh_list": d.devices is not d.devices,
+                      "same": d.status == devicemap.cuda_status(), "repr": repr(d)}))
+    """
+    for devices, nvml in ((gpus(2), True), (None, False)):
+        report = json.loads(run(code, scenario_env(tmp_path, devices)).stdout)
+        assert report["n"] == (2 if nvml else 0)
+        assert report["nvml"] is nvml
+        assert report["certain"] is True
+        assert report["fresh_list"] is True
+        assert report["same"] is True
+        assert report["repr"].startswith(f"CudaDiscovery(devices={report['n']}, status=")

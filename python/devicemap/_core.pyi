@@ -10,6 +10,7 @@ __all__ = [
     "ComponentDevice",
     "Coverage",
     "CudaDevice",
+    "CudaDiscovery",
     "Device",
     "DeviceMap",
     "DeviceMapping",
@@ -23,6 +24,7 @@ __all__ = [
     "_device_type_index",
     "cuda_device_count",
     "cuda_devices",
+    "cuda_discover",
     "cuda_status",
 ]
 __version__: str
@@ -289,6 +291,18 @@ class CudaDevice:
         ],
     ]: ...
 
+@final
+class CudaDiscovery:
+    @property
+    def devices(self) -> list[CudaDevice]: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def ordering_certain(self) -> bool: ...
+    @property
+    def nvml_usable(self) -> bool: ...
+
 def cuda_devices() -> list[CudaDevice]: ...
 def cuda_device_count() -> int: ...
 def cuda_status() -> str: ...
+def cuda_discover(*, warn: bool = False) -> CudaDiscovery: ...

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from typing import Any
 
-from devicemap._core import CudaDevice, cuda_devices, cuda_status
+from devicemap._core import CudaDevice, cuda_discover
 
 GIB = 1024**3
 BAR_WIDTH = 12
@@ -102,14 +101,14 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 def run(as_json: bool) -> int:
-    from devicemap._resolve import resolve
+    from devicemap._resolve import NO_DEVICE, resolve
 
-    # The status below says the same as the ordering warning, in place.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        devices = cuda_devices()
-    status = cuda_status()
-    resolution = resolve()
+    # One discovery for the table, the status and the default device, so all three agree. The
+    # status says what the ordering warning would, in place, so no warning is asked for.
+    discovery = cuda_discover()
+    devices = discovery.devices
+    status = discovery.status
+    resolution = resolve(discovery)
     cpu = _cpu()
     if as_json:
         report = {
@@ -132,7 +131,7 @@ def run(as_json: bool) -> int:
     )
     memory = "unknown RAM" if cpu["memory_total"] is None else f"{cpu['memory_total'] / GIB:.1f} GiB RAM"
     print(f"CPU: {cores} cores, {memory}")
-    # Without a GPU the reason ends with the NVML status printed just above.
-    reason = resolution.reason.replace(status, "see above") if not devices else resolution.reason
+    # Without a GPU the reason is the NVML status printed just above.
+    reason = f"{NO_DEVICE}: see above" if resolution.reason == f"{NO_DEVICE}: {status}" else resolution.reason
     print(f"Default device: {resolution.device}  ({reason})")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from devicemap._core import CudaDevice, Device, cuda_devices
+from devicemap._core import CudaDevice, Device, cuda_discover
 
 # Not `typing.TYPE_CHECKING`: importing `typing` costs about 5 ms of a cold start, and mypy
 # honours a module constant of this name.
@@ -65,9 +65,11 @@ def pick_device(policy: Policy = "first", *, min_free_memory: int = 0) -> Device
     override = from_environment()
     if override is not None:
         return override.device
-    devices = cuda_devices()
+    # One discovery serves both the choice and, without a CUDA device, the fallback.
+    discovery = cuda_discover(warn=True)
+    devices = discovery.devices
     if not devices:
-        return resolve().device
+        return resolve(discovery).device
 
     if policy == "local_rank":
         rank = _local_rank()

@@ -19,7 +19,7 @@ import os
 import sys
 from types import ModuleType
 
-from devicemap._core import Device, cuda_device_count, cuda_status
+from devicemap._core import CudaDiscovery, Device, cuda_device_count, cuda_status
 from devicemap._types import DeviceType
 
 OVERRIDE_VARIABLE = "DEVICEMAP_DEVICE"
@@ -148,22 +148,30 @@ def _xpu_or_mps() -> Resolution | None:
     return None
 
 
-def resolve() -> Resolution:
-    """The default device for this process, with the reason."""
+NO_DEVICE = "no CUDA, XPU or MPS device"
+
+
+def resolve(discovery: CudaDiscovery | None = None) -> Resolution:
+    """The default device for this process, with the reason.
+
+    `discovery`, from `cuda_discover()`, lets a caller that already ran CUDA discovery reuse it
+    rather than run it again; without one, discovery runs here when needed.
+    """
     override = from_environment()
     if override is not None:
         return override
     torch = sys.modules.get("torch")
     if torch is not None:
         return _ask_torch(torch)
-    count = cuda_device_count()
+    count = len(discovery.devices) if discovery is not None else cuda_device_count()
     if count:
         plural = "device" if count == 1 else "devices"
         return Resolution(Device.gpu(), f"NVML finds {count} CUDA {plural} visible to this process")
     other = _xpu_or_mps()
     if other is not None:
         return other
-    return Resolution(Device.cpu(), f"no CUDA, XPU or MPS device: {cuda_status()}")
+    status = discovery.status if discovery is not None else cuda_status()
+    return Resolution(Device.cpu(), f"{NO_DEVICE}: {status}")
 
 
 def default_device() -> Device:

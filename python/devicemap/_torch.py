@@ -1,4 +1,8 @@
-"""The only module that imports torch, and only when a torch object is asked for."""
+"""Imports torch when a torch object is asked for (`to_torch()`), with install advice.
+
+`_resolve.py` also imports torch, on its own, to ask about XPU and MPS on platforms that can
+have them; nothing else does.
+"""
 
 from __future__ import annotations
 

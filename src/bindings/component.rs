@@ -251,9 +251,9 @@ impl PyComponentDevice {
         })
     }
 
+    // PyO3 casts the u64 to Python's hash type and turns -1 (reserved for errors) into -2.
     fn __hash__(&self) -> u64 {
-        // Python reserves -1 for errors; a top bit clear keeps every value clear of it.
-        self.inner.content_hash() >> 1
+        self.inner.content_hash()
     }
 
     fn __repr__(&self) -> String {

@@ -1,6 +1,7 @@
 //! CUDA discovery for Python: `CudaDevice`, `cuda_devices()`, `cuda_device_count()`,
-//! `cuda_status()`. The one Python-side step is asking torch for CUDA's order when the order
-//! is uncertain and torch has already initialized CUDA in this process.
+//! `cuda_status()`, and `cuda_discover()` for devices and status from one discovery. The one
+//! Python-side step is asking torch for CUDA's order when the order is uncertain and torch has
+//! already initialized CUDA in this process.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -11,8 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::device::{device_to_py, PyDevice};
-use crate::cuda::nvml::UNCERTAIN_ORDER;
-use crate::cuda::order::reorder_by_uuids;
+use crate::cuda::status::UNCERTAIN_ORDER;
 use crate::cuda::{discover, CudaDevice, Discovery};
 use crate::device::Device;
 
@@ -145,6 +145,7 @@ impl PyCudaDevice {
             .is_ok_and(|other| other.get().inner == self.inner)
     }
 
+    // PyO3 casts the u64 to Python's hash type and turns -1 (reserved for errors) into -2.
     fn __hash__(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
         self.inner.hash(&mut hasher);
@@ -175,7 +176,7 @@ impl PyCudaDevice {
 /// Asks torch for CUDA's order when NVML cannot tell it and torch already initialized CUDA in
 /// this process. Torch is never imported here, and any failure leaves the order uncertain.
 fn settle_with_torch(py: Python<'_>, discovery: &mut Discovery) {
-    if discovery.ordering_certain || discovery.devices.is_empty() {
+    if discovery.ordering_certain() || discovery.devices.is_empty() {
         return;
     }
     let uuids = || -> PyResult<Option<Vec<String>>> {
@@ -197,13 +198,7 @@ fn settle_with_torch(py: Python<'_>, discovery: &mut Discovery) {
         Ok(Some(uuids))
     };
     if let Ok(Some(uuids)) = uuids() {
-        if reorder_by_uuids(&mut discovery.devices, &uuids) {
-            discovery.ordering_certain = true;
-            discovery.status = discovery.status.replace(
-                UNCERTAIN_ORDER,
-                "CUDA's order was read from torch, which has initialized CUDA in this process.",
-            );
-        }
+        discovery.settle_order(&uuids);
     }
 }
 
@@ -222,13 +217,9 @@ fn run(py: Python<'_>, memory: bool) -> Discovery {
 
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-/// The CUDA devices this process will see, `cuda:0` first, with memory read now.
-///
-/// Warns once per process (`UserWarning`) when the order is uncertain; see `cuda_status()`.
-#[pyfunction]
-pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let discovery = run(py, true);
-    if !discovery.ordering_certain && !WARNED.swap(true, Ordering::Relaxed) {
+/// Warns once per process (`UserWarning`) when the order is uncertain.
+fn warn_if_uncertain(py: Python<'_>, discovery: &Discovery) -> PyResult<()> {
+    if !discovery.ordering_certain() && !WARNED.swap(true, Ordering::Relaxed) {
         PyErr::warn(
             py,
             &py.get_type::<PyUserWarning>(),
@@ -237,13 +228,87 @@ pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
             1,
         )?;
     }
-    PyList::new(
-        py,
-        discovery
-            .devices
-            .into_iter()
-            .map(|inner| PyCudaDevice { inner }),
-    )
+    Ok(())
+}
+
+fn device_list(py: Python<'_>, devices: Vec<CudaDevice>) -> PyResult<Bound<'_, PyList>> {
+    PyList::new(py, devices.into_iter().map(|inner| PyCudaDevice { inner }))
+}
+
+/// One discovery's result: the devices and the status, consistent with each other, for callers
+/// that need both (`devicemap devices`, `pick_device`) without running discovery twice.
+#[pyclass(frozen, module = "devicemap", name = "CudaDiscovery")]
+pub struct PyCudaDiscovery {
+    devices: Py<PyList>,
+    status: String,
+    ordering_certain: bool,
+    nvml_usable: bool,
+}
+
+#[pymethods]
+impl PyCudaDiscovery {
+    /// The CUDA devices, `cuda:0` first, with memory read when discovery ran (a new list each time).
+    #[getter]
+    fn devices<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Bound<'py, PyAny>> = self.devices.bind(py).iter().collect();
+        PyList::new(py, items)
+    }
+    /// What `cuda_status()` would have said at the same moment.
+    #[getter]
+    fn status(&self) -> &str {
+        &self.status
+    }
+    #[getter]
+    fn ordering_certain(&self) -> bool {
+        self.ordering_certain
+    }
+    /// Whether NVML could be loaded and asked at all.
+    #[getter]
+    fn nvml_usable(&self) -> bool {
+        self.nvml_usable
+    }
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "CudaDiscovery(devices={}, status={}, ordering_certain={}, nvml_usable={})",
+            self.devices.bind(py).len(),
+            PyString::new(py, &self.status).repr()?,
+            if self.ordering_certain {
+                "True"
+            } else {
+                "False"
+            },
+            if self.nvml_usable { "True" } else { "False" },
+        ))
+    }
+}
+
+/// Runs discovery once (memory read now) and returns devices and status together. With
+/// `warn`, warns once per process as `cuda_devices()` does when the order is uncertain.
+#[pyfunction]
+#[pyo3(signature = (*, warn = false))]
+pub fn cuda_discover(py: Python<'_>, warn: bool) -> PyResult<PyCudaDiscovery> {
+    let discovery = run(py, true);
+    if warn {
+        warn_if_uncertain(py, &discovery)?;
+    }
+    let status = discovery.status_text();
+    let (ordering_certain, nvml_usable) = (discovery.ordering_certain(), discovery.nvml_usable());
+    Ok(PyCudaDiscovery {
+        devices: device_list(py, discovery.devices)?.unbind(),
+        status,
+        ordering_certain,
+        nvml_usable,
+    })
+}
+
+/// The CUDA devices this process will see, `cuda:0` first, with memory read now.
+///
+/// Warns once per process (`UserWarning`) when the order is uncertain; see `cuda_status()`.
+#[pyfunction]
+pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let discovery = run(py, true);
+    warn_if_uncertain(py, &discovery)?;
+    device_list(py, discovery.devices)
 }
 
 /// How many CUDA devices this process will see (0 when NVML cannot be used).
@@ -255,5 +320,5 @@ pub fn cuda_device_count(py: Python<'_>) -> usize {
 /// In a sentence or a few: what NVML reported, what CUDA will see, and anything that went wrong.
 #[pyfunction]
 pub fn cuda_status(py: Python<'_>) -> Bound<'_, PyString> {
-    PyString::new(py, &run(py, true).status)
+    PyString::new(py, &run(py, true).status_text())
 }

@@ -204,11 +204,11 @@ impl PyDevice {
         }
     }
 
+    // PyO3 casts the u64 to Python's hash type and turns -1 (reserved for errors) into -2.
     fn __hash__(&self) -> u64 {
         let kind = self.inner.kind as u64;
         let id = self.inner.id.map_or(0, |id| id.wrapping_add(1));
-        // Keep clear of -1, which Python reserves for errors.
-        (kind.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id) >> 1
+        kind.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {

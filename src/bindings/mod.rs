@@ -26,6 +26,8 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda::cuda_devices, m)?)?;
     m.add_function(wrap_pyfunction!(cuda::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
+    m.add_class::<cuda::PyCudaDiscovery>()?;
+    m.add_function(wrap_pyfunction!(cuda::cuda_discover, m)?)?;
     m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
     m.add_class::<lookup::PyCoverage>()?;
     m.add_class::<lookup::PyExplanation>()?;

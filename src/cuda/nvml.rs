@@ -1,14 +1,21 @@
 //! NVML, loaded and initialized once per process. Every failure (no library, no driver, no
-//! permission, a missing symbol, an error on one device) becomes a sentence in the status, never
-//! a panic or an error for the caller: discovery returns what it could read.
+//! permission, a missing symbol, an error on one device) becomes part of the status, never a
+//! panic or an error for the caller: discovery returns what it could read.
+//!
+//! `discover` runs in three steps: number the devices (`order`), describe them from the
+//! inventory read once, and read their memory; the status is data (`status`).
 
 use std::ffi::OsString;
 use std::sync::OnceLock;
 
 use nvml_wrapper::error::NvmlError;
-use nvml_wrapper::{Device, Nvml};
+// Aliased: `Device` in this crate is `crate::device::Device`.
+use nvml_wrapper::{Device as NvmlDevice, Nvml};
 
-use super::order::{enumerate, CudaDevice, DeviceOrder, GpuRecord, MigRecord};
+use super::order::{
+    enumerate, CudaDevice, DeviceOrder, Enumeration, GpuRecord, MigRecord, RecordRef,
+};
+use super::status::{Discovery, MemoryError, NvmlReport, OrderSource, Status};
 use super::visible::parse_visible;
 
 /// The library loaded when `DEVICEMAP_NVML_LIBRARY` is unset or empty.
@@ -16,7 +23,7 @@ pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
 
 /// A device's fields that do not change while the process runs, and its handle for the rest.
 struct Known {
-    handle: Device<'static>,
+    handle: NvmlDevice<'static>,
     compute_capability: Option<(i32, i32)>,
 }
 
@@ -77,7 +84,7 @@ fn nvml() -> Result<&'static Nvml, &'static str> {
     .map_err(String::as_str)
 }
 
-fn capability(device: &Device<'_>) -> Option<(i32, i32)> {
+fn capability(device: &NvmlDevice<'_>) -> Option<(i32, i32)> {
     device
         .cuda_compute_capability()
         .ok()
@@ -89,7 +96,7 @@ const MIG_ENABLED: u32 = 1;
 
 /// The MIG devices of a GPU in MIG mode, or `None` when MIG mode is off or unsupported.
 fn mig_devices(
-    parent: &Device<'static>,
+    parent: &NvmlDevice<'static>,
     nvml_index: u32,
     notes: &mut Vec<String>,
 ) -> Option<Vec<(MigRecord, Known)>> {
@@ -242,113 +249,101 @@ fn inventory() -> Result<&'static Inventory, &'static str> {
         .map_err(String::as_str)
 }
 
-/// What discovery found, and in a sentence or two, how.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Discovery {
-    pub devices: Vec<CudaDevice>,
-    pub ordering_certain: bool,
-    /// Whether NVML could be used at all.
-    pub nvml_ok: bool,
-    pub status: String,
-}
-
-/// Sentence appended to the status when CUDA's order cannot be read from NVML.
-pub const UNCERTAIN_ORDER: &str = "The GPUs differ in model and CUDA_DEVICE_ORDER is not PCI_BUS_ID, \
-so CUDA numbers them fastest first, which NVML cannot tell; the ordinals shown follow PCI bus order \
-and may not match cuda:N (set CUDA_DEVICE_ORDER=PCI_BUS_ID, or initialize CUDA in torch first).";
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// The CUDA devices of a process with these `CUDA_VISIBLE_DEVICES` and `CUDA_DEVICE_ORDER`
-/// values. `memory` reads each device's memory now (the count alone does not need it).
+/// values, and how they were found. `memory` reads each device's memory now (the count alone
+/// does not need it).
 pub fn discover(visible_var: Option<&str>, order_var: Option<&str>, memory: bool) -> Discovery {
     let inventory = match inventory() {
         Ok(inventory) => inventory,
-        Err(reason) => {
-            return Discovery {
-                devices: Vec::new(),
-                ordering_certain: true,
-                nvml_ok: false,
-                status: format!("{reason}."),
-            }
-        }
+        Err(reason) => return Discovery::without_nvml(reason.to_owned(), visible_var),
     };
-    let order = DeviceOrder::from_env(order_var);
-    let enumeration = enumerate(&inventory.records, &parse_visible(visible_var), order);
-    let certain = enumeration.ordering_certain;
-    let mut memory_notes = Vec::new();
-    let devices: Vec<CudaDevice> = enumeration
-        .slots
+    let enumeration = enumerate(
+        &inventory.records,
+        &parse_visible(visible_var),
+        DeviceOrder::from_env(order_var),
+    );
+    let mut devices = describe_devices(inventory, &enumeration);
+    let memory_errors = if memory {
+        read_memory(inventory, &enumeration.refs, &mut devices)
+    } else {
+        Vec::new()
+    };
+    Discovery {
+        devices,
+        status: Status {
+            nvml: Ok(NvmlReport {
+                driver: inventory.driver.clone(),
+                reported: inventory.reported,
+                notes: inventory.notes.clone(),
+            }),
+            visible_var: visible_var.map(str::to_owned),
+            order: if enumeration.ordering_certain {
+                OrderSource::Certain
+            } else {
+                OrderSource::Uncertain
+            },
+            memory_errors,
+        },
+    }
+}
+
+/// The handle and fixed fields of what a reference names: a GPU, or one of its MIG devices.
+fn known_of<'a>(inventory: &'a Inventory, record_ref: &RecordRef) -> (&'a Known, &'a str, &'a str) {
+    let (record, handles) = (
+        &inventory.records[record_ref.gpu],
+        &inventory.handles[record_ref.gpu],
+    );
+    match record_ref.mig {
+        Some(m) => (&handles.migs[m], &record.migs[m].uuid, &record.migs[m].name),
+        None => (&handles.this, &record.uuid, &record.name),
+    }
+}
+
+/// The devices of an enumeration, `cuda:0` first, without their memory.
+fn describe_devices(inventory: &Inventory, enumeration: &Enumeration) -> Vec<CudaDevice> {
+    enumeration
+        .refs
         .iter()
         .enumerate()
-        .map(|(ordinal, slot)| {
-            let (record, handles) = (&inventory.records[slot.gpu], &inventory.handles[slot.gpu]);
-            let (known, uuid, name) = match slot.mig {
-                Some(m) => (&handles.migs[m], &record.migs[m].uuid, &record.migs[m].name),
-                None => (&handles.this, &record.uuid, &record.name),
-            };
-            let info = if memory {
-                known
-                    .handle
-                    .memory_info()
-                    .map_err(|error| {
-                        memory_notes.push(format!(
-                            "The memory of cuda:{ordinal} cannot be read ({}).",
-                            describe(&error)
-                        ));
-                    })
-                    .ok()
-            } else {
-                None
-            };
+        .map(|(ordinal, record_ref)| {
+            let record = &inventory.records[record_ref.gpu];
+            let (known, uuid, name) = known_of(inventory, record_ref);
             CudaDevice {
                 ordinal: ordinal as u32,
                 nvml_index: record.nvml_index,
-                uuid: uuid.clone(),
-                name: name.clone(),
-                memory_total: info.as_ref().map(|i| i.total),
-                memory_free: info.as_ref().map(|i| i.free),
-                memory_used: info.as_ref().map(|i| i.used),
+                uuid: uuid.to_owned(),
+                name: name.to_owned(),
+                memory_total: None,
+                memory_free: None,
+                memory_used: None,
                 pci_bus_id: record.pci_bus_id.clone(),
                 compute_capability: known.compute_capability,
-                is_mig: slot.mig.is_some(),
-                ordering_certain: certain,
+                is_mig: record_ref.mig.is_some(),
+                ordering_certain: enumeration.ordering_certain,
             }
         })
-        .collect();
+        .collect()
+}
 
-    let driver = inventory
-        .driver
-        .as_deref()
-        .map(|v| format!(" (driver {v})"))
-        .unwrap_or_default();
-    let visible_note = match visible_var {
-        None => "CUDA_VISIBLE_DEVICES is unset".to_owned(),
-        Some(value) => format!("CUDA_VISIBLE_DEVICES={value:?}"),
-    };
-    let mut status = format!(
-        "NVML{driver} reports {}; {} visible to CUDA ({visible_note}).",
-        plural(inventory.reported as usize, "GPU", "GPUs"),
-        plural(devices.len(), "device is", "devices are"),
-    );
-    for note in &inventory.notes {
-        status.push(' ');
-        status.push_str(note);
+/// Reads each device's memory now; `devices` is parallel to `refs`.
+fn read_memory(
+    inventory: &Inventory,
+    refs: &[RecordRef],
+    devices: &mut [CudaDevice],
+) -> Vec<MemoryError> {
+    let mut errors = Vec::new();
+    for (record_ref, device) in refs.iter().zip(devices.iter_mut()) {
+        match known_of(inventory, record_ref).0.handle.memory_info() {
+            Ok(info) => {
+                device.memory_total = Some(info.total);
+                device.memory_free = Some(info.free);
+                device.memory_used = Some(info.used);
+            }
+            Err(error) => errors.push(MemoryError {
+                uuid: device.uuid.clone(),
+                reason: describe(&error),
+            }),
+        }
     }
-    if !certain {
-        status.push(' ');
-        status.push_str(UNCERTAIN_ORDER);
-    }
-    for note in memory_notes {
-        status.push(' ');
-        status.push_str(&note);
-    }
-    Discovery {
-        devices,
-        ordering_certain: certain,
-        nvml_ok: true,
-        status,
-    }
+    errors
 }

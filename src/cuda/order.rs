@@ -42,9 +42,10 @@ impl DeviceOrder {
     }
 }
 
-/// A CUDA device of this process: a physical GPU, or one MIG device of it.
+/// A CUDA device of this process, as positions in the GPU records: a physical GPU, or one MIG
+/// device of it. (Named apart from `map::Slot`, a position in a map's device table.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
+pub struct RecordRef {
     /// Position in the records given to [`enumerate`].
     pub gpu: usize,
     /// Position in that record's `migs`.
@@ -54,8 +55,8 @@ pub struct Slot {
 /// What [`enumerate`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enumeration {
-    /// In ordinal order: `slots[n]` is `cuda:n`.
-    pub slots: Vec<Slot>,
+    /// In ordinal order: `refs[n]` is `cuda:n`.
+    pub refs: Vec<RecordRef>,
     /// False where CUDA's fastest-first order decides which physical GPU a position names and
     /// the GPUs differ in model, so NVML alone cannot tell.
     pub ordering_certain: bool,
@@ -101,15 +102,15 @@ fn pci_order(gpus: &[GpuRecord]) -> Vec<usize> {
 }
 
 /// A GPU in MIG mode appears to CUDA as its MIG devices, not as itself.
-fn expand(gpus: &[GpuRecord], gpu: usize, slots: &mut Vec<Slot>) {
+fn expand(gpus: &[GpuRecord], gpu: usize, refs: &mut Vec<RecordRef>) {
     let record = &gpus[gpu];
     if record.mig_enabled {
-        slots.extend((0..record.migs.len()).map(|mig| Slot {
+        refs.extend((0..record.migs.len()).map(|mig| RecordRef {
             gpu,
             mig: Some(mig),
         }));
     } else {
-        slots.push(Slot { gpu, mig: None });
+        refs.push(RecordRef { gpu, mig: None });
     }
 }
 
@@ -120,13 +121,14 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
     // by a speed estimate that NVML does not expose.
     let same_model = gpus.windows(2).all(|pair| pair[0].name == pair[1].name);
     let base_certain = order == DeviceOrder::PciBusId || same_model;
-    let mut slots = Vec::new();
+    let mut refs = Vec::new();
     let ordering_certain = match visible {
         Visible::All => {
             for &gpu in &base {
-                expand(gpus, gpu, &mut slots);
+                expand(gpus, gpu, &mut refs);
             }
-            base_certain
+            // No device (every GPU in MIG mode without MIG devices): no order to be unsure of.
+            base_certain || refs.is_empty()
         }
         Visible::Indices(indices) => {
             for &index in indices {
@@ -134,23 +136,23 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
                 let Some(&gpu) = usize::try_from(index).ok().and_then(|i| base.get(i)) else {
                     break;
                 };
-                expand(gpus, gpu, &mut slots);
+                expand(gpus, gpu, &mut refs);
             }
-            base_certain || slots.is_empty()
+            base_certain || refs.is_empty()
         }
         // UUIDs name physical devices and the listed order gives the ordinals: no guessing.
         Visible::Gpu(candidates) => {
             let uuids: Vec<&str> = base.iter().map(|&g| gpus[g].uuid.as_str()).collect();
             for position in uuids_to_positions(candidates, &uuids) {
-                expand(gpus, base[position], &mut slots);
+                expand(gpus, base[position], &mut refs);
             }
             true
         }
         Visible::Mig(candidates) => {
-            let all: Vec<Slot> = base
+            let all: Vec<RecordRef> = base
                 .iter()
                 .flat_map(|&gpu| {
-                    (0..gpus[gpu].migs.len()).map(move |mig| Slot {
+                    (0..gpus[gpu].migs.len()).map(move |mig| RecordRef {
                         gpu,
                         mig: Some(mig),
                     })
@@ -158,9 +160,13 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
                 .collect();
             let uuids: Vec<&str> = all
                 .iter()
-                .map(|slot| gpus[slot.gpu].migs[slot.mig.unwrap_or(0)].uuid.as_str())
+                .map(|record_ref| {
+                    gpus[record_ref.gpu].migs[record_ref.mig.unwrap_or(0)]
+                        .uuid
+                        .as_str()
+                })
                 .collect();
-            slots.extend(
+            refs.extend(
                 uuids_to_positions(candidates, &uuids)
                     .into_iter()
                     .map(|p| all[p]),
@@ -169,7 +175,7 @@ pub fn enumerate(gpus: &[GpuRecord], visible: &Visible, order: DeviceOrder) -> E
         }
     };
     Enumeration {
-        slots,
+        refs,
         ordering_certain,
     }
 }
@@ -233,7 +239,7 @@ mod tests {
     ) -> (Vec<(usize, Option<usize>)>, bool) {
         let e = enumerate(gpus, &parse_visible(var), order);
         (
-            e.slots.iter().map(|s| (s.gpu, s.mig)).collect(),
+            e.refs.iter().map(|s| (s.gpu, s.mig)).collect(),
             e.ordering_certain,
         )
     }
@@ -260,6 +266,13 @@ mod tests {
         assert!(!run(&gpus, None, DeviceOrder::FastestFirst).1);
         assert!(!run(&gpus, Some("1"), DeviceOrder::FastestFirst).1);
         assert!(run(&gpus, None, DeviceOrder::PciBusId).1);
+        // Found by fuzzing: mixed models, every GPU in MIG mode with no MIG device, so nothing is
+        // visible; the order of nothing is certain (as with an empty CUDA_VISIBLE_DEVICES).
+        let mut empty = gpus.clone();
+        for gpu in &mut empty {
+            gpu.mig_enabled = true;
+        }
+        assert_eq!(run(&empty, None, DeviceOrder::FastestFirst), (vec![], true));
         assert_eq!(
             run(&gpus, Some("GPU-111,GPU-0"), DeviceOrder::FastestFirst),
             (vec![(1, None), (0, None)], true)
