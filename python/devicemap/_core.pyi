@@ -15,6 +15,7 @@ __all__ = [
     "MapIter",
     "__version__",
     "_check_entries",
+    "_check_map",
     "_device_type_index",
     "cuda_device_count",
     "cuda_devices",
@@ -27,6 +28,9 @@ def _device_type_index(string: str) -> int: ...
 def _check_entries(
     mapping: Mapping[str, Any], *, hf: bool
 ) -> tuple[DeviceMap, list[tuple[str, str, str]]]: ...
+def _check_map(
+    mapping: Mapping[str, Any], *, hf: bool, keep: int = 200
+) -> tuple[DeviceMap, int, list[tuple[str, str, str]]]: ...
 
 @final
 class Device:

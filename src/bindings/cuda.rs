@@ -2,6 +2,7 @@
 //! `cuda_status()`. The one Python-side step is asking torch for CUDA's order when the order
 //! is uncertain and torch has already initialized CUDA in this process.
 
+use super::guard::guard;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,6 +228,10 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// Warns once per process (`UserWarning`) when the order is uncertain; see `cuda_status()`.
 #[pyfunction]
 pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    guard("cuda_devices", || cuda_devices_unguarded(py))
+}
+
+fn cuda_devices_unguarded(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     let discovery = run(py, true);
     if !discovery.ordering_certain && !WARNED.swap(true, Ordering::Relaxed) {
         PyErr::warn(
@@ -248,12 +253,14 @@ pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 
 /// How many CUDA devices this process will see (0 when NVML cannot be used).
 #[pyfunction]
-pub fn cuda_device_count(py: Python<'_>) -> usize {
-    run(py, false).devices.len()
+pub fn cuda_device_count(py: Python<'_>) -> PyResult<usize> {
+    guard("cuda_device_count", || Ok(run(py, false).devices.len()))
 }
 
 /// In a sentence or a few: what NVML reported, what CUDA will see, and anything that went wrong.
 #[pyfunction]
-pub fn cuda_status(py: Python<'_>) -> Bound<'_, PyString> {
-    PyString::new(py, &run(py, true).status)
+pub fn cuda_status(py: Python<'_>) -> PyResult<Bound<'_, PyString>> {
+    guard("cuda_status", || {
+        Ok(PyString::new(py, &run(py, true).status))
+    })
 }

@@ -1,10 +1,12 @@
 //! The Python face of the core: each file here only translates between Python and `crate::*`.
 
+mod check;
 mod component;
 mod convert;
 mod cuda;
 mod device;
 mod errors;
+mod guard;
 mod keys;
 mod map;
 
@@ -12,6 +14,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    guard::install_panic_hook();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<device::PyDevice>()?;
     m.add_class::<map::PyDeviceMap>()?;
@@ -24,6 +27,9 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
     m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(check::_check_map, m)?)?;
+    #[cfg(feature = "testing")]
+    m.add_function(wrap_pyfunction!(guard::_panic_for_tests, m)?)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
