@@ -57,6 +57,13 @@ def hf_map(n: int) -> dict[str, int]:
     return dict(entry(i, layers) for i in range(n))
 
 
+def hf_map_cycling(n: int) -> dict[str, int]:
+    """The same names with the GPU id changing from one entry to the next (`i % 8`), as a
+    round-robin placement gives: no run of equal values for a reader to lean on."""
+    layers = layers_for(n)
+    return {entry(i, layers)[0]: i % GPUS for i in range(n)}
+
+
 def string_map(n: int) -> dict[str, str]:
     """Haystack's serialized form; each value its own `str`, as `json.load` would give."""
     layers = layers_for(n)
@@ -281,6 +288,8 @@ def bench_size(label: str, n: int, reps: int) -> tuple[list[Row], list[Row]]:
     import haystack.utils.device as hay
 
     hf: dict[str, Any] = hf_map(n)
+    cycling: dict[str, Any] = hf_map_cycling(n)
+    assert dm.DeviceMap.from_hf(cycling).to_dict() == hay.DeviceMap.from_hf(cycling).to_dict()
     strings = string_map(n)
     serialized = {"type": "multiple", "device_map": strings}
     hay_map = hay.DeviceMap.from_hf(hf)
@@ -298,6 +307,15 @@ def bench_size(label: str, n: int, reps: int) -> tuple[list[Row], list[Row]]:
     rows = [
         speedup_row(
             "DeviceMap.from_hf", label, hay.DeviceMap.from_hf, dm.DeviceMap.from_hf, same(hf), reps, 10
+        ),
+        speedup_row(
+            "DeviceMap.from_hf, ids i % 8",
+            label,
+            hay.DeviceMap.from_hf,
+            dm.DeviceMap.from_hf,
+            same(cycling),
+            reps,
+            10,
         ),
         speedup_row(
             "DeviceMap.from_dict",

@@ -11,7 +11,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 venv=.venv/bin
 "$venv/python" -m pip install -q --upgrade pip
-"$venv/python" -m pip install -q -e '.[test]'
+# The `testing` cargo feature adds `_core._panic_for_tests`, which tests/test_panics.py needs
+# (maturin's PEP 517 backend takes its build arguments from MATURIN_PEP517_ARGS).
+MATURIN_PEP517_ARGS="--features testing" "$venv/python" -m pip install -q -e '.[test]'
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -19,6 +21,7 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy -q --all-targets -- -D warnings
+cargo clippy -q --all-targets --features testing -- -D warnings
 step "cargo test"
 cargo test -q
 step "ruff"

@@ -9,23 +9,25 @@ pub enum ErrorKind {
     Value,
     Type,
     Key,
+    Runtime,
+    Overflow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Error {
-    #[error("Unknown device type string '{text}'{hint}")]
+    #[error("Unknown device type string {}{hint}", quoted(.text))]
     UnknownDeviceType { text: String, hint: Hint },
 
-    #[error("Device id must be an integer, got {part}")]
+    #[error("Device id must be an integer, got {}", quoted(.part))]
     BadId { part: String },
 
-    #[error("Device id must be >= 0, got {id}")]
+    #[error("Device id must be >= 0, got {}", clipped(.id))]
     NegativeId { id: String },
 
-    #[error("Device id {part} is too large (at most {max})", max = u64::MAX)]
+    #[error("Device id {} is too large (at most {max})", clipped(.part), max = u64::MAX)]
     IdTooLarge { part: String },
 
-    #[error("Device string '{text}' has more than one ':'; expected '<type>' or '<type>:<id>'")]
+    #[error("Device string {} has more than one ':'; expected '<type>' or '<type>:<id>'", quoted(.text))]
     TooManyColons { text: String },
 
     #[error("The disk device can only be used as a part of device maps")]
@@ -48,11 +50,12 @@ pub enum Error {
     #[error("Device id {id} is out of range for PyTorch, whose device index is at most {max}", max = i8::MAX)]
     IdTooLargeForTorch { id: u64 },
 
-    #[error("Unknown component device type '{text}' in serialized data")]
+    /// `text` is `str()` of any Python value, quoted as Haystack quotes it.
+    #[error("Unknown component device type '{}' in serialized data", clipped(.text))]
     UnknownComponentType { text: String },
 
     /// An error about one entry of a map: says which key (and, through `source`, which value).
-    #[error("{source} (key '{key}')")]
+    #[error("{source} (key {})", quoted(.key))]
     Entry { key: String, source: Box<Error> },
 
     #[error("Tensor name '{name}' {reason}")]
@@ -71,7 +74,32 @@ pub enum Error {
 
     #[error("{0}")]
     Key(String),
+
+    /// Text that is not Unicode (a Python `str` with a lone surrogate) cannot be stored.
+    #[error("{what} {repr} is not valid Unicode: it holds a lone surrogate (U+{code:04X}) at index {index}")]
+    Surrogate {
+        what: &'static str,
+        repr: String,
+        code: u32,
+        index: usize,
+    },
+
+    /// A mapping changed while it was read, which would make the result depend on timing.
+    #[error("{what} changed size during iteration")]
+    ChangedDuringIteration { what: &'static str },
+
+    #[error("{what}: {got} values to unpack (expected 2, a (key, value) pair)")]
+    NotAPair { what: &'static str, got: String },
+
+    #[error("the mapping reports {len} entries, more than a DeviceMap can hold ({max})", max = MAX_ENTRIES)]
+    TooManyEntries { len: usize },
+
+    #[error("DeviceMap key of {len} bytes is longer than a DeviceMap can hold ({max} bytes)", max = u32::MAX)]
+    KeyTooLong { len: usize },
 }
+
+/// Entries a map can hold: positions are `u32`.
+pub const MAX_ENTRIES: usize = u32::MAX as usize;
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
@@ -80,6 +108,8 @@ impl Error {
             Error::Uncovered { .. } => ErrorKind::Key,
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,
+            Error::ChangedDuringIteration { .. } => ErrorKind::Runtime,
+            Error::TooManyEntries { .. } => ErrorKind::Overflow,
             _ => ErrorKind::Value,
         }
     }
@@ -115,3 +145,96 @@ impl std::fmt::Display for Hint {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Characters of input text a message shows; the rest is summarised by its length, so a
+/// 10 MB input makes a short message.
+pub const SHOWN_CHARS: usize = 60;
+
+/// Input text as Python's `repr` shows it (so `" 1"` reads `' 1'` and `""` reads `''`),
+/// cut to [`SHOWN_CHARS`] characters.
+pub fn quoted(text: &str) -> String {
+    let (shown, total) = cut(text);
+    let mut out = py_repr(shown);
+    if let Some(total) = total {
+        out.push_str(&format!("... ({total} characters)"));
+    }
+    out
+}
+
+/// Text already fit for a message (digits, a repr made by Python), cut to [`SHOWN_CHARS`].
+pub fn clipped(text: &str) -> String {
+    match cut(text) {
+        (shown, Some(total)) => format!("{shown}... ({total} characters)"),
+        (shown, None) => shown.to_owned(),
+    }
+}
+
+/// The first [`SHOWN_CHARS`] characters, and the total count when there are more.
+fn cut(text: &str) -> (&str, Option<usize>) {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => (&text[..end], Some(text.chars().count())),
+        None => (text, None),
+    }
+}
+
+/// Python's `repr` of a `str`: single quotes unless the text holds one and no double quote;
+/// backslash escapes for the quote, backslash, `\t`, `\n`, `\r` and unprintable characters.
+/// Printability follows Rust's table, which agrees with Python's except that a combining
+/// mark is escaped here and printed by Python.
+pub fn py_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.escape_debug().next() != Some('\\') => out.push(c),
+            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repr_like_python() {
+        assert_eq!(py_repr(" 1"), "' 1'");
+        assert_eq!(py_repr(""), "''");
+        assert_eq!(py_repr("a'b"), "\"a'b\"");
+        assert_eq!(py_repr("a'b\""), "'a\\'b\"'");
+        assert_eq!(py_repr("\n\t\\"), "'\\n\\t\\\\'");
+        assert_eq!(
+            py_repr("\u{0}\u{7f}\u{a0}é\u{200b}"),
+            "'\\x00\\x7f\\xa0é\\u200b'"
+        );
+        assert_eq!(py_repr("\u{e0001}"), "'\\U000e0001'");
+    }
+
+    #[test]
+    fn long_text_is_cut() {
+        let long = "x".repeat(10_000_000);
+        let shown = quoted(&long);
+        assert!(shown.len() < 100, "{shown}");
+        assert!(shown.ends_with("... (10000000 characters)"), "{shown}");
+        assert_eq!(clipped("12345"), "12345");
+    }
+}

@@ -45,6 +45,11 @@ pub fn parse_id(part: &str) -> Result<u64> {
         _ => false,
     };
     if !well_formed {
+        if let Some(magnitude) = negative(part) {
+            return Err(Error::NegativeId {
+                id: format!("-{magnitude}"),
+            });
+        }
         return Err(Error::BadId {
             part: part.to_owned(),
         });
@@ -52,6 +57,17 @@ pub fn parse_id(part: &str) -> Result<u64> {
     part.parse::<u64>().map_err(|_| Error::IdTooLarge {
         part: part.to_owned(),
     })
+}
+
+/// The digits of a negative decimal number (`-1`, `-01`), without leading zeros; `-0` is
+/// no negative number (and not torch's grammar either).
+fn negative(part: &str) -> Option<&str> {
+    let digits = part.strip_prefix('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.trim_start_matches('0');
+    (!magnitude.is_empty()).then_some(magnitude)
 }
 
 /// Parses `<type>` or `<type>:<id>`.
@@ -64,8 +80,15 @@ pub fn parse_device(text: &str) -> Result<Device> {
             text: text.to_owned(),
         });
     }
-    // Haystack checks the id before the type; keeping the order keeps the messages the same.
-    let id = id_part.map(parse_id).transpose()?;
+    // Haystack parses the id, then the type, then checks the id's sign; keeping the order
+    // keeps the messages the same.
+    let id = match id_part.map(parse_id).transpose() {
+        Err(negative @ Error::NegativeId { .. }) => {
+            parse_device_type(kind_part)?;
+            return Err(negative);
+        }
+        id => id?,
+    };
     Ok(Device::new(parse_device_type(kind_part)?, id))
 }
 
@@ -87,7 +110,7 @@ mod tests {
     #[test]
     fn rejects_what_torch_rejects() {
         for bad in [
-            "cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:", "cuda:-1", "cuda:١", "cuda:1 ",
+            "cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:", "cuda:-0", "cuda:١", "cuda:1 ",
         ] {
             let part = bad.split_once(':').unwrap().1;
             assert_eq!(
@@ -98,6 +121,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn messages_quote_the_text() {
+        let msg = |text: &str| parse_device(text).unwrap_err().to_string();
+        assert_eq!(msg("cuda: 1"), "Device id must be an integer, got ' 1'");
+        assert_eq!(msg(":"), "Device id must be an integer, got ''");
+        assert_eq!(msg("tpu"), "Unknown device type string 'tpu'");
+        let long = format!("cuda:{}", "1x".repeat(5_000_000));
+        assert!(msg(&long).len() < 150, "{}", msg(&long));
+    }
+
+    #[test]
+    fn negative_ids_as_haystack() {
+        let msg = |text: &str| parse_device(text).unwrap_err().to_string();
+        assert_eq!(msg("cuda:-1"), "Device id must be >= 0, got -1");
+        assert_eq!(msg("cpu:-007"), "Device id must be >= 0, got -7");
+        // The type is checked before the sign, as Haystack does.
+        assert_eq!(
+            msg("gpu:-1"),
+            "Unknown device type string 'gpu'; did you mean 'cuda'?"
+        );
+        assert!(matches!(parse_device("cuda:-0"), Err(Error::BadId { .. })));
+        assert!(matches!(parse_device("cuda:--1"), Err(Error::BadId { .. })));
     }
 
     #[test]

@@ -179,13 +179,23 @@ def test_from_str(text, device):
 
 @pytest.mark.parametrize(
     "text",
-    ["cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:00", "cuda:", "cuda:\u0661", "cuda:-1", "cuda:1 "],
+    ["cuda: 1", "cuda:+2", "cuda:1_0", "cuda:01", "cuda:00", "cuda:", "cuda:\u0661", "cuda:-0", "cuda:1 "],
 )
 def test_from_str_id_follows_torch_grammar(text):
     part = text.split(":", 1)[1]
     with pytest.raises(ValueError, match=r"^Device id must be an integer, got ") as info:
         Device.from_str(text)
-    assert str(info.value) == f"Device id must be an integer, got {part}"
+    # The part is quoted as repr quotes it, so a space or an empty part is visible.
+    assert str(info.value) == f"Device id must be an integer, got {part!r}"
+
+
+@pytest.mark.parametrize(("text", "shown"), [("cuda:-1", "-1"), ("cpu:-12", "-12"), ("cuda:-007", "-7")])
+def test_from_str_negative_id_as_haystack(hs, text, shown):
+    message = f"Device id must be >= 0, got {shown}"
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Device.from_str(text)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        hs.Device.from_str(text)
 
 
 def test_from_str_more_than_one_colon():
@@ -202,7 +212,7 @@ def test_from_str_unknown_type(text, bad):
 
 def test_from_str_checks_id_before_type():
     # Haystack parses the id first, so "gpu:x" complains about the id.
-    with pytest.raises(ValueError, match=r"^Device id must be an integer, got x$"):
+    with pytest.raises(ValueError, match=r"^Device id must be an integer, got 'x'$"):
         Device.from_str("gpu:x")
 
 

@@ -206,7 +206,7 @@ def test_from_dict():
             ValueError,
             "Unknown device type string 'gpu'; did you mean 'cuda'? (key 'w')",
         ),
-        ({"ok": "cpu", "w": "cuda:x"}, ValueError, "Device id must be an integer, got x (key 'w')"),
+        ({"ok": "cpu", "w": "cuda:x"}, ValueError, "Device id must be an integer, got 'x' (key 'w')"),
         ({"ok": "cpu", "w": "cuda:1:2"}, ValueError, "more than one ':'"),
         ({"ok": "cpu", 5: "cpu"}, TypeError, "DeviceMap keys must be str, got int 5"),
     ],

@@ -120,8 +120,14 @@ def string_rule(text: str) -> Outcome | None:
     if text.count(":") > 1:
         return Outcome(error=ValueError, message="more than one ':'")
     type_part, colon, id_part = text.partition(":")
+    if colon and re.fullmatch(r"-0*[1-9][0-9]*", id_part, re.ASCII):
+        # A negative id: Haystack's own check and message (after the type's), except for meta.
+        if type_part == "meta":
+            return Outcome(error=ValueError, message=f"Device id must be >= 0, got {int(id_part)}")
+        return None
     if colon and not TORCH_ID.fullmatch(id_part):
-        return Outcome(error=ValueError, message=f"Device id must be an integer, got {id_part}")
+        # Quoted as repr quotes it (Haystack writes the part bare).
+        return Outcome(error=ValueError, message=f"Device id must be an integer, got {id_part!r}")
     if colon and int(id_part) > MAX_ID:
         return Outcome(error=ValueError, message="too large")
     if type_part == "meta":
@@ -236,7 +242,9 @@ def check_map(mapping: dict, ours_build, theirs_build, entry_rule, hs) -> Outcom
             theirs = outcome(lambda: device_key(theirs_build({key: value})[key]))  # noqa: B023
             assert_same(ours, theirs)
         if ours.error is not None and isinstance(key, str):
-            assert f"'{key}'" in ours.message, ours  # errors about an entry name its key
+            # Errors about an entry name its key: as repr quotes it, or in Haystack's own
+            # "for '<key>'" of an unexpected HF value.
+            assert repr(key) in ours.message or f"'{key}'" in ours.message, ours
         per_entry.append((ours, rule is None))
     whole = outcome(lambda: ours_build(mapping).to_dict())
     first_error = next((o for o, _ in per_entry if o.error is not None), None)

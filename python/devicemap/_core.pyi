@@ -20,7 +20,7 @@ __all__ = [
     "MapSummary",
     "NearMiss",
     "__version__",
-    "_check_entries",
+    "_check_map",
     "_device_type_index",
     "cuda_device_count",
     "cuda_devices",
@@ -31,11 +31,10 @@ __version__: str
 _DEVICE_TYPE_VALUES: tuple[str, ...]
 
 def _device_type_index(string: str) -> int: ...
-def _check_entries(
-    mapping: Mapping[str, Any], *, hf: bool
-) -> tuple[DeviceMap, list[tuple[str, str, str]]]: ...
+def _check_map(
+    mapping: Mapping[str, Any], *, hf: bool, keep: int = 200
+) -> tuple[DeviceMap, int, list[tuple[str, str, str]]]: ...
 
-@final
 class Device:
     __match_args__: ClassVar[tuple[str, str]]
     def __new__(cls, type: DeviceType | str, id: int | None = None) -> Device: ...
@@ -62,7 +61,6 @@ class Device:
     def __copy__(self) -> Device: ...
     def __deepcopy__(self, memo: Any, /) -> Device: ...
 
-@final
 class DeviceMap:
     def __init__(self, mapping: Mapping[str, Device] | None = None) -> None: ...
     def __getitem__(self, key: str, /) -> Device: ...
@@ -202,7 +200,6 @@ class DeviceMapping:
     def __gt__(self, other: object, /) -> bool: ...
     def __ge__(self, other: object, /) -> bool: ...
 
-@final
 class ComponentDevice:
     def __new__(
         cls, _single_device: Device | None = None, _multiple_devices: DeviceMap | None = None

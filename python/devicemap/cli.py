@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,29 @@ EXIT_ERROR = 1
 EXIT_INVALID = 2
 
 
+# Bad entries `check-map` keeps in full; the rest are counted. A file of a million bad entries
+# then costs little more than the file itself.
+KEPT_ERRORS = 200
+# Bad entries printed in the plain-text report.
+SHOWN_ERRORS = 20
+
+
+class CliError(Exception):
+    """A problem with the input or the environment: one `error:` line, exit 2."""
+
+
+def _check_override() -> None:
+    """`DEVICEMAP_DEVICE`, if set, must name a usable device before anything is resolved."""
+    from devicemap._resolve import from_environment
+
+    try:
+        from_environment()
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
 def _resolve(args: argparse.Namespace) -> int:
+    _check_override()
     from devicemap._resolve import resolve
 
     resolution = resolve()
@@ -26,60 +49,70 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
+    _check_override()
     from devicemap._devices_cli import run
 
     return run(as_json=args.json)
 
 
 def _load_json(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    return json.loads(text)
+    """The JSON value in a file (or stdin for `-`), UTF-8 with or without a byte order mark."""
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise CliError(f"{path} is not UTF-8 text: {error}") from None
+    except json.JSONDecodeError as error:
+        raise CliError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CliError(f"{path} is nested too deeply to be a device map") from None
 
 
 def _check_map(args: argparse.Namespace) -> int:
+    try:
+        return _check_map_file(args)
+    except CliError as error:
+        if args.json:
+            print(json.dumps({"file": args.file, "error": str(error)}, indent=2))
+        raise
+
+
+def _check_map_file(args: argparse.Namespace) -> int:
     from devicemap import _core
 
-    try:
-        data = _load_json(args.file)
-    except OSError as error:
-        print(f"error: cannot read {args.file}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_INVALID
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        print(f"error: {args.file} is not valid JSON: {error}", file=sys.stderr)
-        return EXIT_INVALID
-
+    data = _load_json(args.file)
     if not isinstance(data, dict):
         kind = type(data).__name__
-        print(
-            f"error: {args.file} holds a JSON {kind}, expected an object of names to devices", file=sys.stderr
-        )
-        return EXIT_INVALID
+        raise CliError(f"{args.file} holds a JSON {kind}, expected an object of names to devices")
 
     if data.get("type") in ("single", "multiple"):
         if data["type"] == "single":
-            print(f"error: {args.file} is a single-device ComponentDevice, not a device map", file=sys.stderr)
-            return EXIT_INVALID
+            raise CliError(f"{args.file} is a single-device ComponentDevice, not a device map")
         if not isinstance(data.get("device_map"), dict):
-            print(f"error: {args.file}: 'device_map' must be an object", file=sys.stderr)
-            return EXIT_INVALID
+            raise CliError(f"{args.file}: 'device_map' must be an object")
         form, entries, hf = "Haystack form", data["device_map"], False
     else:
         form, entries, hf = "HF form", data, True
 
-    device_map, errors = _core._check_entries(entries, hf=hf)
+    device_map, invalid, errors = _core._check_map(entries, hf=hf, keep=KEPT_ERRORS)
     summary = {
         "file": args.file,
         "form": form,
         "entries": len(entries),
         "valid": len(device_map),
+        "invalid": invalid,
         "devices": {str(device): count for device, count in device_map.device_counts().items()},
+        # The first KEPT_ERRORS bad entries; "invalid" counts them all.
         "errors": [{"key": key, "error": kind, "message": message} for key, kind, message in errors],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print_check_summary(summary, errors)
-    return EXIT_INVALID if errors else EXIT_OK
+    return EXIT_INVALID if invalid else EXIT_OK
 
 
 def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, str]]) -> None:
@@ -87,13 +120,14 @@ def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, s
     width = max((len(device) for device in summary["devices"]), default=0)
     for device, count in summary["devices"].items():
         print(f"  {device:<{width}}  {count:>9,}")
-    if errors:
-        shown = errors[:20]
+    invalid = summary["invalid"]
+    if invalid:
+        shown = errors[:SHOWN_ERRORS]
         for key, kind, message in shown:
             print(f"invalid entry {key!r}: {kind}: {message}", file=sys.stderr)
-        if len(errors) > len(shown):
-            print(f"... and {len(errors) - len(shown)} more invalid entries", file=sys.stderr)
-        print(f"{len(errors)} of {summary['entries']} entries are invalid", file=sys.stderr)
+        if invalid > len(shown):
+            print(f"... and {invalid - len(shown)} more invalid entries", file=sys.stderr)
+        print(f"{invalid} of {summary['entries']} entries are invalid", file=sys.stderr)
     else:
         print("all entries are valid")
 
@@ -130,17 +164,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return EXIT_ERROR
+    """Runs one subcommand. No input makes a traceback: a problem with the input or the
+    environment is an `error:` line and exit 2, anything unexpected an `error:` line and exit 1,
+    Ctrl-C exit 130, and a closed pipe (`devicemap check-map f | head`) a quiet exit."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return EXIT_ERROR
         return int(args.run(args))
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        _silence_stdout()
         return EXIT_OK
+    except Exception as error:
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away, send what is left (and the flush at exit) nowhere,
+    so Python prints no second BrokenPipeError while shutting down."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

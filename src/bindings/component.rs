@@ -8,8 +8,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::convert::{map_from_strings, map_to_hf, map_to_strings, OnError};
+use super::convert::{
+    device_arg, haystack_class, haystack_component, map_arg, map_from_strings, map_to_hf,
+    map_to_strings, Haystack, OnError,
+};
 use super::device::{device_from_str_obj, device_repr, device_to_py, PyDevice};
+use super::errors::short_str;
+use super::guard::guard;
 use super::keys::KeyCache;
 use super::map::{map_repr, PyDeviceMap};
 use crate::component::{ComponentDevice, Target};
@@ -59,26 +64,33 @@ static DEFAULT_DEVICE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 #[pymethods]
 impl PyComponentDevice {
     /// Not validated here, as in Haystack: every operation checks that exactly one is set.
+    /// Haystack's `Device` and `DeviceMap` are taken by value.
     #[new]
     #[pyo3(signature = (_single_device = None, _multiple_devices = None))]
     fn new(
-        _single_device: Option<PyRef<'_, PyDevice>>,
-        _multiple_devices: Option<PyRef<'_, PyDeviceMap>>,
-    ) -> Self {
-        let (multiple, keys) = match _multiple_devices {
-            Some(map) => {
-                let (map, keys) = map.shared();
-                (Some(map), keys)
-            }
-            None => (None, KeyCache::empty()),
-        };
-        PyComponentDevice {
-            inner: ComponentDevice {
-                single: _single_device.map(|d| d.inner),
-                multiple,
-            },
-            keys,
-        }
+        _single_device: Option<&Bound<'_, PyAny>>,
+        _multiple_devices: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        guard("ComponentDevice()", || {
+            let single = _single_device
+                .filter(|d| !d.is_none())
+                .map(|d| device_arg(d, "ComponentDevice _single_device must be a Device or None"))
+                .transpose()?;
+            let (multiple, keys) = match _multiple_devices.filter(|m| !m.is_none()) {
+                Some(map) => {
+                    let (map, keys) = map_arg(
+                        map,
+                        "ComponentDevice _multiple_devices must be a DeviceMap or None",
+                    )?;
+                    (Some(map), keys)
+                }
+                None => (None, KeyCache::empty()),
+            };
+            Ok(PyComponentDevice {
+                inner: ComponentDevice { single, multiple },
+                keys,
+            })
+        })
     }
 
     #[getter]
@@ -100,49 +112,61 @@ impl PyComponentDevice {
         py: Python<'py>,
         device_str: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, Self>> {
-        make(
-            py,
-            ComponentDevice::from_single(device_from_str_obj(device_str)?)?,
-        )
+        guard("ComponentDevice.from_str", || {
+            make(
+                py,
+                ComponentDevice::from_single(device_from_str_obj(device_str)?)?,
+            )
+        })
     }
 
     #[staticmethod]
-    fn from_single<'py>(
-        py: Python<'py>,
-        device: PyRef<'py, PyDevice>,
-    ) -> PyResult<Bound<'py, Self>> {
-        make(py, ComponentDevice::from_single(device.inner)?)
+    fn from_single<'py>(py: Python<'py>, device: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
+        guard("ComponentDevice.from_single", || {
+            let device = device_arg(device, "ComponentDevice.from_single needs a Device")?;
+            make(py, ComponentDevice::from_single(device)?)
+        })
     }
 
     #[staticmethod]
     fn from_multiple<'py>(
         py: Python<'py>,
-        device_map: PyRef<'py, PyDeviceMap>,
+        device_map: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, Self>> {
-        // The component shares the map's content, so it shares its key cache too.
-        let (map, keys) = device_map.shared();
-        make_with_keys(py, ComponentDevice::from_multiple(map), keys)
+        guard("ComponentDevice.from_multiple", || {
+            // The component shares the map's content, so it shares its key cache too.
+            let (map, keys) = map_arg(
+                device_map,
+                "ComponentDevice.from_multiple needs a DeviceMap",
+            )?;
+            make_with_keys(py, ComponentDevice::from_multiple(map), keys)
+        })
     }
 
     fn to_torch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let device = self.inner.single_for("PyTorch")?;
-        ComponentDevice::check_torch_index(device)?;
-        glue(py, &TORCH_DEVICE, "devicemap._torch", "torch_device")?.call1((device.to_string(),))
+        guard("ComponentDevice.to_torch", || {
+            let device = self.inner.single_for("PyTorch")?;
+            ComponentDevice::check_torch_index(device)?;
+            glue(py, &TORCH_DEVICE, "devicemap._torch", "torch_device")?
+                .call1((device.to_string(),))
+        })
     }
 
     fn to_torch_str(&self) -> PyResult<String> {
-        Ok(self.inner.to_torch_str()?)
+        guard("ComponentDevice.to_torch_str", || {
+            Ok(self.inner.to_torch_str()?)
+        })
     }
 
     fn to_spacy(&self) -> PyResult<i64> {
-        Ok(self.inner.to_spacy()?)
+        guard("ComponentDevice.to_spacy", || Ok(self.inner.to_spacy()?))
     }
 
     fn to_hf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self.inner.target()? {
+        guard("ComponentDevice.to_hf", || match self.inner.target()? {
             Target::Single(device) => Ok(PyString::new(py, &device.to_string()).into_any()),
             Target::Multiple(map) => Ok(map_to_hf(py, map, &self.keys)?.into_any()),
-        }
+        })
     }
 
     #[pyo3(signature = (hf_kwargs, *, overwrite))]
@@ -151,17 +175,19 @@ impl PyComponentDevice {
         hf_kwargs: Bound<'py, PyAny>,
         overwrite: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = hf_kwargs.py();
-        let target = self.inner.target()?;
-        if !overwrite && (hf_kwargs.contains("device")? || hf_kwargs.contains("device_map")?) {
-            return Ok(hf_kwargs);
-        }
-        let key = match target {
-            Target::Single(_) => "device",
-            Target::Multiple(_) => "device_map",
-        };
-        hf_kwargs.set_item(key, self.to_hf(py)?)?;
-        Ok(hf_kwargs)
+        guard("ComponentDevice.update_hf_kwargs", || {
+            let py = hf_kwargs.py();
+            let target = self.inner.target()?;
+            if !overwrite && (hf_kwargs.contains("device")? || hf_kwargs.contains("device_map")?) {
+                return Ok(hf_kwargs);
+            }
+            let key = match target {
+                Target::Single(_) => "device",
+                Target::Multiple(_) => "device_map",
+            };
+            hf_kwargs.set_item(key, self.to_hf(py)?)?;
+            Ok(hf_kwargs)
+        })
     }
 
     #[getter]
@@ -171,10 +197,12 @@ impl PyComponentDevice {
 
     #[getter]
     fn first_device<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Self>> {
-        make(
-            py,
-            ComponentDevice::from_single(self.inner.first_device()?)?,
-        )
+        guard("ComponentDevice.first_device", || {
+            make(
+                py,
+                ComponentDevice::from_single(self.inner.first_device()?)?,
+            )
+        })
     }
 
     #[staticmethod]
@@ -183,10 +211,13 @@ impl PyComponentDevice {
         py: Python<'py>,
         device: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match device {
+        guard("ComponentDevice.resolve_device", || match device {
             Some(device) if !device.is_none() => {
                 if device.is_instance_of::<PyComponentDevice>() {
                     Ok(device)
+                } else if haystack_class(&device) == Some(Haystack::ComponentDevice) {
+                    let (inner, keys) = haystack_component(&device)?;
+                    Ok(make_with_keys(py, inner, keys)?.into_any())
                 } else {
                     Err(PyValueError::new_err(format!(
                         "Invalid component device type '{}'. Must either be None or ComponentDevice.",
@@ -200,42 +231,46 @@ impl PyComponentDevice {
                 let device: PyRef<'_, PyDevice> = chosen.extract()?;
                 Ok(make(py, ComponentDevice::from_single(device.inner)?)?.into_any())
             }
-        }
+        })
     }
 
     /// As Haystack: the single device if set, else the map; empty is a clear error.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let dict = PyDict::new(py);
-        match (&self.inner.single, &self.inner.multiple) {
-            (Some(device), _) => {
-                dict.set_item("type", "single")?;
-                dict.set_item("device", device.to_string())?;
+        guard("ComponentDevice.to_dict", || {
+            let dict = PyDict::new(py);
+            match (&self.inner.single, &self.inner.multiple) {
+                (Some(device), _) => {
+                    dict.set_item("type", "single")?;
+                    dict.set_item("device", device.to_string())?;
+                }
+                (None, Some(map)) => {
+                    dict.set_item("type", "multiple")?;
+                    dict.set_item("device_map", map_to_strings(py, map, &self.keys)?)?;
+                }
+                (None, None) => return Err(Error::InvalidComponent.into()),
             }
-            (None, Some(map)) => {
-                dict.set_item("type", "multiple")?;
-                dict.set_item("device_map", map_to_strings(py, map, &self.keys)?)?;
-            }
-            (None, None) => return Err(Error::InvalidComponent.into()),
-        }
-        Ok(dict)
+            Ok(dict)
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (dict))]
     fn from_dict<'py>(dict: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
-        let py = dict.py();
-        let kind = dict.get_item("type")?;
-        if kind.eq("single")? {
-            return Self::from_str(py, &dict.get_item("device")?);
-        }
-        if kind.eq("multiple")? {
-            let map = map_from_strings(&dict.get_item("device_map")?, OnError::Stop)?;
-            return make(py, ComponentDevice::from_multiple(Arc::new(map)));
-        }
-        Err(Error::UnknownComponentType {
-            text: kind.str()?.to_string(),
-        }
-        .into())
+        guard("ComponentDevice.from_dict", || {
+            let py = dict.py();
+            let kind = dict.get_item("type")?;
+            if kind.eq("single")? {
+                return Self::from_str(py, &dict.get_item("device")?);
+            }
+            if kind.eq("multiple")? {
+                let map = map_from_strings(&dict.get_item("device_map")?, OnError::Stop)?;
+                return make(py, ComponentDevice::from_multiple(Arc::new(map)));
+            }
+            Err(Error::UnknownComponentType {
+                text: short_str(&kind)?,
+            }
+            .into())
+        })
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
@@ -270,10 +305,12 @@ impl PyComponentDevice {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let py = slf.py();
-        let me = slf.get();
-        let args = (me._single_device(py)?, me._multiple_devices());
-        (slf.get_type(), args).into_pyobject(py)
+        guard("ComponentDevice.__reduce__", || {
+            let py = slf.py();
+            let me = slf.get();
+            let args = (me._single_device(py)?, me._multiple_devices());
+            (slf.get_type(), args).into_pyobject(py)
+        })
     }
 
     fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

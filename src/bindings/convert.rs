@@ -2,77 +2,189 @@
 //! Python form goes through here. Each distinct device becomes a Python object once per call.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ahash::RandomState;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
-use super::device::{device_to_py, device_type_from_py, PyDevice};
-use super::errors::{expect_str, wrong_type};
+use super::device::{device_to_py, device_type_from_py, id_from_py, PyDevice};
+use super::errors::{short_repr, short_str, str_text, wrong_type};
 use super::keys::KeyCache;
+use super::map::PyDeviceMap;
+use crate::component::ComponentDevice;
 use crate::device::{Device, DeviceType};
-use crate::error::Error;
+use crate::error::{Error, MAX_ENTRIES};
 use crate::map::{DeviceMap, Slot};
 use crate::parse::parse_device;
 
-/// Calls `f(key, value)` for each item of a dict (fast path) or any object with `items()`.
+/// Calls `f(key, value)` for each item of a mapping, in the mapping's own order: Haystack runs
+/// `for key, value in mapping.items()`, so anything but an exact `dict` (an `OrderedDict`
+/// after `move_to_end`, a `dict` subclass overriding `items()`, a `Mapping`) is read through
+/// its own `items()`. Only an exact `dict` takes the fast path, whose order is its own.
 fn for_each_item<'py>(
     mapping: &Bound<'py, PyAny>,
     mut f: impl FnMut(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<()>,
 ) -> PyResult<()> {
-    if let Ok(dict) = mapping.cast::<PyDict>() {
-        for (key, value) in dict.iter() {
-            f(&key, &value)?;
-        }
-        return Ok(());
+    if let Ok(dict) = mapping.cast_exact::<PyDict>() {
+        return for_each_dict_item(dict, f);
     }
-    if !mapping.hasattr("items")? {
+    let Some(items) = mapping.getattr_opt("items")? else {
         return Err(wrong_type("expected a mapping (dict)", mapping).into());
-    }
-    for item in mapping.call_method0("items")?.try_iter()? {
-        let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+    };
+    for item in items.call0()?.try_iter()? {
+        let (key, value) = unpack_pair(&item?)?;
         f(&key, &value)?;
     }
     Ok(())
 }
 
-/// A map key: must be a `str`.
+/// Iterates an exact `dict` with `PyDict_Next`. `f` may run Python code (a key's `__str__`
+/// or a value's `__repr__` while building an error) that changes the dict: that raises
+/// `RuntimeError` as a `for` loop over the dict would, where pyo3's own iterator panics.
+fn for_each_dict_item<'py>(
+    dict: &Bound<'py, PyDict>,
+    mut f: impl FnMut(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<()>,
+) -> PyResult<()> {
+    let py = dict.py();
+    let len = dict.len();
+    let mut position: pyo3::ffi::Py_ssize_t = 0;
+    let mut key = std::ptr::null_mut();
+    let mut value = std::ptr::null_mut();
+    // SAFETY: the GIL is held (`py`); `PyDict_Next` hands out borrowed references, which
+    // become owned ones at once, before anything can run that changes the dict.
+    while unsafe { pyo3::ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key, &mut value) } != 0
+    {
+        let (key, value) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, key),
+                Bound::from_borrowed_ptr(py, value),
+            )
+        };
+        f(&key, &value)?;
+        if dict.len() != len {
+            return Err(Error::ChangedDuringIteration { what: "dictionary" }.into());
+        }
+    }
+    Ok(())
+}
+
+/// One item of `items()` as `(key, value)`: a 2-tuple, or any iterable of two, as a `for
+/// key, value in ...` loop takes it.
+fn unpack_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(pair) = item.cast_exact::<PyTuple>() {
+        if pair.len() == 2 {
+            return Ok((pair.get_item(0)?, pair.get_item(1)?));
+        }
+    }
+    let Ok(iter) = item.try_iter() else {
+        return Err(wrong_type("each item of items() must be a (key, value) pair", item).into());
+    };
+    let mut parts = Vec::with_capacity(2);
+    for part in iter {
+        parts.push(part?);
+        if parts.len() > 2 {
+            return Err(Error::NotAPair {
+                what: "items()",
+                got: "too many".to_owned(),
+            }
+            .into());
+        }
+    }
+    match <[Bound<'py, PyAny>; 2]>::try_from(parts) {
+        Ok([key, value]) => Ok((key, value)),
+        Err(parts) => Err(Error::NotAPair {
+            what: "items()",
+            got: parts.len().to_string(),
+        }
+        .into()),
+    }
+}
+
+/// Entries to reserve for a mapping. An exact `dict` knows its size; another mapping's
+/// `__len__` is only a hint (Haystack never calls it), trusted up to a modest size, and one
+/// no map could hold (`2**62`) is an `OverflowError` rather than an allocation that aborts.
+fn capacity_for(mapping: &Bound<'_, PyAny>) -> PyResult<usize> {
+    const HINT_TRUSTED: usize = 1 << 16;
+    if let Ok(dict) = mapping.cast_exact::<PyDict>() {
+        return Ok(dict.len());
+    }
+    let len = match mapping.len() {
+        Ok(len) => len,
+        Err(err) if err.is_instance_of::<PyTypeError>(mapping.py()) => 0,
+        Err(err) => return Err(err),
+    };
+    if len > MAX_ENTRIES {
+        return Err(Error::TooManyEntries { len }.into());
+    }
+    Ok(len.min(HINT_TRUSTED))
+}
+
+/// A map key: must be a `str` of Unicode text that fits a map.
+#[inline]
 pub fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
-    expect_str(key, "DeviceMap keys must be str")
+    let Ok(text) = key.cast::<PyString>() else {
+        return Err(wrong_type("DeviceMap keys must be str", key).into());
+    };
+    let text = str_text(text, "DeviceMap key")?;
+    if u32::try_from(text.len()).is_err() {
+        return Err(Error::KeyTooLong { len: text.len() }.into());
+    }
+    Ok(text)
+}
+
+/// The text of a device string value, naming its key if it is not Unicode.
+#[inline]
+fn value_text<'a>(text: &'a Bound<'_, PyString>, key: &str) -> PyResult<&'a str> {
+    str_text(text, "Device string").map_err(|err| with_key(text.py(), err, key))
 }
 
 /// Converts each distinct value once per call. Entries of real maps come in runs of one
-/// device, so the previous value is checked first: the same object (accelerate's small ints,
-/// interned strings) or the same text (`json.load` makes a new `str` per value) skips the lookup.
+/// device, or cycle over a few (`i % 8`): recent value objects are kept in a small table
+/// indexed by address, so the same object (accelerate's small ints, interned strings) skips
+/// the type checks and the lookup; for text (`json.load` makes a new `str` per value) the
+/// previous text is checked first.
 struct ValueCache<'py> {
-    last_object: Option<(Bound<'py, PyAny>, Slot)>,
+    recent: [Option<(Bound<'py, PyAny>, Slot)>; RECENT],
     last_text: String,
     last_text_slot: Option<Slot>,
     parsed: HashMap<Box<str>, Slot, RandomState>,
 }
 
+/// Entries of [`ValueCache::recent`]: a power of two. Small ints are consecutive 32-byte
+/// objects, so 0 to 15 land in distinct entries.
+const RECENT: usize = 32;
+
 impl<'py> ValueCache<'py> {
     fn new() -> Self {
         ValueCache {
-            last_object: None,
+            recent: std::array::from_fn(|_| None),
             last_text: String::new(),
             last_text_slot: None,
             parsed: HashMap::default(),
         }
     }
 
-    /// The slot of the previous value if `value` is that very object.
+    #[inline]
+    fn entry(value: &Bound<'py, PyAny>) -> usize {
+        // Objects are 16-byte aligned: the low bits say nothing.
+        (value.as_ptr() as usize >> 4) & (RECENT - 1)
+    }
+
+    /// The slot of a recent value if `value` is that very object (kept alive by the table,
+    /// so its address cannot be reused by another object meanwhile).
     #[inline]
     fn same_object(&self, value: &Bound<'py, PyAny>) -> Option<Slot> {
-        match &self.last_object {
-            Some((last, slot)) if last.is(value) => Some(*slot),
+        match &self.recent[Self::entry(value)] {
+            Some((seen, slot)) if seen.is(value) => Some(*slot),
             _ => None,
         }
     }
 
     #[inline]
     fn remember(&mut self, value: &Bound<'py, PyAny>, slot: Slot) {
-        self.last_object = Some((value.clone(), slot));
+        self.recent[Self::entry(value)] = Some((value.clone(), slot));
     }
 
     /// The slot of a device string, parsing each distinct string once.
@@ -95,10 +207,10 @@ impl<'py> ValueCache<'py> {
     }
 }
 
-/// Puts entries into a new map. The keys of a dict are distinct, and for exact `str`s that
-/// means distinct text, so they are appended without a lookup; after the first key that is a
-/// `str` subclass (which may define equality its own way) or for other mappings, each key is
-/// looked up as usual.
+/// Puts entries into a new map. The keys of an exact `dict` are distinct, and for exact
+/// `str`s that means distinct text, so they are appended without a lookup; after the first
+/// key that is a `str` subclass (which may define equality its own way) or for any other
+/// mapping (whose `items()` may repeat a key), each key is looked up as usual.
 struct Appender {
     distinct: bool,
 }
@@ -106,7 +218,7 @@ struct Appender {
 impl Appender {
     fn new(mapping: &Bound<'_, PyAny>) -> Self {
         Appender {
-            distinct: mapping.is_instance_of::<PyDict>(),
+            distinct: mapping.is_exact_instance_of::<PyDict>(),
         }
     }
 
@@ -121,9 +233,97 @@ impl Appender {
     }
 }
 
-/// `DeviceMap(mapping)`: `str` keys, `Device` values.
+// --- Haystack's own objects ---------------------------------------------------------------
+
+/// A class of `haystack.utils.device`. A program moving to devicemap may still hold Haystack's
+/// objects; devicemap reads them by value. They are recognised by their type's module and
+/// name, so haystack is never imported here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Haystack {
+    DeviceType,
+    Device,
+    DeviceMap,
+    ComponentDevice,
+}
+
+/// Which of Haystack's classes `value` is an instance of (exactly), if any.
+pub fn haystack_class(value: &Bound<'_, PyAny>) -> Option<Haystack> {
+    let ty = value.get_type();
+    let module = ty.module().ok()?;
+    if module.to_str().ok()? != "haystack.utils.device" {
+        return None;
+    }
+    match ty.name().ok()?.to_str().ok()? {
+        "DeviceType" => Some(Haystack::DeviceType),
+        "Device" => Some(Haystack::Device),
+        "DeviceMap" => Some(Haystack::DeviceMap),
+        "ComponentDevice" => Some(Haystack::ComponentDevice),
+        _ => None,
+    }
+}
+
+/// A Haystack `DeviceType` member, by its value (`"cuda"`).
+pub fn haystack_device_type(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
+    device_type_from_py(&value.getattr("value")?)
+}
+
+/// A Haystack `Device`, by its `type` and `id`.
+fn haystack_device(value: &Bound<'_, PyAny>) -> PyResult<Device> {
+    let kind = device_type_from_py(&value.getattr("type")?)?;
+    let id = id_from_py(Some(&value.getattr("id")?))?;
+    Ok(Device::new(kind, id))
+}
+
+/// A `Device` argument: ours, or Haystack's read by value.
+pub fn device_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<Device> {
+    if let Ok(device) = value.cast::<PyDevice>() {
+        return Ok(device.get().inner);
+    }
+    if haystack_class(value) == Some(Haystack::Device) {
+        return haystack_device(value);
+    }
+    Err(wrong_type(expected, value).into())
+}
+
+/// A `DeviceMap` argument, with the key cache that goes with its content: ours (shared), or
+/// Haystack's read by value.
+pub fn map_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<(Arc<DeviceMap>, KeyCache)> {
+    if let Ok(map) = value.cast::<PyDeviceMap>() {
+        return Ok(map.get().shared());
+    }
+    if haystack_class(value) == Some(Haystack::DeviceMap) {
+        return Ok((Arc::new(map_from_devices(value)?), KeyCache::empty()));
+    }
+    Err(wrong_type(expected, value).into())
+}
+
+/// A Haystack `ComponentDevice`, by its two fields (checked later, as ours are).
+pub fn haystack_component(value: &Bound<'_, PyAny>) -> PyResult<(ComponentDevice, KeyCache)> {
+    let single = value.getattr("_single_device")?;
+    let multiple = value.getattr("_multiple_devices")?;
+    let single = (!single.is_none())
+        .then(|| device_arg(&single, "ComponentDevice._single_device must be a Device"))
+        .transpose()?;
+    let (multiple, keys) = if multiple.is_none() {
+        (None, KeyCache::empty())
+    } else {
+        let (map, keys) = map_arg(
+            &multiple,
+            "ComponentDevice._multiple_devices must be a DeviceMap",
+        )?;
+        (Some(map), keys)
+    };
+    Ok((ComponentDevice { single, multiple }, keys))
+}
+
+// --- maps from Python ----------------------------------------------------------------------
+
+/// `DeviceMap(mapping)`: `str` keys, `Device` values (or Haystack's `DeviceMap`).
 pub fn map_from_devices(mapping: &Bound<'_, PyAny>) -> PyResult<DeviceMap> {
-    let mut map = DeviceMap::with_capacity(mapping.len().unwrap_or(0));
+    if haystack_class(mapping) == Some(Haystack::DeviceMap) {
+        return map_from_devices(&mapping.getattr("mapping")?);
+    }
+    let mut map = DeviceMap::with_capacity(capacity_for(mapping)?);
     let mut appender = Appender::new(mapping);
     for_each_item(mapping, |key_obj, value| {
         let key = key_str(key_obj)?;
@@ -136,37 +336,75 @@ pub fn map_from_devices(mapping: &Bound<'_, PyAny>) -> PyResult<DeviceMap> {
     Ok(map)
 }
 
-/// A value stored into a map: must be a `Device`.
+/// A value stored into a map: must be a `Device` (ours, or Haystack's read by value).
 pub fn device_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<Device> {
     match value.cast::<PyDevice>() {
         Ok(device) => Ok(device.get().inner),
+        Err(_) if haystack_class(value) == Some(Haystack::Device) => {
+            haystack_device(value).map_err(|err| with_key(value.py(), err, key))
+        }
         Err(_) => Err(wrong_type("DeviceMap values must be Device", value)
             .for_key(key)
             .into()),
     }
 }
 
-/// What to do with a bad entry: stop at the first (the constructors), or collect every one
-/// and keep the good entries (`check-map`).
+/// Bad entries found by `check-map`: all counted, the first `keep` kept in full as
+/// `(key, exception type name, message)`, so a file of a million bad entries costs little.
+pub struct Collected {
+    pub keep: usize,
+    pub count: usize,
+    pub kept: Vec<(String, String, String)>,
+}
+
+impl Collected {
+    pub fn new(keep: usize) -> Self {
+        Collected {
+            keep,
+            count: 0,
+            kept: Vec::new(),
+        }
+    }
+}
+
+/// What to do with a bad entry: stop at the first (the constructors), or collect them and
+/// keep the good entries (`check-map`).
 pub enum OnError<'a> {
     Stop,
-    Collect(&'a mut Vec<(String, PyErr)>),
+    Bounded(&'a mut Collected),
 }
 
 impl OnError<'_> {
     #[inline]
     fn handle(&mut self, key: &Bound<'_, PyAny>, result: PyResult<()>) -> PyResult<()> {
-        if result.is_ok() {
+        let Err(err) = result else {
             return Ok(());
-        }
-        match (result, self) {
-            (Err(err), OnError::Collect(errors)) => {
-                let key = key.str().map(|k| k.to_string()).unwrap_or_default();
-                errors.push((key, err));
+        };
+        match self {
+            OnError::Stop => Err(err),
+            OnError::Bounded(collected) => {
+                collected.count += 1;
+                if collected.kept.len() < collected.keep {
+                    let py = key.py();
+                    let kind = err
+                        .get_type(py)
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                    let message = err.value(py).to_string();
+                    collected.kept.push((key_text(key), kind, message));
+                }
                 Ok(())
             }
-            (result, _) => result,
         }
+    }
+}
+
+/// A key as text for a report: a `str` as it is, anything else as its (short) repr.
+fn key_text(key: &Bound<'_, PyAny>) -> String {
+    match key.cast::<PyString>() {
+        Ok(text) => text.to_string_lossy().into_owned(),
+        Err(_) => short_repr(key),
     }
 }
 
@@ -175,7 +413,7 @@ pub fn map_from_strings(
     mapping: &Bound<'_, PyAny>,
     mut on_error: OnError<'_>,
 ) -> PyResult<DeviceMap> {
-    let mut map = DeviceMap::with_capacity(mapping.len().unwrap_or(0));
+    let mut map = DeviceMap::with_capacity(capacity_for(mapping)?);
     let mut cache = ValueCache::new();
     let mut appender = Appender::new(mapping);
     for_each_item(mapping, |key_obj, value| {
@@ -190,7 +428,7 @@ pub fn map_from_strings(
                             .into());
                     };
                     let slot = cache
-                        .text_slot(&mut map, text.to_str()?)
+                        .text_slot(&mut map, value_text(text, key)?)
                         .map_err(|e| e.for_key(key))?;
                     cache.remember(value, slot);
                     slot
@@ -216,7 +454,7 @@ pub fn map_from_hf(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyR
         .get_item("torch")?
         // `sys.modules["torch"] = None` blocks torch; a torch still importing may lack `device`.
         .and_then(|torch| torch.getattr("device").ok());
-    let mut map = DeviceMap::with_capacity(mapping.len().unwrap_or(0));
+    let mut map = DeviceMap::with_capacity(capacity_for(mapping)?);
     let mut cache = ValueCache::new();
     let mut appender = Appender::new(mapping);
     for_each_item(mapping, |key_obj, value| {
@@ -226,24 +464,24 @@ pub fn map_from_hf(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyR
                 appender.put(&mut map, key_obj, key, slot);
                 return Ok(());
             }
+            // Haystack's message, with the value's `str` and the key cut to a readable length.
             let unexpected = || -> PyResult<PyErr> {
                 Ok(Error::Type(format!(
                     "Couldn't convert HuggingFace device map - unexpected device '{}' for '{}'",
-                    value.str()?,
-                    key
+                    short_str(value)?,
+                    crate::error::clipped(key)
                 ))
                 .into())
             };
             let slot = if let Ok(text) = value.cast::<PyString>() {
                 cache
-                    .text_slot(&mut map, text.to_str()?)
+                    .text_slot(&mut map, value_text(text, key)?)
                     .map_err(|e| e.for_key(key))?
             } else if value.is_instance_of::<PyInt>() {
                 if value.is_instance_of::<PyBool>() {
                     return Err(unexpected()?);
                 }
-                let id =
-                    super::device::id_from_py(Some(value)).map_err(|e| with_key(py, e, key))?;
+                let id = id_from_py(Some(value)).map_err(|e| with_key(py, e, key))?;
                 map.intern(Device::new(DeviceType::Gpu, id))
             } else if torch_device
                 .as_ref()
@@ -270,7 +508,7 @@ pub fn map_from_hf(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyR
 
 /// Adds the key to a Python error raised while converting its value.
 fn with_key(py: Python<'_>, err: PyErr, key: &str) -> PyErr {
-    let message = format!("{} (key '{}')", err.value(py), key);
+    let message = format!("{} (key {})", err.value(py), crate::error::quoted(key));
     let ty = err.get_type(py);
     PyErr::from_type(ty, message)
 }

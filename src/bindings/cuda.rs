@@ -3,6 +3,7 @@
 //! Python-side step is asking torch for CUDA's order when the order is uncertain and torch has
 //! already initialized CUDA in this process.
 
+use super::guard::guard;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,6 +288,10 @@ impl PyCudaDiscovery {
 #[pyfunction]
 #[pyo3(signature = (*, warn = false))]
 pub fn cuda_discover(py: Python<'_>, warn: bool) -> PyResult<PyCudaDiscovery> {
+    guard("cuda_discover", || discover_unguarded(py, warn))
+}
+
+fn discover_unguarded(py: Python<'_>, warn: bool) -> PyResult<PyCudaDiscovery> {
     let discovery = run(py, true);
     if warn {
         warn_if_uncertain(py, &discovery)?;
@@ -306,19 +311,23 @@ pub fn cuda_discover(py: Python<'_>, warn: bool) -> PyResult<PyCudaDiscovery> {
 /// Warns once per process (`UserWarning`) when the order is uncertain; see `cuda_status()`.
 #[pyfunction]
 pub fn cuda_devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let discovery = run(py, true);
-    warn_if_uncertain(py, &discovery)?;
-    device_list(py, discovery.devices)
+    guard("cuda_devices", || {
+        let discovery = run(py, true);
+        warn_if_uncertain(py, &discovery)?;
+        device_list(py, discovery.devices)
+    })
 }
 
 /// How many CUDA devices this process will see (0 when NVML cannot be used).
 #[pyfunction]
-pub fn cuda_device_count(py: Python<'_>) -> usize {
-    run(py, false).devices.len()
+pub fn cuda_device_count(py: Python<'_>) -> PyResult<usize> {
+    guard("cuda_device_count", || Ok(run(py, false).devices.len()))
 }
 
 /// In a sentence or a few: what NVML reported, what CUDA will see, and anything that went wrong.
 #[pyfunction]
-pub fn cuda_status(py: Python<'_>) -> Bound<'_, PyString> {
-    PyString::new(py, &run(py, true).status_text())
+pub fn cuda_status(py: Python<'_>) -> PyResult<Bound<'_, PyString>> {
+    guard("cuda_status", || {
+        Ok(PyString::new(py, &run(py, true).status_text()))
+    })
 }

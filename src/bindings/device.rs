@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyString, PyTuple};
 
-use super::errors::{expect_str, wrong_type};
+use super::convert::{haystack_class, haystack_device_type, Haystack};
+use super::errors::{expect_str, str_text, wrong_type};
+use super::guard::guard;
 use crate::device::{Device, DeviceType};
 use crate::error::Error;
 use crate::parse::{parse_device, parse_device_type};
@@ -34,14 +36,17 @@ pub fn device_type_to_py(py: Python<'_>, kind: DeviceType) -> PyResult<Bound<'_,
     Ok(members(py)?[kind.index()].bind(py).clone())
 }
 
-/// A `DeviceType` member or one of its values.
+/// A `DeviceType` member or one of its values (or a member of Haystack's `DeviceType`).
 pub fn device_type_from_py(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
     let py = value.py();
     if let Some(index) = members(py)?.iter().position(|m| m.bind(py).is(value)) {
         return Ok(DeviceType::ALL[index]);
     }
     if let Ok(text) = value.cast::<PyString>() {
-        return Ok(parse_device_type(text.to_str()?)?);
+        return Ok(parse_device_type(str_text(text, "Device type string")?)?);
+    }
+    if haystack_class(value) == Some(Haystack::DeviceType) {
+        return haystack_device_type(value);
     }
     Err(wrong_type(
         "Device type must be a DeviceType or one of its values",
@@ -99,14 +104,17 @@ pub fn device_to_py(py: Python<'_>, device: Device) -> PyResult<Bound<'_, PyDevi
         return Bound::new(py, PyDevice { inner: device });
     }
     let cache = INTERNED.get_or_init(py, Default::default);
-    if let Some(object) = cache.lock().expect("device cache poisoned").get(&device) {
+    // The cache holds finished objects only, so one left by a panicking thread is still good.
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(object) = lock().get(&device) {
         return Ok(object.bind(py).clone());
     }
     let object = Bound::new(py, PyDevice { inner: device })?;
-    cache
-        .lock()
-        .expect("device cache poisoned")
-        .insert(device, object.clone().unbind());
+    lock().insert(device, object.clone().unbind());
     Ok(object)
 }
 
@@ -127,9 +135,11 @@ impl PyDevice {
     #[new]
     #[pyo3(signature = (r#type, id = IdArg(Ok(None))), text_signature = "(type, id=None)")]
     fn new(r#type: &Bound<'_, PyAny>, id: IdArg) -> PyResult<Self> {
-        let kind = device_type_from_py(r#type)?;
-        Ok(PyDevice {
-            inner: Device::new(kind, id.0?),
+        guard("Device()", || {
+            let kind = device_type_from_py(r#type)?;
+            Ok(PyDevice {
+                inner: Device::new(kind, id.0?),
+            })
         })
     }
 
@@ -157,7 +167,9 @@ impl PyDevice {
     #[staticmethod]
     #[pyo3(signature = (id = IdArg(Ok(Some(0)))), text_signature = "(id=0)")]
     fn gpu(py: Python<'_>, id: IdArg) -> PyResult<Bound<'_, PyDevice>> {
-        device_to_py(py, Device::new(DeviceType::Gpu, id.0?))
+        guard("Device.gpu", || {
+            device_to_py(py, Device::new(DeviceType::Gpu, id.0?))
+        })
     }
 
     #[staticmethod]
@@ -180,7 +192,9 @@ impl PyDevice {
         py: Python<'py>,
         string: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDevice>> {
-        device_to_py(py, device_from_str_obj(string)?)
+        guard("Device.from_str", || {
+            device_to_py(py, device_from_str_obj(string)?)
+        })
     }
 
     fn __str__(&self) -> String {
@@ -212,10 +226,12 @@ impl PyDevice {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let py = slf.py();
-        let device = slf.get().inner;
-        let args = (device_type_to_py(py, device.kind)?, device.id);
-        (slf.get_type(), args).into_pyobject(py)
+        guard("Device.__reduce__", || {
+            let py = slf.py();
+            let device = slf.get().inner;
+            let args = (device_type_to_py(py, device.kind)?, device.id);
+            (slf.get_type(), args).into_pyobject(py)
+        })
     }
 
     fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -231,6 +247,7 @@ impl PyDevice {
 pub fn device_from_str_obj(string: &Bound<'_, PyAny>) -> PyResult<Device> {
     Ok(parse_device(expect_str(
         string,
+        "Device string",
         "Device string must be a str",
     )?)?)
 }
@@ -238,5 +255,12 @@ pub fn device_from_str_obj(string: &Bound<'_, PyAny>) -> PyResult<Device> {
 /// `DeviceType.from_str`, exposed for the Python enum so both sides share one parser.
 #[pyfunction]
 pub fn _device_type_index(string: &Bound<'_, PyAny>) -> PyResult<usize> {
-    Ok(parse_device_type(expect_str(string, "Device type string must be a str")?)?.index())
+    guard("DeviceType.from_str", || {
+        let text = expect_str(
+            string,
+            "Device type string",
+            "Device type string must be a str",
+        )?;
+        Ok(parse_device_type(text)?.index())
+    })
 }

@@ -1,6 +1,8 @@
 //! The one place where core errors become Python exceptions.
 
-use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError, PyUnicodeEncodeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -13,6 +15,8 @@ impl From<Error> for PyErr {
             ErrorKind::Value => PyValueError::new_err(message),
             ErrorKind::Type => PyTypeError::new_err(message),
             ErrorKind::Key => PyKeyError::new_err(message),
+            ErrorKind::Runtime => PyRuntimeError::new_err(message),
+            ErrorKind::Overflow => PyOverflowError::new_err(message),
         }
     }
 }
@@ -33,18 +37,62 @@ pub fn short_repr(value: &Bound<'_, PyAny>) -> String {
         .repr()
         .map(|r| r.to_string())
         .unwrap_or_else(|_| "<unprintable>".to_owned());
-    if text.chars().count() > 80 {
-        format!("{}...", text.chars().take(77).collect::<String>())
-    } else {
-        text
+    cut_text(&text)
+}
+
+/// `str(value)`, cut as [`short_repr`] cuts, for messages that keep Haystack's `'{value}'`.
+pub fn short_str(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(cut_text(&value.str()?.to_string_lossy()))
+}
+
+fn cut_text(text: &str) -> String {
+    match text.char_indices().nth(77) {
+        Some((end, _)) if text.chars().count() > 80 => format!("{}...", &text[..end]),
+        _ => text.to_owned(),
     }
 }
 
-/// The text of a `str`, or a `TypeError` saying what was expected.
+/// The text of a Python `str`. One holding a lone surrogate is not Unicode and cannot be
+/// stored: a `ValueError` names `what` it was, the text, and where the surrogate is.
 #[inline]
-pub fn expect_str<'a>(value: &'a Bound<'_, PyAny>, expected: &str) -> Result<&'a str, PyErr> {
+pub fn str_text<'a>(text: &'a Bound<'_, PyString>, what: &'static str) -> PyResult<&'a str> {
+    text.to_str()
+        .map_err(|err| surrogate_error(text, what, err))
+}
+
+#[cold]
+fn surrogate_error(text: &Bound<'_, PyString>, what: &'static str, err: PyErr) -> PyErr {
+    let py = text.py();
+    if !err.is_instance_of::<PyUnicodeEncodeError>(py) {
+        return err;
+    }
+    let start: PyResult<usize> = err.value(py).getattr("start").and_then(|s| s.extract());
+    let Ok(index) = start else { return err };
+    let code = text
+        .as_any()
+        .get_item(index)
+        .and_then(|c| py.import("builtins")?.getattr("ord")?.call1((c,)))
+        .and_then(|c| c.extract::<u32>())
+        .unwrap_or(0);
+    Error::Surrogate {
+        what,
+        repr: short_repr(text),
+        code,
+        index,
+    }
+    .into()
+}
+
+/// The text of a `str` (`what` names it if it is not Unicode), or a `TypeError` saying what
+/// was expected.
+#[inline]
+pub fn expect_str<'a>(
+    value: &'a Bound<'_, PyAny>,
+    what: &'static str,
+    expected: &str,
+) -> Result<&'a str, PyErr> {
     match value.cast::<PyString>() {
-        Ok(text) => Ok(text.to_str()?),
+        Ok(text) => str_text(text, what),
         Err(_) => Err(wrong_type(expected, value).into()),
     }
 }

@@ -638,36 +638,3 @@ impl MappingView {
         Ok(mine.repr()?.to_string())
     }
 }
-
-/// `(key, exception type name, message)` of an entry that failed validation.
-type BadEntry = (String, String, String);
-
-/// Validates every entry of a map in HF form (`hf=True`) or Haystack's string form, keeping
-/// the good ones: returns the map of good entries and `(key, exception type, message)` per bad one.
-#[pyfunction]
-#[pyo3(signature = (mapping, *, hf))]
-pub fn _check_entries(
-    mapping: &Bound<'_, PyAny>,
-    hf: bool,
-) -> PyResult<(PyDeviceMap, Vec<BadEntry>)> {
-    let py = mapping.py();
-    let mut errors = Vec::new();
-    let sink = OnError::Collect(&mut errors);
-    let map = if hf {
-        map_from_hf(mapping, sink)?
-    } else {
-        map_from_strings(mapping, sink)?
-    };
-    let errors = errors
-        .into_iter()
-        .map(|(key, err)| {
-            let kind = err
-                .get_type(py)
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            (key, kind, err.value(py).to_string())
-        })
-        .collect();
-    Ok((PyDeviceMap::from_map(map), errors))
-}

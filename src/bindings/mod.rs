@@ -1,10 +1,12 @@
 //! The Python face of the core: each file here only translates between Python and `crate::*`.
 
+mod check;
 mod component;
 mod convert;
 mod cuda;
 mod device;
 mod errors;
+mod guard;
 mod keys;
 mod lookup;
 mod map;
@@ -15,6 +17,7 @@ use pyo3::prelude::*;
 // that are never held while calling into Python; tests/test_threads.py stresses it).
 #[pymodule(gil_used = false)]
 pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    guard::install_panic_hook();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<device::PyDevice>()?;
     m.add_class::<map::PyDeviceMap>()?;
@@ -28,12 +31,14 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
     m.add_class::<cuda::PyCudaDiscovery>()?;
     m.add_function(wrap_pyfunction!(cuda::cuda_discover, m)?)?;
-    m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
     m.add_class::<lookup::PyCoverage>()?;
     m.add_class::<lookup::PyExplanation>()?;
     m.add_class::<lookup::PyNearMiss>()?;
     m.add_class::<lookup::PyMapDiff>()?;
     m.add_class::<lookup::PySummary>()?;
+    m.add_function(wrap_pyfunction!(check::_check_map, m)?)?;
+    #[cfg(feature = "testing")]
+    m.add_function(wrap_pyfunction!(guard::_panic_for_tests, m)?)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
