@@ -57,11 +57,11 @@ def test_failed_conversions_leave_reference_counts_unchanged() -> None:
     before = [sys.getrefcount(o) for o in objects]
     dm = DeviceMap({"a": Device.cpu()})
     for _ in range(200):
-        with pytest.raises(ValueError, match="model.layers.1"):
+        with pytest.raises(ValueError, match=r"model\.layers\.1"):
             DeviceMap.from_hf(hf_bad)
-        with pytest.raises(ValueError, match="model.layers.1"):
+        with pytest.raises(ValueError, match=r"model\.layers\.1"):
             DeviceMap.from_dict(strings_bad)
-        with pytest.raises(ValueError, match="model.layers.1"):
+        with pytest.raises(ValueError, match=r"model\.layers\.1"):
             ComponentDevice.from_dict({"type": "multiple", "device_map": strings_bad})
         with pytest.raises(TypeError):
             DeviceMap(devices_bad)

@@ -3,6 +3,8 @@ import builtins
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal, final
 
+from typing_extensions import disjoint_base
+
 from devicemap._types import DeviceType
 
 __all__ = [
@@ -35,6 +37,7 @@ def _check_map(
     mapping: Mapping[str, Any], *, hf: bool, keep: int = 200
 ) -> tuple[DeviceMap, int, list[tuple[str, str, str]]]: ...
 
+@disjoint_base
 class Device:
     __match_args__: ClassVar[tuple[str, str]]
     def __new__(cls, type: DeviceType | str, id: int | None = None) -> Device: ...
@@ -61,6 +64,7 @@ class Device:
     def __copy__(self) -> Device: ...
     def __deepcopy__(self, memo: Any, /) -> Device: ...
 
+@disjoint_base
 class DeviceMap:
     def __init__(self, mapping: Mapping[str, Device] | None = None) -> None: ...
     def __getitem__(self, key: str, /) -> Device: ...
@@ -200,6 +204,7 @@ class DeviceMapping:
     def __gt__(self, other: object, /) -> bool: ...
     def __ge__(self, other: object, /) -> bool: ...
 
+@disjoint_base
 class ComponentDevice:
     def __new__(
         cls, _single_device: Device | None = None, _multiple_devices: DeviceMap | None = None

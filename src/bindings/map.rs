@@ -20,6 +20,7 @@ use super::convert::{
     map_to_strings, OnError,
 };
 use super::device::{device_repr, device_to_py, PyDevice};
+use super::guard::guard;
 use super::keys::KeyCache;
 use crate::device::Device;
 use crate::map::DeviceMap;
@@ -258,49 +259,57 @@ impl PyDeviceMap {
     /// and calling `__init__` again on a map replaces its content, as on Haystack's dataclass.
     #[new]
     #[pyo3(signature = (*_args, **_kwargs), text_signature = "(mapping=None)")]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        PyDeviceMap::from_map(DeviceMap::new())
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        guard("DeviceMap()", || {
+            Ok(PyDeviceMap::from_map(DeviceMap::new()))
+        })
     }
 
     #[pyo3(signature = (mapping = None))]
     fn __init__(&self, mapping: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let map = match mapping {
-            Some(mapping) if !mapping.is_none() => map_from_devices(mapping)?,
-            _ => DeviceMap::new(),
-        };
-        self.replace(map);
-        Ok(())
+        guard("DeviceMap.__init__", || {
+            let map = match mapping {
+                Some(mapping) if !mapping.is_none() => map_from_devices(mapping)?,
+                _ => DeviceMap::new(),
+            };
+            self.replace(map);
+            Ok(())
+        })
     }
 
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        match self.get_device(key)? {
+        guard("DeviceMap.__getitem__", || match self.get_device(key)? {
             Some(device) => device_to_py(key.py(), device),
             None => Err(key_error(key)),
-        }
+        })
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(key, value)
+        guard("DeviceMap.__setitem__", || self.set(key, value))
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        match self.remove(key)? {
+        guard("DeviceMap.__delitem__", || match self.remove(key)? {
             Some(_) => Ok(()),
             None => Err(key_error(key)),
-        }
+        })
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.get_device(key)?.is_some())
+        guard("DeviceMap.__contains__", || {
+            Ok(self.get_device(key)?.is_some())
+        })
     }
 
-    fn __len__(&self) -> usize {
-        self.read(DeviceMap::len)
+    fn __len__(&self) -> PyResult<usize> {
+        guard("DeviceMap.__len__", || Ok(self.read(DeviceMap::len)))
     }
 
     /// Yields `(key, Device)` pairs, as Haystack's does, so `dict(dm)` works.
-    fn __iter__(&self) -> MapIter {
-        MapIter::new(self.snapshot(), IterKind::Items)
+    fn __iter__(&self) -> PyResult<MapIter> {
+        guard("DeviceMap.__iter__", || {
+            Ok(MapIter::new(self.snapshot(), IterKind::Items))
+        })
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -309,22 +318,22 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.get_device(key)? {
+        guard("DeviceMap.get", || match self.get_device(key)? {
             Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
             None => Ok(default),
-        }
+        })
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.keys_list(py)
+        guard("DeviceMap.keys", || self.keys_list(py))
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.values_list(py)
+        guard("DeviceMap.values", || self.values_list(py))
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.items_list(py)
+        guard("DeviceMap.items", || self.items_list(py))
     }
 
     #[pyo3(signature = (key, *default))]
@@ -333,144 +342,175 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match (self.remove(key)?, default.len()) {
-            (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
-            (None, 0) => Err(key_error(key)),
-            (None, _) => default.get_item(0),
-        }
+        guard("DeviceMap.pop", || {
+            match (self.remove(key)?, default.len()) {
+                (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
+                (None, 0) => Err(key_error(key)),
+                (None, _) => default.get_item(0),
+            }
+        })
     }
 
-    fn clear(&self) {
-        self.replace(DeviceMap::new());
+    fn clear(&self) -> PyResult<()> {
+        guard("DeviceMap.clear", || {
+            self.replace(DeviceMap::new());
+            Ok(())
+        })
     }
 
     /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.update_from(other)
+        guard("DeviceMap.update", || self.update_from(other))
     }
 
-    fn copy(&self) -> Self {
-        let (map, keys) = self.shared();
-        PyDeviceMap::new_shared(map, keys)
+    fn copy(&self) -> PyResult<Self> {
+        guard("DeviceMap.copy", || {
+            Ok({
+                let (map, keys) = self.shared();
+                PyDeviceMap::new_shared(map, keys)
+            })
+        })
     }
 
-    fn __copy__(&self) -> Self {
+    fn __copy__(&self) -> PyResult<Self> {
         self.copy()
     }
 
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<Self> {
         self.copy()
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.to_strings(py)
+        guard("DeviceMap.to_dict", || self.to_strings(py))
     }
 
     #[getter]
     fn first_device<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDevice>>> {
-        self.read(DeviceMap::first)
-            .map(|d| device_to_py(py, d))
-            .transpose()
+        guard("DeviceMap.first_device", || {
+            self.read(DeviceMap::first)
+                .map(|d| device_to_py(py, d))
+                .transpose()
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (dict))]
     fn from_dict(dict: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(PyDeviceMap::from_map(map_from_strings(
-            dict,
-            OnError::Stop,
-        )?))
+        guard("DeviceMap.from_dict", || {
+            Ok(PyDeviceMap::from_map(map_from_strings(
+                dict,
+                OnError::Stop,
+            )?))
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (hf_device_map))]
     fn from_hf(hf_device_map: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(PyDeviceMap::from_map(map_from_hf(
-            hf_device_map,
-            OnError::Stop,
-        )?))
+        guard("DeviceMap.from_hf", || {
+            Ok(PyDeviceMap::from_map(map_from_hf(
+                hf_device_map,
+                OnError::Stop,
+            )?))
+        })
     }
 
     /// A 32-hex-digit content hash, equal for equal maps in any insertion order and stable
     /// across processes. Computed once, then kept up to date by each change.
-    fn fingerprint(&self) -> String {
-        // Under the lock: the first call computes the sum into the content itself (a
-        // `OnceLock`), which a snapshot about to be copied by a writer would not keep.
-        format!("{:032x}", self.read(DeviceMap::fingerprint))
+    fn fingerprint(&self) -> PyResult<String> {
+        guard("DeviceMap.fingerprint", || {
+            Ok({
+                // Under the lock: the first call computes the sum into the content itself (a
+                // `OnceLock`), which a snapshot about to be copied by a writer would not keep.
+                format!("{:032x}", self.read(DeviceMap::fingerprint))
+            })
+        })
     }
 
     /// How many entries each device has, in order of first appearance.
     fn device_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let counts = self.snapshot().device_counts();
-        let dict = PyDict::new(py);
-        for (device, count) in counts {
-            dict.set_item(device_to_py(py, device)?, count)?;
-        }
-        Ok(dict)
+        guard("DeviceMap.device_counts", || {
+            let counts = self.snapshot().device_counts();
+            let dict = PyDict::new(py);
+            for (device, count) in counts {
+                dict.set_item(device_to_py(py, device)?, count)?;
+            }
+            Ok(dict)
+        })
     }
 
     /// A live view of the entries as a `MutableMapping[str, Device]`: `dm.mapping` in Haystack
     /// is the underlying dict, and writes through this view reach the map.
     #[getter]
-    fn mapping(slf: Bound<'_, Self>) -> MappingView {
-        MappingView { map: slf.unbind() }
+    fn mapping(slf: Bound<'_, Self>) -> PyResult<MappingView> {
+        guard("DeviceMap.mapping", || {
+            Ok(MappingView { map: slf.unbind() })
+        })
     }
 
     #[setter]
     fn set_mapping(&self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Converted before taking the lock: `mapping` may be this map's own view.
-        let map = map_from_devices(mapping)?;
-        self.replace(map);
-        Ok(())
-    }
-
-    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let Ok(other) = other.cast::<PyDeviceMap>() else {
-            return Ok(py.NotImplemented());
-        };
-        let (mine, theirs) = (self.snapshot(), other.get().snapshot());
-        let equal = Arc::ptr_eq(&mine, &theirs) || py.detach(|| *mine == *theirs);
-        Ok(match op {
-            CompareOp::Eq => equal.into_pyobject(py)?.to_owned().into_any().unbind(),
-            CompareOp::Ne => (!equal).into_pyobject(py)?.to_owned().into_any().unbind(),
-            _ => py.NotImplemented(),
+        guard("DeviceMap.set_mapping", || {
+            // Converted before taking the lock: `mapping` may be this map's own view.
+            let map = map_from_devices(mapping)?;
+            self.replace(map);
+            Ok(())
         })
     }
 
-    fn __repr__(&self) -> String {
-        map_repr(&self.snapshot())
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        guard("DeviceMap.__richcmp__", || {
+            let py = other.py();
+            let Ok(other) = other.cast::<PyDeviceMap>() else {
+                return Ok(py.NotImplemented());
+            };
+            let (mine, theirs) = (self.snapshot(), other.get().snapshot());
+            let equal = Arc::ptr_eq(&mine, &theirs) || py.detach(|| *mine == *theirs);
+            Ok(match op {
+                CompareOp::Eq => equal.into_pyobject(py)?.to_owned().into_any().unbind(),
+                CompareOp::Ne => (!equal).into_pyobject(py)?.to_owned().into_any().unbind(),
+                _ => py.NotImplemented(),
+            })
+        })
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        guard("DeviceMap.__repr__", || Ok(map_repr(&self.snapshot())))
     }
 
     /// `type(self)()` then `__setstate__`: works for every pickle protocol (0 and 1 included).
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let py = slf.py();
-        let state = slf.get().to_strings(py)?;
-        // A subclass's instance attributes travel too, as they would for a dataclass.
-        let attributes = slf.getattr(pyo3::intern!(py, "__dict__")).ok();
-        let state = match attributes {
-            Some(dict) if dict.len()? > 0 => (state, dict).into_pyobject(py)?.into_any(),
-            _ => state.into_any(),
-        };
-        (slf.get_type(), PyTuple::empty(py), state).into_pyobject(py)
+        guard("DeviceMap.__reduce__", || {
+            let py = slf.py();
+            let state = slf.get().to_strings(py)?;
+            // A subclass's instance attributes travel too, as they would for a dataclass.
+            let attributes = slf.getattr(pyo3::intern!(py, "__dict__")).ok();
+            let state = match attributes {
+                Some(dict) if dict.len()? > 0 => (state, dict).into_pyobject(py)?.into_any(),
+                _ => state.into_any(),
+            };
+            (slf.get_type(), PyTuple::empty(py), state).into_pyobject(py)
+        })
     }
 
     fn __getstate__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.to_strings(py)
+        guard("DeviceMap.__getstate__", || self.to_strings(py))
     }
 
     fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
-        let (entries, attributes) = match state.cast::<PyTuple>() {
-            Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, Some(pair.get_item(1)?)),
-            _ => (state.clone(), None),
-        };
-        let map = map_from_strings(&entries, OnError::Stop)?;
-        slf.get().replace(map);
-        if let Some(attributes) = attributes {
-            slf.getattr(pyo3::intern!(slf.py(), "__dict__"))?
-                .call_method1(pyo3::intern!(slf.py(), "update"), (attributes,))?;
-        }
-        Ok(())
+        guard("DeviceMap.__setstate__", || {
+            let (entries, attributes) = match state.cast::<PyTuple>() {
+                Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, Some(pair.get_item(1)?)),
+                _ => (state.clone(), None),
+            };
+            let map = map_from_strings(&entries, OnError::Stop)?;
+            slf.get().replace(map);
+            if let Some(attributes) = attributes {
+                slf.getattr(pyo3::intern!(slf.py(), "__dict__"))?
+                    .call_method1(pyo3::intern!(slf.py(), "update"), (attributes,))?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -507,29 +547,35 @@ impl MapIter {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let next = {
-            let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-            let next = self.map.next_from(*cursor);
-            if let Some((after, _, _)) = next {
-                *cursor = after;
-            }
-            next
-        };
-        let Some((_, key, device)) = next else {
-            return Ok(None);
-        };
-        Ok(Some(match self.kind {
-            IterKind::Keys => PyString::new(py, key).into_any(),
-            IterKind::Items => (key, device_to_py(py, device)?)
-                .into_pyobject(py)?
-                .into_any(),
-        }))
+        guard("DeviceMap iterator.__next__", || {
+            let next = {
+                let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+                let next = self.map.next_from(*cursor);
+                if let Some((after, _, _)) = next {
+                    *cursor = after;
+                }
+                next
+            };
+            let Some((_, key, device)) = next else {
+                return Ok(None);
+            };
+            Ok(Some(match self.kind {
+                IterKind::Keys => PyString::new(py, key).into_any(),
+                IterKind::Items => (key, device_to_py(py, device)?)
+                    .into_pyobject(py)?
+                    .into_any(),
+            }))
+        })
     }
 
-    fn __length_hint__(&self) -> usize {
-        let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        // Entries at or after the cursor: exact for a fresh iterator, an estimate after.
-        self.map.len().saturating_sub(cursor.min(self.map.len()))
+    fn __length_hint__(&self) -> PyResult<usize> {
+        guard("DeviceMap iterator.__length_hint__", || {
+            Ok({
+                let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+                // Entries at or after the cursor: exact for a fresh iterator, an estimate after.
+                self.map.len().saturating_sub(cursor.min(self.map.len()))
+            })
+        })
     }
 }
 
@@ -542,27 +588,37 @@ pub struct MappingView {
 #[pymethods]
 impl MappingView {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        self.map.get().__getitem__(key)
+        guard("DeviceMap.mapping.__getitem__", || {
+            self.map.get().__getitem__(key)
+        })
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.map.get().set(key, value)
+        guard("DeviceMap.mapping.__setitem__", || {
+            self.map.get().set(key, value)
+        })
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.map.get().__delitem__(key)
+        guard("DeviceMap.mapping.__delitem__", || {
+            self.map.get().__delitem__(key)
+        })
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.map.get().__contains__(key)
+        guard("DeviceMap.mapping.__contains__", || {
+            self.map.get().__contains__(key)
+        })
     }
 
-    fn __len__(&self) -> usize {
+    fn __len__(&self) -> PyResult<usize> {
         self.map.get().__len__()
     }
 
-    fn __iter__(&self) -> MapIter {
-        MapIter::new(self.map.get().snapshot(), IterKind::Keys)
+    fn __iter__(&self) -> PyResult<MapIter> {
+        guard("DeviceMap.mapping.__iter__", || {
+            Ok(MapIter::new(self.map.get().snapshot(), IterKind::Keys))
+        })
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -571,19 +627,21 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.map.get().get(key, default)
+        guard("DeviceMap.mapping.get", || self.map.get().get(key, default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.get().keys_list(py)
+        guard("DeviceMap.mapping.keys", || self.map.get().keys_list(py))
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.get().values_list(py)
+        guard("DeviceMap.mapping.values", || {
+            self.map.get().values_list(py)
+        })
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.map.get().items_list(py)
+        guard("DeviceMap.mapping.items", || self.map.get().items_list(py))
     }
 
     // The rest of `MutableMapping`'s methods, which registering the class does not supply.
@@ -594,14 +652,16 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.map.get().pop(key, default)
+        guard("DeviceMap.mapping.pop", || self.map.get().pop(key, default))
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
-        match self.map.get().pop_last() {
-            Some((key, device)) => Ok((key, device_to_py(py, device)?)),
-            None => Err(PyKeyError::new_err("popitem(): DeviceMap is empty")),
-        }
+        guard("DeviceMap.mapping.popitem", || {
+            match self.map.get().pop_last() {
+                Some((key, device)) => Ok((key, device_to_py(py, device)?)),
+                None => Err(PyKeyError::new_err("popitem(): DeviceMap is empty")),
+            }
+        })
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -610,31 +670,39 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDevice>> {
-        let py = key.py();
-        let text = key_str(key)?;
-        let none = py.None().into_bound(py);
-        // Checked before taking the lock (no Python code runs), raised only if it is stored.
-        let default = device_value(text, default.unwrap_or(&none));
-        let device = self.map.get().set_default(text, default)?;
-        device_to_py(py, device)
+        guard("DeviceMap.mapping.setdefault", || {
+            let py = key.py();
+            let text = key_str(key)?;
+            let none = py.None().into_bound(py);
+            // Checked before taking the lock (no Python code runs), raised only if it is stored.
+            let default = device_value(text, default.unwrap_or(&none));
+            let device = self.map.get().set_default(text, default)?;
+            device_to_py(py, device)
+        })
     }
 
-    fn clear(&self) {
-        self.map.get().clear();
+    fn clear(&self) -> PyResult<()> {
+        self.map.get().clear()
     }
 
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.map.get().update_from(other)
+        guard("DeviceMap.mapping.update", || {
+            self.map.get().update_from(other)
+        })
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
-        mine.into_any().rich_compare(other, op).map(Bound::unbind)
+        guard("DeviceMap.mapping.__richcmp__", || {
+            let py = other.py();
+            let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
+            mine.into_any().rich_compare(other, op).map(Bound::unbind)
+        })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
-        Ok(mine.repr()?.to_string())
+        guard("DeviceMap.mapping.__repr__", || {
+            let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
+            Ok(mine.repr()?.to_string())
+        })
     }
 }
