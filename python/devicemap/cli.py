@@ -116,6 +116,8 @@ def _check_map_file(args: argparse.Namespace) -> int:
 
 
 def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, str]]) -> None:
+    from devicemap._text import shown as quote
+
     print(f"{summary['file']}: {summary['entries']} entries ({summary['form']})")
     width = max((len(device) for device in summary["devices"]), default=0)
     for device, count in summary["devices"].items():
@@ -124,7 +126,7 @@ def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, s
     if invalid:
         shown = errors[:SHOWN_ERRORS]
         for key, kind, message in shown:
-            print(f"invalid entry {key!r}: {kind}: {message}", file=sys.stderr)
+            print(f"invalid entry {quote(key)}: {kind}: {message}", file=sys.stderr)
         if invalid > len(shown):
             print(f"... and {invalid - len(shown)} more invalid entries", file=sys.stderr)
         print(f"{invalid} of {summary['entries']} entries are invalid", file=sys.stderr)
