@@ -31,7 +31,10 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Set as an attribute, not added to `__all__`: the stub (checked by stubtest) describes
     // the module as released, without test-only entry points.
     #[cfg(feature = "testing")]
-    m.setattr("_panic_for_tests", wrap_pyfunction!(guard::_panic_for_tests, m)?)?;
+    m.setattr(
+        "_panic_for_tests",
+        wrap_pyfunction!(guard::_panic_for_tests, m)?,
+    )?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
