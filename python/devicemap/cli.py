@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check-map",
         help="validate a JSON device map (HF form or Haystack's serialized form)",
         description="Validate every entry of a device map and print the entries per device. "
-        "Exit code 2 if any entry is invalid or the file cannot be read.",
+        "Exit code 2 if any entry is invalid or the file cannot be used. With --json, a file "
+        'that cannot be used gives {"file": ..., "error": ...}; otherwise "invalid" counts the '
+        f'bad entries and "errors" lists the first {KEPT_ERRORS}.',
     )
     check.add_argument("file", help="path to the JSON file, or - for standard input")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
