@@ -9,6 +9,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 from devicemap import ComponentDevice, Device, DeviceMap
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 class ReversedItems(dict):
@@ -131,3 +133,21 @@ def test_items_of_the_wrong_length_are_value_errors(items, message):
 def test_exact_dict_fast_path_matches_haystack(hs):
     data = {f"layer.{i}": i % 8 for i in range(1000)}
     assert as_pairs(DeviceMap.from_hf(data)) == as_pairs(hs.DeviceMap.from_hf(data))
+
+
+@given(
+    values=st.lists(
+        st.one_of(st.integers(0, 9), st.sampled_from(["cpu", "disk", "cuda:3", "mps"])), max_size=12
+    ),
+    moves=st.lists(st.integers(0, 11), max_size=6),
+)
+def test_any_ordered_dict_order_matches_haystack(hs, values, moves):
+    od = OrderedDict((f"k{i}", value) for i, value in enumerate(values))
+    for index in moves:
+        if od:
+            od.move_to_end(list(od)[index % len(od)], last=index % 2 == 0)
+    ours, theirs = DeviceMap.from_hf(od), hs.DeviceMap.from_hf(od)
+    assert as_pairs(ours) == as_pairs(theirs)
+    assert (ours.first_device is None) == (theirs.first_device is None)
+    if ours.first_device is not None:
+        assert str(ours.first_device) == str(theirs.first_device)

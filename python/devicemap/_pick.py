@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from devicemap._core import CudaDevice, Device, cuda_discover
+from devicemap._text import shown
 
 # Not `typing.TYPE_CHECKING`: importing `typing` costs about 5 ms of a cold start, and mypy
 # honours a module constant of this name.
@@ -24,9 +25,9 @@ def _local_rank() -> int:
     try:
         rank = int(text)
     except ValueError:
-        raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {text!r}") from None
+        raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {shown(text)}") from None
     if rank < 0:
-        raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {text!r}")
+        raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {shown(text)}")
     return rank
 
 
@@ -54,7 +55,7 @@ def pick_device(policy: Policy = "first", *, min_free_memory: int = 0) -> Device
     (`ComponentDevice.resolve_device()`: XPU, MPS or CPU) and `min_free_memory` is not checked.
     """
     if policy not in POLICIES:
-        raise ValueError(f"Unknown policy {policy!r}; expected one of {', '.join(map(repr, POLICIES))}")
+        raise ValueError(f"Unknown policy {shown(policy)}; expected one of {', '.join(map(repr, POLICIES))}")
     if isinstance(min_free_memory, bool) or not isinstance(min_free_memory, int):
         raise TypeError(f"min_free_memory must be an int (bytes), got {type(min_free_memory).__name__}")
     if min_free_memory < 0:

@@ -20,6 +20,7 @@ import sys
 from types import ModuleType
 
 from devicemap._core import CudaDiscovery, Device, cuda_device_count, cuda_status
+from devicemap._text import shown
 from devicemap._types import DeviceType
 
 OVERRIDE_VARIABLE = "DEVICEMAP_DEVICE"
@@ -94,12 +95,13 @@ def from_environment() -> Resolution | None:
     try:
         device = Device.from_str(value)
     except ValueError as error:
-        raise ValueError(f"{OVERRIDE_VARIABLE}={value!r} is not a valid device: {error}") from None
+        raise ValueError(f"{OVERRIDE_VARIABLE}={shown(value)} is not a valid device: {error}") from None
     if device.type is DeviceType.DISK:
         raise ValueError(
-            f"{OVERRIDE_VARIABLE}={value!r} names the disk, which can only be used as a part of device maps"
+            f"{OVERRIDE_VARIABLE}={shown(value)} names the disk, "
+            "which can only be used as a part of device maps"
         )
-    return Resolution(device, f"{OVERRIDE_VARIABLE} is set to {value!r}")
+    return Resolution(device, f"{OVERRIDE_VARIABLE} is set to {shown(value)}")
 
 
 def _intel_render_node() -> bool:

@@ -116,6 +116,8 @@ def _check_map_file(args: argparse.Namespace) -> int:
 
 
 def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, str]]) -> None:
+    from devicemap._text import shown as quote
+
     print(f"{summary['file']}: {summary['entries']} entries ({summary['form']})")
     width = max((len(device) for device in summary["devices"]), default=0)
     for device, count in summary["devices"].items():
@@ -124,7 +126,7 @@ def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, s
     if invalid:
         shown = errors[:SHOWN_ERRORS]
         for key, kind, message in shown:
-            print(f"invalid entry {key!r}: {kind}: {message}", file=sys.stderr)
+            print(f"invalid entry {quote(key)}: {kind}: {message}", file=sys.stderr)
         if invalid > len(shown):
             print(f"... and {invalid - len(shown)} more invalid entries", file=sys.stderr)
         print(f"{invalid} of {summary['entries']} entries are invalid", file=sys.stderr)
@@ -155,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check-map",
         help="validate a JSON device map (HF form or Haystack's serialized form)",
         description="Validate every entry of a device map and print the entries per device. "
-        "Exit code 2 if any entry is invalid or the file cannot be read.",
+        "Exit code 2 if any entry is invalid or the file cannot be used. With --json, a file "
+        'that cannot be used gives {"file": ..., "error": ...}; otherwise "invalid" counts the '
+        f'bad entries and "errors" lists the first {KEPT_ERRORS}.',
     )
     check.add_argument("file", help="path to the JSON file, or - for standard input")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -37,8 +37,13 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lookup::PyMapDiff>()?;
     m.add_class::<lookup::PySummary>()?;
     m.add_function(wrap_pyfunction!(check::_check_map, m)?)?;
+    // Set as an attribute, not added to `__all__`: the stub (checked by stubtest) describes
+    // the module as released, without test-only entry points.
     #[cfg(feature = "testing")]
-    m.add_function(wrap_pyfunction!(guard::_panic_for_tests, m)?)?;
+    m.setattr(
+        "_panic_for_tests",
+        wrap_pyfunction!(guard::_panic_for_tests, m)?,
+    )?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
