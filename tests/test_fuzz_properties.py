@@ -152,7 +152,9 @@ def _hashable(value: Any) -> bool:
 # --- DeviceMap against a dict model --------------------------------------------------------
 
 # A small key space, so writes, deletes and lookups meet the same keys often, plus any text.
-keys = st.one_of(st.sampled_from(["a", "b", "layer.0", "layer.1", "", "ключ", "\U0001f600"]), map_keys)
+_few_keys = st.sampled_from(["a", "b", "c", "layer.0", "layer.1", "", "ключ", "\U0001f600"])
+# Weighted three to one towards the few keys, so most operations meet a key already present.
+keys = st.one_of(_few_keys, _few_keys, _few_keys, map_keys)
 bad_values = st.one_of(st.none(), st.integers(), st.text(max_size=3), st.just(DeviceType.GPU))
 
 
