@@ -333,7 +333,9 @@ class DeviceMapMachine(RuleBasedStateMachine):
 
 
 DeviceMapMachine.TestCase.settings = settings(
-    max_examples=100,
+    # The profile's count (fewer under DEVICEMAP_HYPOTHESIS_PROFILE=quick), at most 100 runs of
+    # up to 40 steps.
+    max_examples=min(100, settings.default.max_examples),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
