@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need into ./.venv and runs the whole suite: Rust format, lints
-# and unit tests, Python lints, type checks, stub check, pytest, and a smoke run of the benchmarks.
+# and unit tests (with and without the `python` feature), the fuzz targets' lints, Python lints,
+# type checks, stub check, pytest, and a smoke run of the benchmarks. DEVICEMAP_FUZZ_SHORT=1 adds
+# a short cargo-fuzz run (scripts/fuzz.sh --short); scripts/check_wheel.sh checks packaging.
 # README.md gives this as the test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,15 @@ cargo clippy -q --all-targets -- -D warnings
 cargo clippy -q --all-targets --features testing -- -D warnings
 step "cargo test"
 cargo test -q
+step "cargo clippy + test --no-default-features (the core alone: no pyo3 in the build)"
+cargo clippy -q --all-targets --no-default-features -- -D warnings
+cargo test -q --no-default-features
+step "fuzz targets: fmt, clippy (they compile against the core's API)"
+(cd fuzz && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings)
+if [ "${DEVICEMAP_FUZZ_SHORT:-0}" = 1 ]; then
+    step "cargo fuzz, 10 s per target (DEVICEMAP_FUZZ_SHORT=1; needs cargo-fuzz and nightly)"
+    scripts/fuzz.sh --short
+fi
 step "ruff"
 "$venv/ruff" check python tests benches
 "$venv/ruff" format --check python tests benches

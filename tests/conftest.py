@@ -4,6 +4,8 @@ Running code in a fresh interpreter is `run_python` in `tests/_subprocess.py`.""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from devicemap import Device, DeviceMap, DeviceType
 from hypothesis import HealthCheck, settings
@@ -15,7 +17,9 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("devicemap")
+# Fewer examples, for repeated runs such as scripts/check_wheel.sh --quick on every Python.
+settings.register_profile("quick", parent=settings.get_profile("devicemap"), max_examples=25)
+settings.load_profile(os.environ.get("DEVICEMAP_HYPOTHESIS_PROFILE", "devicemap"))
 
 # Haystack's five types; META is ours only.
 HAYSTACK_TYPES = ("cpu", "cuda", "disk", "mps", "xpu")

@@ -152,7 +152,9 @@ def _hashable(value: Any) -> bool:
 # --- DeviceMap against a dict model --------------------------------------------------------
 
 # A small key space, so writes, deletes and lookups meet the same keys often, plus any text.
-keys = st.one_of(st.sampled_from(["a", "b", "layer.0", "layer.1", "", "ключ", "\U0001f600"]), map_keys)
+_few_keys = st.sampled_from(["a", "b", "c", "layer.0", "layer.1", "", "ключ", "\U0001f600"])
+# Weighted three to one towards the few keys, so most operations meet a key already present.
+keys = st.one_of(_few_keys, _few_keys, _few_keys, map_keys)
 bad_values = st.one_of(st.none(), st.integers(), st.text(max_size=3), st.just(DeviceType.GPU))
 
 
@@ -331,7 +333,9 @@ class DeviceMapMachine(RuleBasedStateMachine):
 
 
 DeviceMapMachine.TestCase.settings = settings(
-    max_examples=100,
+    # The profile's count (fewer under DEVICEMAP_HYPOTHESIS_PROFILE=quick), at most 100 runs of
+    # up to 40 steps.
+    max_examples=min(100, settings.default.max_examples),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
