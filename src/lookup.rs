@@ -417,7 +417,8 @@ impl Miss {
                 key_part,
                 name_part,
             } => format!(
-                "component {index} differs: '{key_part}' in the key, '{name_part}' in the name"
+                "component {} differs: '{key_part}' in the key, '{name_part}' in the name",
+                index + 1
             ),
             Miss::Inside => "lies inside the name, so it covers only part of it".to_owned(),
         }
