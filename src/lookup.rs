@@ -39,6 +39,56 @@ pub fn find(map: &DeviceMap, name: &str) -> Option<usize> {
     map.position("")
 }
 
+/// A lookup for many names against one map: knows which key depths (in components) occur, so
+/// it probes only prefixes of those depths. With a key per layer (depth 3), a 9-component
+/// expert name costs one probe instead of seven. Built per batch in O(keys).
+pub struct Finder<'m> {
+    map: &'m DeviceMap,
+    /// Bit `d` is set when some key has `d` components (`d` < 63); bit 63 stands for 63 or more.
+    depths: u64,
+}
+
+impl<'m> Finder<'m> {
+    pub fn new(map: &'m DeviceMap) -> Self {
+        let mut depths = 0u64;
+        for (key, _) in map.iter() {
+            if !key.is_empty() {
+                let depth = 1 + key.bytes().filter(|&b| b == b'.').count();
+                depths |= 1 << depth.min(63);
+            }
+        }
+        Finder { map, depths }
+    }
+
+    #[inline]
+    fn may_have(&self, depth: usize) -> bool {
+        depth >= 63 || self.depths & (1 << depth) != 0
+    }
+
+    /// Same answer as [`find`].
+    #[inline]
+    pub fn find(&self, name: &str) -> Option<usize> {
+        let bytes = name.as_bytes();
+        let mut depth = 1 + bytes.iter().filter(|&&b| b == b'.').count();
+        if self.may_have(depth) {
+            if let Some(position) = self.map.position(name) {
+                return Some(position);
+            }
+        }
+        let mut end = bytes.len();
+        while let Some(dot) = bytes[..end].iter().rposition(|&b| b == b'.') {
+            depth -= 1;
+            if self.may_have(depth) {
+                if let Some(position) = self.map.position(&name[..dot]) {
+                    return Some(position);
+                }
+            }
+            end = dot;
+        }
+        self.map.position("")
+    }
+}
+
 /// Calls `f` with the position of every key covering `name`, longest first.
 pub fn for_each_covering(map: &DeviceMap, name: &str, mut f: impl FnMut(usize)) {
     if let Some(position) = map.position(name) {
@@ -162,13 +212,15 @@ pub fn require_device(map: &DeviceMap, name: &str) -> Result<Device> {
 /// first bad name is an error naming its position.
 pub fn slots_for<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Vec<Option<Slot>>> {
     let slots = Slots::new(map);
+    let finder = Finder::new(map);
     names
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let name = name.as_ref();
             check_name(name).map_err(|e| e.at_position(i))?;
-            Ok(find(map, name)
+            Ok(finder
+                .find(name)
                 .and_then(|position| map.get_index(position))
                 .map(|(_, device)| slots.of(device)))
         })
@@ -233,10 +285,11 @@ impl Coverage {
 pub fn coverage<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Coverage> {
     let mut matched = vec![false; map.len()];
     let mut uncovered = Vec::new();
+    let finder = Finder::new(map);
     for (i, name) in names.iter().enumerate() {
         let name = name.as_ref();
         check_name(name).map_err(|e| e.at_position(i))?;
-        match find(map, name) {
+        match finder.find(name) {
             Some(position) => matched[position] = true,
             None => uncovered.push(i),
         }
@@ -615,9 +668,13 @@ pub fn summary_with_sizes<'a>(
         .enumerate()
         .map(|(i, usage)| (usage.device, i))
         .collect();
+    let finder = Finder::new(map);
     for (i, (name, bytes)) in sizes.into_iter().enumerate() {
         check_name(name).map_err(|e| e.at_position(i))?;
-        match find(map, name).and_then(|position| map.get_index(position)) {
+        match finder
+            .find(name)
+            .and_then(|position| map.get_index(position))
+        {
             Some((_, device)) => {
                 let index = *usage_of.entry(device).or_insert_with(|| {
                     result.devices.push(DeviceUsage {
@@ -955,6 +1012,7 @@ mod tests {
         let key = vec!["x"; MAX_NAME_DEPTH / 2].join(".");
         let m = map(&[(key.as_str(), Device::gpu(3))]);
         assert_eq!(device_for(&m, &name).unwrap(), Some(Device::gpu(3)));
+        assert_eq!(Finder::new(&m).find(&name), Some(0));
         let deeper = format!("{name}.x");
         let err = device_for(&m, &deeper).unwrap_err().to_string();
         assert!(err.contains("1025 components deep"), "{err}");
@@ -1020,7 +1078,9 @@ mod tests {
                 .map(|_| random_name(&mut rng))
                 .filter(|name| check_name(name).is_ok())
                 .collect();
+            let finder = Finder::new(&m);
             for name in &names {
+                assert_eq!(finder.find(name), find(&m, name), "{name:?}");
                 assert_eq!(
                     device_for(&m, name).unwrap(),
                     reference(&m, name),
