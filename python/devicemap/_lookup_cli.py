@@ -14,11 +14,12 @@ import io
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devicemap._cli_input import CliError, load_map, load_names
+
 if TYPE_CHECKING:
-    from devicemap import DeviceMap
+    pass
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -27,67 +28,11 @@ EXIT_INVALID = 2
 Run = Callable[[argparse.Namespace], int]
 
 
-class _Fail(Exception):
-    """A problem to report as one `error:` line, exit code 2."""
-
-
-def _read_text(path: str) -> str:
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise _Fail(f"cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise _Fail(f"{path} is not UTF-8 text: {error}") from None
-
-
-def _map_from_json(path: str, text: str) -> DeviceMap:
-    """A map in HF form (`{name: 0, ...}`) or Haystack's serialized form."""
-    from devicemap import DeviceMap
-
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise _Fail(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise _Fail(f"{path} holds a JSON {type(data).__name__}, expected an object of names to devices")
-    try:
-        if data.get("type") == "single":
-            raise _Fail(f"{path} is a single-device ComponentDevice, not a device map")
-        if data.get("type") == "multiple":
-            if not isinstance(data.get("device_map"), dict):
-                raise _Fail(f"{path}: 'device_map' must be an object")
-            return DeviceMap.from_dict(data["device_map"])
-        return DeviceMap.from_hf(data)
-    except (ValueError, TypeError, KeyError) as error:
-        raise _Fail(f"{path}: {error}") from None
-
-
-def _load_map(path: str) -> DeviceMap:
-    return _map_from_json(path, _read_text(path))
-
-
-def _load_names(path: str) -> list[str]:
-    """Tensor names: a JSON list of strings, or text with one name a line (blank lines skipped)."""
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise _Fail(f"{path} is not a valid JSON list: {error}") from None
-        for position, item in enumerate(data):
-            if not isinstance(item, str):
-                raise _Fail(
-                    f"{path}: item {position} is a JSON {type(item).__name__}, not a string: {item!r}"
-                )
-        return list(data)
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def _guarded(run: Run) -> Run:
     def guarded(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except _Fail as error:
+        except CliError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_INVALID
         except (ValueError, TypeError, KeyError) as error:
@@ -123,23 +68,17 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
     if args.names is None:
         return validate(args)
     if args.file == "-" and args.names == "-":
-        raise _Fail("the map and --names cannot both be read from standard input")
-    # The map's text is read once and handed to the entry check, so `-` works.
-    map_text = _read_text(args.file)
+        raise CliError("the map and --names cannot both be read from standard input")
     report = io.StringIO()
-    stdin = sys.stdin
-    try:
-        sys.stdin = io.StringIO(map_text)
-        with contextlib.redirect_stdout(report) if args.json else contextlib.nullcontext():
-            code = validate(args)
-    finally:
-        sys.stdin = stdin
+    with contextlib.redirect_stdout(report) if args.json else contextlib.nullcontext():
+        code = validate(args)
     if code != EXIT_OK:
         if args.json:
             sys.stdout.write(report.getvalue())
         return code
-    device_map = _map_from_json(args.file, map_text)
-    names = _load_names(args.names)
+    # Read again: standard input is kept from the first read, so `-` works.
+    device_map = load_map(args.file)
+    names = load_names(args.names)
     coverage = device_map.coverage(names)
     unused_fails = args.unused == "error" and bool(coverage.unused_keys)
     failed = not coverage.complete or unused_fails
@@ -169,7 +108,7 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    device_map = _load_map(args.map)
+    device_map = load_map(args.map)
     explanations = [device_map.explain(name) for name in args.names]
     if args.json:
         print(
@@ -198,8 +137,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     if args.a == "-" and args.b == "-":
-        raise _Fail("only one of A and B can be read from standard input")
-    old, new = _load_map(args.a), _load_map(args.b)
+        raise CliError("only one of A and B can be read from standard input")
+    old, new = load_map(args.a), load_map(args.b)
     diff = old.diff(new)
     if args.json:
         data: dict[str, Any] = {

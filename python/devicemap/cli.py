@@ -7,8 +7,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from devicemap._cli_input import CliError, load_json, map_entries
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -20,10 +21,6 @@ EXIT_INVALID = 2
 KEPT_ERRORS = 200
 # Bad entries printed in the plain-text report.
 SHOWN_ERRORS = 20
-
-
-class CliError(Exception):
-    """A problem with the input or the environment: one `error:` line, exit 2."""
 
 
 def _check_override() -> None:
@@ -55,22 +52,6 @@ def _devices(args: argparse.Namespace) -> int:
     return run(as_json=args.json)
 
 
-def _load_json(path: str) -> Any:
-    """The JSON value in a file (or stdin for `-`), UTF-8 with or without a byte order mark."""
-    try:
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as error:
-        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        return json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise CliError(f"{path} is not UTF-8 text: {error}") from None
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path} is not valid JSON: {error}") from None
-    except RecursionError:
-        raise CliError(f"{path} is nested too deeply to be a device map") from None
-
-
 def _check_map(args: argparse.Namespace) -> int:
     try:
         return _check_map_file(args)
@@ -83,19 +64,7 @@ def _check_map(args: argparse.Namespace) -> int:
 def _check_map_file(args: argparse.Namespace) -> int:
     from devicemap import _core
 
-    data = _load_json(args.file)
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise CliError(f"{args.file} holds a JSON {kind}, expected an object of names to devices")
-
-    if data.get("type") in ("single", "multiple"):
-        if data["type"] == "single":
-            raise CliError(f"{args.file} is a single-device ComponentDevice, not a device map")
-        if not isinstance(data.get("device_map"), dict):
-            raise CliError(f"{args.file}: 'device_map' must be an object")
-        form, entries, hf = "Haystack form", data["device_map"], False
-    else:
-        form, entries, hf = "HF form", data, True
+    form, entries, hf = map_entries(args.file, load_json(args.file))
 
     device_map, invalid, errors = _core._check_map(entries, hf=hf, keep=KEPT_ERRORS)
     summary = {
