@@ -55,6 +55,16 @@ pub enum Error {
     #[error("{source} (key '{key}')")]
     Entry { key: String, source: Box<Error> },
 
+    #[error("Tensor name '{name}' {reason}")]
+    BadName { name: String, reason: String },
+
+    #[error("No key of the device map covers tensor '{name}'")]
+    Uncovered { name: String },
+
+    /// An error about one item of a sequence: says which position.
+    #[error("{source} (at position {position})")]
+    Position { position: usize, source: Box<Error> },
+
     /// A type error raised while converting Python values, carried through the core unchanged.
     #[error("{0}")]
     Type(String),
@@ -66,10 +76,19 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Entry { source, .. } => source.kind(),
+            Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
+            Error::Uncovered { .. } => ErrorKind::Key,
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,
             _ => ErrorKind::Value,
+        }
+    }
+
+    /// Attaches the position in a sequence an error is about.
+    pub fn at_position(self, position: usize) -> Error {
+        Error::Position {
+            position,
+            source: Box::new(self),
         }
     }
 

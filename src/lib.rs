@@ -5,6 +5,7 @@ pub mod component;
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod lookup;
 pub mod map;
 pub mod parse;
 

@@ -8,10 +8,15 @@ from collections.abc import MutableMapping
 
 from devicemap._core import (
     ComponentDevice,
+    Coverage,
     CudaDevice,
     Device,
     DeviceMap,
     DeviceMapping,
+    Explanation,
+    MapDiff,
+    MapSummary,
+    NearMiss,
     __version__,
     cuda_device_count,
     cuda_devices,
@@ -24,10 +29,15 @@ MutableMapping.register(DeviceMapping)
 
 __all__ = [
     "ComponentDevice",
+    "Coverage",
     "CudaDevice",
     "Device",
     "DeviceMap",
     "DeviceType",
+    "Explanation",
+    "MapDiff",
+    "MapSummary",
+    "NearMiss",
     "__version__",
     "cuda_device_count",
     "cuda_devices",

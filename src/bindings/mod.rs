@@ -6,6 +6,7 @@ mod cuda;
 mod device;
 mod errors;
 mod keys;
+mod lookup;
 mod map;
 
 use pyo3::prelude::*;
@@ -24,6 +25,11 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
     m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
+    m.add_class::<lookup::PyCoverage>()?;
+    m.add_class::<lookup::PyExplanation>()?;
+    m.add_class::<lookup::PyNearMiss>()?;
+    m.add_class::<lookup::PyMapDiff>()?;
+    m.add_class::<lookup::PySummary>()?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())

@@ -1,0 +1,601 @@
+//! Tensor-name lookup on `DeviceMap` for Python: `device_for`, `devices_for`,
+//! `group_by_device`, `check`, `coverage`, `explain`, `diff`, `summary`, and their result types.
+//! The work is in `crate::lookup`; this file reads names and builds results.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyUserWarning, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+
+use super::convert::{device_objects, map_from_devices};
+use super::device::{device_to_py, PyDevice};
+use super::errors::{short_repr, wrong_type};
+use super::map::PyDeviceMap;
+use crate::device::Device;
+use crate::error::Error;
+use crate::lookup::{self, Coverage, Diff, Explanation, NearMiss, Summary};
+use crate::map::DeviceMap;
+
+/// Batches at least this long are looked up without the GIL, so other threads run meanwhile.
+const DETACH_AT: usize = 4096;
+
+/// One tensor name: a `str`.
+fn name_str<'a>(name: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+    match name.cast::<PyString>() {
+        Ok(text) => Ok(text.to_str()?),
+        Err(_) => Err(wrong_type("tensor names must be str", name).into()),
+    }
+}
+
+/// The names of a sequence or other iterable of `str` (a list, a tuple, `state_dict().keys()`,
+/// a generator), keeping the objects so their text can be borrowed and results can reuse them.
+fn read_names<'py>(names: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    if names.is_instance_of::<PyString>() {
+        return Err(wrong_type(
+            "expected a sequence of tensor names (str), not one str",
+            names,
+        )
+        .into());
+    }
+    let item = |i: usize, value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyString>> {
+        value.cast_into::<PyString>().map_err(|e| {
+            let value = e.into_inner();
+            Error::Type(format!(
+                "tensor names must be str; position {i} holds {} {}",
+                value
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                short_repr(&value)
+            ))
+            .into()
+        })
+    };
+    if let Ok(list) = names.cast::<PyList>() {
+        return list.iter().enumerate().map(|(i, v)| item(i, v)).collect();
+    }
+    if let Ok(tuple) = names.cast::<PyTuple>() {
+        return tuple.iter().enumerate().map(|(i, v)| item(i, v)).collect();
+    }
+    let iter = names.try_iter().map_err(|_| {
+        PyErr::from(wrong_type(
+            "expected a sequence of tensor names (str)",
+            names,
+        ))
+    })?;
+    iter.enumerate().map(|(i, v)| item(i, v?)).collect()
+}
+
+fn texts<'a>(names: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    names.iter().map(|name| name.to_str()).collect()
+}
+
+/// Runs `f` without the GIL when the batch is big enough to pay for letting go of it.
+fn maybe_detached<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + Send) -> T {
+    if len >= DETACH_AT {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+fn device_or_none(py: Python<'_>, device: Option<Device>) -> PyResult<Py<PyAny>> {
+    match device {
+        Some(device) => Ok(device_to_py(py, device)?.into_any().unbind()),
+        None => Ok(py.None()),
+    }
+}
+
+/// `(key, Device)` pairs as a tuple of tuples.
+fn pairs<'py>(py: Python<'py>, items: &[(String, Device)]) -> PyResult<Bound<'py, PyTuple>> {
+    let items = items
+        .iter()
+        .map(|(key, device)| (key.as_str(), device_to_py(py, *device)?).into_pyobject(py))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, items)
+}
+
+/// Which of `check`'s ways to treat keys that cover no name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unused {
+    Error,
+    Warn,
+    Ignore,
+}
+
+fn unused_mode(value: &str) -> PyResult<Unused> {
+    match value {
+        "error" => Ok(Unused::Error),
+        "warn" => Ok(Unused::Warn),
+        "ignore" => Ok(Unused::Ignore),
+        other => Err(PyValueError::new_err(format!(
+            "unused must be 'error', 'warn' or 'ignore', got {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl PyDeviceMap {
+    /// The device of the key that is the longest prefix of `name` at a dot boundary.
+    fn device_for<'py>(&self, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
+        let map = self.snapshot();
+        let device = lookup::require_device(&map, name_str(name)?)?;
+        device_to_py(name.py(), device)
+    }
+
+    /// `device_for` of each name, in one call.
+    fn devices_for<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let py = names.py();
+        let map = self.snapshot();
+        let objects = read_names(names)?;
+        let names = texts(&objects)?;
+        let slots = maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
+        let devices = device_objects(py, &map)?;
+        PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]))
+    }
+
+    /// The names per device, in order of each device's first name; each list keeps input order.
+    fn group_by_device<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let py = names.py();
+        let map = self.snapshot();
+        let objects = read_names(names)?;
+        let texts = texts(&objects)?;
+        let groups = maybe_detached(py, texts.len(), || lookup::group_by_slot(&map, &texts))?;
+        let devices = device_objects(py, &map)?;
+        let dict = PyDict::new(py);
+        for (slot, indices) in groups {
+            let names = PyList::new(py, indices.iter().map(|&i| &objects[i]))?;
+            dict.set_item(&devices[slot as usize], names)?;
+        }
+        Ok(dict)
+    }
+
+    /// Which names no key covers and which keys cover no name, as data.
+    fn coverage(&self, names: &Bound<'_, PyAny>) -> PyResult<PyCoverage> {
+        let map = self.snapshot();
+        let objects = read_names(names)?;
+        let texts = texts(&objects)?;
+        let coverage = maybe_detached(names.py(), texts.len(), || lookup::coverage(&map, &texts))?;
+        Ok(PyCoverage::new(map, &texts, coverage))
+    }
+
+    /// Raises `ValueError` unless every name is covered; keys covering no name are an error,
+    /// a warning or nothing as `unused` says.
+    #[pyo3(signature = (names, *, unused = "error"))]
+    fn check(&self, names: &Bound<'_, PyAny>, unused: &str) -> PyResult<()> {
+        let py = names.py();
+        let mode = unused_mode(unused)?;
+        let map = self.snapshot();
+        let objects = read_names(names)?;
+        let texts = texts(&objects)?;
+        let coverage = maybe_detached(py, texts.len(), || lookup::coverage(&map, &texts))?;
+        let unused_fails = mode == Unused::Error && !coverage.unused.is_empty();
+        if !coverage.is_complete() || unused_fails {
+            let text = lookup::coverage_text(&map, &texts, &coverage, mode == Unused::Error);
+            return Err(PyValueError::new_err(text));
+        }
+        if mode == Unused::Warn && !coverage.unused.is_empty() {
+            let text = lookup::coverage_text(&map, &texts, &coverage, true);
+            // The first line says that every name is covered; the warning is about the keys.
+            let keys = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+            let message = CString::new(keys.replace('\0', "\\0"))
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Which key decides `name`'s device, the shorter keys it shadows, and near misses.
+    fn explain(&self, name: &Bound<'_, PyAny>) -> PyResult<PyExplanation> {
+        let map = self.snapshot();
+        let explanation = lookup::explain(&map, name_str(name)?)?;
+        Ok(PyExplanation(explanation))
+    }
+
+    /// What changed from this map to `other`: keys added, removed, and moved to another device.
+    fn diff(&self, other: &Bound<'_, PyAny>) -> PyResult<PyMapDiff> {
+        let theirs = match other.cast::<PyDeviceMap>() {
+            Ok(map) => map.borrow().snapshot(),
+            Err(_) if other.hasattr("items")? => Arc::new(map_from_devices(other)?),
+            Err(_) => {
+                return Err(
+                    wrong_type("expected a DeviceMap or a mapping of str to Device", other).into(),
+                )
+            }
+        };
+        let mine = self.snapshot();
+        Ok(PyMapDiff(lookup::diff(&mine, &theirs)))
+    }
+
+    /// Entries per device; with `sizes` (tensor name -> bytes, a mapping or `(name, bytes)`
+    /// pairs), also tensors and bytes per device.
+    #[pyo3(signature = (sizes = None))]
+    fn summary(&self, sizes: Option<&Bound<'_, PyAny>>) -> PyResult<PySummary> {
+        let map = self.snapshot();
+        let Some(sizes) = sizes.filter(|s| !s.is_none()) else {
+            return Ok(PySummary(lookup::summary(&map)));
+        };
+        let pairs = read_sizes(sizes)?;
+        let texts = pairs
+            .iter()
+            .map(|(name, bytes)| Ok((name.to_str()?, *bytes)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let summary = maybe_detached(sizes.py(), texts.len(), || {
+            lookup::summary_with_sizes(&map, texts.iter().copied())
+        })?;
+        Ok(PySummary(summary))
+    }
+}
+
+/// `(name, bytes)` from a mapping or an iterable of pairs.
+fn read_sizes<'py>(sizes: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyString>, u64)>> {
+    let pair = |i: usize, name: Bound<'py, PyAny>, bytes: Bound<'py, PyAny>| {
+        let name = name.cast_into::<PyString>().map_err(|e| {
+            PyErr::from(wrong_type(
+                &format!("sizes: tensor names must be str (item {i})"),
+                &e.into_inner(),
+            ))
+        })?;
+        if bytes.is_instance_of::<PyBool>() || !bytes.is_instance_of::<PyInt>() {
+            return Err(wrong_type(
+                &format!("sizes: the size of {} must be an int", short_repr(&name)),
+                &bytes,
+            )
+            .into());
+        }
+        let bytes: u64 = bytes.extract().map_err(|_| {
+            PyValueError::new_err(format!(
+                "sizes: the size of {} must be between 0 and 2**64-1, got {}",
+                short_repr(&name),
+                short_repr(&bytes)
+            ))
+        })?;
+        Ok((name, bytes))
+    };
+    if let Ok(dict) = sizes.cast::<PyDict>() {
+        return dict
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| pair(i, k, v))
+            .collect();
+    }
+    let items = if sizes.hasattr("items")? {
+        sizes.call_method0("items")?
+    } else {
+        sizes.clone()
+    };
+    let iter = items.try_iter().map_err(|_| {
+        PyErr::from(wrong_type(
+            "sizes must be a mapping of tensor names to bytes or (name, bytes) pairs",
+            sizes,
+        ))
+    })?;
+    iter.enumerate()
+        .map(|(i, item)| {
+            let item = item?;
+            let (name, bytes): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
+                item.extract().map_err(|_| {
+                    PyErr::from(wrong_type(
+                        &format!("sizes: item {i} must be a (name, bytes) pair"),
+                        &item,
+                    ))
+                })?;
+            pair(i, name, bytes)
+        })
+        .collect()
+}
+
+/// The result of `DeviceMap.coverage(names)`.
+#[pyclass(module = "devicemap", name = "Coverage", frozen)]
+pub struct PyCoverage {
+    names: usize,
+    uncovered: Vec<String>,
+    unused_keys: Vec<String>,
+    text: String,
+}
+
+impl PyCoverage {
+    fn new(map: Arc<DeviceMap>, names: &[&str], coverage: Coverage) -> Self {
+        let text = lookup::coverage_text(&map, names, &coverage, true);
+        PyCoverage {
+            names: coverage.names,
+            uncovered: coverage
+                .uncovered
+                .iter()
+                .map(|&i| names[i].to_owned())
+                .collect(),
+            unused_keys: coverage
+                .unused
+                .iter()
+                .filter_map(|&p| map.get_index(p))
+                .map(|(key, _)| key.to_owned())
+                .collect(),
+            text,
+        }
+    }
+}
+
+#[pymethods]
+impl PyCoverage {
+    /// How many names were checked.
+    #[getter]
+    fn names(&self) -> usize {
+        self.names
+    }
+
+    /// The names no key covers, in input order.
+    #[getter]
+    fn uncovered<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.uncovered)
+    }
+
+    /// The uncovered names as `(pattern, count)` runs: `("model.layers.{3..60}.mlp.w", 58)`.
+    #[getter]
+    fn uncovered_groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let groups = lookup::compact(&self.uncovered);
+        PyTuple::new(py, groups.into_iter().map(|g| (g.pattern, g.count)))
+    }
+
+    /// Keys that cover no name, in map order.
+    #[getter]
+    fn unused_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.unused_keys)
+    }
+
+    /// Whether every name is covered.
+    #[getter]
+    fn complete(&self) -> bool {
+        self.uncovered.is_empty()
+    }
+
+    fn __str__(&self) -> String {
+        self.text.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Coverage(names={}, uncovered={}, unused_keys={})",
+            self.names,
+            self.uncovered.len(),
+            self.unused_keys.len()
+        )
+    }
+}
+
+/// One key that nearly covers a name, in `Explanation.near_misses`.
+#[pyclass(module = "devicemap", name = "NearMiss", frozen)]
+pub struct PyNearMiss(NearMiss);
+
+#[pymethods]
+impl PyNearMiss {
+    #[getter]
+    fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    #[getter]
+    fn device<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDevice>> {
+        device_to_py(py, self.0.device)
+    }
+
+    /// `"no-dot-boundary"`, `"component-differs"` or `"inside-name"`.
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.0.miss.code()
+    }
+
+    /// The reason in words.
+    #[getter]
+    fn detail(&self) -> String {
+        self.0.miss.describe()
+    }
+
+    fn __str__(&self) -> String {
+        format!(
+            "'{}' ({}): {}",
+            self.0.key,
+            self.0.device,
+            self.0.miss.describe()
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "NearMiss(key={:?}, device={}, reason={:?})",
+            self.0.key,
+            self.0.device,
+            self.0.miss.code()
+        )
+    }
+}
+
+/// The result of `DeviceMap.explain(name)`.
+#[pyclass(module = "devicemap", name = "Explanation", frozen)]
+pub struct PyExplanation(Explanation);
+
+#[pymethods]
+impl PyExplanation {
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The key that decides the device, or `None` when no key covers the name.
+    #[getter]
+    fn key(&self) -> Option<&str> {
+        self.0.matched.as_ref().map(|(key, _)| key.as_str())
+    }
+
+    #[getter]
+    fn device(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        device_or_none(py, self.0.matched.as_ref().map(|(_, device)| *device))
+    }
+
+    /// Shorter keys that also cover the name and lose to `key`, longest first, as `(key, Device)`.
+    #[getter]
+    fn shadowed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        pairs(py, &self.0.shadowed)
+    }
+
+    #[getter]
+    fn near_misses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items = self
+            .0
+            .near_misses
+            .iter()
+            .map(|near| Bound::new(py, PyNearMiss(near.clone())))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, items)
+    }
+
+    fn __str__(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Explanation(name={}, key={}, device={})",
+            lookup::quoted(&self.0.name),
+            self.key().map_or_else(|| "None".to_owned(), lookup::quoted),
+            self.0
+                .matched
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |(_, d)| d.to_string())
+        )
+    }
+}
+
+/// The result of `DeviceMap.diff(other)`.
+#[pyclass(module = "devicemap", name = "MapDiff", frozen)]
+pub struct PyMapDiff(Diff);
+
+#[pymethods]
+impl PyMapDiff {
+    /// Keys only in the other map, as `(key, Device)`.
+    #[getter]
+    fn added<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        pairs(py, &self.0.added)
+    }
+
+    /// Keys only in this map, as `(key, Device)`.
+    #[getter]
+    fn removed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        pairs(py, &self.0.removed)
+    }
+
+    /// Keys in both whose device changed, as `(key, old Device, new Device)`.
+    #[getter]
+    fn moved<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items = self
+            .0
+            .moved
+            .iter()
+            .map(|(key, old, new)| {
+                (
+                    key.as_str(),
+                    device_to_py(py, *old)?,
+                    device_to_py(py, *new)?,
+                )
+                    .into_pyobject(py)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, items)
+    }
+
+    /// True when anything changed.
+    fn __bool__(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn __str__(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "MapDiff(added={}, removed={}, moved={})",
+            self.0.added.len(),
+            self.0.removed.len(),
+            self.0.moved.len()
+        )
+    }
+}
+
+/// The result of `DeviceMap.summary(sizes=None)`.
+#[pyclass(module = "devicemap", name = "MapSummary", frozen)]
+pub struct PySummary(Summary);
+
+impl PySummary {
+    fn per_device<'py>(
+        &self,
+        py: Python<'py>,
+        value: impl Fn(&lookup::DeviceUsage) -> u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for usage in &self.0.devices {
+            dict.set_item(device_to_py(py, usage.device)?, value(usage))?;
+        }
+        Ok(dict)
+    }
+}
+
+#[pymethods]
+impl PySummary {
+    /// Map entries per device, in order of each device's first entry.
+    #[getter]
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for usage in self.0.devices.iter().filter(|u| u.entries > 0) {
+            dict.set_item(device_to_py(py, usage.device)?, usage.entries)?;
+        }
+        Ok(dict)
+    }
+
+    /// Tensors per device, or `None` without sizes.
+    #[getter]
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.0
+            .sized
+            .then(|| self.per_device(py, |u| u.tensors as u64))
+            .transpose()
+    }
+
+    /// Bytes per device, or `None` without sizes.
+    #[getter]
+    fn bytes<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.0
+            .sized
+            .then(|| self.per_device(py, |u| u.bytes))
+            .transpose()
+    }
+
+    /// Tensors no key covers (0 without sizes).
+    #[getter]
+    fn uncovered_tensors(&self) -> usize {
+        self.0.uncovered_tensors
+    }
+
+    /// Their bytes (0 without sizes).
+    #[getter]
+    fn uncovered_bytes(&self) -> u64 {
+        self.0.uncovered_bytes
+    }
+
+    fn __str__(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "MapSummary(entries={}, bytes={})",
+            self.entries(py)?.repr()?,
+            match self.bytes(py)? {
+                Some(bytes) => bytes.repr()?.to_string(),
+                None => "None".to_owned(),
+            }
+        ))
+    }
+}
