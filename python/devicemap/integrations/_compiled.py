@@ -79,9 +79,9 @@ class CompiledKeys:
             return [self.key_for(name) for name in names]
         return list(map(self.keys.__getitem__, map(_ids, devices)))
 
-    def check(self, names: list[str]) -> None:
-        """`ValueError` listing the names no key covers (keys covering nothing are fine)."""
-        self._index.check(names, unused="ignore")
+    def uncovered_groups(self, names: list[str]) -> list[str]:
+        """The names no key covers, runs grouped (`model.layers.{3..60}.mlp.weight`)."""
+        return [group for group, _ in self._index.coverage(names).uncovered_groups]
 
     def report(self, uncovered: Iterable[str]) -> None:
         new = [name for name in uncovered if name not in self.reported]

@@ -51,17 +51,9 @@ def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type
     if "" in device_map:
         return
     names = list(model.state_dict().keys())
-    try:
-        _compiled.compiled_for(device_map).check(names)
-    except ValueError as error:
-        raise ValueError(UNCOVERED + _uncovered_list(str(error))) from None
-
-
-def _uncovered_list(message: str) -> str:
-    # devicemap's message says what is uncovered after its first ": "; accelerate's sentence
-    # replaces the part before it.
-    _, sep, rest = message.partition(": ")
-    return rest if sep else message
+    uncovered = _compiled.compiled_for(device_map).uncovered_groups(names)
+    if uncovered:
+        raise ValueError(UNCOVERED + ", ".join(uncovered))
 
 
 def _import_target() -> tuple[ModuleType, str]:
