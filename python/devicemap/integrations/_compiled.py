@@ -30,7 +30,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from devicemap._core import Device, DeviceMap
 from devicemap._types import DeviceType
@@ -67,7 +67,7 @@ class CompiledKeys:
             # KeyError: nothing covers it. ValueError: a name the lookup rejects (empty, a
             # trailing dot), which no key can cover at a dot boundary either.
             return None
-        return self.keys[device.id]
+        return self.keys[cast(int, device.id)]
 
     def keys_for(self, names: list[str]) -> list[Any | None]:
         """The covering key of each name (None where nothing covers it), in one batch call."""
