@@ -64,9 +64,28 @@ def build_checkpoint(layers: int, folder: Path) -> int:
     return len(model.state_dict())
 
 
-def per_module_map(layers: int) -> dict[str, str]:
+LEAVES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+    "input_layernorm",
+    "post_attention_layernorm",
+)
+
+
+def per_module_map(layers: int, granularity: str) -> dict[str, str]:
+    """One key per decoder layer ("layer", what `device_map="auto"` gives a Llama) or per leaf
+    module ("leaf", one key per tensor here), plus the modules outside the layers."""
     device_map = {"model.embed_tokens": "cpu"}
-    device_map.update({f"model.layers.{i}": "cpu" for i in range(layers)})
+    for i in range(layers):
+        if granularity == "layer":
+            device_map[f"model.layers.{i}"] = "cpu"
+        else:
+            device_map.update({f"model.layers.{i}.{leaf}": "cpu" for leaf in LEAVES})
     device_map.update({"model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"})
     return device_map
 
@@ -107,13 +126,16 @@ def fmt(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[300, 600], help="decoder layers per model")
+    parser.add_argument(
+        "--maps", nargs="+", choices=["layer", "leaf"], default=["layer", "leaf"], help="map granularities"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="loads of the fast variants (median)")
     parser.add_argument("--quick", action="store_true", help="one small model, one repeat, no targets")
     parser.add_argument("--no-stock", action="store_true", help="skip the slow stock loads")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each enabled load")
     args = parser.parse_args(argv)
     if args.quick:
-        args.layers, args.repeat = [20], 1
+        args.layers, args.repeat, args.maps = [20], 1, ["layer"]
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -127,30 +149,31 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp)
             tensors = build_checkpoint(layers, folder)
             shards = len(list(folder.glob("*.safetensors")))
-            device_map = per_module_map(layers)
             timed_load(folder, {"": "cpu"})  # warm-up
             everything = median_of(args.repeat, lambda folder=folder: timed_load(folder, {"": "cpu"}))
-            with integration.enabled():
-                enabled = median_of(args.repeat, lambda f=folder, m=device_map: timed_load(f, m))
-            stock = None if args.no_stock else timed_load(folder, device_map)
-            rows.append((tensors, len(device_map), shards, stock, enabled, everything))
-            print(
-                f"{tensors} tensors, {len(device_map)} keys, {shards} shards: stock "
-                f"{'-' if stock is None else fmt(stock)}, enabled {fmt(enabled)}, "
-                f'{{"": "cpu"}} {fmt(everything)}',
-                flush=True,
-            )
-            if args.profile:
-                print(profile_enabled(folder, device_map))
+            for granularity in args.maps:
+                device_map = per_module_map(layers, granularity)
+                with integration.enabled():
+                    enabled = median_of(args.repeat, lambda f=folder, m=device_map: timed_load(f, m))
+                stock = None if args.no_stock else timed_load(folder, device_map)
+                rows.append((tensors, granularity, len(device_map), stock, enabled, everything))
+                print(
+                    f"{tensors} tensors, {shards} shards, per-{granularity} map of {len(device_map)} keys: "
+                    f"stock {'-' if stock is None else fmt(stock)}, enabled {fmt(enabled)}, "
+                    f'{{"": "cpu"}} {fmt(everything)}',
+                    flush=True,
+                )
+                if args.profile:
+                    print(profile_enabled(folder, device_map))
 
     print()
     all_cpu = '`{"": "cpu"}`'
     print(
-        f"| tensors | map keys | stock transformers | devicemap enabled | {all_cpu} "
+        f"| tensors | map | stock transformers | devicemap enabled | {all_cpu} "
         f"| stock / enabled | enabled / {all_cpu} |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for tensors, keys, _, stock, enabled, everything in rows:
+    for tensors, granularity, keys, stock, enabled, everything in rows:
         speedup = "-" if stock is None else f"{stock / enabled:.1f}x"
         overhead = f"{enabled / everything:.2f}x"
         if not args.quick:
@@ -159,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             overhead += " (pass)" if enabled / everything <= TARGET_OVERHEAD else " (FAIL)"
         stock_text = "-" if stock is None else fmt(stock)
         times = f"{stock_text} | {fmt(enabled)} | {fmt(everything)}"
-        print(f"| {tensors:,} | {keys:,} | {times} | {speedup} | {overhead} |")
+        print(f"| {tensors:,} | per {granularity}, {keys:,} keys | {times} | {speedup} | {overhead} |")
     print(
         f"\ntargets: enabled >= {TARGET_SPEEDUP:g}x faster than stock, and within {TARGET_OVERHEAD:g}x of "
         '{"": "cpu"}' + (" (not judged with --quick)" if args.quick else "")
