@@ -115,7 +115,10 @@ def profile_enabled(folder: Path, device_map: dict[str, str], top: int = 25) -> 
         load(folder, device_map)
         profiler.disable()
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats.print_stats(top)
+    # The device-map share: the integration's functions, wherever they sit in the call tree.
+    stats.print_stats(r"devicemap/integrations/(transformers|_compiled)\.py")
     return out.getvalue()
 
 
