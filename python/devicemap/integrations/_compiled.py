@@ -56,9 +56,6 @@ class CompiledKeys:
         # Names already reported as uncovered: each is logged once per compiled map.
         self.reported: set[str] = set()
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def key_for(self, name: str) -> Any | None:
         """The key covering `name`, or None."""
         try:
@@ -166,7 +163,7 @@ class TrackedDeviceMap(dict):  # type: ignore[type-arg]
         compiled = self._compiled
         # The length check catches inserts and deletes made around the methods
         # (`dict.__setitem__(d, ...)`, C code), at no cost.
-        if compiled is None or len(compiled) != len(self):
+        if compiled is None or len(compiled.keys) != len(self):
             generation = self._generation
             compiled = CompiledKeys(list(self))
             if generation == self._generation:
