@@ -1,0 +1,84 @@
+"""Swapping functions in every loaded module of a package, and putting them back exactly."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from types import ModuleType
+from typing import Any
+
+from devicemap.integrations import UnsupportedVersionError
+
+
+def _modules(prefixes: tuple[str, ...]) -> Iterator[ModuleType]:
+    for name, module in list(sys.modules.items()):
+        # Blocked imports leave None in sys.modules; a few packages put other objects there.
+        if isinstance(module, ModuleType) and (
+            name in prefixes or name.startswith(tuple(p + "." for p in prefixes))
+        ):
+            yield module
+
+
+class Patch:
+    """Replaces each original function wherever a module of `prefixes` binds it (under any
+    name: `from .accelerate import get_device as gd` is caught too), and undoes that exactly.
+
+    Modules imported later that take a function from its defining module get the replacement,
+    since the defining module is patched as well; `undo` rescans, so it finds them too.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...], replacements: dict[str, tuple[Any, Any]]) -> None:
+        self.prefixes = prefixes
+        self.replacements = replacements
+        # By id: the functions are compared by identity, never by ==.
+        self._new_for = {id(old): new for old, new in replacements.values()}
+        self._old_for = {id(new): old for old, new in replacements.values()}
+
+    def _swap(self, table: dict[int, Any]) -> list[str]:
+        swapped = []
+        for module in _modules(self.prefixes):
+            namespace = vars(module)
+            for attr, value in list(namespace.items()):
+                target = table.get(id(value))
+                if target is not None and namespace.get(attr) is value:
+                    setattr(module, attr, target)
+                    swapped.append(f"{module.__name__}.{attr}")
+        return swapped
+
+    def apply(self) -> list[str]:
+        """Patches every module now loaded; returns the attributes replaced."""
+        return self._swap(self._new_for)
+
+    def undo(self) -> list[str]:
+        """Puts the originals back wherever a replacement is bound."""
+        return self._swap(self._old_for)
+
+
+def expect_functions(
+    module: ModuleType,
+    package: str,
+    version: str,
+    tested: str,
+    expected: Mapping[str, tuple[str, ...]],
+) -> dict[str, Callable[..., Any]]:
+    """The functions of `module` named in `expected`, checked to take exactly those parameters;
+    `UnsupportedVersionError` naming the installed version otherwise."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name, parameters in expected.items():
+        where = f"{module.__name__}.{name}"
+        function = getattr(module, name, None)
+        if not inspect.isfunction(function):
+            raise UnsupportedVersionError(
+                f"{package} {version} is not supported by devicemap.integrations.{package}: it has no "
+                f"function {where} (tested with {package} {tested}); nothing was patched"
+            )
+        actual = tuple(inspect.signature(function).parameters)
+        if actual != parameters:
+            raise UnsupportedVersionError(
+                f"{package} {version} is not supported by devicemap.integrations.{package}: {where} takes "
+                f"({', '.join(actual)}), expected ({', '.join(parameters)}) "
+                f"(tested with {package} {tested}); nothing was patched"
+            )
+        found[name] = function
+    return found
