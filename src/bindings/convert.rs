@@ -11,6 +11,7 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
 use super::device::{device_to_py, device_type_from_py, id_from_py, PyDevice};
 use super::errors::{short_repr, short_str, str_text, wrong_type};
+use super::guard::guard;
 use super::keys::KeyCache;
 use super::map::PyDeviceMap;
 use crate::component::ComponentDevice;
@@ -321,8 +322,12 @@ pub fn haystack_component(value: &Bound<'_, PyAny>) -> PyResult<(ComponentDevice
 
 /// `DeviceMap(mapping)`: `str` keys, `Device` values (or Haystack's `DeviceMap`).
 pub fn map_from_devices(mapping: &Bound<'_, PyAny>) -> PyResult<DeviceMap> {
+    guard("reading a mapping of Devices", || devices_to_map(mapping))
+}
+
+fn devices_to_map(mapping: &Bound<'_, PyAny>) -> PyResult<DeviceMap> {
     if haystack_class(mapping) == Some(Haystack::DeviceMap) {
-        return map_from_devices(&mapping.getattr("mapping")?);
+        return devices_to_map(&mapping.getattr("mapping")?);
     }
     let mut map = DeviceMap::with_capacity(capacity_for(mapping)?);
     let mut appender = Appender::new(mapping);
@@ -410,10 +415,13 @@ fn key_text(key: &Bound<'_, PyAny>) -> String {
 }
 
 /// `DeviceMap.from_dict`: `str` keys, device-string values.
-pub fn map_from_strings(
-    mapping: &Bound<'_, PyAny>,
-    mut on_error: OnError<'_>,
-) -> PyResult<DeviceMap> {
+pub fn map_from_strings(mapping: &Bound<'_, PyAny>, on_error: OnError<'_>) -> PyResult<DeviceMap> {
+    guard("reading a serialized device map", || {
+        strings_to_map(mapping, on_error)
+    })
+}
+
+fn strings_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<DeviceMap> {
     let mut map = DeviceMap::with_capacity(capacity_for(mapping)?);
     let mut cache = ValueCache::new();
     let mut appender = Appender::new(mapping);
@@ -445,7 +453,13 @@ pub fn map_from_strings(
 }
 
 /// `DeviceMap.from_hf`: values are GPU ids (`int`), device strings, or `torch.device`.
-pub fn map_from_hf(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<DeviceMap> {
+pub fn map_from_hf(mapping: &Bound<'_, PyAny>, on_error: OnError<'_>) -> PyResult<DeviceMap> {
+    guard("reading a HuggingFace device map", || {
+        hf_to_map(mapping, on_error)
+    })
+}
+
+fn hf_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<DeviceMap> {
     let py = mapping.py();
     // A torch.device can only exist if torch is imported; never import it here.
     let torch_device = py
@@ -520,12 +534,14 @@ pub fn map_to_strings<'py>(
     map: &DeviceMap,
     keys: &KeyCache,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let texts: Vec<Bound<'py, PyAny>> = map
-        .table()
-        .iter()
-        .map(|device| PyString::new(py, &device.to_string()).into_any())
-        .collect();
-    entries_to_dict(py, map, keys, &texts)
+    guard("serializing a device map", || {
+        let texts: Vec<Bound<'py, PyAny>> = map
+            .table()
+            .iter()
+            .map(|device| PyString::new(py, &device.to_string()).into_any())
+            .collect();
+        entries_to_dict(py, map, keys, &texts)
+    })
 }
 
 /// HF's form: GPU ids as `int`, everything else as its string.
@@ -542,13 +558,15 @@ pub fn map_to_hf<'py>(
     map: &DeviceMap,
     keys: &KeyCache,
 ) -> PyResult<Bound<'py, PyDict>> {
-    map.check_gpu_ids("HuggingFace's device map")?;
-    let values = map
-        .table()
-        .iter()
-        .map(|&device| hf_value(py, device))
-        .collect::<PyResult<Vec<_>>>()?;
-    entries_to_dict(py, map, keys, &values)
+    guard("converting a device map to HuggingFace's form", || {
+        map.check_gpu_ids("HuggingFace's device map")?;
+        let values = map
+            .table()
+            .iter()
+            .map(|&device| hf_value(py, device))
+            .collect::<PyResult<Vec<_>>>()?;
+        entries_to_dict(py, map, keys, &values)
+    })
 }
 
 /// `{key: values[slot]}` for every entry, in insertion order, with the map's cached key objects.
