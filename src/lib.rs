@@ -6,7 +6,10 @@ pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod map;
+pub mod order;
 pub mod parse;
+pub mod plan;
+pub mod safetensors;
 
 mod bindings;
 
