@@ -5,6 +5,7 @@ pub mod component;
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod examples;
 pub mod map;
 pub mod order;
 pub mod parse;

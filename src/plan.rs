@@ -220,59 +220,84 @@ pub struct Model {
 
 const NONE: u32 = u32::MAX;
 
-/// The module tree of the names: node 0 is the root (`""`).
+/// What a unit is: a no-split block, the tensors of one module, or a lone top-level tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Block,
+    Module,
+    Tensor,
+}
+
+/// The unit a tensor belongs to: the prefix of its outermost no-split block (a `no_split`
+/// pattern match, or by default the first numbered component: `model.layers.3`), else its
+/// module (the name less its last component), else the tensor itself.
+fn unit_of<'a>(
+    name: &'a str,
+    no_split: Option<&NoSplit>,
+    components: &mut Vec<&'a str>,
+) -> (&'a str, Kind) {
+    components.clear();
+    let mut start = 0;
+    for (end, component) in name
+        .match_indices('.')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(name.len()))
+        .map(|end| {
+            let component = &name[start..end];
+            start = end + 1;
+            (end, component)
+        })
+    {
+        components.push(component);
+        let block = match no_split {
+            Some(patterns) => patterns.matches(&name[..end], components),
+            None => component.bytes().all(|b| b.is_ascii_digit()),
+        };
+        if block {
+            return (&name[..end], Kind::Block);
+        }
+    }
+    match name.rfind('.') {
+        Some(dot) => (&name[..dot], Kind::Module),
+        None => (name, Kind::Tensor),
+    }
+}
+
+/// The module tree of the unit prefixes (only down to units: a unit never parts, so the
+/// compact map never names anything below one). Node 0 is the root (`""`).
 struct Tree<'a> {
     /// Full dotted name of each node.
     names: Vec<&'a str>,
     parent: Vec<u32>,
     children: Vec<Vec<u32>>,
-    /// The tensor at this node, if it is one.
-    tensor: Vec<u32>,
-    /// Whether the node is a no-split block (pattern match, or a numbered node by default).
-    block: Vec<bool>,
+    /// The unit at this node, if one.
+    unit: Vec<u32>,
 }
 
 impl<'a> Tree<'a> {
-    fn build(names: &[&'a str], no_split: Option<&NoSplit>) -> Tree<'a> {
+    fn build(prefixes: &[&'a str]) -> Tree<'a> {
         let mut tree = Tree {
             names: vec![""],
             parent: vec![NONE],
             children: vec![Vec::new()],
-            tensor: vec![NONE],
-            block: vec![false],
+            unit: vec![NONE],
         };
         let mut index: HashMap<(u32, &'a str), u32, RandomState> =
-            HashMap::with_capacity_and_hasher(names.len() * 2, RandomState::new());
-        let mut components: Vec<&'a str> = Vec::with_capacity(16);
-        for (t, &name) in names.iter().enumerate() {
+            HashMap::with_capacity_and_hasher(prefixes.len() * 2, RandomState::new());
+        for (u, &name) in prefixes.iter().enumerate() {
             let mut node = 0u32;
-            components.clear();
             let mut start = 0;
-            let bytes = name.as_bytes();
             loop {
-                let end = bytes[start..]
-                    .iter()
-                    .position(|&b| b == b'.')
-                    .map_or(name.len(), |p| start + p);
+                let end = name[start..].find('.').map_or(name.len(), |p| start + p);
                 let component = &name[start..end];
-                components.push(component);
                 node = match index.get(&(node, component)) {
                     Some(&child) => child,
                     None => {
                         let child = tree.names.len() as u32;
-                        let prefix = &name[..end];
-                        let block = match no_split {
-                            Some(patterns) => patterns.matches(prefix, &components),
-                            None => {
-                                !component.is_empty()
-                                    && component.bytes().all(|b| b.is_ascii_digit())
-                            }
-                        };
-                        tree.names.push(prefix);
+                        tree.names.push(&name[..end]);
                         tree.parent.push(node);
                         tree.children.push(Vec::new());
-                        tree.tensor.push(NONE);
-                        tree.block.push(block);
+                        tree.unit.push(NONE);
                         tree.children[node as usize].push(child);
                         index.insert((node, component), child);
                         child
@@ -283,37 +308,20 @@ impl<'a> Tree<'a> {
                 }
                 start = end + 1;
             }
-            tree.tensor[node as usize] = t as u32;
+            tree.unit[node as usize] = u as u32;
         }
         tree
-    }
-
-    /// The node whose subtree is the tensor's unit: its outermost block, else its module.
-    fn unit_node(&self, leaf: u32) -> u32 {
-        let mut outermost = NONE;
-        let mut node = leaf;
-        while node != 0 && node != NONE {
-            if self.block[node as usize] {
-                outermost = node;
-            }
-            node = self.parent[node as usize];
-        }
-        if outermost != NONE {
-            return outermost;
-        }
-        match self.parent[leaf as usize] {
-            0 | NONE => leaf,
-            module => module,
-        }
     }
 }
 
 /// A unit in placement order.
 #[derive(Clone, Debug)]
-struct Unit {
-    node: u32,
+struct Unit<'a> {
+    prefix: &'a str,
     bytes: u64,
-    /// Other units' nodes tied into this one.
+    /// The tensors in it (indices into the names).
+    tensors: Vec<u32>,
+    /// Other units tied into this one.
     tied: Vec<u32>,
 }
 
@@ -393,6 +401,9 @@ fn fill(sizes: &[u64], caps: &[u64]) -> Vec<usize> {
 
 /// Whether `sizes` fit, in order and contiguously, into devices of `caps`.
 fn fits(sizes: &[u64], caps: &[u64]) -> bool {
+    if caps.is_empty() {
+        return sizes.is_empty();
+    }
     let mut device = 0;
     let mut used = 0u64;
     for &size in sizes {
@@ -428,12 +439,14 @@ fn capped(budgets: &[u64], caps: &[u64], share: u128) -> Vec<u64> {
 
 /// Assigns `sizes` (which must fit `caps`) to the devices contiguously, minimising the largest
 /// `used / budget`: binary search on that share in steps of 2^-32, each step a greedy check.
+/// Then, under that bottleneck, each device in turn takes the cut closest to its fair part of
+/// what is left (still leaving a feasible rest), so the last devices are not left under-filled
+/// as a greedy fill up to the bottleneck would leave them.
 fn balance(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
     if caps.is_empty() {
         return vec![0; sizes.len()];
     }
     let (mut low, mut high) = (0u128, SHARE_ONE);
-    // The share can exceed 1 only where caps are larger than budgets, which they never are.
     while low < high {
         let mid = (low + high) / 2;
         if fits(sizes, &capped(budgets, caps, mid)) {
@@ -442,7 +455,57 @@ fn balance(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
             low = mid + 1;
         }
     }
-    fill(sizes, &capped(budgets, caps, high))
+    let limit = capped(budgets, caps, high);
+    if !fits(sizes, &limit) {
+        // Only when the caller broke the precondition; the greedy fill still says what fits.
+        return fill(sizes, caps);
+    }
+    let mut prefix = Vec::with_capacity(sizes.len() + 1);
+    prefix.push(0u128);
+    for &size in sizes {
+        let last = prefix[prefix.len() - 1];
+        prefix.push(last + size as u128);
+    }
+    let load = |a: usize, b: usize| prefix[b] - prefix[a];
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut start = 0;
+    for device in 0..limit.len() {
+        let end = if device + 1 == limit.len() {
+            sizes.len()
+        } else {
+            // The most this device can take, and the least that leaves a rest that fits.
+            let mut most = start;
+            while most < sizes.len() && load(start, most + 1) <= limit[device] as u128 {
+                most += 1;
+            }
+            let rest = &limit[device + 1..];
+            let (mut lo, mut hi) = (start, most);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if fits(&sizes[mid..], rest) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            let least = lo;
+            let left: u128 = budgets[device..].iter().map(|&b| b as u128).sum();
+            let target = (load(start, sizes.len()) * budgets[device] as u128)
+                .checked_div(left)
+                .unwrap_or(0);
+            // Loads grow with the cut: the first cut at or past the target, or the one before.
+            let goal = prefix[start] + target;
+            let at = prefix[least..=most].partition_point(|&p| p < goal) + least;
+            let mut best = at.min(most);
+            if best > least && goal - prefix[best - 1] <= prefix[best].saturating_sub(goal) {
+                best -= 1;
+            }
+            best
+        };
+        out.extend(std::iter::repeat(device).take(end - start));
+        start = end;
+    }
+    out
 }
 
 /// Like `balance`, but device 0 first takes only the prefix the others cannot hold.
@@ -528,11 +591,13 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     }
     // Tied names the sizes lack are appended (size 0) so the map covers them.
     let mut extra: Vec<&str> = Vec::new();
-    let mut known: HashMap<&str, u32, RandomState> =
-        HashMap::with_capacity_and_hasher(model.sizes.len(), RandomState::new());
-    for (i, (name, _)) in model.sizes.iter().enumerate() {
-        if known.insert(name.as_str(), i as u32).is_some() {
-            return Err(Error::Invalid(format!("Tensor '{name}' is listed twice")));
+    // Names are distinct (callers pass dicts, or check, as the bindings do for lists); the
+    // name index is only needed to find tied names, so only tied models pay for it.
+    let mut known: HashMap<&str, u32, RandomState> = HashMap::default();
+    if !model.tied.is_empty() {
+        known.reserve(model.sizes.len());
+        for (i, (name, _)) in model.sizes.iter().enumerate() {
+            known.insert(name.as_str(), i as u32);
         }
     }
     if model.sizes.is_empty() {
@@ -565,42 +630,49 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         .chain(extra.iter().copied())
         .collect();
     for name in &names {
-        if name.is_empty() || name.split('.').any(str::is_empty) {
+        if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains("..") {
             return Err(Error::Invalid(format!(
                 "Invalid tensor name '{name}': expected dotted names such as 'model.layers.0.mlp.weight'"
             )));
         }
     }
-    let tree = Tree::build(&names, model.no_split.as_ref());
-
-    // Units in order of first appearance.
-    let mut unit_of_node = vec![NONE; tree.names.len()];
-    let mut units: Vec<Unit> = Vec::new();
+    // Units in order of first appearance. Names in model order share their block, so the
+    // previous tensor's block is tried before anything is split or hashed.
+    let mut units: Vec<Unit<'_>> = Vec::new();
+    let mut unit_index: HashMap<&str, u32, RandomState> = HashMap::default();
     let mut tensor_unit = vec![0u32; names.len()];
-    let mut leaf_of_tensor = vec![0u32; names.len()];
-    for (leaf, &t) in tree.tensor.iter().enumerate() {
-        if t != NONE {
-            leaf_of_tensor[t as usize] = leaf as u32;
-        }
-    }
-    for t in 0..names.len() {
-        let node = tree.unit_node(leaf_of_tensor[t]);
-        let unit = match unit_of_node[node as usize] {
-            NONE => {
-                units.push(Unit {
-                    node,
-                    bytes: 0,
-                    tied: Vec::new(),
+    let mut components = Vec::with_capacity(16);
+    let mut last_block: Option<(&str, u32)> = None;
+    for (t, &name) in names.iter().enumerate() {
+        let cached = last_block.filter(|(prefix, _)| {
+            name.len() > prefix.len()
+                && name.as_bytes()[prefix.len()] == b'.'
+                && name.starts_with(prefix)
+        });
+        let unit = match cached {
+            Some((_, unit)) => unit,
+            None => {
+                let (prefix, kind) = unit_of(name, model.no_split.as_ref(), &mut components);
+                let unit = *unit_index.entry(prefix).or_insert_with(|| {
+                    units.push(Unit {
+                        prefix,
+                        bytes: 0,
+                        tensors: Vec::new(),
+                        tied: Vec::new(),
+                    });
+                    (units.len() - 1) as u32
                 });
-                let u = (units.len() - 1) as u32;
-                unit_of_node[node as usize] = u;
-                u
+                last_block = (kind == Kind::Block).then_some((prefix, unit));
+                unit
             }
-            u => u,
         };
-        units[unit as usize].bytes = units[unit as usize].bytes.saturating_add(tensor_bytes[t]);
+        let entry = &mut units[unit as usize];
+        entry.bytes = entry.bytes.saturating_add(tensor_bytes[t]);
+        entry.tensors.push(t as u32);
         tensor_unit[t] = unit;
     }
+    let prefixes: Vec<&str> = units.iter().map(|u| u.prefix).collect();
+    let tree = Tree::build(&prefixes);
     // Tied groups join the unit that comes first.
     let mut root: Vec<u32> = (0..units.len() as u32).collect();
     fn find(root: &mut [u32], mut u: u32) -> u32 {
@@ -621,9 +693,9 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         if let Some((&first, rest)) = members.split_first() {
             for &other in rest {
                 root[other as usize] = first;
-                let (bytes, node) = (units[other as usize].bytes, units[other as usize].node);
+                let bytes = units[other as usize].bytes;
                 units[first as usize].bytes = units[first as usize].bytes.saturating_add(bytes);
-                units[first as usize].tied.push(node);
+                units[first as usize].tied.push(other);
             }
         }
     }
@@ -666,7 +738,7 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         let largest_spilled = assigned
             .iter()
             .zip(&sizes)
-            .filter(|(&d, _)| d >= offload_from)
+            .filter(|(&d, _)| d >= offload_from && d < devices.len())
             .map(|(_, &s)| s)
             .max()
             .unwrap_or(0);
@@ -689,11 +761,14 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     for (&u, &d) in order.iter().zip(&assigned) {
         unit_device[u as usize] = d;
     }
+    for u in 0..units.len() as u32 {
+        unit_device[u as usize] = unit_device[find(&mut root, u) as usize];
+    }
     let tensor_device: Vec<usize> = tensor_unit
         .iter()
-        .map(|&u| unit_device[find(&mut root, u) as usize])
+        .map(|&u| unit_device[u as usize])
         .collect();
-    let map = compact(&tree, &tensor_device, devices);
+    let map = compact(&tree, &units, &names, &unit_device, devices);
 
     let mut uses: Vec<DeviceUse> = devices
         .iter()
@@ -720,9 +795,9 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     }
     let unit_name = |u: u32| -> String {
         let unit = &units[u as usize];
-        let mut name = tree.names[unit.node as usize].to_owned();
+        let mut name = unit.prefix.to_owned();
         for &other in &unit.tied {
-            let _ = write!(name, " + {}", tree.names[other as usize]);
+            let _ = write!(name, " + {}", units[other as usize].prefix);
         }
         name
     };
@@ -840,47 +915,57 @@ fn not_fitting_message(
     )
 }
 
-/// Merges siblings on one device into their parent: a module whose tensors all sit on one
+/// Merges siblings on one device into their parent: a module whose units all sit on one
 /// device is one entry (the root, `""`, when everything does).
-fn compact(tree: &Tree<'_>, tensor_device: &[usize], devices: &[(Device, u64)]) -> DeviceMap {
+fn compact(
+    tree: &Tree<'_>,
+    units: &[Unit<'_>],
+    names: &[&str],
+    unit_device: &[usize],
+    devices: &[(Device, u64)],
+) -> DeviceMap {
     const UNSET: usize = usize::MAX;
     const MIXED: usize = usize::MAX - 1;
-    let mut common = vec![UNSET; tree.names.len()];
-    for node in (0..tree.names.len()).rev() {
-        let t = tree.tensor[node];
-        if t != NONE {
-            common[node] = merge(common[node], tensor_device[t as usize]);
-        }
-        let parent = tree.parent[node];
-        if parent != NONE {
-            common[parent as usize] = merge(common[parent as usize], common[node]);
-        }
-    }
     fn merge(a: usize, b: usize) -> usize {
-        const UNSET: usize = usize::MAX;
-        const MIXED: usize = usize::MAX - 1;
         match (a, b) {
             (UNSET, x) | (x, UNSET) => x,
             (x, y) if x == y => x,
             _ => MIXED,
         }
     }
+    let mut common = vec![UNSET; tree.names.len()];
+    // Children come after their parents, so walking backwards sees every child first.
+    for node in (0..tree.names.len()).rev() {
+        let u = tree.unit[node];
+        if u != NONE {
+            common[node] = merge(common[node], unit_device[u as usize]);
+        }
+        let parent = tree.parent[node];
+        if parent != NONE {
+            common[parent as usize] = merge(common[parent as usize], common[node]);
+        }
+    }
     let mut map = DeviceMap::with_capacity(64);
     let slots: Vec<u32> = devices.iter().map(|&(d, _)| map.intern(d)).collect();
     let unplaced = map.intern(Device::new(DeviceType::Meta, None));
+    let slot = |d: usize| slots.get(d).copied().unwrap_or(unplaced);
     let mut stack = vec![0u32];
     while let Some(node) = stack.pop() {
         let n = node as usize;
         match common[n] {
             MIXED => {
-                if tree.tensor[n] != NONE {
-                    let d = tensor_device[tree.tensor[n] as usize];
-                    map.push_new(tree.names[n], slots.get(d).copied().unwrap_or(unplaced));
+                // A module with tensors of its own and children elsewhere: name its tensors.
+                let u = tree.unit[n];
+                if u != NONE {
+                    let d = slot(unit_device[u as usize]);
+                    for &t in &units[u as usize].tensors {
+                        map.push_new(names[t as usize], d);
+                    }
                 }
                 stack.extend(tree.children[n].iter().rev());
             }
             UNSET => {}
-            d => map.push_new(tree.names[n], slots.get(d).copied().unwrap_or(unplaced)),
+            d => map.push_new(tree.names[n], slot(d)),
         }
     }
     map

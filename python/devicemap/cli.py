@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="path to the JSON file, or - for standard input")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
     check.set_defaults(run=_check_map)
+
+    from devicemap._plan_cli import add_parser as add_plan_parser
+
+    add_plan_parser(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ mod device;
 mod errors;
 mod keys;
 mod map;
+mod plan;
 
 use pyo3::prelude::*;
 
@@ -24,6 +25,15 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(cuda::cuda_status, m)?)?;
     m.add_function(wrap_pyfunction!(map::_check_entries, m)?)?;
+    m.add_class::<plan::PyPlanReport>()?;
+    m.add_function(wrap_pyfunction!(plan::tensor_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::example_model, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_checkpoint_files, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_checkpoint_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
