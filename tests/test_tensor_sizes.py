@@ -7,9 +7,8 @@ import json
 import struct
 from pathlib import Path
 
-import pytest
-
 import devicemap
+import pytest
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -155,7 +154,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("case", "header", "raw", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_headers(tmp_path: Path, case: str, header: object, raw: bytes | None, message: str) -> None:
+def test_malformed_headers(
+    tmp_path: Path, case: str, header: object, raw: bytes | None, message: str
+) -> None:
     path = tmp_path / f"{case}.safetensors"
     if case == "past_end":
         path.write_bytes(struct.pack("<Q", 1000) + raw)  # type: ignore[operator]
@@ -169,18 +170,21 @@ def test_malformed_headers(tmp_path: Path, case: str, header: object, raw: bytes
 def test_truncated_and_duplicates(tmp_path: Path) -> None:
     short = tmp_path / "short.safetensors"
     short.write_bytes(b"\x05\x00")
-    with pytest.raises(ValueError, match="short.safetensors: file is 2 bytes, too short"):
+    with pytest.raises(ValueError, match=r"short.safetensors: file is 2 bytes, too short"):
         devicemap.tensor_sizes(short)
 
     twice = tmp_path / "twice.safetensors"
-    text = b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+    entry = b'{"dtype": "F32", "shape": [1], "data_offsets": [%d, %d]}'
+    text = b'{"w": ' + entry % (0, 4) + b', "w": ' + entry % (4, 8) + b"}"
     write_raw(twice, None, data_len=8, raw=text)
-    with pytest.raises(ValueError, match="twice.safetensors: tensor 'w': duplicate tensor name"):
+    with pytest.raises(ValueError, match=r"twice.safetensors: tensor 'w': duplicate tensor name"):
         devicemap.tensor_sizes(twice)
 
     a = write_raw(tmp_path / "a.safetensors", {"w": GOOD})
     b = write_raw(tmp_path / "b.safetensors", {"w": GOOD})
-    with pytest.raises(ValueError, match=r"b.safetensors: tensor 'w': duplicate tensor name \(also in .*a.safetensors"):
+    with pytest.raises(
+        ValueError, match=r"b.safetensors: tensor 'w': duplicate tensor name \(also in .*a.safetensors"
+    ):
         devicemap.tensor_sizes([a, b])
 
 
@@ -192,7 +196,7 @@ def test_empty_and_missing(tmp_path: Path) -> None:
         devicemap.tensor_sizes(tmp_path / "nowhere")
     bare = tmp_path / "bare"
     bare.mkdir()
-    with pytest.raises(ValueError, match="holds neither model.safetensors.index.json nor model.safetensors"):
+    with pytest.raises(ValueError, match=r"holds neither model.safetensors.index.json nor model.safetensors"):
         devicemap.tensor_sizes(bare)
     with pytest.raises(ValueError, match="list of checkpoint files is empty"):
         devicemap.tensor_sizes([])
@@ -204,10 +208,14 @@ def test_index_errors(tmp_path: Path) -> None:
     write_raw(tmp_path / "model-1.safetensors", {"w": GOOD})
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "v": "model-2.safetensors"}}))
-    with pytest.raises(ValueError, match="tensor 'v': the index names shard 'model-2.safetensors', which is missing"):
+    with pytest.raises(
+        ValueError, match=r"tensor 'v': the index names shard 'model-2.safetensors', which is missing"
+    ):
         devicemap.tensor_sizes(tmp_path)
     index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "v": "model-1.safetensors"}}))
-    with pytest.raises(ValueError, match="tensor 'v': the index puts this tensor in 'model-1.safetensors', but no shard"):
+    with pytest.raises(
+        ValueError, match=r"tensor 'v': the index puts this tensor in 'model-1.safetensors', but no shard"
+    ):
         devicemap.tensor_sizes(tmp_path)
     index.write_text("[]")
     with pytest.raises(ValueError, match="not a safetensors index"):

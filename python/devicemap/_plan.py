@@ -46,9 +46,9 @@ def default_max_memory(reserve: float | int = DEFAULT_RESERVE) -> dict[int | str
         free = device.memory_free or 0
         total = device.memory_total or free
         budgets[device.ordinal] = max(0, free - _headroom(total, reserve))
-    available, total = _core._system_memory()
+    available, ram = _core._system_memory()
     if available is not None:
-        budgets["cpu"] = max(0, available - _headroom(total or available, reserve))
+        budgets["cpu"] = max(0, available - _headroom(ram or available, reserve))
     return budgets
 
 
@@ -64,7 +64,8 @@ def _sizes_of(
     source: Source, dtype: Any, progress: Callable[[int, int], object] | None
 ) -> tuple[Any, list[str] | None, list[list[str]]]:
     """`(sizes, no_split found, tied groups found)` of a mapping, a torch module or a checkpoint."""
-    if isinstance(source, Mapping):
+    pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
+    if isinstance(source, Mapping) or pairs:
         if dtype is not None:
             raise ValueError(
                 "dtype= re-sizes tensors by their dtype, which a mapping of bytes does not carry; "
@@ -120,9 +121,10 @@ def plan(
     """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
 
-    - `source`: `{tensor name: bytes}` in model order, a safetensors checkpoint (file, index,
-      directory or list of files; only headers are read, and `config.json` beside it says
-      whether the embeddings are tied), or a `torch.nn.Module` (meta is fine: sizes from its
+    - `source`: `{tensor name: bytes}` in model order (or a list of `(name, bytes)`), a
+      safetensors checkpoint (file, index, directory or list of files; only headers are read,
+      and `config.json` beside it says whether the embeddings are tied), or a
+      `torch.nn.Module` (meta is fine: sizes from its
       parameters and buffers, `_no_split_modules` kept whole, shared parameters tied).
     - `max_memory`: HF's form, `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": "1TiB"}`.
       Only the devices named are used. Without it: this machine's GPUs (free memory) and RAM

@@ -51,7 +51,9 @@ def parse_devices(text: str) -> tuple[int, int, str, int]:
     parts = text.strip().lower().split("x")
     *counts, card = parts
     if len(counts) > 2 or not card:
-        raise CliError(f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100")
+        raise CliError(
+            f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100"
+        )
     try:
         numbers = [int(c) for c in counts]
     except ValueError:
@@ -109,7 +111,9 @@ def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
         budgets = dict(default_max_memory(args.reserve))
         names = sorted({device.name for device in cuda_devices()})
         count = sum(1 for key in budgets if isinstance(key, int))
-        described = f"{count} x {names[0]}" if len(names) == 1 else f"{count} GPUs" if count else "this machine"
+        described = (
+            f"{count} x {names[0]}" if len(names) == 1 else f"{count} GPUs" if count else "this machine"
+        )
     if not described:
         count = sum(1 for key in budgets if isinstance(key, int))
         described = f"{count} GPUs" if count else "the CPU"
@@ -265,7 +269,9 @@ def add_parser(commands: Any) -> None:
         "each block goes on this machine or on --devices, and print a per-device table with a verdict. "
         "Exit code 1 if the model does not fit, 2 on bad input.",
     )
-    parser.add_argument("checkpoint", nargs="?", help="a .safetensors file, an index, or a checkpoint directory")
+    parser.add_argument(
+        "checkpoint", nargs="?", help="a .safetensors file, an index, or a checkpoint directory"
+    )
     parser.add_argument(
         "--example",
         choices=["deepseek-v3", "deepseek-v3-bf16", "llama-3-70b"],
@@ -279,7 +285,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--strategy", default="balanced", choices=["balanced", "sequential", "balanced_low_0"]
     )
-    parser.add_argument("--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)")
+    parser.add_argument(
+        "--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)"
+    )
     parser.add_argument(
         "--reserve",
         type=float,
