@@ -20,6 +20,7 @@ __all__ = [
     "_checkpoint_files",
     "_checkpoint_sizes",
     "_device_type_index",
+    "_example_tensors",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -267,6 +268,7 @@ def tensor_sizes(
     progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, int]: ...
 def example_model(name: str, dtype: Any = None) -> dict[str, int]: ...
+def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
 def _checkpoint_sizes(
     path: Any, dtype: Any = None, progress: Callable[[int, int], object] | None = None
 ) -> tuple[list[tuple[str, int]], list[list[str]]]: ...

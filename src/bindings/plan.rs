@@ -179,6 +179,16 @@ pub fn example_model<'py>(
     sizes_to_dict(py, &sizes)
 }
 
+/// The tensors of a built-in example as `(name, safetensors dtype, elements)`, for writing
+/// checkpoints with real headers (benchmarks, tests).
+#[pyfunction]
+pub fn _example_tensors(name: &str) -> PyResult<Vec<(String, String, u64)>> {
+    Ok(crate::examples::tensors(name)?
+        .into_iter()
+        .map(|(n, d, e)| (n, d.to_string(), e))
+        .collect())
+}
+
 /// Bytes of a size value: a non-negative `int` (not `bool`).
 fn bytes_from_py(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     if value.cast::<PyInt>().is_ok() && value.cast::<PyBool>().is_err() {
