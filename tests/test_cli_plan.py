@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import devicemap
+import pytest
 from devicemap._plan_cli import parse_devices, parse_max_memory
 from devicemap.cli import main
 
