@@ -67,6 +67,17 @@ pub enum Error {
     /// An error about one item of a sequence: says which position.
     #[error("{source} (at position {position})")]
     Position { position: usize, source: Box<Error> },
+    /// A checkpoint file (or index) that cannot be read as safetensors, naming the tensor.
+    #[error("{file}: {}{message}", tensor.as_ref().map(|t| format!("tensor '{t}': ")).unwrap_or_default())]
+    Checkpoint {
+        file: String,
+        tensor: Option<String>,
+        message: String,
+    },
+
+    /// A bad argument or an impossible plan, with its whole message.
+    #[error("{0}")]
+    Invalid(String),
 
     /// A type error raised while converting Python values, carried through the core unchanged.
     #[error("{0}")]

@@ -8,8 +8,12 @@ pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod lookup;
+pub mod examples;
 pub mod map;
+pub mod order;
 pub mod parse;
+pub mod plan;
+pub mod safetensors;
 
 #[cfg(feature = "python")]
 mod bindings;

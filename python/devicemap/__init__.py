@@ -17,12 +17,16 @@ from devicemap._core import (
     MapDiff,
     MapSummary,
     NearMiss,
+    PlanReport,
     __version__,
     cuda_device_count,
     cuda_devices,
     cuda_status,
+    example_model,
+    tensor_sizes,
 )
 from devicemap._pick import pick_device
+from devicemap._plan import default_max_memory, plan, plan_report, stages
 from devicemap._types import DeviceType
 
 MutableMapping.register(DeviceMapping)
@@ -38,9 +42,16 @@ __all__ = [
     "MapDiff",
     "MapSummary",
     "NearMiss",
+    "PlanReport",
     "__version__",
     "cuda_device_count",
     "cuda_devices",
     "cuda_status",
+    "default_max_memory",
+    "example_model",
     "pick_device",
+    "plan",
+    "plan_report",
+    "stages",
+    "tensor_sizes",
 ]

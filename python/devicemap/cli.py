@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _lookup_cli.extend_check_map(check)
     _lookup_cli.register(commands)
+    from devicemap._plan_cli import add_parser as add_plan_parser
+
+    add_plan_parser(commands)
     return parser
 
 

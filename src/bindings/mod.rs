@@ -10,6 +10,7 @@ mod guard;
 mod keys;
 mod lookup;
 mod map;
+mod plan;
 
 use pyo3::prelude::*;
 
@@ -44,6 +45,16 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "_panic_for_tests",
         wrap_pyfunction!(guard::_panic_for_tests, m)?,
     )?;
+    m.add_class::<plan::PyPlanReport>()?;
+    m.add_function(wrap_pyfunction!(plan::tensor_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::example_model, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_example_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_checkpoint_files, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_checkpoint_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())

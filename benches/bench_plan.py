@@ -1,0 +1,262 @@
+"""Planning and header reading, side by side with accelerate and safetensors in one run.
+
+Run from the repository root after a release build (`maturin develop --release`):
+
+    .venv/bin/python benches/bench_plan.py            # about 2 minutes
+    .venv/bin/python benches/bench_plan.py --quick    # smoke run, no targets judged
+
+1. `plan` against accelerate's `infer_auto_device_map` (sequential) and `get_balanced_memory`
+   + `infer_auto_device_map` (balanced) on a DeepSeek-V3-shaped model with one module per
+   expert (45,395 tensors, BF16, 1.22 TiB). accelerate gets a meta `nn.Module` built once with
+   exactly these names and sizes, the decoder layers as its no-split class; devicemap gets the
+   `{name: bytes}` of the same tensors (`example_model("deepseek-v3-bf16")`), and a second row
+   times devicemap reading the meta module itself. Only planning is timed. Budgets: 8 x 80 GiB,
+   8 x 40 GiB, 16 x 96 GiB, each plus 2 TiB of CPU. Quality: bytes off the GPUs, and the top
+   GPU's share of its budget.
+2. `plan` at 100k tensors (a synthetic MoE of 130 layers x 256 experts x 3).
+3. `tensor_sizes` on a 163-shard checkpoint of the DeepSeek-V3 FP8 example (90,427 tensors)
+   written as sparse files with real headers, against a loop over `safe_open` reading every
+   tensor's shape and dtype.
+
+Each timing is the median (best) of several repeats of one call with gc off. Nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import devicemap
+
+GIB = 2**30
+
+
+def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        gc.enable()
+        del result
+    return statistics.median(times), min(times)
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def meta_model(sizes: dict[str, int]) -> Any:
+    """A meta `nn.Module` whose parameters have exactly these names and sizes (BF16)."""
+    import torch
+    from torch import nn
+
+    class DecoderLayer(nn.Module):
+        pass
+
+    root = nn.Module()
+    modules: dict[str, nn.Module] = {"": root}
+    for name, size in sizes.items():
+        path, _, leaf = name.rpartition(".")
+        parent = ""
+        for part in path.split(".") if path else []:
+            child = f"{parent}.{part}" if parent else part
+            if child not in modules:
+                layer = parent == "model.layers"
+                module = DecoderLayer() if layer else nn.Module()
+                modules[parent].add_module(part, module)
+                modules[child] = module
+            parent = child
+        param = nn.Parameter(torch.empty(size // 2, dtype=torch.bfloat16, device="meta"), requires_grad=False)
+        modules[parent].register_parameter(leaf, param)
+    root._no_split_modules = ["DecoderLayer"]  # type: ignore[assignment]
+    return root
+
+
+def loads(hf: dict[str, Any], sizes: dict[str, int]) -> dict[Any, int]:
+    """Bytes per device of an HF map (longest dot-prefix key wins)."""
+    keys = sorted(hf, key=len, reverse=True)
+    out: dict[Any, int] = {}
+    for name, size in sizes.items():
+        for key in keys:
+            if key == "" or name == key or name.startswith(key + "."):
+                out[hf[key]] = out.get(hf[key], 0) + size
+                break
+    return out
+
+
+def quality(load: dict[Any, int], budgets: dict[Any, int]) -> tuple[int, float]:
+    off_gpu = sum(v for k, v in load.items() if not isinstance(k, int))
+    top = max((v / budgets[k] for k, v in load.items() if isinstance(k, int)), default=0.0)
+    return off_gpu, top
+
+
+def bench_plan(quick: bool, rows: list[list[str]]) -> None:
+    import accelerate
+
+    sizes = devicemap.example_model("deepseek-v3-bf16")
+    if quick:
+        sizes = {
+            k: v for k, v in sizes.items() if not k.startswith("model.layers.") or int(k.split(".")[2]) < 6
+        }
+    print(f"building the meta model ({len(sizes):,} tensors) ...", file=sys.stderr)
+    model = meta_model(sizes)
+    repeats = 1 if quick else 3
+    configs = {
+        "8 x 80 GiB": {**{i: 80 * GIB for i in range(8)}, "cpu": 2048 * GIB},
+        "8 x 40 GiB": {**{i: 40 * GIB for i in range(8)}, "cpu": 2048 * GIB},
+        "16 x 96 GiB": {**{i: 96 * GIB for i in range(16)}, "cpu": 2048 * GIB},
+    }
+    no_split = ["DecoderLayer"]
+    for label, budgets in configs.items():
+        seq_theirs: dict[str, Any] = {}
+
+        def theirs_sequential(budgets: dict[Any, int] = budgets) -> Any:
+            return accelerate.infer_auto_device_map(
+                model, max_memory=dict(budgets), no_split_module_classes=no_split
+            )
+
+        def theirs_balanced(budgets: dict[Any, int] = budgets) -> Any:
+            balanced = accelerate.utils.get_balanced_memory(
+                model, max_memory=dict(budgets), no_split_module_classes=no_split
+            )
+            return accelerate.infer_auto_device_map(
+                model, max_memory=balanced, no_split_module_classes=no_split
+            )
+
+        for strategy, theirs in (("sequential", theirs_sequential), ("balanced", theirs_balanced)):
+            their_time, _ = measure(theirs, repeats)
+            their_map = theirs()
+            ours_time, _ = measure(
+                lambda s=strategy, b=budgets: devicemap.plan_report(sizes, b, s), repeats + 2
+            )
+            module_time, _ = measure(
+                lambda s=strategy, b=budgets: devicemap.plan_report(model, b, s), repeats
+            )
+            report = devicemap.plan_report(sizes, budgets, strategy)
+            ours_off, ours_top = quality(loads(report.to_hf(), sizes), budgets)
+            their_off, their_top = quality(loads(their_map, sizes), budgets)
+            if strategy == "sequential":
+                seq_theirs["top"] = their_top
+            ratio = their_time / ours_time
+            rows.append([
+                f"plan {strategy}", label, f"{len(sizes):,}", fmt_time(their_time), fmt_time(ours_time),
+                f"{ratio:.0f}x", fmt_time(module_time),
+                f"{their_off / GIB:,.1f} / {ours_off / GIB:,.1f}",
+                f"{their_top:.1%} / {ours_top:.1%}"
+                + (f" (acc. seq. {seq_theirs['top']:.1%})" if strategy == "balanced" else ""),
+            ])  # fmt: skip
+            print(" | ".join(rows[-1]), file=sys.stderr)
+
+
+def bench_100k(quick: bool, rows: list[list[str]]) -> None:
+    layers = 13 if quick else 130
+    sizes = {"model.embed_tokens.weight": 2 * GIB}
+    for layer in range(layers):
+        for expert in range(256):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                sizes[f"model.layers.{layer}.mlp.experts.{expert}.{proj}.weight"] = 28 * 2**20
+    sizes["model.norm.weight"] = 14336
+    sizes["lm_head.weight"] = 2 * GIB
+    budgets = {**{i: 80 * GIB for i in range(8)}, "cpu": 4096 * GIB}
+    for strategy in ("sequential", "balanced"):
+        median, _ = measure(lambda s=strategy: devicemap.plan_report(sizes, budgets, s), 5)
+        rows.append(
+            [f"plan {strategy}", "8 x 80 GiB + cpu", f"{len(sizes):,}", "", fmt_time(median), "", "", "", ""]
+        )
+        print(" | ".join(rows[-1]), file=sys.stderr)
+
+
+def write_sparse_checkpoint(directory: Path, shards: int) -> int:
+    """The DeepSeek-V3 FP8 example as `shards` safetensors files: real headers, sparse data."""
+    tensors = devicemap._core._example_tensors("deepseek-v3")
+    bits = {"F8_E4M3": 8, "F32": 32, "BF16": 16}
+    per = -(-len(tensors) // shards)
+    weight_map = {}
+    for index in range(shards):
+        chunk = tensors[index * per : (index + 1) * per]
+        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, dtype, elements in chunk:
+            size = elements * bits[dtype] // 8
+            header[name] = {"dtype": dtype, "shape": [elements], "data_offsets": [offset, offset + size]}
+            offset += size
+            weight_map[name] = file
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with open(directory / file, "wb") as handle:
+            handle.write(struct.pack("<Q", len(text)) + text)
+            handle.truncate(8 + len(text) + offset)
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+    return len(tensors)
+
+
+def bench_headers(quick: bool, rows: list[list[str]]) -> None:
+    from safetensors import safe_open
+
+    shards = 16 if quick else 163
+    directory = Path(tempfile.mkdtemp(prefix="devicemap-bench-"))
+    try:
+        count = write_sparse_checkpoint(directory, shards)
+        files = sorted(directory.glob("*.safetensors"))
+
+        def safe_open_loop() -> dict[str, tuple[list[int], str]]:
+            out = {}
+            for file in files:
+                with safe_open(str(file), framework="pt") as handle:
+                    for name in handle.keys():  # noqa: SIM118
+                        piece = handle.get_slice(name)
+                        out[name] = (piece.get_shape(), piece.get_dtype())
+            return out
+
+        assert len(safe_open_loop()) == len(devicemap.tensor_sizes(directory)) == count
+        theirs, _ = measure(safe_open_loop, 3)
+        ours, _ = measure(lambda: devicemap.tensor_sizes(directory), 5)
+        rows.append([
+            "tensor_sizes", f"{shards} shards", f"{count:,}", fmt_time(theirs), fmt_time(ours),
+            f"{theirs / ours:.1f}x", "", "", "",
+        ])  # fmt: skip
+        print(" | ".join(rows[-1]), file=sys.stderr)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["plan", "100k", "headers"])
+    args = parser.parse_args()
+    rows: list[list[str]] = []
+    if args.only in (None, "headers"):
+        bench_headers(args.quick, rows)
+    if args.only in (None, "100k"):
+        bench_100k(args.quick, rows)
+    if args.only in (None, "plan"):
+        bench_plan(args.quick, rows)
+    header = [
+        "operation", "budgets / input", "tensors", "accelerate / safe_open", "devicemap", "ratio",
+        "devicemap from nn.Module", "GiB off GPU (acc. / ours)", "top GPU share (acc. / ours)",
+    ]  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

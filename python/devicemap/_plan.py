@@ -1,0 +1,161 @@
+"""`plan`, `plan_report`, `stages`: where each part of a model goes. The work is in Rust
+(`_core._plan`); this module only turns the source into sizes and fills in default budgets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from devicemap import _core
+from devicemap._core import DeviceMap, PlanReport, cuda_devices
+
+# Not `typing.TYPE_CHECKING`: importing `typing` costs a few ms of a cold start, and mypy
+# honours a module constant of this name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
+
+    Source: TypeAlias = Any
+    Budget: TypeAlias = int | float | str
+    MaxMemory: TypeAlias = Mapping[int | str, Budget]
+
+#: Fraction of each device's total memory kept free when budgets come from the machine
+#: (activations, the CUDA context, allocator fragmentation), as vLLM's default
+#: `gpu_memory_utilization=0.9`. Explicit `max_memory` values are used as given.
+DEFAULT_RESERVE = 0.1
+
+
+def _headroom(total: int, reserve: float | int) -> int:
+    if isinstance(reserve, bool) or not isinstance(reserve, int | float):
+        raise TypeError(f"reserve must be a fraction (float) or bytes (int), got {type(reserve).__name__}")
+    if isinstance(reserve, float):
+        if not 0.0 <= reserve < 1.0:
+            raise ValueError(f"reserve as a fraction must be in [0, 1), got {reserve!r}")
+        return int(total * reserve)
+    if reserve < 0:
+        raise ValueError(f"reserve must be >= 0 bytes, got {reserve!r}")
+    return reserve
+
+
+def default_max_memory(reserve: float | int = DEFAULT_RESERVE) -> dict[int | str, int]:
+    """Budgets of this machine: each visible GPU's free memory (through NVML) and the available
+    system RAM, each less `reserve` (a fraction of the device's total memory, or bytes)."""
+    budgets: dict[int | str, int] = {}
+    for device in cuda_devices():
+        free = device.memory_free or 0
+        total = device.memory_total or free
+        budgets[device.ordinal] = max(0, free - _headroom(total, reserve))
+    available, ram = _core._system_memory()
+    if available is not None:
+        budgets["cpu"] = max(0, available - _headroom(ram or available, reserve))
+    return budgets
+
+
+def _no_split_of(module: Any) -> list[str] | None:
+    classes = getattr(module, "_no_split_modules", None)
+    if not classes:
+        return None
+    wanted = set(classes)
+    return [name for name, child in module.named_modules() if type(child).__name__ in wanted and name]
+
+
+def _sizes_of(
+    source: Source, dtype: Any, progress: Callable[[int, int], object] | None
+) -> tuple[Any, list[str] | None, list[list[str]]]:
+    """`(sizes, no_split found, tied groups found)` of a mapping, a torch module or a checkpoint."""
+    pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
+    if isinstance(source, Mapping) or pairs:
+        if dtype is not None:
+            raise ValueError(
+                "dtype= re-sizes tensors by their dtype, which a mapping of bytes does not carry; "
+                "pass a checkpoint path or a module, or convert the sizes yourself"
+            )
+        return source, None, []
+    if hasattr(source, "named_parameters") and hasattr(source, "named_buffers"):
+        sizes, tied = _core._module_sizes(source, dtype)
+        return sizes, _no_split_of(source), tied
+    if isinstance(source, str | os.PathLike | list | tuple):
+        sizes, tied = _core._checkpoint_sizes(source, dtype, progress)
+        return sizes, None, tied
+    raise TypeError(
+        "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "
+        f"got {type(source).__name__}"
+    )
+
+
+def plan_report(
+    source: Source,
+    max_memory: MaxMemory | None = None,
+    strategy: str = "balanced",
+    no_split: Sequence[str] | None = None,
+    tied: Sequence[Sequence[str]] | None = None,
+    dtype: Any = None,
+    reserve: float | int = DEFAULT_RESERVE,
+    *,
+    progress: Callable[[int, int], object] | None = None,
+) -> PlanReport:
+    """Like `plan`, but returns the whole report (budgets, bytes and blocks per device, what
+    spilled and why) and does not raise when the model does not fit (`report.fits`)."""
+    sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress)
+    if max_memory is None:
+        max_memory = default_max_memory(reserve)
+    elif not isinstance(max_memory, dict):
+        if not isinstance(max_memory, Mapping):
+            raise TypeError(f"max_memory must be a dict, got {type(max_memory).__name__}")
+        max_memory = dict(max_memory)
+    groups = [list(group) for group in tied] if tied is not None else found_tied
+    patterns = list(no_split) if no_split is not None else found_no_split
+    return _core._plan(sizes, max_memory, strategy, patterns, groups)
+
+
+def plan(
+    source: Source,
+    max_memory: MaxMemory | None = None,
+    strategy: str = "balanced",
+    no_split: Sequence[str] | None = None,
+    tied: Sequence[Sequence[str]] | None = None,
+    dtype: Any = None,
+    reserve: float | int = DEFAULT_RESERVE,
+) -> DeviceMap:
+    """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
+    `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
+
+    - `source`: `{tensor name: bytes}` in model order (or a list of `(name, bytes)`), a
+      safetensors checkpoint (file, index, directory or list of files; only headers are read,
+      and `config.json` beside it says whether the embeddings are tied), or a
+      `torch.nn.Module` (meta is fine: sizes from its
+      parameters and buffers, `_no_split_modules` kept whole, shared parameters tied).
+    - `max_memory`: HF's form, `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": "1TiB"}`.
+      Only the devices named are used. Without it: this machine's GPUs (free memory) and RAM
+      (available), each less `reserve` (a fraction of its total memory, or bytes).
+    - `strategy`: `"balanced"` (the smallest possible largest share of a GPU's budget),
+      `"sequential"` (fill GPU 0, then 1, ...) or `"balanced_low_0"` (GPU 0 as empty as the
+      others allow).
+    - `no_split`: module-name patterns kept whole (`"model.layers.*"`, `*` is one component);
+      default: the outermost numbered blocks. `tied`: groups of tensor names kept together.
+    - `dtype`: size floating-point tensors as loading with this `torch_dtype` would.
+
+    `ValueError` when the model does not fit, saying by how much.
+    """
+    report = plan_report(source, max_memory, strategy, no_split, tied, dtype, reserve)
+    report.check()
+    return report.device_map
+
+
+def stages(
+    source: Source,
+    n: int,
+    no_split: Sequence[str] | None = None,
+    dtype: Any = None,
+) -> list[list[str]]:
+    """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
+    a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
+    source gives the same split in every process."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    sizes, found_no_split, _ = _sizes_of(source, dtype, None)
+    patterns = list(no_split) if no_split is not None else found_no_split
+    return _core._stages(sizes, n, patterns)

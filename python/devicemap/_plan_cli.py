@@ -1,0 +1,300 @@
+"""`devicemap plan`: where each part of a model goes on this machine, or on one described by
+`--devices 8xH100`, and whether it fits. rich is imported only when the table is printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_DOES_NOT_FIT = 1
+EXIT_INVALID = 2
+
+GIB = 2**30
+MIB = 2**20
+
+# Memory per card as the driver reports it (bytes), for planning a machine you are not on.
+CATALOGUE: dict[str, tuple[str, int]] = {
+    "h100": ("H100 80GB", 81559 * MIB),
+    "h100-nvl": ("H100 NVL 94GB", 95830 * MIB),
+    "h200": ("H200 141GB", 143771 * MIB),
+    "h20": ("H20 96GB", 97871 * MIB),
+    "b200": ("B200 180GB", 183359 * MIB),
+    "a100": ("A100 80GB", 81920 * MIB),
+    "a100-80gb": ("A100 80GB", 81920 * MIB),
+    "a100-40gb": ("A100 40GB", 40960 * MIB),
+    "l40s": ("L40S 48GB", 46068 * MIB),
+    "l40": ("L40 48GB", 46068 * MIB),
+    "l4": ("L4 24GB", 23034 * MIB),
+    "a10g": ("A10G 24GB", 23028 * MIB),
+    "a10": ("A10 24GB", 23028 * MIB),
+    "rtx4090": ("RTX 4090 24GB", 24564 * MIB),
+    "rtx3090": ("RTX 3090 24GB", 24576 * MIB),
+    "rtx6000ada": ("RTX 6000 Ada 48GB", 49140 * MIB),
+    "v100": ("V100 32GB", 32768 * MIB),
+    "t4": ("T4 16GB", 15360 * MIB),
+    "mi300x": ("MI300X 192GB", 196592 * MIB),
+    "mi325x": ("MI325X 256GB", 262128 * MIB),
+}
+ALIASES = {"h100-80gb": "h100", "h200-141gb": "h200", "a10g-24gb": "a10g", "4090": "rtx4090"}
+
+
+class CliError(Exception):
+    """A bad argument: printed as `error: ...`, exit code 2."""
+
+
+def parse_devices(text: str) -> tuple[int, int, str, int]:
+    """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts."""
+    parts = text.strip().lower().split("x")
+    *counts, card = parts
+    if len(counts) > 2 or not card:
+        raise CliError(
+            f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100"
+        )
+    try:
+        numbers = [int(c) for c in counts]
+    except ValueError:
+        raise CliError(f"--devices {text!r}: counts must be integers, e.g. 8xH100") from None
+    if any(n < 1 for n in numbers):
+        raise CliError(f"--devices {text!r}: counts must be >= 1")
+    hosts, per_host = (1, 1) if not numbers else (1, numbers[0]) if len(numbers) == 1 else tuple(numbers)
+    key = ALIASES.get(card.replace(" ", ""), card.replace(" ", ""))
+    if key not in CATALOGUE:
+        known = ", ".join(sorted({name for name, _ in CATALOGUE.values()}))
+        raise CliError(f"--devices {text!r}: unknown card {card!r}; known cards: {known}")
+    name, memory = CATALOGUE[key]
+    return hosts, per_host, name, memory
+
+
+def parse_max_memory(text: str) -> dict[int | str, str]:
+    """`0=70GiB,1=70GiB,cpu=200GiB` -> `{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}` (values are
+    checked by the planner, which names a bad entry)."""
+    out: dict[int | str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise CliError(f"--max-memory entry {item!r}: expected KEY=SIZE, e.g. 0=70GiB or cpu=200GiB")
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = value.strip()
+    if not out:
+        raise CliError("--max-memory is empty; expected e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+    return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:,.1f} GiB"
+
+
+def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
+    """Budgets, a description of the GPUs, and GPUs per host (0: one host)."""
+    from devicemap._plan import _headroom, default_max_memory
+
+    budgets: dict[int | str, Any] = {}
+    described = ""
+    per_host = 0
+    if args.devices:
+        hosts, per_host, name, memory = parse_devices(args.devices)
+        usable = max(0, memory - _headroom(memory, args.reserve))
+        for gpu in range(hosts * per_host):
+            budgets[gpu] = usable
+        described = f"{per_host} x {name}" if hosts == 1 else f"{hosts} hosts x {per_host} x {name}"
+        if hosts == 1:
+            per_host = 0
+    if args.max_memory:
+        budgets.update(parse_max_memory(args.max_memory))
+    if not args.devices and not args.max_memory:
+        from devicemap import cuda_devices
+
+        budgets = dict(default_max_memory(args.reserve))
+        names = sorted({device.name for device in cuda_devices()})
+        count = sum(1 for key in budgets if isinstance(key, int))
+        described = (
+            f"{count} x {names[0]}" if len(names) == 1 else f"{count} GPUs" if count else "this machine"
+        )
+    if not described:
+        count = sum(1 for key in budgets if isinstance(key, int))
+        described = f"{count} GPUs" if count else "the CPU"
+    return budgets, described, per_host
+
+
+def _verdict(report: Any, described: str) -> str:
+    devices = report.devices
+    gpus = [d for d in devices if d["device"] not in ("cpu", "disk")]
+    if not report.fits:
+        return (
+            f"does not fit on {described}: {_gib(report.missing_bytes)} more is needed "
+            "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
+        )
+    spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
+    if gpus and spilled:
+        offload = " and ".join(f"{_gib(b)} on {device}" for device, b in spilled.items())
+        return f"fits on {described} only with offloading: {offload}"
+    if gpus:
+        spare = min(d["budget"] - d["bytes"] for d in gpus)
+        return f"fits on {described} with {_gib(spare)} to spare per GPU"
+    return f"fits on {', '.join(d['device'] for d in devices if d['bytes'])}"
+
+
+def _bar(share: float, width: int = 20) -> str:
+    filled = round(min(max(share, 0.0), 1.0) * width)
+    return "#" * filled + "." * (width - filled)
+
+
+def _print_table(report: Any, described: str, per_host: int, source: str, verdict: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
+    name, size = report.largest_block
+    console.print(
+        f"{source}: {_gib(total)} in {tensors:,} tensors, {blocks:,} blocks "
+        f"(largest {name!r}, {_gib(size)}), strategy {report.strategy}"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    if per_host:
+        table.add_column("host", justify="right")
+    for column, justify in [
+        ("device", "left"),
+        ("placed", "right"),
+        ("budget", "right"),
+        ("share", "left"),
+        ("blocks", "right"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for entry in report.devices:
+        share = entry["share"]
+        row = [
+            entry["device"],
+            _gib(entry["bytes"]),
+            _gib(entry["budget"]),
+            f"{_bar(share)} {share * 100:5.1f}%",
+            f"{entry['blocks']:,}",
+        ]
+        if entry["reserved"]:
+            row[2] += f" (keeps {_gib(entry['reserved'])})"
+        if per_host:
+            device = entry["device"]
+            host = str(int(device.split(":")[1]) // per_host) if device.startswith("cuda:") else ""
+            row.insert(0, host)
+        table.add_row(*row)
+    console.print(table)
+    spilled = report.spilled
+    if spilled:
+        shown = ", ".join(f"{n} ({_gib(b)}) -> {d}" for n, b, d in spilled[:6])
+        more = f", and {len(spilled) - 6} more" if len(spilled) > 6 else ""
+        console.print(f"spilled: {shown}{more}")
+    for note in report.notes:
+        console.print(note)
+    console.print(f"[bold]{verdict}[/bold]")
+
+
+def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
+    from devicemap import _core
+
+    if not sys.stderr.isatty():
+        return _core._checkpoint_sizes(path, dtype, None)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("reading safetensors headers", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return _core._checkpoint_sizes(path, dtype, advance)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devicemap import _core
+    from devicemap._plan import plan_report
+
+    try:
+        if args.checkpoint and args.example:
+            raise CliError("give a CHECKPOINT or --example, not both")
+        if not 0.0 <= args.reserve < 1.0:
+            raise CliError(f"--reserve must be a fraction in [0, 1), got {args.reserve}")
+        budgets, described, per_host = _budgets(args)
+        if args.checkpoint:
+            sizes, tied = _read_sizes(args.checkpoint, args.dtype)
+            source = args.checkpoint
+        else:
+            example = args.example or "deepseek-v3"
+            sizes, tied = _core.example_model(example, args.dtype), []
+            source = f"example {example}"
+        report = plan_report(sizes, budgets, args.strategy, tied=tied)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except (ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+
+    verdict = _verdict(report, described)
+    if args.output:
+        if not report.fits:
+            print(f"error: not writing {args.output}: {verdict}", file=sys.stderr)
+            return EXIT_DOES_NOT_FIT
+        if args.format == "haystack":
+            from devicemap import ComponentDevice
+
+            data: Any = ComponentDevice.from_multiple(report.device_map).to_dict()
+        else:
+            data = report.to_hf()
+        try:
+            Path(args.output).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            print(f"error: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        data = report.to_dict()
+        data["source"] = source
+        data["verdict"] = verdict
+        data["budgets_for"] = described
+        print(json.dumps(data, indent=2))
+    else:
+        _print_table(report, described, per_host, source, verdict)
+    return EXIT_OK if report.fits else EXIT_DOES_NOT_FIT
+
+
+def add_parser(commands: Any) -> None:
+    """Registers `devicemap plan` on the subcommand parsers of cli.py."""
+    parser = commands.add_parser(
+        "plan",
+        help="plan where each part of a model goes (safetensors headers only) and whether it fits",
+        description="Read a checkpoint's safetensors headers (or use a built-in example), plan where "
+        "each block goes on this machine or on --devices, and print a per-device table with a verdict. "
+        "Exit code 1 if the model does not fit, 2 on bad input.",
+    )
+    parser.add_argument(
+        "checkpoint", nargs="?", help="a .safetensors file, an index, or a checkpoint directory"
+    )
+    parser.add_argument(
+        "--example",
+        choices=["deepseek-v3", "deepseek-v3-bf16", "llama-3-70b"],
+        help="plan a built-in example model (default without CHECKPOINT: deepseek-v3)",
+    )
+    parser.add_argument("--max-memory", help="budgets, e.g. 0=70GiB,1=70GiB,cpu=200GiB,disk=1TiB")
+    parser.add_argument(
+        "--devices",
+        help="plan for cards you are not on: 8xH100, 2x8xH100 (hosts), 4xA100-40GB, 8xH200, 8xMI300X ...",
+    )
+    parser.add_argument(
+        "--strategy", default="balanced", choices=["balanced", "sequential", "balanced_low_0"]
+    )
+    parser.add_argument(
+        "--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)"
+    )
+    parser.add_argument(
+        "--reserve",
+        type=float,
+        default=0.1,
+        help="fraction of each device's memory kept free for activations (machine and --devices budgets)",
+    )
+    parser.add_argument("-o", "--output", help="write the map as JSON to this file")
+    parser.add_argument("--format", choices=["hf", "haystack"], default="hf", help="form of the -o map")
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    parser.set_defaults(run=run)

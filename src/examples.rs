@@ -1,0 +1,232 @@
+//! Built-in example models: tensor names, dtypes and shapes of well-known checkpoints,
+//! generated here (nothing is downloaded). They give the command line a real plan on any
+//! machine and the tests and benchmarks a model of real scale.
+//!
+//! - `deepseek-v3`: DeepSeek-V3's FP8 release as transformers loads it (61 layers, the first 3
+//!   dense, 256 routed experts + 1 shared per MoE layer, MLA attention; the multi-token
+//!   prediction layer 61 left out). Linear weights are F8_E4M3 with one F32
+//!   `weight_scale_inv` per 128 x 128 block; norms, embeddings, router and head BF16.
+//!   90,427 tensors, 627 GiB.
+//! - `deepseek-v3-bf16`: the same model in BF16, without scales (45,395 tensors, 1.22 TiB).
+//! - `llama-3-70b`: Llama-3-70B in BF16 (80 layers, GQA with 8 KV heads; 723 tensors).
+
+use crate::error::{Error, Result};
+use crate::safetensors::{dtype_bytes, is_floating, Dtype};
+
+pub const NAMES: [&str; 3] = ["deepseek-v3", "deepseek-v3-bf16", "llama-3-70b"];
+
+/// One tensor of an example: name, dtype, element count.
+pub type ExampleTensor = (String, Dtype, u64);
+
+struct Out {
+    tensors: Vec<ExampleTensor>,
+    fp8: bool,
+}
+
+impl Out {
+    fn plain(&mut self, name: String, dtype: Dtype, shape: &[u64]) {
+        self.tensors.push((name, dtype, shape.iter().product()));
+    }
+
+    /// A linear weight `[rows, cols]`: FP8 with its block scales, or BF16.
+    fn linear(&mut self, module: &str, rows: u64, cols: u64) {
+        if self.fp8 {
+            self.plain(format!("{module}.weight"), Dtype::F8_E4M3, &[rows, cols]);
+            self.plain(
+                format!("{module}.weight_scale_inv"),
+                Dtype::F32,
+                &[rows.div_ceil(128), cols.div_ceil(128)],
+            );
+        } else {
+            self.plain(format!("{module}.weight"), Dtype::BF16, &[rows, cols]);
+        }
+    }
+}
+
+fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
+    const HIDDEN: u64 = 7168;
+    const INTERMEDIATE: u64 = 18432;
+    const MOE_INTERMEDIATE: u64 = 2048;
+    const VOCAB: u64 = 129280;
+    const LAYERS: u64 = 61;
+    const DENSE_LAYERS: u64 = 3;
+    const EXPERTS: u64 = 256;
+    const Q_LORA: u64 = 1536;
+    const KV_LORA: u64 = 512;
+    const HEADS: u64 = 128;
+    const QK_NOPE: u64 = 128;
+    const QK_ROPE: u64 = 64;
+    const V_HEAD: u64 = 128;
+    let mut out = Out {
+        tensors: Vec::with_capacity(if fp8 { 90_500 } else { 45_400 }),
+        fp8,
+    };
+    out.plain(
+        "model.embed_tokens.weight".into(),
+        Dtype::BF16,
+        &[VOCAB, HIDDEN],
+    );
+    for layer in 0..LAYERS {
+        let p = format!("model.layers.{layer}");
+        out.plain(
+            format!("{p}.input_layernorm.weight"),
+            Dtype::BF16,
+            &[HIDDEN],
+        );
+        let a = format!("{p}.self_attn");
+        out.linear(&format!("{a}.q_a_proj"), Q_LORA, HIDDEN);
+        out.plain(format!("{a}.q_a_layernorm.weight"), Dtype::BF16, &[Q_LORA]);
+        out.linear(
+            &format!("{a}.q_b_proj"),
+            HEADS * (QK_NOPE + QK_ROPE),
+            Q_LORA,
+        );
+        out.linear(
+            &format!("{a}.kv_a_proj_with_mqa"),
+            KV_LORA + QK_ROPE,
+            HIDDEN,
+        );
+        out.plain(
+            format!("{a}.kv_a_layernorm.weight"),
+            Dtype::BF16,
+            &[KV_LORA],
+        );
+        out.linear(
+            &format!("{a}.kv_b_proj"),
+            HEADS * (QK_NOPE + V_HEAD),
+            KV_LORA,
+        );
+        out.linear(&format!("{a}.o_proj"), HIDDEN, HEADS * V_HEAD);
+        let m = format!("{p}.mlp");
+        if layer < DENSE_LAYERS {
+            out.linear(&format!("{m}.gate_proj"), INTERMEDIATE, HIDDEN);
+            out.linear(&format!("{m}.up_proj"), INTERMEDIATE, HIDDEN);
+            out.linear(&format!("{m}.down_proj"), HIDDEN, INTERMEDIATE);
+        } else {
+            out.plain(format!("{m}.gate.weight"), Dtype::BF16, &[EXPERTS, HIDDEN]);
+            out.plain(
+                format!("{m}.gate.e_score_correction_bias"),
+                Dtype::F32,
+                &[EXPERTS],
+            );
+            for expert in 0..EXPERTS {
+                let e = format!("{m}.experts.{expert}");
+                out.linear(&format!("{e}.gate_proj"), MOE_INTERMEDIATE, HIDDEN);
+                out.linear(&format!("{e}.up_proj"), MOE_INTERMEDIATE, HIDDEN);
+                out.linear(&format!("{e}.down_proj"), HIDDEN, MOE_INTERMEDIATE);
+            }
+            let s = format!("{m}.shared_experts");
+            out.linear(&format!("{s}.gate_proj"), MOE_INTERMEDIATE, HIDDEN);
+            out.linear(&format!("{s}.up_proj"), MOE_INTERMEDIATE, HIDDEN);
+            out.linear(&format!("{s}.down_proj"), HIDDEN, MOE_INTERMEDIATE);
+        }
+        out.plain(
+            format!("{p}.post_attention_layernorm.weight"),
+            Dtype::BF16,
+            &[HIDDEN],
+        );
+    }
+    out.plain("model.norm.weight".into(), Dtype::BF16, &[HIDDEN]);
+    out.plain("lm_head.weight".into(), Dtype::BF16, &[VOCAB, HIDDEN]);
+    out.tensors
+}
+
+fn llama_3_70b() -> Vec<ExampleTensor> {
+    const HIDDEN: u64 = 8192;
+    const INTERMEDIATE: u64 = 28672;
+    const HEADS: u64 = 64;
+    const KV_HEADS: u64 = 8;
+    const HEAD_DIM: u64 = HIDDEN / HEADS;
+    const VOCAB: u64 = 128256;
+    const LAYERS: u64 = 80;
+    let mut out = Out {
+        tensors: Vec::with_capacity(730),
+        fp8: false,
+    };
+    out.plain(
+        "model.embed_tokens.weight".into(),
+        Dtype::BF16,
+        &[VOCAB, HIDDEN],
+    );
+    for layer in 0..LAYERS {
+        let p = format!("model.layers.{layer}");
+        out.plain(
+            format!("{p}.input_layernorm.weight"),
+            Dtype::BF16,
+            &[HIDDEN],
+        );
+        out.linear(&format!("{p}.self_attn.q_proj"), HEADS * HEAD_DIM, HIDDEN);
+        out.linear(
+            &format!("{p}.self_attn.k_proj"),
+            KV_HEADS * HEAD_DIM,
+            HIDDEN,
+        );
+        out.linear(
+            &format!("{p}.self_attn.v_proj"),
+            KV_HEADS * HEAD_DIM,
+            HIDDEN,
+        );
+        out.linear(&format!("{p}.self_attn.o_proj"), HIDDEN, HEADS * HEAD_DIM);
+        out.linear(&format!("{p}.mlp.gate_proj"), INTERMEDIATE, HIDDEN);
+        out.linear(&format!("{p}.mlp.up_proj"), INTERMEDIATE, HIDDEN);
+        out.linear(&format!("{p}.mlp.down_proj"), HIDDEN, INTERMEDIATE);
+        out.plain(
+            format!("{p}.post_attention_layernorm.weight"),
+            Dtype::BF16,
+            &[HIDDEN],
+        );
+    }
+    out.plain("model.norm.weight".into(), Dtype::BF16, &[HIDDEN]);
+    out.plain("lm_head.weight".into(), Dtype::BF16, &[VOCAB, HIDDEN]);
+    out.tensors
+}
+
+/// The tensors of the example called `name`.
+pub fn tensors(name: &str) -> Result<Vec<ExampleTensor>> {
+    match name {
+        "deepseek-v3" => Ok(deepseek_v3(true)),
+        "deepseek-v3-bf16" => Ok(deepseek_v3(false)),
+        "llama-3-70b" => Ok(llama_3_70b()),
+        _ => Err(Error::Invalid(format!(
+            "Unknown example model '{name}'; expected one of {}",
+            NAMES.map(|n| format!("'{n}'")).join(", ")
+        ))),
+    }
+}
+
+/// Per-tensor bytes of an example, floating-point tensors re-sized to `dtype` if given.
+pub fn sizes(name: &str, dtype: Option<Dtype>) -> Result<Vec<(String, u64)>> {
+    Ok(tensors(name)?
+        .into_iter()
+        .map(|(n, d, elements)| {
+            let d = match dtype {
+                Some(target) if is_floating(d) => target,
+                _ => d,
+            };
+            (n, dtype_bytes(d, elements).unwrap_or(u64::MAX))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_counts_and_sizes() {
+        let fp8 = sizes("deepseek-v3", None).unwrap();
+        assert_eq!(fp8.len(), 90_427);
+        let bf16 = sizes("deepseek-v3-bf16", None).unwrap();
+        assert_eq!(bf16.len(), 45_395);
+        let params: u64 = tensors("deepseek-v3-bf16")
+            .unwrap()
+            .iter()
+            .map(|t| t.2)
+            .sum();
+        // DeepSeek-V3's 671B parameters (its 14B multi-token-prediction layer comes on top).
+        assert!((670e9..672e9).contains(&(params as f64)), "{params}");
+        let llama: u64 = tensors("llama-3-70b").unwrap().iter().map(|t| t.2).sum();
+        assert!((70.0e9..71.0e9).contains(&(llama as f64)), "{llama}");
+        assert!(sizes("gpt-5", None).is_err());
+    }
+}

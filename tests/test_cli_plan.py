@@ -1,0 +1,133 @@
+"""`devicemap plan`: the table, the verdict, the JSON, the map files, and `error:` lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import devicemap
+import pytest
+from devicemap._plan_cli import parse_devices, parse_max_memory
+from devicemap.cli import main
+
+GIB = 2**30
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["plan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_example_on_catalogue_cards(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--example", "deepseek-v3", "--devices", "8xH200")
+    assert code == 0, err
+    assert "fits on 8 x H200 141GB with" in out
+    assert "GiB to spare per GPU" in out
+    assert "cuda:7" in out
+    code, out, _ = run(capsys, "--example", "deepseek-v3", "--devices", "8xH100")
+    assert code == 1
+    assert "does not fit on 8 x H100 80GB:" in out
+    assert "more is needed" in out
+
+
+def test_hosts_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--example", "deepseek-v3", "--devices", "2x8xH100", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["fits"] is True
+    assert data["budgets_for"] == "2 hosts x 8 x H100 80GB"
+    assert len(data["devices"]) == 16
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--devices", "2x4xL40S")
+    assert code == 0
+    assert "host" in out
+
+
+def test_max_memory_spill_and_output_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    hf_file = tmp_path / "map.json"
+    code, out, err = run(
+        capsys,
+        "--example",
+        "llama-3-70b",
+        "--max-memory",
+        "0=40GiB,cpu=60GiB,disk=1TiB",
+        "--strategy",
+        "sequential",
+        "-o",
+        str(hf_file),
+    )
+    assert code == 0, err
+    assert "only with offloading" in out
+    assert "spilled:" in out
+    written = json.loads(hf_file.read_text())
+    expected = devicemap.plan(
+        devicemap.example_model("llama-3-70b"), {0: "40GiB", "cpu": "60GiB", "disk": "1TiB"}, "sequential"
+    )
+    assert written == expected.to_hf()
+    haystack_file = tmp_path / "haystack.json"
+    code, _, _ = run(
+        capsys,
+        "--example",
+        "llama-3-70b",
+        "--devices",
+        "2xH100",
+        "--format",
+        "haystack",
+        "-o",
+        str(haystack_file),
+    )
+    assert code == 0
+    data = json.loads(haystack_file.read_text())
+    assert data["type"] == "multiple"
+    assert set(data["device_map"].values()) == {"cuda:0", "cuda:1"}
+
+
+def test_checkpoint_and_dtype(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    st.save_file(
+        {f"layers.{i}.w": torch.zeros(256, 256) for i in range(4)}, str(tmp_path / "model.safetensors")
+    )
+    code, out, err = run(capsys, str(tmp_path), "--max-memory", "0=600KiB,1=600KiB", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["total_bytes"] == 4 * 256 * 256 * 4
+    assert data["device_map"] == {"layers.0": 0, "layers.1": 0, "layers.2": 1, "layers.3": 1}
+    code, out, _ = run(capsys, str(tmp_path), "--max-memory", "0=600KiB", "--dtype", "bfloat16", "--json")
+    assert json.loads(out)["total_bytes"] == 4 * 256 * 256 * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--devices", "8xTPU"], "unknown card 'tpu'"),
+        (["--devices", "0xH100"], "counts must be >= 1"),
+        (["--max-memory", "0:70GiB"], "expected KEY=SIZE"),
+        (["--max-memory", "0=-5GiB"], "max_memory[0] = '-5GiB'"),
+        (["--max-memory", "gpu=5GiB"], "Unknown max_memory key 'gpu'"),
+        (["--dtype", "float7"], "Unknown dtype 'float7'"),
+        (["--reserve", "1.5"], "--reserve must be a fraction"),
+        (["/no/such/checkpoint"], "no such file or directory"),
+        (["x", "--example", "llama-3-70b"], "not both"),
+    ],
+)
+def test_errors(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_parsers() -> None:
+    assert parse_devices("8xH100") == (1, 8, "H100 80GB", 81559 * 2**20)
+    assert parse_devices("2x8xa100-40gb")[:3] == (2, 8, "A100 40GB")
+    assert parse_devices("H200")[:2] == (1, 1)
+    assert parse_max_memory("0=70GiB, 1=70GiB,cpu=200GiB") == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
+
+
+def test_default_plans_the_example_for_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys)
+    assert code in (0, 1)
+    assert "example deepseek-v3: 626.9 GiB in 90,427 tensors" in out
+    assert "fits on" in out or "does not fit on" in out

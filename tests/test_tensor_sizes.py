@@ -1,0 +1,237 @@
+"""`tensor_sizes`: per-tensor bytes from safetensors headers, checked against safetensors' own
+reader on files it wrote, and every malformed header refused with the file and tensor named."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import devicemap
+import pytest
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+from safetensors import safe_open  # noqa: E402
+
+# Bits per element, written out independently of the code under test.
+BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2": 8, "F8_E5M2FNUZ": 8,
+    "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+FLOATS = {"F8_E4M3", "F8_E4M3FNUZ", "F8_E5M2", "F8_E5M2FNUZ", "F8_E8M0", "F16", "BF16", "F32", "F64"}
+
+
+def expected_sizes(files: list[Path], dtype_bits: int | None = None) -> dict[str, int]:
+    """What safetensors' own reader says: shape x dtype, per tensor."""
+    out = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                piece = handle.get_slice(name)
+                elements = 1
+                for dim in piece.get_shape():
+                    elements *= dim
+                dtype = piece.get_dtype()
+                bits = dtype_bits if dtype_bits is not None and dtype in FLOATS else BITS[dtype]
+                out[name] = (elements * bits + 7) // 8
+    return out
+
+
+def all_dtype_tensors() -> dict[str, object]:
+    tensors = {}
+    for index, (name, dtype) in enumerate(sorted(safetensors_torch._TYPES.items())):
+        shape = (3, index + 1)
+        tensors[f"t.{name.lower()}"] = torch.zeros(shape, dtype=torch.float32).to(dtype)
+    tensors["t.scalar"] = torch.tensor(1.5)
+    tensors["t.empty"] = torch.zeros((0, 4), dtype=torch.bfloat16)
+    return tensors
+
+
+def test_every_dtype_safetensors_writes(tmp_path: Path) -> None:
+    path = tmp_path / "all.safetensors"
+    safetensors_torch.save_file(all_dtype_tensors(), str(path), metadata={"format": "pt"})
+    sizes = devicemap.tensor_sizes(path)
+    assert sizes == expected_sizes([path])
+    assert len(sizes) == len(safetensors_torch._TYPES) + 2
+
+
+def test_dtype_override(tmp_path: Path) -> None:
+    path = tmp_path / "all.safetensors"
+    safetensors_torch.save_file(all_dtype_tensors(), str(path))
+    for dtype, bits in [("float16", 16), (torch.bfloat16, 16), ("float32", 32), ("F8_E4M3", 8)]:
+        assert devicemap.tensor_sizes(str(path), dtype=dtype) == expected_sizes([path], bits)
+    with pytest.raises(ValueError, match="Unknown dtype 'float7'"):
+        devicemap.tensor_sizes(path, dtype="float7")
+    with pytest.raises(TypeError, match="dtype must be"):
+        devicemap.tensor_sizes(path, dtype=3)
+
+
+def write_raw(path: Path, header: object, data_len: int | None = None, raw: bytes | None = None) -> Path:
+    """A safetensors file written by hand: 8-byte length, JSON header, data section."""
+    text = raw if raw is not None else json.dumps(header).encode()
+    if data_len is None:
+        data_len = 0
+        if isinstance(header, dict):
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            data_len = max(ends, default=0)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"\0" * data_len)
+    return path
+
+
+def test_sub_byte_dtypes_round_up(tmp_path: Path) -> None:
+    header = {
+        "a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]},
+        "b": {"dtype": "F6_E2M3", "shape": [5], "data_offsets": [2, 6]},
+        "c": {"dtype": "F6_E3M2", "shape": [4], "data_offsets": [6, 9]},
+        "d": {"dtype": "F8_E8M0", "shape": [2, 2], "data_offsets": [9, 13]},
+    }
+    path = write_raw(tmp_path / "sub.safetensors", header)
+    assert devicemap.tensor_sizes(path) == {"a": 2, "b": 4, "c": 3, "d": 4}
+    assert devicemap.tensor_sizes(path, dtype="bfloat16") == {"a": 6, "b": 10, "c": 8, "d": 8}
+
+
+def save_sharded(tmp_path: Path) -> Path:
+    """A tiny Llama saved by transformers as several shards with an index."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    directory = tmp_path / "tiny"
+    model.save_pretrained(directory, max_shard_size="20KB")
+    return directory
+
+
+def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
+    directory = save_sharded(tmp_path)
+    shards = sorted(directory.glob("*.safetensors"))
+    assert len(shards) > 2
+    expected = expected_sizes(shards)
+    for source in (directory, directory / "model.safetensors.index.json", shards, str(directory)):
+        sizes = devicemap.tensor_sizes(source)
+        assert sizes == expected
+    # Model order, not name order: layer 2 before layer 10 would be; embeddings first, head last.
+    names = list(devicemap.tensor_sizes(directory))
+    assert names[0] == "model.embed_tokens.weight"
+    assert names[-1] == "lm_head.weight"
+    layer_numbers = [int(n.split(".")[2]) for n in names if n.startswith("model.layers.")]
+    assert layer_numbers == sorted(layer_numbers)
+
+
+def test_directory_with_one_file(tmp_path: Path) -> None:
+    safetensors_torch.save_file({"w": torch.zeros(4, 4)}, str(tmp_path / "model.safetensors"))
+    assert devicemap.tensor_sizes(tmp_path) == {"w": 64}
+
+
+GOOD = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+MALFORMED = [
+    ("past_end", None, b'{"w": 1}', "header length .* runs past the end of the file"),
+    ("not_object", [1, 2], None, "not a valid safetensors JSON object"),
+    ("bad_json", None, b"{not json", "not a valid safetensors JSON object"),
+    ("unknown_dtype", {"w": {**GOOD, "dtype": "F9"}}, None, "tensor 'w': unknown dtype 'F9'"),
+    (
+        "overflow",
+        {"w": {**GOOD, "shape": [2**40, 2**40, 2**40]}},
+        None,
+        r"tensor 'w': shape \[.*\] overflows",
+    ),
+    ("out_of_file", {"w": {**GOOD, "data_offsets": [96, 104]}}, None, "tensor 'w': data offsets .* run past"),
+    ("mismatch", {"w": {**GOOD, "shape": [3]}}, None, "tensor 'w': data offsets .* span 8 bytes, but shape"),
+    ("reversed", {"w": {**GOOD, "data_offsets": [8, 0]}}, None, "tensor 'w': data offsets .* end before"),
+    (
+        "overlap",
+        {"w": GOOD, "v": {**GOOD, "data_offsets": [4, 12]}},
+        None,
+        "tensor 'v': data offsets .* overlap those of tensor 'w'",
+    ),
+    ("negative_dim", {"w": {**GOOD, "shape": [-2]}}, None, "tensor 'w'"),
+]
+
+
+@pytest.mark.parametrize(("case", "header", "raw", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_headers(
+    tmp_path: Path, case: str, header: object, raw: bytes | None, message: str
+) -> None:
+    path = tmp_path / f"{case}.safetensors"
+    if case == "past_end":
+        path.write_bytes(struct.pack("<Q", 1000) + raw)  # type: ignore[operator]
+    else:
+        write_raw(path, header, data_len=16, raw=raw)
+    with pytest.raises(ValueError, match=message) as info:
+        devicemap.tensor_sizes(path)
+    assert f"{case}.safetensors" in str(info.value)
+
+
+def test_truncated_and_duplicates(tmp_path: Path) -> None:
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(b"\x05\x00")
+    with pytest.raises(ValueError, match=r"short.safetensors: file is 2 bytes, too short"):
+        devicemap.tensor_sizes(short)
+
+    twice = tmp_path / "twice.safetensors"
+    entry = b'{"dtype": "F32", "shape": [1], "data_offsets": [%d, %d]}'
+    text = b'{"w": ' + entry % (0, 4) + b', "w": ' + entry % (4, 8) + b"}"
+    write_raw(twice, None, data_len=8, raw=text)
+    with pytest.raises(ValueError, match=r"twice.safetensors: tensor 'w': duplicate tensor name"):
+        devicemap.tensor_sizes(twice)
+
+    a = write_raw(tmp_path / "a.safetensors", {"w": GOOD})
+    b = write_raw(tmp_path / "b.safetensors", {"w": GOOD})
+    with pytest.raises(
+        ValueError, match=r"b.safetensors: tensor 'w': duplicate tensor name \(also in .*a.safetensors"
+    ):
+        devicemap.tensor_sizes([a, b])
+
+
+def test_empty_and_missing(tmp_path: Path) -> None:
+    empty = write_raw(tmp_path / "empty.safetensors", {"__metadata__": {"format": "pt"}})
+    with pytest.raises(ValueError, match="holds no tensors"):
+        devicemap.tensor_sizes(empty)
+    with pytest.raises(ValueError, match="no such file or directory"):
+        devicemap.tensor_sizes(tmp_path / "nowhere")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(ValueError, match=r"holds neither model.safetensors.index.json nor model.safetensors"):
+        devicemap.tensor_sizes(bare)
+    with pytest.raises(ValueError, match="list of checkpoint files is empty"):
+        devicemap.tensor_sizes([])
+    with pytest.raises(TypeError, match="expected a path"):
+        devicemap.tensor_sizes(12)
+
+
+def test_index_errors(tmp_path: Path) -> None:
+    write_raw(tmp_path / "model-1.safetensors", {"w": GOOD})
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "v": "model-2.safetensors"}}))
+    with pytest.raises(
+        ValueError, match=r"tensor 'v': the index names shard 'model-2.safetensors', which is missing"
+    ):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "v": "model-1.safetensors"}}))
+    with pytest.raises(
+        ValueError, match=r"tensor 'v': the index puts this tensor in 'model-1.safetensors', but no shard"
+    ):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text("[]")
+    with pytest.raises(ValueError, match="not a safetensors index"):
+        devicemap.tensor_sizes(tmp_path)
+
+
+def test_progress_is_called_per_file(tmp_path: Path) -> None:
+    files = [write_raw(tmp_path / f"s{i}.safetensors", {f"w{i}": GOOD}) for i in range(20)]
+    seen: list[tuple[int, int]] = []
+    sizes = devicemap.tensor_sizes(files, progress=lambda done, total: seen.append((done, total)))
+    assert len(sizes) == 20
+    assert seen[-1] == (20, 20)
+    assert [d for d, _ in seen] == list(range(1, 21))
+
+    def fail(done: int, total: int) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        devicemap.tensor_sizes(files, progress=fail)
