@@ -12,6 +12,7 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use super::convert::{device_objects, map_from_devices};
 use super::device::{device_to_py, PyDevice};
 use super::errors::{short_repr, wrong_type};
+use super::guard::guard;
 use super::map::PyDeviceMap;
 use crate::device::Device;
 use crate::error::Error;
@@ -121,112 +122,131 @@ fn unused_mode(value: &str) -> PyResult<Unused> {
 impl PyDeviceMap {
     /// The device of the key that is the longest prefix of `name` at a dot boundary.
     fn device_for<'py>(&self, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        let map = self.snapshot();
-        let device = lookup::require_device(&map, name_str(name)?)?;
-        device_to_py(name.py(), device)
+        guard("DeviceMap.device_for", || {
+            let map = self.snapshot();
+            let device = lookup::require_device(&map, name_str(name)?)?;
+            device_to_py(name.py(), device)
+        })
     }
 
     /// `device_for` of each name, in one call.
     fn devices_for<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let py = names.py();
-        let map = self.snapshot();
-        let objects = read_names(names)?;
-        let names = texts(&objects)?;
-        let slots = maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
-        let devices = device_objects(py, &map)?;
-        PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]))
+        guard("DeviceMap.devices_for", || {
+            let py = names.py();
+            let map = self.snapshot();
+            let objects = read_names(names)?;
+            let names = texts(&objects)?;
+            let slots = maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
+            let devices = device_objects(py, &map)?;
+            PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]))
+        })
     }
 
     /// The names per device, in order of each device's first name; each list keeps input order.
     fn group_by_device<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let py = names.py();
-        let map = self.snapshot();
-        let objects = read_names(names)?;
-        let texts = texts(&objects)?;
-        let groups = maybe_detached(py, texts.len(), || lookup::group_by_slot(&map, &texts))?;
-        let devices = device_objects(py, &map)?;
-        let dict = PyDict::new(py);
-        for (slot, indices) in groups {
-            let names = PyList::new(py, indices.iter().map(|&i| &objects[i]))?;
-            dict.set_item(&devices[slot as usize], names)?;
-        }
-        Ok(dict)
+        guard("DeviceMap.group_by_device", || {
+            let py = names.py();
+            let map = self.snapshot();
+            let objects = read_names(names)?;
+            let texts = texts(&objects)?;
+            let groups = maybe_detached(py, texts.len(), || lookup::group_by_slot(&map, &texts))?;
+            let devices = device_objects(py, &map)?;
+            let dict = PyDict::new(py);
+            for (slot, indices) in groups {
+                let names = PyList::new(py, indices.iter().map(|&i| &objects[i]))?;
+                dict.set_item(&devices[slot as usize], names)?;
+            }
+            Ok(dict)
+        })
     }
 
     /// Which names no key covers and which keys cover no name, as data.
     fn coverage(&self, names: &Bound<'_, PyAny>) -> PyResult<PyCoverage> {
-        let map = self.snapshot();
-        let objects = read_names(names)?;
-        let texts = texts(&objects)?;
-        let coverage = maybe_detached(names.py(), texts.len(), || lookup::coverage(&map, &texts))?;
-        Ok(PyCoverage::new(map, &texts, coverage))
+        guard("DeviceMap.coverage", || {
+            let map = self.snapshot();
+            let objects = read_names(names)?;
+            let texts = texts(&objects)?;
+            let coverage =
+                maybe_detached(names.py(), texts.len(), || lookup::coverage(&map, &texts))?;
+            Ok(PyCoverage::new(map, &texts, coverage))
+        })
     }
 
     /// Raises `ValueError` unless every name is covered; keys covering no name are an error,
     /// a warning or nothing as `unused` says.
     #[pyo3(signature = (names, *, unused = "error"))]
     fn check(&self, names: &Bound<'_, PyAny>, unused: &str) -> PyResult<()> {
-        let py = names.py();
-        let mode = unused_mode(unused)?;
-        let map = self.snapshot();
-        let objects = read_names(names)?;
-        let texts = texts(&objects)?;
-        let coverage = maybe_detached(py, texts.len(), || lookup::coverage(&map, &texts))?;
-        let unused_fails = mode == Unused::Error && !coverage.unused.is_empty();
-        if !coverage.is_complete() || unused_fails {
-            let text = lookup::coverage_text(&map, &texts, &coverage, mode == Unused::Error);
-            return Err(PyValueError::new_err(text));
-        }
-        if mode == Unused::Warn && !coverage.unused.is_empty() {
-            let text = lookup::coverage_text(&map, &texts, &coverage, true);
-            // The first line says that every name is covered; the warning is about the keys.
-            let keys = text.lines().skip(1).collect::<Vec<_>>().join("\n");
-            let message = CString::new(keys.replace('\0', "\\0"))
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
-        }
-        Ok(())
+        guard("DeviceMap.check", || {
+            let py = names.py();
+            let mode = unused_mode(unused)?;
+            let map = self.snapshot();
+            let objects = read_names(names)?;
+            let texts = texts(&objects)?;
+            let coverage = maybe_detached(py, texts.len(), || lookup::coverage(&map, &texts))?;
+            let unused_fails = mode == Unused::Error && !coverage.unused.is_empty();
+            if !coverage.is_complete() || unused_fails {
+                let text = lookup::coverage_text(&map, &texts, &coverage, mode == Unused::Error);
+                return Err(PyValueError::new_err(text));
+            }
+            if mode == Unused::Warn && !coverage.unused.is_empty() {
+                let text = lookup::coverage_text(&map, &texts, &coverage, true);
+                // The first line says that every name is covered; the warning is about the keys.
+                let keys = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+                let message = CString::new(keys.replace('\0', "\\0"))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
+            }
+            Ok(())
+        })
     }
 
     /// Which key decides `name`'s device, the shorter keys it shadows, and near misses.
     fn explain(&self, name: &Bound<'_, PyAny>) -> PyResult<PyExplanation> {
-        let map = self.snapshot();
-        let explanation = lookup::explain(&map, name_str(name)?)?;
-        Ok(PyExplanation(explanation))
+        guard("DeviceMap.explain", || {
+            let map = self.snapshot();
+            let explanation = lookup::explain(&map, name_str(name)?)?;
+            Ok(PyExplanation(explanation))
+        })
     }
 
     /// What changed from this map to `other`: keys added, removed, and moved to another device.
     fn diff(&self, other: &Bound<'_, PyAny>) -> PyResult<PyMapDiff> {
-        let theirs = match other.cast::<PyDeviceMap>() {
-            Ok(map) => map.borrow().snapshot(),
-            Err(_) if other.hasattr("items")? => Arc::new(map_from_devices(other)?),
-            Err(_) => {
-                return Err(
-                    wrong_type("expected a DeviceMap or a mapping of str to Device", other).into(),
-                )
-            }
-        };
-        let mine = self.snapshot();
-        Ok(PyMapDiff(lookup::diff(&mine, &theirs)))
+        guard("DeviceMap.diff", || {
+            let theirs = match other.cast::<PyDeviceMap>() {
+                Ok(map) => map.borrow().snapshot(),
+                Err(_) if other.hasattr("items")? => Arc::new(map_from_devices(other)?),
+                Err(_) => {
+                    return Err(wrong_type(
+                        "expected a DeviceMap or a mapping of str to Device",
+                        other,
+                    )
+                    .into())
+                }
+            };
+            let mine = self.snapshot();
+            Ok(PyMapDiff(lookup::diff(&mine, &theirs)))
+        })
     }
 
     /// Entries per device; with `sizes` (tensor name -> bytes, a mapping or `(name, bytes)`
     /// pairs), also tensors and bytes per device.
     #[pyo3(signature = (sizes = None))]
     fn summary(&self, sizes: Option<&Bound<'_, PyAny>>) -> PyResult<PySummary> {
-        let map = self.snapshot();
-        let Some(sizes) = sizes.filter(|s| !s.is_none()) else {
-            return Ok(PySummary(lookup::summary(&map)));
-        };
-        let pairs = read_sizes(sizes)?;
-        let texts = pairs
-            .iter()
-            .map(|(name, bytes)| Ok((name.to_str()?, *bytes)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let summary = maybe_detached(sizes.py(), texts.len(), || {
-            lookup::summary_with_sizes(&map, texts.iter().copied())
-        })?;
-        Ok(PySummary(summary))
+        guard("DeviceMap.summary", || {
+            let map = self.snapshot();
+            let Some(sizes) = sizes.filter(|s| !s.is_none()) else {
+                return Ok(PySummary(lookup::summary(&map)));
+            };
+            let pairs = read_sizes(sizes)?;
+            let texts = pairs
+                .iter()
+                .map(|(name, bytes)| Ok((name.to_str()?, *bytes)))
+                .collect::<PyResult<Vec<_>>>()?;
+            let summary = maybe_detached(sizes.py(), texts.len(), || {
+                lookup::summary_with_sizes(&map, texts.iter().copied())
+            })?;
+            Ok(PySummary(summary))
+        })
     }
 }
 
