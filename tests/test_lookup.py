@@ -198,14 +198,17 @@ def test_non_str_names_are_type_errors_naming_the_position(bad):
     with pytest.raises(TypeError, match="tensor names must be str"):
         dm.device_for(bad)
     for method in (dm.devices_for, dm.group_by_device, dm.check, dm.coverage):
-        with pytest.raises(TypeError, match=r"position 2 holds"):
-            method(["a", "b", bad])
+        for names in (["a", "b", bad], ("a", "b", bad), iter(["a", "b", bad])):
+            with pytest.raises(TypeError, match=r"position 2 holds"):
+                method(names)
 
 
 def test_one_str_is_not_a_list_of_names():
     dm = DeviceMap.from_hf({"": 0})
-    with pytest.raises(TypeError, match="not one str"):
-        dm.devices_for("model.w")
+    for method in (dm.devices_for, dm.group_by_device, dm.check, dm.coverage):
+        with pytest.raises(TypeError, match="not one str"):
+            method("model.w")
+    assert dm.devices_for({"a.w": 1, "b.w": 2}) == [Device.gpu(0)] * 2  # a dict gives its keys
     with pytest.raises(TypeError, match="sequence of tensor names"):
         dm.devices_for(5)
 
