@@ -39,6 +39,167 @@ pub fn find(map: &DeviceMap, name: &str) -> Option<usize> {
     map.position("")
 }
 
+/// A lookup for many names against one map. It knows which key depths (in components) occur,
+/// so it probes only prefixes of those depths: with a key per layer (depth 3) a 9-component
+/// expert name costs one probe instead of seven. It checks each name and finds its dots in one
+/// pass, and keeps each entry's slot by position. Built per batch in O(keys).
+pub struct Finder<'m> {
+    map: &'m DeviceMap,
+    /// Bit `d` is set when some key has `d` components (`d` < 63); bit 63 stands for 63 or more.
+    depths: u64,
+    /// Each entry's slot, by position; empty for a batch too small to pay for it.
+    slots: Vec<Slot>,
+}
+
+/// Dots remembered per name on the fast path; deeper names take the plain path.
+const FAST_DOTS: usize = 32;
+
+/// Writes the positions of the dots of `bytes` into `dots` and returns how many there are, or
+/// `None` when there are more than `dots` holds. Eight bytes at a time: a name is 40-60 bytes.
+#[inline]
+fn find_dots(bytes: &[u8], dots: &mut [u32; FAST_DOTS]) -> Option<usize> {
+    const DOTS: u64 = u64::from_ne_bytes([b'.'; 8]);
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let mut count = 0usize;
+    let mut push = |at: usize| {
+        if count == FAST_DOTS {
+            return false;
+        }
+        dots[count] = at as u32;
+        count += 1;
+        true
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0usize;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ DOTS;
+        // The high bit of each byte of `x` that is zero, exactly (no carries between bytes).
+        let mut zeros = !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
+        while zeros != 0 {
+            if !push(base + zeros.trailing_zeros() as usize / 8) {
+                return None;
+            }
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'.' && !push(base + i) {
+            return None;
+        }
+    }
+    Some(count)
+}
+
+impl<'m> Finder<'m> {
+    /// For a batch of `names` names: a batch much smaller than the map skips the O(keys) scan
+    /// and probes every prefix.
+    pub fn new(map: &'m DeviceMap, names: usize) -> Self {
+        if names.saturating_mul(4) < map.len() {
+            return Finder {
+                map,
+                depths: u64::MAX,
+                slots: Vec::new(),
+            };
+        }
+        let mut depths = 0u64;
+        for (key, _) in map.iter() {
+            if !key.is_empty() {
+                let depth = 1 + key.bytes().filter(|&b| b == b'.').count();
+                depths |= 1 << depth.min(63);
+            }
+        }
+        Finder {
+            map,
+            depths,
+            slots: map.slots().collect(),
+        }
+    }
+
+    #[inline]
+    fn may_have(&self, depth: usize) -> bool {
+        depth >= 63 || self.depths & (1 << depth) != 0
+    }
+
+    /// The slot of the entry at `position`.
+    #[inline]
+    pub fn slot(&self, position: usize) -> Slot {
+        if let Some(&slot) = self.slots.get(position) {
+            return slot;
+        }
+        let device = self.map.get_index(position).map(|(_, device)| device);
+        self.map
+            .table()
+            .iter()
+            .position(|d| Some(*d) == device)
+            .unwrap_or(0) as Slot
+    }
+
+    /// [`check_name`] then [`find`], in one pass over the name where it can.
+    #[inline]
+    pub fn find_checked(&self, name: &str) -> Result<Option<usize>> {
+        let bytes = name.as_bytes();
+        let mut dots = [0u32; FAST_DOTS];
+        let found = if bytes.is_empty() || bytes.len() > MAX_NAME_BYTES {
+            None
+        } else {
+            find_dots(bytes, &mut dots)
+        };
+        let Some(count) = found else {
+            check_name(name)?;
+            return Ok(self.find(name));
+        };
+        // Dots at either end or side by side make an empty component.
+        let dots_seen = &dots[..count];
+        let bad = dots_seen.first() == Some(&0)
+            || dots_seen.last() == Some(&(bytes.len() as u32 - 1))
+            || dots_seen.windows(2).any(|pair| pair[1] == pair[0] + 1);
+        if bad {
+            check_name(name)?;
+            return Ok(self.find(name));
+        }
+        let depth = count + 1;
+        if self.may_have(depth) {
+            if let Some(position) = self.map.position(name) {
+                return Ok(Some(position));
+            }
+        }
+        for k in (1..depth).rev() {
+            if self.may_have(k) {
+                let end = dots[k - 1] as usize;
+                if let Some(position) = self.map.position(&name[..end]) {
+                    return Ok(Some(position));
+                }
+            }
+        }
+        Ok(self.map.position(""))
+    }
+
+    /// Same answer as [`find`], without checking the name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        let bytes = name.as_bytes();
+        let mut depth = 1 + bytes.iter().filter(|&&b| b == b'.').count();
+        if self.may_have(depth) {
+            if let Some(position) = self.map.position(name) {
+                return Some(position);
+            }
+        }
+        let mut end = bytes.len();
+        while let Some(dot) = bytes[..end].iter().rposition(|&b| b == b'.') {
+            depth -= 1;
+            if self.may_have(depth) {
+                if let Some(position) = self.map.position(&name[..dot]) {
+                    return Some(position);
+                }
+            }
+            end = dot;
+        }
+        self.map.position("")
+    }
+}
+
 /// Calls `f` with the position of every key covering `name`, longest first.
 pub fn for_each_covering(map: &DeviceMap, name: &str, mut f: impl FnMut(usize)) {
     if let Some(position) = map.position(name) {
@@ -57,28 +218,6 @@ pub fn for_each_covering(map: &DeviceMap, name: &str, mut f: impl FnMut(usize)) 
     }
     if let Some(position) = map.position("") {
         f(position);
-    }
-}
-
-/// Each device's slot in `map.table()`, for callers that turn results into one object per
-/// distinct device. Built per call: the table holds a handful of devices.
-pub struct Slots(HashMap<Device, Slot, RandomState>);
-
-impl Slots {
-    pub fn new(map: &DeviceMap) -> Self {
-        Slots(
-            map.table()
-                .iter()
-                .enumerate()
-                .map(|(slot, &device)| (device, slot as Slot))
-                .collect(),
-        )
-    }
-
-    #[inline]
-    fn of(&self, device: Device) -> Slot {
-        // Every device of an entry is in the table it was built from.
-        self.0.get(&device).copied().unwrap_or(0)
     }
 }
 
@@ -161,16 +300,15 @@ pub fn require_device(map: &DeviceMap, name: &str) -> Result<Device> {
 /// The slot (in `map.table()`) of each name's device, or `None` where no key covers it. The
 /// first bad name is an error naming its position.
 pub fn slots_for<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Vec<Option<Slot>>> {
-    let slots = Slots::new(map);
+    let finder = Finder::new(map, names.len());
     names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let name = name.as_ref();
-            check_name(name).map_err(|e| e.at_position(i))?;
-            Ok(find(map, name)
-                .and_then(|position| map.get_index(position))
-                .map(|(_, device)| slots.of(device)))
+            let found = finder
+                .find_checked(name.as_ref())
+                .map_err(|e| e.at_position(i))?;
+            Ok(found.map(|position| finder.slot(position)))
         })
         .collect()
 }
@@ -233,10 +371,12 @@ impl Coverage {
 pub fn coverage<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Coverage> {
     let mut matched = vec![false; map.len()];
     let mut uncovered = Vec::new();
+    let finder = Finder::new(map, names.len());
     for (i, name) in names.iter().enumerate() {
-        let name = name.as_ref();
-        check_name(name).map_err(|e| e.at_position(i))?;
-        match find(map, name) {
+        match finder
+            .find_checked(name.as_ref())
+            .map_err(|e| e.at_position(i))?
+        {
             Some(position) => matched[position] = true,
             None => uncovered.push(i),
         }
@@ -417,7 +557,8 @@ impl Miss {
                 key_part,
                 name_part,
             } => format!(
-                "component {index} differs: '{key_part}' in the key, '{name_part}' in the name"
+                "component {} differs: '{key_part}' in the key, '{name_part}' in the name",
+                index + 1
             ),
             Miss::Inside => "lies inside the name, so it covers only part of it".to_owned(),
         }
@@ -614,9 +755,14 @@ pub fn summary_with_sizes<'a>(
         .enumerate()
         .map(|(i, usage)| (usage.device, i))
         .collect();
-    for (i, (name, bytes)) in sizes.into_iter().enumerate() {
-        check_name(name).map_err(|e| e.at_position(i))?;
-        match find(map, name).and_then(|position| map.get_index(position)) {
+    let sizes = sizes.into_iter();
+    let finder = Finder::new(map, sizes.size_hint().0);
+    for (i, (name, bytes)) in sizes.enumerate() {
+        match finder
+            .find_checked(name)
+            .map_err(|e| e.at_position(i))?
+            .and_then(|position| map.get_index(position))
+        {
             Some((_, device)) => {
                 let index = *usage_of.entry(device).or_insert_with(|| {
                     result.devices.push(DeviceUsage {
@@ -944,8 +1090,55 @@ mod tests {
             let err = device_for(&m, bad).unwrap_err();
             assert!(matches!(err, Error::BadName { .. }), "{bad:?}: {err}");
         }
+        for finder in [Finder::new(&m, 0), Finder::new(&m, 100)] {
+            for bad in ["", ".a", "a.", "a..b", ".", "a.b..", "..a"] {
+                assert_eq!(finder.find_checked(bad), Err(check_name(bad).unwrap_err()));
+            }
+        }
         let err = slots_for(&m, &["a", "b", "c."]).unwrap_err();
         assert!(err.to_string().contains("position 2"), "{err}");
+    }
+
+    #[test]
+    fn dots_are_found_at_every_offset() {
+        let mut rng = Rng(7);
+        for _ in 0..2000 {
+            let len = rng.below(70) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| match rng.below(4) {
+                    0 => b'.',
+                    1 => b'-', // 0x2D, next to '.' (0x2E)
+                    2 => b'/', // 0x2F
+                    _ => 0xAE, // '.' with the high bit set
+                })
+                .collect();
+            let expected: Vec<u32> = (0..len as u32)
+                .filter(|&i| text[i as usize] == b'.')
+                .collect();
+            let mut dots = [0u32; FAST_DOTS];
+            match find_dots(&text, &mut dots) {
+                Some(count) => assert_eq!(&dots[..count], &expected[..]),
+                None => assert!(expected.len() > FAST_DOTS),
+            }
+        }
+    }
+
+    #[test]
+    fn finder_agrees_at_every_depth_around_its_fast_path() {
+        for key_depth in [1, 2, 31, 32, 33, 34, 40] {
+            let key = vec!["k"; key_depth].join(".");
+            let m = map(&[(key.as_str(), Device::gpu(1)), ("k.k", Device::gpu(2))]);
+            for depth in 1..45 {
+                let name = vec!["k"; depth].join(".");
+                for finder in [Finder::new(&m, 0), Finder::new(&m, 100)] {
+                    assert_eq!(
+                        finder.find_checked(&name).unwrap(),
+                        find(&m, &name),
+                        "{depth}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -954,6 +1147,8 @@ mod tests {
         let key = vec!["x"; MAX_NAME_DEPTH / 2].join(".");
         let m = map(&[(key.as_str(), Device::gpu(3))]);
         assert_eq!(device_for(&m, &name).unwrap(), Some(Device::gpu(3)));
+        assert_eq!(Finder::new(&m, 1).find_checked(&name).unwrap(), Some(0));
+        assert_eq!(Finder::new(&m, 0).find_checked(&name).unwrap(), Some(0));
         let deeper = format!("{name}.x");
         let err = device_for(&m, &deeper).unwrap_err().to_string();
         assert!(err.contains("1025 components deep"), "{err}");
@@ -1019,7 +1214,20 @@ mod tests {
                 .map(|_| random_name(&mut rng))
                 .filter(|name| check_name(name).is_ok())
                 .collect();
+            let finder = Finder::new(&m, names.len());
+            let small = Finder::new(&m, 0);
             for name in &names {
+                assert_eq!(finder.find(name), find(&m, name), "{name:?}");
+                assert_eq!(
+                    finder.find_checked(name).unwrap(),
+                    find(&m, name),
+                    "{name:?}"
+                );
+                assert_eq!(
+                    small.find_checked(name).unwrap(),
+                    find(&m, name),
+                    "{name:?}"
+                );
                 assert_eq!(
                     device_for(&m, name).unwrap(),
                     reference(&m, name),

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="path to the JSON file, or - for standard input")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
     check.set_defaults(run=_check_map)
+
+    from devicemap import _lookup_cli
+
+    _lookup_cli.extend_check_map(check)
+    _lookup_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,239 @@
+"""`devicemap check-map FILE --names NAMES`, `devicemap explain MAP NAME...`, `devicemap diff A B`.
+
+Registered by `cli.build_parser` through `register` and `extend_check_map`. Exit codes follow
+`check-map`: 0 fine, 2 invalid input or a problem found (uncovered names, unused keys), 1 for
+usage; `diff` returns 1 when the maps differ, as diff(1) does. Errors are one `error:` line on
+standard error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devicemap import DeviceMap
+
+EXIT_OK = 0
+EXIT_DIFFERENT = 1
+EXIT_INVALID = 2
+
+Run = Callable[[argparse.Namespace], int]
+
+
+class _Fail(Exception):
+    """A problem to report as one `error:` line, exit code 2."""
+
+
+def _read_text(path: str) -> str:
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise _Fail(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise _Fail(f"{path} is not UTF-8 text: {error}") from None
+
+
+def _map_from_json(path: str, text: str) -> DeviceMap:
+    """A map in HF form (`{name: 0, ...}`) or Haystack's serialized form."""
+    from devicemap import DeviceMap
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _Fail(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise _Fail(f"{path} holds a JSON {type(data).__name__}, expected an object of names to devices")
+    try:
+        if data.get("type") == "single":
+            raise _Fail(f"{path} is a single-device ComponentDevice, not a device map")
+        if data.get("type") == "multiple":
+            if not isinstance(data.get("device_map"), dict):
+                raise _Fail(f"{path}: 'device_map' must be an object")
+            return DeviceMap.from_dict(data["device_map"])
+        return DeviceMap.from_hf(data)
+    except (ValueError, TypeError, KeyError) as error:
+        raise _Fail(f"{path}: {error}") from None
+
+
+def _load_map(path: str) -> DeviceMap:
+    return _map_from_json(path, _read_text(path))
+
+
+def _load_names(path: str) -> list[str]:
+    """Tensor names: a JSON list of strings, or text with one name a line (blank lines skipped)."""
+    text = _read_text(path)
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise _Fail(f"{path} is not a valid JSON list: {error}") from None
+        for position, item in enumerate(data):
+            if not isinstance(item, str):
+                raise _Fail(
+                    f"{path}: item {position} is a JSON {type(item).__name__}, not a string: {item!r}"
+                )
+        return list(data)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _guarded(run: Run) -> Run:
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except _Fail as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        except (ValueError, TypeError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_INVALID
+
+    return guarded
+
+
+# --- check-map --names ---------------------------------------------------------------------
+
+
+def extend_check_map(check: argparse.ArgumentParser) -> None:
+    """Adds `--names` and `--unused` to `check-map`, around its own run function."""
+    check.add_argument(
+        "--names",
+        metavar="NAMES",
+        help="also check that the map covers these tensor names: a text file with one name a line, "
+        "or a JSON list; - for standard input",
+    )
+    check.add_argument(
+        "--unused",
+        choices=("error", "warn", "ignore"),
+        default="error",
+        help="keys that cover none of the names: an error (exit 2, the default), a warning, or nothing",
+    )
+    validate = check.get_default("run")
+    check.set_defaults(run=_guarded(lambda args: _check_map_with_names(args, validate)))
+
+
+def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
+    if args.names is None:
+        return validate(args)
+    if args.file == "-" and args.names == "-":
+        raise _Fail("the map and --names cannot both be read from standard input")
+    # The map's text is read once and handed to the entry check, so `-` works.
+    map_text = _read_text(args.file)
+    report = io.StringIO()
+    stdin = sys.stdin
+    try:
+        sys.stdin = io.StringIO(map_text)
+        with contextlib.redirect_stdout(report) if args.json else contextlib.nullcontext():
+            code = validate(args)
+    finally:
+        sys.stdin = stdin
+    if code != EXIT_OK:
+        if args.json:
+            sys.stdout.write(report.getvalue())
+        return code
+    device_map = _map_from_json(args.file, map_text)
+    names = _load_names(args.names)
+    coverage = device_map.coverage(names)
+    unused_fails = args.unused == "error" and bool(coverage.unused_keys)
+    failed = not coverage.complete or unused_fails
+    if args.json:
+        summary = json.loads(report.getvalue())
+        summary["coverage"] = {
+            "names": coverage.names,
+            "uncovered": list(coverage.uncovered),
+            "uncovered_groups": [list(group) for group in coverage.uncovered_groups],
+            "unused_keys": list(coverage.unused_keys),
+        }
+        print(json.dumps(summary, indent=2))
+        return EXIT_INVALID if failed else EXIT_OK
+    # The text's last line is about unused keys when there are any (see `Coverage.__str__`).
+    lines = str(coverage).splitlines()
+    unused_line = lines.pop() if coverage.unused_keys else None
+    if coverage.complete:
+        print(lines[0])
+    else:
+        print("error: " + "\n".join(lines), file=sys.stderr)
+    if unused_line is not None and args.unused != "ignore":
+        print(f"{'error' if unused_fails else 'warning'}: {unused_line}", file=sys.stderr)
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+# --- explain, diff ---------------------------------------------------------------------------
+
+
+def _explain(args: argparse.Namespace) -> int:
+    device_map = _load_map(args.map)
+    explanations = [device_map.explain(name) for name in args.names]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "key": e.key,
+                        "device": None if e.device is None else str(e.device),
+                        "shadowed": [[key, str(device)] for key, device in e.shadowed],
+                        "near_misses": [
+                            {"key": m.key, "device": str(m.device), "reason": m.reason, "detail": m.detail}
+                            for m in e.near_misses
+                        ],
+                    }
+                    for e in explanations
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for explanation in explanations:
+            print(explanation)
+    return EXIT_OK if all(e.key is not None for e in explanations) else EXIT_INVALID
+
+
+def _diff(args: argparse.Namespace) -> int:
+    if args.a == "-" and args.b == "-":
+        raise _Fail("only one of A and B can be read from standard input")
+    old, new = _load_map(args.a), _load_map(args.b)
+    diff = old.diff(new)
+    if args.json:
+        data: dict[str, Any] = {
+            "added": {key: str(device) for key, device in diff.added},
+            "removed": {key: str(device) for key, device in diff.removed},
+            "moved": {key: [str(before), str(after)] for key, before, after in diff.moved},
+        }
+        print(json.dumps(data, indent=2))
+    else:
+        print(diff)
+    return EXIT_DIFFERENT if diff else EXIT_OK
+
+
+def register(commands: Any) -> None:
+    """Adds `explain` and `diff` to the `devicemap` subcommands."""
+    explain = commands.add_parser(
+        "explain",
+        help="say which key of a device map places each tensor name, and which keys nearly do",
+        description="For each tensor name, print the key that decides its device (the longest key "
+        "that is a prefix of the name at a '.' boundary), shorter keys it shadows, and keys that "
+        "nearly cover it. Exit code 2 if a name is not covered or the map cannot be read.",
+    )
+    explain.add_argument("map", help="the device map, JSON (HF or Haystack form), or - for standard input")
+    explain.add_argument("names", nargs="+", metavar="NAME", help="tensor names")
+    explain.add_argument("--json", action="store_true", help="print JSON for scripts")
+    explain.set_defaults(run=_guarded(_explain))
+
+    diff = commands.add_parser(
+        "diff",
+        help="list the keys added, removed and moved between two device maps",
+        description="Compare device map A to B. Exit code 0 if they are equal, 1 if they differ, "
+        "2 if either cannot be read.",
+    )
+    diff.add_argument("a", metavar="A", help="the old map (JSON), or - for standard input")
+    diff.add_argument("b", metavar="B", help="the new map (JSON), or - for standard input")
+    diff.add_argument("--json", action="store_true", help="print JSON for scripts")
+    diff.set_defaults(run=_guarded(_diff))
