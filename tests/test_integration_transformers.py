@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from _subprocess import run_python
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -177,6 +179,36 @@ def test_expand_agrees_with_transformers_where_it_is_right(checkpoint):
     assert integration.expand_device_map(None, ["a"]) == STOCK_EXPAND(None, ["a"]) == {"a": "cpu"}
     assert integration.get_device({"a": "disk"}, "a.w", valid_torch_device=True) == "cpu"
     assert integration.get_device({"a": "disk"}, "a.w") == "disk"
+
+
+def covering_key(keys: list[str], name: str) -> str | None:
+    """The plain longest-prefix-at-a-dot-boundary rule, as a loop."""
+    covering = [key for key in keys if key == "" or key == name or name.startswith(key + ".")]
+    return max(covering, key=len, default=None)
+
+
+# Components that make numeric-suffix and text-prefix traps likely (`1` vs `10`, `a` vs `ab`).
+components = st.sampled_from(["a", "ab", "b", "1", "10", "11"])
+dotted = st.lists(components, min_size=1, max_size=4).map(".".join)
+
+
+@given(
+    keys=st.lists(st.one_of(st.just(""), dotted), max_size=8, unique=True),
+    names=st.lists(dotted, min_size=1, max_size=8),
+)
+def test_ours_is_the_longest_dot_boundary_key_and_transformers_where_it_is_right(keys, names):
+    device_map = {key: i for i, key in enumerate(keys)}
+    ours = integration.expand_device_map(device_map, names)
+    theirs = STOCK_EXPAND(device_map, names) if keys else {}  # an empty map: KeyError (see TRAPS)
+    for name in names:
+        key = covering_key(keys, name)
+        assert ours[name] == ("cpu" if key is None else device_map[key])
+        assert integration.get_device(device_map, name) == ours[name]
+        # transformers differs only where a key is a prefix of the name's text but not at a
+        # dot boundary (these keys hold no regex metacharacters).
+        trapped = any(k and name.startswith(k) and k != name and name[len(k)] != "." for k in keys)
+        if keys and not trapped:
+            assert theirs[name] == ours[name]
 
 
 # (map, name, transformers' answer or the exception it raises, ours)
