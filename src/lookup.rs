@@ -71,22 +71,32 @@ fn find_dots(bytes: &[u8], dots: &mut [u32; FAST_DOTS]) -> Option<usize> {
     };
     let mut chunks = bytes.chunks_exact(8);
     let mut base = 0usize;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    let mut scan = |word: [u8; 8], base: usize| -> bool {
         let x = u64::from_le_bytes(word) ^ DOTS;
         // The high bit of each byte of `x` that is zero, exactly (no carries between bytes).
         let mut zeros = !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
         while zeros != 0 {
             if !push(base + zeros.trailing_zeros() as usize / 8) {
-                return None;
+                return false;
             }
             zeros &= zeros - 1;
         }
+        true
+    };
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if !scan(word, base) {
+            return None;
+        }
         base += 8;
     }
-    for (i, &b) in chunks.remainder().iter().enumerate() {
-        if b == b'.' && !push(base + i) {
+    // The last bytes as one word, padded with zeros (never a dot).
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        if !scan(word, base) {
             return None;
         }
     }

@@ -40,19 +40,9 @@ fn read_names<'py>(names: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyStrin
         .into());
     }
     let item = |i: usize, value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyString>> {
-        value.cast_into::<PyString>().map_err(|e| {
-            let value = e.into_inner();
-            Error::Type(format!(
-                "tensor names must be str; position {i} holds {} {}",
-                value
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
-                short_repr(&value)
-            ))
-            .into()
-        })
+        value
+            .cast_into::<PyString>()
+            .map_err(|e| not_a_name(i, &e.into_inner()))
     };
     if let Ok(list) = names.cast::<PyList>() {
         return list.iter().enumerate().map(|(i, v)| item(i, v)).collect();
@@ -71,6 +61,97 @@ fn read_names<'py>(names: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyStrin
 
 fn texts<'a>(names: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
     names.iter().map(|name| name.to_str()).collect()
+}
+
+/// The text of many names, copied end to end into one buffer, for calls whose results do not
+/// hand the name objects back. Reading a list's items borrowed and copying their bytes costs
+/// less than holding a reference to each (two calls per name on the stable ABI), and the copy
+/// can be read without the GIL whatever other threads do to the list meanwhile.
+struct NameTexts {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl NameTexts {
+    fn read(names: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let mut out = NameTexts {
+            text: String::new(),
+            ends: Vec::new(),
+        };
+        if let Ok(list) = names.cast::<PyList>() {
+            let len = list.len();
+            out.ends.reserve(len);
+            out.text.reserve(len * 48);
+            for i in 0..len {
+                // SAFETY: `i` is below the length read just above, and nothing in this loop runs
+                // Python code or lets go of the GIL, so the list cannot change under it; the
+                // item is only read while the list holds it.
+                let item = unsafe {
+                    let ptr = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
+                    pyo3::Borrowed::from_ptr_or_err(list.py(), ptr)?
+                };
+                out.push(i, &item)?;
+            }
+        } else if names.is_instance_of::<PyString>() {
+            return Err(wrong_type(
+                "expected a sequence of tensor names (str), not one str",
+                names,
+            )
+            .into());
+        } else if let Ok(tuple) = names.cast::<PyTuple>() {
+            for (i, item) in tuple.iter_borrowed().enumerate() {
+                out.push(i, &item)?;
+            }
+        } else {
+            let iter = names.try_iter().map_err(|_| {
+                PyErr::from(wrong_type(
+                    "expected a sequence of tensor names (str)",
+                    names,
+                ))
+            })?;
+            for (i, item) in iter.enumerate() {
+                out.push(i, &item?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    #[inline]
+    fn push(&mut self, i: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        match value.cast::<PyString>() {
+            Ok(text) => {
+                self.text.push_str(text.to_str()?);
+                self.ends.push(self.text.len());
+                Ok(())
+            }
+            Err(_) => Err(not_a_name(i, value)),
+        }
+    }
+
+    fn strs(&self) -> Vec<&str> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let name = &self.text[start..end];
+                start = end;
+                name
+            })
+            .collect()
+    }
+}
+
+fn not_a_name(i: usize, value: &Bound<'_, PyAny>) -> PyErr {
+    Error::Type(format!(
+        "tensor names must be str; position {i} holds {} {}",
+        value
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        short_repr(value)
+    ))
+    .into()
 }
 
 /// Runs `f` without the GIL when the batch is big enough to pay for letting go of it.
@@ -130,8 +211,8 @@ impl PyDeviceMap {
     fn devices_for<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let py = names.py();
         let map = self.snapshot();
-        let objects = read_names(names)?;
-        let names = texts(&objects)?;
+        let buffer = NameTexts::read(names)?;
+        let names = buffer.strs();
         let slots = maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
         let devices = device_objects(py, &map)?;
         PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]))
@@ -156,8 +237,8 @@ impl PyDeviceMap {
     /// Which names no key covers and which keys cover no name, as data.
     fn coverage(&self, names: &Bound<'_, PyAny>) -> PyResult<PyCoverage> {
         let map = self.snapshot();
-        let objects = read_names(names)?;
-        let texts = texts(&objects)?;
+        let buffer = NameTexts::read(names)?;
+        let texts = buffer.strs();
         let coverage = maybe_detached(names.py(), texts.len(), || lookup::coverage(&map, &texts))?;
         Ok(PyCoverage::new(map, &texts, coverage))
     }
@@ -169,8 +250,8 @@ impl PyDeviceMap {
         let py = names.py();
         let mode = unused_mode(unused)?;
         let map = self.snapshot();
-        let objects = read_names(names)?;
-        let texts = texts(&objects)?;
+        let buffer = NameTexts::read(names)?;
+        let texts = buffer.strs();
         let coverage = maybe_detached(py, texts.len(), || lookup::coverage(&map, &texts))?;
         let unused_fails = mode == Unused::Error && !coverage.unused.is_empty();
         if !coverage.is_complete() || unused_fails {
