@@ -4,6 +4,7 @@ here as sharded safetensors, loaded with and without the integration; transforme
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import re
@@ -107,22 +108,37 @@ def test_importing_devicemap_imports_no_loader():
     assert result.stdout.strip() == "[]"
 
 
-def test_from_pretrained_loads_the_same_with_and_without(checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("with_accelerate", [False, True])
+def test_from_pretrained_loads_the_same_with_and_without(checkpoint, tmp_path, monkeypatch, with_accelerate):
+    # With a "disk" value transformers dispatches through accelerate, whose check_device_map
+    # is devicemap's too when its integration is on: it reuses the load's compiled map.
     device_map = per_module_map()
     stock = load(checkpoint, dict(device_map), tmp_path / "stock")
 
     compiled: list[int] = []
+
+    checks: list[int] = []
 
     class Counting(_compiled.CompiledKeys):
         def __init__(self, keys: list[Any]) -> None:
             compiled.append(len(keys))
             super().__init__(keys)
 
+        def uncovered_groups(self, names: list[str]) -> list[str]:
+            checks.append(len(names))
+            return super().uncovered_groups(names)
+
     monkeypatch.setattr(_compiled, "CompiledKeys", Counting)
-    with integration.enabled():
+    with integration.enabled(), contextlib.ExitStack() as stack:
+        if with_accelerate:
+            from devicemap.integrations import accelerate as accelerate_integration
+
+            stack.enter_context(accelerate_integration.enabled())
         ours = load(checkpoint, dict(device_map), tmp_path / "ours")
-    # The integration ran, and compiled the load's one map once (not once per tensor).
+    # The integration ran, and compiled the load's one map once (not once per tensor); with
+    # accelerate's integration on, dispatch_model checked all 30 tensors against that same map.
     assert compiled == [len(device_map)]
+    assert checks == ([30] if with_accelerate else [])
 
     assert ours.hf_device_map == stock.hf_device_map == device_map
     assert type(ours.hf_device_map) is dict
