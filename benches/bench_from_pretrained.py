@@ -122,8 +122,62 @@ def profile_enabled(folder: Path, device_map: dict[str, str], top: int = 25) -> 
     return out.getvalue()
 
 
+def per_call(run: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - start) / calls
+
+
+def lookup_costs(layers: int) -> None:
+    """Per-call cost of the lookups transformers makes, without a load: the integration with the
+    map it tracks (what `from_pretrained` uses), with a plain dict (the id-keyed cache, whose
+    validity check is O(keys)), and stock transformers."""
+    from devicemap.integrations import _compiled
+    from transformers.integrations import accelerate as hf_accelerate
+
+    names = [f"model.layers.{i}.{leaf}.weight" for i in range(layers) for leaf in LEAVES]
+    name = names[len(names) // 2]
+    print(f"\nper-call lookup cost, {len(names):,} names (median of 3 batches)")
+    print(
+        "| map | get_device, tracked map | get_device, plain dict | stock get_device | "
+        "expand_device_map, tracked | stock expand_device_map |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for granularity in ("layer", "leaf"):
+        plain = per_module_map(layers, granularity)
+        tracked = _compiled.track(plain)
+        integration.get_device(tracked, name)
+        integration.get_device(plain, name)
+
+        def get_device(device_map: dict[str, str], stock: bool = False) -> Callable[[], object]:
+            function = hf_accelerate.get_device if stock else integration.get_device
+            return lambda: function(device_map, name, True)
+
+        ours_tracked = median_of(3, lambda t=tracked: per_call(get_device(t), 5000))
+        ours_plain = median_of(3, lambda p=plain: per_call(get_device(p), 200))
+        stock = median_of(3, lambda p=plain: per_call(get_device(p, stock=True), 5))
+        expand = median_of(3, lambda t=tracked: per_call(lambda: integration.expand_device_map(t, names), 1))
+        # Stock expand is O(names x keys) in the regex: timed for the per-layer map only.
+        stock_expand = (
+            fmt(per_call(lambda p=plain: hf_accelerate.expand_device_map(p, names), 1))
+            if granularity == "layer"
+            else "-"
+        )
+        print(
+            f"| per {granularity}, {len(plain):,} keys | {fmt(ours_tracked)} | {fmt(ours_plain)} "
+            f"| {fmt(stock)} | {fmt(expand)} | {stock_expand} |"
+        )
+
+
 def fmt(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.01:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} us"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one small model, one repeat, no targets")
     parser.add_argument("--no-stock", action="store_true", help="skip the slow stock loads")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each enabled load")
+    parser.add_argument("--lookups", action="store_true", help="only the per-call lookup costs, no loads")
     args = parser.parse_args(argv)
     if args.quick:
         args.layers, args.repeat, args.maps = [20], 1, ["layer"]
@@ -146,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         f"transformers {transformers.__version__}, torch {torch.__version__}, "
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
+    if args.lookups:
+        for layers in args.layers:
+            lookup_costs(layers)
+        return 0
     rows = []
     for layers in args.layers:
         with tempfile.TemporaryDirectory() as tmp:

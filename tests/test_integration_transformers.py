@@ -4,6 +4,7 @@ here as sharded safetensors, loaded with and without the integration; transforme
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import re
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 from _subprocess import run_python
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -105,22 +108,37 @@ def test_importing_devicemap_imports_no_loader():
     assert result.stdout.strip() == "[]"
 
 
-def test_from_pretrained_loads_the_same_with_and_without(checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("with_accelerate", [False, True])
+def test_from_pretrained_loads_the_same_with_and_without(checkpoint, tmp_path, monkeypatch, with_accelerate):
+    # With a "disk" value transformers dispatches through accelerate, whose check_device_map
+    # is devicemap's too when its integration is on: it reuses the load's compiled map.
     device_map = per_module_map()
     stock = load(checkpoint, dict(device_map), tmp_path / "stock")
 
     compiled: list[int] = []
+
+    checks: list[int] = []
 
     class Counting(_compiled.CompiledKeys):
         def __init__(self, keys: list[Any]) -> None:
             compiled.append(len(keys))
             super().__init__(keys)
 
+        def uncovered_groups(self, names: list[str]) -> list[str]:
+            checks.append(len(names))
+            return super().uncovered_groups(names)
+
     monkeypatch.setattr(_compiled, "CompiledKeys", Counting)
-    with integration.enabled():
+    with integration.enabled(), contextlib.ExitStack() as stack:
+        if with_accelerate:
+            from devicemap.integrations import accelerate as accelerate_integration
+
+            stack.enter_context(accelerate_integration.enabled())
         ours = load(checkpoint, dict(device_map), tmp_path / "ours")
-    # The integration ran, and compiled the load's one map once (not once per tensor).
+    # The integration ran, and compiled the load's one map once (not once per tensor); with
+    # accelerate's integration on, dispatch_model checked all 30 tensors against that same map.
     assert compiled == [len(device_map)]
+    assert checks == ([30] if with_accelerate else [])
 
     assert ours.hf_device_map == stock.hf_device_map == device_map
     assert type(ours.hf_device_map) is dict
@@ -177,6 +195,36 @@ def test_expand_agrees_with_transformers_where_it_is_right(checkpoint):
     assert integration.expand_device_map(None, ["a"]) == STOCK_EXPAND(None, ["a"]) == {"a": "cpu"}
     assert integration.get_device({"a": "disk"}, "a.w", valid_torch_device=True) == "cpu"
     assert integration.get_device({"a": "disk"}, "a.w") == "disk"
+
+
+def covering_key(keys: list[str], name: str) -> str | None:
+    """The plain longest-prefix-at-a-dot-boundary rule, as a loop."""
+    covering = [key for key in keys if key == "" or key == name or name.startswith(key + ".")]
+    return max(covering, key=len, default=None)
+
+
+# Components that make numeric-suffix and text-prefix traps likely (`1` vs `10`, `a` vs `ab`).
+components = st.sampled_from(["a", "ab", "b", "1", "10", "11"])
+dotted = st.lists(components, min_size=1, max_size=4).map(".".join)
+
+
+@given(
+    keys=st.lists(st.one_of(st.just(""), dotted), max_size=8, unique=True),
+    names=st.lists(dotted, min_size=1, max_size=8),
+)
+def test_ours_is_the_longest_dot_boundary_key_and_transformers_where_it_is_right(keys, names):
+    device_map = {key: i for i, key in enumerate(keys)}
+    ours = integration.expand_device_map(device_map, names)
+    theirs = STOCK_EXPAND(device_map, names) if keys else {}  # an empty map: KeyError (see TRAPS)
+    for name in names:
+        key = covering_key(keys, name)
+        assert ours[name] == ("cpu" if key is None else device_map[key])
+        assert integration.get_device(device_map, name) == ours[name]
+        # transformers differs only where a key is a prefix of the name's text but not at a
+        # dot boundary (these keys hold no regex metacharacters).
+        trapped = any(k and name.startswith(k) and k != name and name[len(k)] != "." for k in keys)
+        if keys and not trapped:
+            assert theirs[name] == ours[name]
 
 
 # (map, name, transformers' answer or the exception it raises, ours)
