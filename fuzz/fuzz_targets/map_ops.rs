@@ -1,5 +1,5 @@
 //! `DeviceMap` driven by arbitrary sequences of building and mutation, checked step by step
-//! against a model (a `Vec` of pairs, insertion order, linear search): lookups, iteration order,
+//! against a model (an `IndexMap`: insertion order, order-keeping removal): lookups, iteration order,
 //! the first devices, counts, the GPU-id check, the fingerprint (kept up to date by mutations
 //! after it was first asked for, equal for equal content in any order) and equality.
 //!
@@ -10,6 +10,7 @@
 use _core::device::{Device, DeviceType};
 use _core::map::DeviceMap;
 use arbitrary::Arbitrary;
+use indexmap::IndexMap;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -83,29 +84,20 @@ enum Op {
 
 struct State {
     map: DeviceMap,
-    model: Vec<(String, Device)>,
+    model: IndexMap<String, Device>,
     /// Full checks left for this input: each is quadratic in the model, so a long input of
     /// `Check`s would be slow without finding more.
     checks_left: u32,
 }
 
 impl State {
-    fn position(&self, key: &str) -> Option<usize> {
-        self.model.iter().position(|(k, _)| k == key)
-    }
-
     fn model_insert(&mut self, key: &str, device: Device) -> Option<Device> {
-        match self.position(key) {
-            Some(p) => Some(std::mem::replace(&mut self.model[p].1, device)),
-            None => {
-                self.model.push((key.to_owned(), device));
-                None
-            }
-        }
+        // An existing key keeps its position, as in a dict.
+        self.model.insert(key.to_owned(), device)
     }
 
     fn model_remove(&mut self, key: &str) -> Option<Device> {
-        self.position(key).map(|p| self.model.remove(p).1)
+        self.model.shift_remove(key)
     }
 
     fn remove(&mut self, key: &str) {
@@ -141,30 +133,30 @@ impl State {
             }
             Op::PushNew(key, dev) => {
                 let key = key.text();
-                if self.position(&key).is_none() {
+                if !self.model.contains_key(&key) {
                     let device = dev.device();
                     let slot = self.map.intern(device);
                     self.map.push_new(&key, slot);
-                    self.model.push((key, device));
+                    self.model.insert(key, device);
                 }
             }
             Op::Remove(key) => self.remove(&key.text()),
             Op::Get(key) => {
                 let key = key.text();
-                let expected = self.position(&key).map(|p| self.model[p].1);
+                let expected = self.model.get(&key).copied();
                 assert_eq!(self.map.get(&key), expected, "get {key:?}");
                 assert_eq!(self.map.contains_key(&key), expected.is_some());
             }
             Op::PopLast => {
                 let last = self.map.iter().last().map(|(k, d)| (k.to_owned(), d));
-                assert_eq!(last, self.model.last().cloned());
+                assert_eq!(last, self.model.last().map(|(k, d)| (k.clone(), *d)));
                 if let Some((key, _)) = last {
                     self.remove(&key);
                 }
             }
             Op::PopFirst => {
                 let first = self.map.iter().next().map(|(k, d)| (k.to_owned(), d));
-                assert_eq!(first, self.model.first().cloned());
+                assert_eq!(first, self.model.first().map(|(k, d)| (k.clone(), *d)));
                 if let Some((key, _)) = first {
                     self.remove(&key);
                 }
@@ -220,7 +212,8 @@ impl State {
         let map = &self.map;
         let model = &self.model;
         let items: Vec<(String, Device)> = map.iter().map(|(k, d)| (k.to_owned(), d)).collect();
-        assert_eq!(&items, model, "iteration order and content");
+        let expected: Vec<(String, Device)> = model.iter().map(|(k, d)| (k.clone(), *d)).collect();
+        assert_eq!(items, expected, "iteration order and content");
         assert_eq!(map.iter().len(), model.len());
         let via_slots: Vec<Device> = map
             .iter_slots()
@@ -261,14 +254,15 @@ impl State {
         }
         // Equal content in reverse order: equal maps with equal fingerprints, whichever side
         // computed its fingerprint first.
-        let reversed: DeviceMap = model.iter().rev().cloned().collect();
+        let reversed: DeviceMap = expected.iter().rev().cloned().collect();
         assert_eq!(&reversed, map);
         assert_eq!(reversed.fingerprint(), map.fingerprint());
         assert_eq!(map, &reversed);
-        let rebuilt: DeviceMap = model.iter().cloned().collect();
+        let rebuilt: DeviceMap = expected.iter().cloned().collect();
         assert_eq!(rebuilt.fingerprint(), map.fingerprint());
         // A different device under one key: unequal, and (128-bit) a different fingerprint.
         if let Some((key, device)) = model.first() {
+            let key = key.as_str();
             let mut changed = map.clone();
             let other = if *device == Device::cpu() {
                 Device::disk()
@@ -289,7 +283,7 @@ impl State {
 fuzz_target!(|ops: Vec<Op>| {
     let mut state = State {
         map: DeviceMap::new(),
-        model: Vec::new(),
+        model: IndexMap::new(),
         checks_left: 8,
     };
     for op in &ops {
