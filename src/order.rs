@@ -20,41 +20,58 @@ fn rank(component: &str) -> u8 {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Part<'a> {
-    // Numbered children (`layers.0`, `layers.1`, ...) sort by value, before named siblings.
-    Number(u64, &'a str),
-    Name(u8, &'a str),
-}
-
-fn key(name: &str) -> Vec<Part<'_>> {
-    name.split('.')
-        .map(|c| match c.parse::<u64>() {
-            Ok(n) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => Part::Number(n, c),
-            _ => Part::Name(rank(c), c),
-        })
-        .collect()
+/// A byte string that sorts as the name should: per component, a marker (numbers before
+/// names, names by rank), then the number as 8 big-endian bytes or the name's bytes and a 0.
+/// Sorting these with `memcmp` is several times faster than comparing split components.
+fn key(name: &str, out: &mut Vec<u8>) {
+    out.clear();
+    for component in name.split('.') {
+        let number = (!component.is_empty() && component.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| component.parse::<u64>().ok())
+            .flatten();
+        match number {
+            Some(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            None => {
+                out.push(2 + rank(component));
+                out.extend_from_slice(component.as_bytes());
+                out.push(0);
+            }
+        }
+    }
 }
 
 /// Compares two names in model order.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    key(a).cmp(&key(b))
+    let (mut ka, mut kb) = (Vec::new(), Vec::new());
+    key(a, &mut ka);
+    key(b, &mut kb);
+    ka.cmp(&kb)
 }
 
 /// Sorts `(name, value)` pairs into model order (stable for equal names).
 pub fn model_order<T>(items: &mut Vec<(String, T)>) {
-    let mut keyed: Vec<(Vec<Part<'_>>, usize)> = items
+    let mut buffer = Vec::with_capacity(128);
+    let mut keyed: Vec<(Box<[u8]>, u32)> = items
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| (key(name), i))
+        .map(|(i, (name, _))| {
+            key(name, &mut buffer);
+            (buffer.as_slice().into(), i as u32)
+        })
         .collect();
+    // Checkpoints are mostly in order already (shards follow the model); check first.
+    if keyed.windows(2).all(|w| w[0] <= w[1]) {
+        return;
+    }
     keyed.sort_unstable();
-    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
     let mut taken: Vec<Option<(String, T)>> = items.drain(..).map(Some).collect();
     items.extend(
-        order
+        keyed
             .into_iter()
-            .filter_map(|i| taken.get_mut(i).and_then(Option::take)),
+            .filter_map(|(_, i)| taken.get_mut(i as usize).and_then(Option::take)),
     );
 }
 
