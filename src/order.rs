@@ -26,10 +26,7 @@ fn rank(component: &str) -> u8 {
 fn key(name: &str, out: &mut Vec<u8>) {
     out.clear();
     for component in name.split('.') {
-        let number = (!component.is_empty() && component.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| component.parse::<u64>().ok())
-            .flatten();
-        match number {
+        match number(component) {
             Some(n) => {
                 out.push(1);
                 out.extend_from_slice(&n.to_be_bytes());
@@ -43,16 +40,48 @@ fn key(name: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Compares two names in model order.
+fn number(component: &str) -> Option<u64> {
+    if component.is_empty() || !component.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    component.parse().ok()
+}
+
+/// Compares two names in model order (the order of their keys), without allocating.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let (mut ka, mut kb) = (Vec::new(), Vec::new());
-    key(a, &mut ka);
-    key(b, &mut kb);
-    ka.cmp(&kb)
+    let mut left = a.split('.');
+    let mut right = b.split('.');
+    loop {
+        let (x, y) = match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => (x, y),
+        };
+        if x == y {
+            continue;
+        }
+        let order = match (number(x), number(y)) {
+            (Some(m), Some(n)) => m.cmp(&n),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => (rank(x), x).cmp(&(rank(y), y)),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
 }
 
 /// Sorts `(name, value)` pairs into model order (stable for equal names).
 pub fn model_order<T>(items: &mut Vec<(String, T)>) {
+    // Checkpoints are often in order already (shards follow the model): check first.
+    if items
+        .windows(2)
+        .all(|w| compare(&w[0].0, &w[1].0) != Ordering::Greater)
+    {
+        return;
+    }
     let mut buffer = Vec::with_capacity(128);
     let mut keyed: Vec<(Box<[u8]>, u32)> = items
         .iter()
@@ -62,10 +91,6 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
             (buffer.as_slice().into(), i as u32)
         })
         .collect();
-    // Checkpoints are mostly in order already (shards follow the model); check first.
-    if keyed.windows(2).all(|w| w[0] <= w[1]) {
-        return;
-    }
     keyed.sort_unstable();
     let mut taken: Vec<Option<(String, T)>> = items.drain(..).map(Some).collect();
     items.extend(
@@ -78,6 +103,30 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_agrees_with_keys() {
+        let names = [
+            "a.1.b",
+            "a.10",
+            "a.2.c",
+            "a.b",
+            "embed",
+            "lm_head.w",
+            "x.norm",
+            "x.layers.3",
+            "a",
+            "a.b.c",
+        ];
+        for a in names {
+            for b in names {
+                let (mut ka, mut kb) = (Vec::new(), Vec::new());
+                key(a, &mut ka);
+                key(b, &mut kb);
+                assert_eq!(compare(a, b), ka.cmp(&kb), "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn decoder_order() {
