@@ -49,8 +49,14 @@ fn number(component: &str) -> Option<u64> {
 
 /// Compares two names in model order (the order of their keys), without allocating.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let mut left = a.split('.');
-    let mut right = b.split('.');
+    // Neighbouring names share most of their text: start at the component where they part.
+    let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let start = a.as_bytes()[..common]
+        .iter()
+        .rposition(|&c| c == b'.')
+        .map_or(0, |dot| dot + 1);
+    let mut left = a[start..].split('.');
+    let mut right = b[start..].split('.');
     loop {
         let (x, y) = match (left.next(), right.next()) {
             (None, None) => return Ordering::Equal,
