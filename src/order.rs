@@ -20,47 +20,119 @@ fn rank(component: &str) -> u8 {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Part<'a> {
-    // Numbered children (`layers.0`, `layers.1`, ...) sort by value, before named siblings.
-    Number(u64, &'a str),
-    Name(u8, &'a str),
+/// A byte string that sorts as the name should: per component, a marker (numbers before
+/// names, names by rank), then the number as 8 big-endian bytes or the name's bytes and a 0.
+/// Sorting these with `memcmp` is several times faster than comparing split components.
+fn key(name: &str, out: &mut Vec<u8>) {
+    out.clear();
+    for component in name.split('.') {
+        match number(component) {
+            Some(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            None => {
+                out.push(2 + rank(component));
+                out.extend_from_slice(component.as_bytes());
+                out.push(0);
+            }
+        }
+    }
 }
 
-fn key(name: &str) -> Vec<Part<'_>> {
-    name.split('.')
-        .map(|c| match c.parse::<u64>() {
-            Ok(n) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => Part::Number(n, c),
-            _ => Part::Name(rank(c), c),
-        })
-        .collect()
+fn number(component: &str) -> Option<u64> {
+    if component.is_empty() || !component.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    component.parse().ok()
 }
 
-/// Compares two names in model order.
+/// Compares two names in model order (the order of their keys), without allocating.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    key(a).cmp(&key(b))
+    // Neighbouring names share most of their text: start at the component where they part.
+    let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let start = a.as_bytes()[..common]
+        .iter()
+        .rposition(|&c| c == b'.')
+        .map_or(0, |dot| dot + 1);
+    let mut left = a[start..].split('.');
+    let mut right = b[start..].split('.');
+    loop {
+        let (x, y) = match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => (x, y),
+        };
+        if x == y {
+            continue;
+        }
+        let order = match (number(x), number(y)) {
+            (Some(m), Some(n)) => m.cmp(&n),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => (rank(x), x).cmp(&(rank(y), y)),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
 }
 
 /// Sorts `(name, value)` pairs into model order (stable for equal names).
 pub fn model_order<T>(items: &mut Vec<(String, T)>) {
-    let mut keyed: Vec<(Vec<Part<'_>>, usize)> = items
+    // Checkpoints are often in order already (shards follow the model): check first.
+    if items
+        .windows(2)
+        .all(|w| compare(&w[0].0, &w[1].0) != Ordering::Greater)
+    {
+        return;
+    }
+    let mut buffer = Vec::with_capacity(128);
+    let mut keyed: Vec<(Box<[u8]>, u32)> = items
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| (key(name), i))
+        .map(|(i, (name, _))| {
+            key(name, &mut buffer);
+            (buffer.as_slice().into(), i as u32)
+        })
         .collect();
     keyed.sort_unstable();
-    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
     let mut taken: Vec<Option<(String, T)>> = items.drain(..).map(Some).collect();
     items.extend(
-        order
+        keyed
             .into_iter()
-            .filter_map(|i| taken.get_mut(i).and_then(Option::take)),
+            .filter_map(|(_, i)| taken.get_mut(i as usize).and_then(Option::take)),
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_agrees_with_keys() {
+        let names = [
+            "a.1.b",
+            "a.10",
+            "a.2.c",
+            "a.b",
+            "embed",
+            "lm_head.w",
+            "x.norm",
+            "x.layers.3",
+            "a",
+            "a.b.c",
+        ];
+        for a in names {
+            for b in names {
+                let (mut ka, mut kb) = (Vec::new(), Vec::new());
+                key(a, &mut ka);
+                key(b, &mut kb);
+                assert_eq!(compare(a, b), ka.cmp(&kb), "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn decoder_order() {

@@ -289,15 +289,43 @@ pub fn read_file(path: &Path) -> Result<Vec<TensorInfo>> {
 }
 
 #[derive(Deserialize)]
-struct Index {
-    weight_map: HashMap<String, String>,
+struct Index<'a> {
+    #[serde(borrow)]
+    weight_map: WeightMap<'a>,
 }
 
-/// What a checkpoint path names: the files to read, and the index's tensor-to-file map if any.
+/// The index's `weight_map` in file order, without hashing 10^5 names into a map.
+struct WeightMap<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WeightMap<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WeightMap<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of tensor names to shard files")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
+                    out.push(entry);
+                }
+                Ok(WeightMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// What a checkpoint path names: the files to read, and, from an index, which file (by
+/// position in `files`) each tensor is said to be in.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     pub files: Vec<PathBuf>,
-    pub weight_map: Option<HashMap<String, String>>,
+    pub weight_map: Option<Vec<(String, usize)>>,
     pub index: Option<PathBuf>,
 }
 
@@ -311,18 +339,27 @@ fn read_index(index: &Path) -> Result<Checkpoint> {
         )
     })?;
     let dir = index.parent().unwrap_or(Path::new(""));
-    let mut names: Vec<&String> = parsed.weight_map.values().collect();
+    // Distinct shard names: entries come in runs of one shard, so compare with the last first.
+    let mut names: Vec<&str> = Vec::new();
+    let mut last: Option<&str> = None;
+    for (_, file) in &parsed.weight_map.0 {
+        if last != Some(file.as_ref()) {
+            names.push(file.as_ref());
+            last = Some(file.as_ref());
+        }
+    }
     names.sort_unstable();
     names.dedup();
     let mut files = Vec::with_capacity(names.len());
-    for name in names {
+    for &name in &names {
         let path = dir.join(name);
         if !path.is_file() {
             let tensor = parsed
                 .weight_map
+                .0
                 .iter()
-                .filter(|(_, file)| *file == name)
-                .map(|(tensor, _)| tensor.as_str())
+                .filter(|(_, file)| file.as_ref() == name)
+                .map(|(tensor, _)| tensor.as_ref())
                 .min()
                 .unwrap_or("");
             return Err(bad(
@@ -336,9 +373,23 @@ fn read_index(index: &Path) -> Result<Checkpoint> {
         }
         files.push(path);
     }
+    let position: HashMap<&str, usize> = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let weight_map = parsed
+        .weight_map
+        .0
+        .iter()
+        .scan(None::<(&str, usize)>, |last, (tensor, file)| {
+            let at = match *last {
+                Some((text, at)) if text == file.as_ref() => at,
+                _ => position.get(file.as_ref()).copied().unwrap_or(0),
+            };
+            *last = Some((file.as_ref(), at));
+            Some((tensor.to_string(), at))
+        })
+        .collect();
     Ok(Checkpoint {
         files,
-        weight_map: Some(parsed.weight_map),
+        weight_map: Some(weight_map),
         index: Some(index.to_owned()),
     })
 }
@@ -491,18 +542,21 @@ pub fn checkpoint_sizes(
         }
     }
     if let (Some(weight_map), Some(index)) = (&checkpoint.weight_map, &checkpoint.index) {
-        let dir = index.parent().unwrap_or(Path::new(""));
         for (name, file) in weight_map {
-            let found = seen.get(name.as_str()).map(|&i| &checkpoint.files[i]);
-            if found != Some(&dir.join(file)) {
+            let found = seen.get(name.as_str()).copied();
+            if found != Some(*file) {
                 let actual = match found {
-                    Some(other) => format!("it is in '{}'", other.display()),
+                    Some(other) => format!("it is in '{}'", checkpoint.files[other].display()),
                     None => "no shard has it".to_owned(),
                 };
+                let named = checkpoint.files[*file]
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 return Err(bad(
                     index,
                     Some(name),
-                    format!("the index puts this tensor in '{file}', but {actual}"),
+                    format!("the index puts this tensor in '{named}', but {actual}"),
                 ));
             }
         }

@@ -603,7 +603,7 @@ fn entries_to_dict<'py>(
 /// An empty dict with room for `len` entries, so filling it never rehashes (about a fifth of
 /// the time of `to_dict` on a large map). The stable ABI has no presizing call, so CPython's
 /// `_PyDict_NewPresized` is looked up at run time, with a plain `PyDict_New` where it is absent.
-fn presized_dict(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyDict>> {
+pub fn presized_dict(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyDict>> {
     type NewPresized = unsafe extern "C" fn(pyo3::ffi::Py_ssize_t) -> *mut pyo3::ffi::PyObject;
     static NEW_PRESIZED: std::sync::OnceLock<Option<NewPresized>> = std::sync::OnceLock::new();
     const WORTH_IT: usize = 64;
