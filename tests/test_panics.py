@@ -105,3 +105,18 @@ def test_escaped_panic_is_a_runtime_error_naming_the_operation():
     assert message.endswith(f"; please report it (devicemap {_core.__version__})")
     # Still usable afterwards: the panic left nothing broken.
     assert DeviceMap.from_hf({"a": 0}).to_dict() == {"a": "cuda:0"}
+
+
+def test_a_failing_len_only_loses_the_hint(hs):
+    class NoLen(Mapping):
+        def __getitem__(self, key: str) -> int:
+            return 1
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(["a", "b"])
+
+        def __len__(self) -> int:
+            raise NotImplementedError("streamed")
+
+    # Haystack never asks for the length; neither result depends on it.
+    assert DeviceMap.from_hf(NoLen()).to_dict() == hs.DeviceMap.from_hf(NoLen()).to_dict()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ahash::RandomState;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyException, PyOverflowError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
@@ -111,9 +111,13 @@ fn capacity_for(mapping: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(dict) = mapping.cast_exact::<PyDict>() {
         return Ok(dict.len());
     }
+    let py = mapping.py();
     let len = match mapping.len() {
         Ok(len) => len,
-        Err(err) if err.is_instance_of::<PyTypeError>(mapping.py()) => 0,
+        // Too large for an index: as absurd as 2**62. A `__len__` that is missing or fails
+        // otherwise only loses the hint; Ctrl-C and the like still stop the call.
+        Err(err) if err.is_instance_of::<PyOverflowError>(py) => return Err(err),
+        Err(err) if err.is_instance_of::<PyException>(py) => 0,
         Err(err) => return Err(err),
     };
     if len > MAX_ENTRIES {
