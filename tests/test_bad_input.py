@@ -121,3 +121,20 @@ def test_object_whose_str_fails_in_from_hf():
     # Haystack formats the value into its message; a value that cannot be printed raises its own error.
     with pytest.raises((TypeError, RuntimeError)):
         DeviceMap.from_hf({"a": Unprintable()})
+
+
+def test_lone_surrogate_key_is_absent_as_in_a_dict():
+    """A `str` that is not UTF-8 can never be a key: lookups answer as a dict does for a missing
+    key, instead of raising UnicodeEncodeError."""
+    dm = DeviceMap({"a": Device.cpu()})
+    key = "\ud800"
+    assert key not in dm
+    assert key not in dm.mapping
+    assert dm.get(key) is None
+    assert dm.pop(key, "default") == "default"
+    with pytest.raises(KeyError):
+        dm[key]
+    with pytest.raises(KeyError):
+        del dm[key]
+    with pytest.raises(ValueError, match="surrogate"):
+        dm[key] = Device.cpu()

@@ -109,26 +109,21 @@ impl PyDeviceMap {
     }
 
     fn get_device(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<Device>> {
-        match key.cast::<PyString>() {
-            Ok(k) => {
-                let k = k.to_str()?;
-                Ok(self.read(|map| map.get(k)))
-            }
-            Err(_) => Ok(None),
+        // A `str` that is not UTF-8 (a lone surrogate) cannot be a key: absent, as in a dict.
+        match key.cast::<PyString>().ok().and_then(|k| k.to_str().ok()) {
+            Some(k) => Ok(self.read(|map| map.get(k))),
+            None => Ok(None),
         }
     }
 
     fn remove(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<Device>> {
-        match key.cast::<PyString>() {
-            Ok(k) => {
-                let k = k.to_str()?;
-                Ok(self.write(|map| {
-                    let removed = map.remove(k);
-                    let same_keys = removed.is_none();
-                    (removed, same_keys)
-                }))
-            }
-            Err(_) => Ok(None),
+        match key.cast::<PyString>().ok().and_then(|k| k.to_str().ok()) {
+            Some(k) => Ok(self.write(|map| {
+                let removed = map.remove(k);
+                let same_keys = removed.is_none();
+                (removed, same_keys)
+            })),
+            None => Ok(None),
         }
     }
 
