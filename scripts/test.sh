@@ -43,6 +43,8 @@ step "mypy"
 step "stubtest"
 "$venv/python" -m mypy.stubtest devicemap._core
 step "benchmarks (smoke run, no timing checks)"
-"$venv/python" benches/bench_maps.py --quick >/dev/null
+for bench in bench_maps bench_mutation bench_lookup bench_plan bench_from_pretrained; do
+    "$venv/python" "benches/$bench.py" --quick >/dev/null
+done
 step "pytest"
 "$venv/python" -m pytest -q
