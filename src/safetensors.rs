@@ -152,7 +152,16 @@ impl<'de> Visitor<'de> for HeaderVisitor {
 /// The tensors of one header, in file (data offset) order, checked against the data section
 /// of `data_len` bytes that follows it. `file` only names the file in errors.
 pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<TensorInfo>> {
-    let mut deserializer = serde_json::Deserializer::from_slice(header);
+    // One UTF-8 check of the whole header (fast), then a `str` reader that does not check
+    // each string again.
+    let text = std::str::from_utf8(header).map_err(|e| {
+        bad(
+            file,
+            None,
+            format!("header is not a valid safetensors JSON object: not UTF-8 ({e})"),
+        )
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let raw = de::Deserializer::deserialize_map(&mut deserializer, HeaderVisitor)
         .and_then(|tensors| deserializer.end().map(|()| tensors))
         .map_err(|e| {
@@ -331,7 +340,10 @@ pub struct Checkpoint {
 
 fn read_index(index: &Path) -> Result<Checkpoint> {
     let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
-    let parsed: Index = serde_json::from_slice(&text).map_err(|e| {
+    let parsed: Index = std::str::from_utf8(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+        .map_err(|e| {
         bad(
             index,
             None,

@@ -569,15 +569,14 @@ pub fn _module_sizes(
                 sizes.push((name, 0));
                 continue;
             }
-            let elements: u64 = tensor.call_method0("numel")?.extract()?;
+            // `nbytes` is one attribute read (meta tensors have it too); the dtype override
+            // needs the element count and whether the tensor is a float.
             let bytes = match dtype {
                 Some(target) if tensor.call_method0("is_floating_point")?.is_truthy()? => {
+                    let elements: u64 = tensor.call_method0("numel")?.extract()?;
                     safetensors::dtype_bytes(target, elements).unwrap_or(u64::MAX)
                 }
-                _ => {
-                    let each: u64 = tensor.call_method0("element_size")?.extract()?;
-                    elements.saturating_mul(each)
-                }
+                _ => tensor.getattr("nbytes")?.extract()?,
             };
             seen.insert(id, sizes.len());
             sizes.push((name, bytes));
