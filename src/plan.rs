@@ -1229,6 +1229,29 @@ mod tests {
     }
 
     #[test]
+    fn balanced_leaves_no_gpu_nearly_empty() {
+        // 83 units over 8 GPUs: the optimal bottleneck is 11 layers; every GPU within one
+        // layer (plus the embedding) of the others, the last one included.
+        let p = plan(&layers(80, GIB), &gpus(8, 80 * GIB), Strategy::Balanced).unwrap();
+        let loads: Vec<u64> = p.devices.iter().map(|u| u.bytes).collect();
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(max - min <= GIB + GIB / 2, "{loads:?}");
+        assert!(*max <= 11 * GIB, "{loads:?}");
+    }
+
+    #[test]
+    fn low_0_keeps_gpu_0_empty_when_the_others_suffice() {
+        let p = plan(&layers(6, GIB), &gpus(3, 10 * GIB), Strategy::BalancedLow0).unwrap();
+        assert_eq!(p.devices[0].bytes, 0);
+        assert!(p.fits());
+        // When they do not, GPU 0 takes only the front that does not fit elsewhere.
+        let p = plan(&layers(12, GIB), &gpus(2, 7 * GIB), Strategy::BalancedLow0).unwrap();
+        assert!(p.fits());
+        // GPU 1 holds 6 layers and the head (6.5 GiB): the embedding and 6 layers are left.
+        assert_eq!(p.devices[0].bytes, 6 * GIB + GIB / 2, "{}", p.text());
+    }
+
+    #[test]
     fn stages_balance_bytes() {
         let s = stages(&layers(8, GIB), 2).unwrap();
         assert_eq!(s.len(), 2);

@@ -699,6 +699,33 @@ mod tests {
     }
 
     #[test]
+    fn tied_embeddings_from_config() {
+        let dir = std::env::temp_dir().join(format!("devicemap-ties-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sizes = vec![
+            ("model.embed_tokens.weight".to_owned(), 8),
+            ("model.norm.weight".to_owned(), 2),
+        ];
+        assert!(
+            config_ties(&dir, &sizes).unwrap().is_empty(),
+            "no config.json: no ties"
+        );
+        std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+        assert_eq!(
+            config_ties(&dir, &sizes).unwrap(),
+            vec![vec![
+                "model.embed_tokens.weight".to_owned(),
+                HEAD.to_owned()
+            ]]
+        );
+        std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": false}"#).unwrap();
+        assert!(config_ties(&dir, &sizes).unwrap().is_empty());
+        std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": "yes"}"#).unwrap();
+        assert!(config_ties(&dir, &sizes).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn dtype_names() {
         assert_eq!(parse_dtype("bfloat16").unwrap(), Dtype::BF16);
         assert_eq!(parse_dtype("torch.float8_e4m3fn").unwrap(), Dtype::F8_E4M3);
