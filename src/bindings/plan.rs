@@ -10,6 +10,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::convert::{map_to_hf, presized_dict};
 use super::errors::{short_repr, wrong_type};
+use super::guard::guard;
 use super::keys::KeyCache;
 use super::map::PyDeviceMap;
 use crate::device::Device;
@@ -128,10 +129,12 @@ pub fn tensor_sizes<'py>(
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let dtype = dtype_from_py(dtype)?;
-    let checkpoint = checkpoint_from_py(path)?;
-    let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
-    sizes_to_dict(py, &sizes)
+    guard("tensor_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let checkpoint = checkpoint_from_py(path)?;
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
+        sizes_to_dict(py, &sizes)
+    })
 }
 
 /// Tensor sizes in order, and groups of tied tensor names.
@@ -146,24 +149,28 @@ pub fn _checkpoint_sizes<'py>(
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<SizesAndTies> {
-    let dtype = dtype_from_py(dtype)?;
-    let checkpoint = checkpoint_from_py(path)?;
-    let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
-    let dir = checkpoint
-        .index
-        .as_ref()
-        .or(checkpoint.files.first())
-        .and_then(|p| p.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let tied = safetensors::config_ties(&dir, &sizes)?;
-    Ok((sizes, tied))
+    guard("_checkpoint_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let checkpoint = checkpoint_from_py(path)?;
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
+        let dir = checkpoint
+            .index
+            .as_ref()
+            .or(checkpoint.files.first())
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let tied = safetensors::config_ties(&dir, &sizes)?;
+        Ok((sizes, tied))
+    })
 }
 
 /// The number of files a checkpoint path names (for a progress bar's total).
 #[pyfunction]
 pub fn _checkpoint_files(path: &Bound<'_, PyAny>) -> PyResult<usize> {
-    Ok(checkpoint_from_py(path)?.files.len())
+    guard("_checkpoint_files", || {
+        Ok(checkpoint_from_py(path)?.files.len())
+    })
 }
 
 /// The tensor sizes of a built-in example model.
@@ -174,20 +181,24 @@ pub fn example_model<'py>(
     name: &str,
     dtype: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let dtype = dtype_from_py(dtype)?;
-    let name = name.to_owned();
-    let sizes = py.detach(|| crate::examples::sizes(&name, dtype))?;
-    sizes_to_dict(py, &sizes)
+    guard("example_model", || {
+        let dtype = dtype_from_py(dtype)?;
+        let name = name.to_owned();
+        let sizes = py.detach(|| crate::examples::sizes(&name, dtype))?;
+        sizes_to_dict(py, &sizes)
+    })
 }
 
 /// The tensors of a built-in example as `(name, safetensors dtype, elements)`, for writing
 /// checkpoints with real headers (benchmarks, tests).
 #[pyfunction]
 pub fn _example_tensors(name: &str) -> PyResult<Vec<(String, String, u64)>> {
-    Ok(crate::examples::tensors(name)?
-        .into_iter()
-        .map(|(n, d, e)| (n, d.to_string(), e))
-        .collect())
+    guard("_example_tensors", || {
+        Ok(crate::examples::tensors(name)?
+            .into_iter()
+            .map(|(n, d, e)| (n, d.to_string(), e))
+            .collect())
+    })
 }
 
 /// Bytes of a size value: a non-negative `int` (not `bool`).
@@ -487,8 +498,10 @@ impl PyPlanReport {
 impl PyDeviceMap {
     /// The map in HF's form: GPU ids as `int`, other devices as strings.
     fn to_hf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let map = self.snapshot();
-        map_to_hf(py, &map, &KeyCache::empty())
+        guard("DeviceMap.to_hf", || {
+            let map = self.snapshot();
+            map_to_hf(py, &map, &KeyCache::empty())
+        })
     }
 }
 
@@ -519,11 +532,13 @@ pub fn _plan(
     no_split: Option<&Bound<'_, PyAny>>,
     tied: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyPlanReport> {
-    let strategy = Strategy::parse(strategy)?;
-    let budgets = budgets_from_py(max_memory)?;
-    let model = model_from_py(sizes, no_split, tied)?;
-    let plan = py.detach(|| plan::plan(&model, &budgets, strategy))?;
-    Ok(PyPlanReport { plan })
+    guard("_plan", || {
+        let strategy = Strategy::parse(strategy)?;
+        let budgets = budgets_from_py(max_memory)?;
+        let model = model_from_py(sizes, no_split, tied)?;
+        let plan = py.detach(|| plan::plan(&model, &budgets, strategy))?;
+        Ok(PyPlanReport { plan })
+    })
 }
 
 /// Splits `sizes` into `n` contiguous byte-balanced stages: per stage, its module names.
@@ -535,8 +550,10 @@ pub fn _stages(
     n: usize,
     no_split: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Vec<String>>> {
-    let model = model_from_py(sizes, no_split, None)?;
-    Ok(py.detach(|| plan::stages(&model, n))?)
+    guard("_stages", || {
+        let model = model_from_py(sizes, no_split, None)?;
+        Ok(py.detach(|| plan::stages(&model, n))?)
+    })
 }
 
 /// Sizes of a torch module's parameters and buffers (bytes; floating-point ones re-sized to
@@ -547,46 +564,51 @@ pub fn _module_sizes(
     module: &Bound<'_, PyAny>,
     dtype: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<SizesAndTies> {
-    let dtype = dtype_from_py(dtype)?;
-    let kwargs = PyDict::new(module.py());
-    kwargs.set_item("remove_duplicate", false)?;
-    let mut sizes: Vec<(String, u64)> = Vec::new();
-    // Tensors seen by identity: a tied weight is one Parameter under several names.
-    let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<String>> = Vec::new();
-    let mut group_of: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    for method in ["named_parameters", "named_buffers"] {
-        let items = module.call_method(method, (), Some(&kwargs))?;
-        for item in items.try_iter()? {
-            let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
-            let id = tensor.as_ptr() as usize;
-            if let Some(&first) = seen.get(&id) {
-                let g = *group_of.entry(id).or_insert_with(|| {
-                    groups.push(vec![sizes[first].0.clone()]);
-                    groups.len() - 1
-                });
-                groups[g].push(name.clone());
-                sizes.push((name, 0));
-                continue;
-            }
-            // `nbytes` is one attribute read (meta tensors have it too); the dtype override
-            // needs the element count and whether the tensor is a float.
-            let bytes = match dtype {
-                Some(target) if tensor.call_method0("is_floating_point")?.is_truthy()? => {
-                    let elements: u64 = tensor.call_method0("numel")?.extract()?;
-                    safetensors::dtype_bytes(target, elements).unwrap_or(u64::MAX)
+    guard("_module_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let kwargs = PyDict::new(module.py());
+        kwargs.set_item("remove_duplicate", false)?;
+        let mut sizes: Vec<(String, u64)> = Vec::new();
+        // Tensors seen by identity: a tied weight is one Parameter under several names.
+        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        let mut group_of: std::collections::HashMap<usize, usize> =
+            std::collections::HashMap::new();
+        for method in ["named_parameters", "named_buffers"] {
+            let items = module.call_method(method, (), Some(&kwargs))?;
+            for item in items.try_iter()? {
+                let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
+                let id = tensor.as_ptr() as usize;
+                if let Some(&first) = seen.get(&id) {
+                    let g = *group_of.entry(id).or_insert_with(|| {
+                        groups.push(vec![sizes[first].0.clone()]);
+                        groups.len() - 1
+                    });
+                    groups[g].push(name.clone());
+                    sizes.push((name, 0));
+                    continue;
                 }
-                _ => tensor.getattr("nbytes")?.extract()?,
-            };
-            seen.insert(id, sizes.len());
-            sizes.push((name, bytes));
+                // `nbytes` is one attribute read (meta tensors have it too); the dtype override
+                // needs the element count and whether the tensor is a float.
+                let bytes = match dtype {
+                    Some(target) if tensor.call_method0("is_floating_point")?.is_truthy()? => {
+                        let elements: u64 = tensor.call_method0("numel")?.extract()?;
+                        safetensors::dtype_bytes(target, elements).unwrap_or(u64::MAX)
+                    }
+                    _ => tensor.getattr("nbytes")?.extract()?,
+                };
+                seen.insert(id, sizes.len());
+                sizes.push((name, bytes));
+            }
         }
-    }
-    Ok((sizes, groups))
+        Ok((sizes, groups))
+    })
 }
 
 /// Available and total system memory in bytes, where known.
 #[pyfunction]
-pub fn _system_memory() -> (Option<u64>, Option<u64>) {
-    (plan::available_system_memory(), plan::total_system_memory())
+pub fn _system_memory() -> PyResult<(Option<u64>, Option<u64>)> {
+    guard("_system_memory", || {
+        Ok((plan::available_system_memory(), plan::total_system_memory()))
+    })
 }
