@@ -14,6 +14,7 @@ pub mod order;
 pub mod parse;
 pub mod plan;
 pub mod safetensors;
+pub mod units;
 
 #[cfg(feature = "python")]
 mod bindings;

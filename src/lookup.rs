@@ -20,6 +20,7 @@ use ahash::RandomState;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::map::{DeviceMap, Slot};
+use crate::units::human_bytes;
 
 /// The position of the key covering `name`, if any. `name` is taken as it is (see
 /// [`check_name`] for what callers should refuse first).
@@ -809,22 +810,6 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Bytes in binary units: `1.5 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

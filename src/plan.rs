@@ -28,6 +28,7 @@ use ahash::RandomState;
 use crate::device::{Device, DeviceType};
 use crate::error::{Error, Result};
 use crate::map::DeviceMap;
+use crate::units::human_bytes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -361,22 +362,6 @@ pub struct Plan {
     pub unplaced_bytes: u64,
     /// Sentences saying why things went where they went.
     pub notes: Vec<String>,
-}
-
-/// Binary units, one decimal: `1.5 GiB`.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Greedy order-preserving fill of `sizes` into devices of `caps`, starting each unit on the
@@ -836,10 +821,10 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
         notes.push(format!(
             "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
-            format_bytes(spilled_bytes),
-            format_bytes(total),
+            human_bytes(spilled_bytes),
+            human_bytes(total),
             fast.join(", "),
-            format_bytes(on_fast),
+            human_bytes(on_fast),
             spilled.len(),
             spill_devices(&spilled)
         ));
@@ -851,7 +836,7 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         notes.push(format!(
             "{} keeps {} free for the largest offloaded block '{}', which is copied there to run",
             devices[runner].0,
-            format_bytes(reserve),
+            human_bytes(reserve),
             biggest
         ));
     }
@@ -901,17 +886,17 @@ fn not_fitting_message(
     let first = unplaced.first().map(|p| p.name.as_str()).unwrap_or("");
     format!(
         "The model ({}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {}); add {} or more to the budgets",
-        format_bytes(total),
-        format_bytes(missing),
+        human_bytes(total),
+        human_bytes(missing),
         unplaced.len(),
         first,
-        format_bytes(budget),
+        human_bytes(budget),
         devices
             .iter()
-            .map(|(d, b)| format!("{d}={}", format_bytes(*b)))
+            .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
             .collect::<Vec<_>>()
             .join(", "),
-        format_bytes(missing)
+        human_bytes(missing)
     )
 }
 
@@ -992,11 +977,11 @@ impl Plan {
             out,
             "plan ({}): {} in {} tensors, {} blocks (largest '{}', {})",
             self.strategy.as_str(),
-            format_bytes(self.total_bytes),
+            human_bytes(self.total_bytes),
             self.tensors,
             self.blocks,
             self.largest_block.0,
-            format_bytes(self.largest_block.1)
+            human_bytes(self.largest_block.1)
         );
         for used in &self.devices {
             let share = if used.budget == 0 {
@@ -1008,15 +993,15 @@ impl Plan {
                 out,
                 "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks",
                 used.device.to_string(),
-                format_bytes(used.bytes),
-                format_bytes(used.budget),
+                human_bytes(used.bytes),
+                human_bytes(used.budget),
                 used.blocks
             );
             if used.reserved > 0 {
                 let _ = write!(
                     out,
                     "  (keeps {} for offloaded blocks)",
-                    format_bytes(used.reserved)
+                    human_bytes(used.reserved)
                 );
             }
             out.push('\n');

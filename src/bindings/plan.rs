@@ -487,7 +487,7 @@ impl PyPlanReport {
         format!(
             "<PlanReport {} {} on {} devices, fits={}>",
             self.plan.strategy.as_str(),
-            plan::format_bytes(self.plan.total_bytes),
+            crate::units::human_bytes(self.plan.total_bytes),
             self.plan.devices.len(),
             if self.plan.fits() { "True" } else { "False" }
         )

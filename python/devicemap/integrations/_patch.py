@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -82,3 +84,43 @@ def expect_functions(
             )
         found[name] = function
     return found
+
+
+class Switch:
+    """One integration's on/off state. `enable` builds its `Patch` once (`build` imports the
+    target and checks its functions) and applies it, again on later calls so that modules
+    imported since are patched too; `disable` undoes it, then runs `after_disable`."""
+
+    def __init__(self, build: Callable[[], Patch], after_disable: Callable[[], None] = lambda: None) -> None:
+        self._build = build
+        self._after_disable = after_disable
+        self._lock = threading.Lock()
+        self._patch: Patch | None = None
+
+    def enable(self) -> None:
+        with self._lock:
+            if self._patch is None:
+                self._patch = self._build()
+            self._patch.apply()
+
+    def disable(self) -> None:
+        with self._lock:
+            if self._patch is None:
+                return
+            self._patch.undo()
+            self._patch = None
+            self._after_disable()
+
+    def is_enabled(self) -> bool:
+        return self._patch is not None
+
+    @contextlib.contextmanager
+    def enabled(self) -> Iterator[None]:
+        """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
+        was_enabled = self.is_enabled()
+        self.enable()
+        try:
+            yield
+        finally:
+            if not was_enabled:
+                self.disable()

@@ -15,14 +15,12 @@ compact list of the uncovered names (runs such as `model.layers.{3..60}.mlp.weig
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 from devicemap.integrations import _compiled
-from devicemap.integrations._patch import Patch, expect_functions
+from devicemap.integrations._patch import Patch, Switch, expect_functions
 
 __all__ = ["check_device_map", "disable", "enable", "enabled", "is_enabled"]
 
@@ -30,9 +28,6 @@ TARGET = "accelerate.utils.modeling"
 TESTED_VERSIONS = "1.15.0"
 EXPECTED: dict[str, tuple[str, ...]] = {"check_device_map": ("model", "device_map")}
 UNCOVERED = "The device_map provided does not give any device for the following parameters: "
-
-_lock = threading.Lock()
-_patch: Patch | None = None
 
 
 def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type-arg]
@@ -67,50 +62,38 @@ def _import_target() -> tuple[ModuleType, str]:
     return modeling, str(accelerate.__version__)
 
 
+def _build() -> Patch:
+    module, version = _import_target()
+    originals = expect_functions(module, "accelerate", version, TESTED_VERSIONS, EXPECTED)
+    # `dispatch_model` calls the name bound in accelerate.big_modeling: import it so it is
+    # patched now rather than bound to the original later.
+    import accelerate.big_modeling  # type: ignore[import-untyped]  # noqa: F401
+
+    return Patch(
+        ("accelerate", "transformers"),
+        {"check_device_map": (originals["check_device_map"], check_device_map)},
+    )
+
+
+_switch = Switch(_build)
+
+
 def enable() -> None:
     """Routes accelerate's `check_device_map` through devicemap in every accelerate and
     transformers module that holds it. Safe to call again; `UnsupportedVersionError` if
     accelerate lacks the function or has it with other parameters."""
-    global _patch
-    with _lock:
-        if _patch is not None:
-            _patch.apply()
-            return
-        module, version = _import_target()
-        originals = expect_functions(module, "accelerate", version, TESTED_VERSIONS, EXPECTED)
-        # `dispatch_model` calls the name bound in accelerate.big_modeling: import it so it is
-        # patched now rather than bound to the original later.
-        import accelerate.big_modeling  # type: ignore[import-untyped]  # noqa: F401
-
-        patch = Patch(
-            ("accelerate", "transformers"),
-            {"check_device_map": (originals["check_device_map"], check_device_map)},
-        )
-        patch.apply()
-        _patch = patch
+    _switch.enable()
 
 
 def disable() -> None:
     """Puts accelerate's own `check_device_map` back (the very function object) everywhere."""
-    global _patch
-    with _lock:
-        if _patch is None:
-            return
-        _patch.undo()
-        _patch = None
+    _switch.disable()
 
 
 def is_enabled() -> bool:
-    return _patch is not None
+    return _switch.is_enabled()
 
 
-@contextlib.contextmanager
-def enabled() -> Iterator[None]:
+def enabled() -> contextlib.AbstractContextManager[None]:
     """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
-    was_enabled = is_enabled()
-    enable()
-    try:
-        yield
-    finally:
-        if not was_enabled:
-            disable()
+    return _switch.enabled()

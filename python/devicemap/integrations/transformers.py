@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
 from devicemap.integrations import _compiled
-from devicemap.integrations._patch import Patch, expect_functions
+from devicemap.integrations._patch import Patch, Switch, expect_functions
 
 __all__ = ["disable", "enable", "enabled", "expand_device_map", "get_device", "is_enabled"]
 
@@ -41,9 +40,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "expand_device_map": ("device_map", "param_names"),
     "_get_device_map": ("model", "device_map", "max_memory", "hf_quantizer"),
 }
-
-_lock = threading.Lock()
-_patch: Patch | None = None
 
 
 def expand_device_map(device_map: dict | None, param_names: Iterable[str]) -> dict[str, Any]:  # type: ignore[type-arg]
@@ -81,51 +77,38 @@ def _import_target() -> tuple[ModuleType, str]:
     return accelerate, str(transformers.__version__)
 
 
+def _build() -> Patch:
+    module, version = _import_target()
+    originals = expect_functions(module, "transformers", version, TESTED_VERSIONS, EXPECTED)
+    return Patch(
+        ("transformers",),
+        {
+            "get_device": (originals["get_device"], get_device),
+            "expand_device_map": (originals["expand_device_map"], expand_device_map),
+            "_get_device_map": (originals["_get_device_map"], _finalizing(originals["_get_device_map"])),
+        },
+    )
+
+
+_switch = Switch(_build, after_disable=_compiled.clear_cache)
+
+
 def enable() -> None:
     """Routes transformers' device-map lookups through devicemap. Safe to call again (it then
     patches modules imported since); `UnsupportedVersionError` if transformers lacks the
     functions this replaces, or has them with other parameters."""
-    global _patch
-    with _lock:
-        if _patch is not None:
-            _patch.apply()
-            return
-        module, version = _import_target()
-        originals = expect_functions(module, "transformers", version, TESTED_VERSIONS, EXPECTED)
-        patch = Patch(
-            ("transformers",),
-            {
-                "get_device": (originals["get_device"], get_device),
-                "expand_device_map": (originals["expand_device_map"], expand_device_map),
-                "_get_device_map": (originals["_get_device_map"], _finalizing(originals["_get_device_map"])),
-            },
-        )
-        patch.apply()
-        _patch = patch
+    _switch.enable()
 
 
 def disable() -> None:
     """Puts transformers' own functions back (the very function objects) in every module."""
-    global _patch
-    with _lock:
-        if _patch is None:
-            return
-        _patch.undo()
-        _patch = None
-        _compiled.clear_cache()
+    _switch.disable()
 
 
 def is_enabled() -> bool:
-    return _patch is not None
+    return _switch.is_enabled()
 
 
-@contextlib.contextmanager
-def enabled() -> Iterator[None]:
+def enabled() -> contextlib.AbstractContextManager[None]:
     """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
-    was_enabled = is_enabled()
-    enable()
-    try:
-        yield
-    finally:
-        if not was_enabled:
-            disable()
+    return _switch.enabled()
