@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --short) seconds=10 ;;
         --seconds) seconds="$2"; shift ;;
         --runs) runs="$2"; shift ;;
-        -h|--help) sed -n '2,18p' "$script"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$script"; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1") ;;
     esac
