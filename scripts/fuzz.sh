@@ -15,7 +15,8 @@
 # Corpora grow in fuzz/corpus/<target>/ (not committed); seeds are in fuzz/seeds/<target>/, and
 # every input that once failed is kept in fuzz/regressions/<target>/ and rerun first.
 set -euo pipefail
-cd "$(dirname "$0")/../fuzz"
+script=$(realpath "$0")
+cd "$(dirname "$script")/../fuzz"
 
 seconds=300
 runs=""
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
         --short) seconds=10 ;;
         --seconds) seconds="$2"; shift ;;
         --runs) runs="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$script"; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1") ;;
     esac
