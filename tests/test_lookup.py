@@ -306,3 +306,17 @@ def test_result_classes_are_frozen():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert explanation.__class__.__module__ == "devicemap"
+
+
+def test_devices_for_with_a_default_answers_uncovered_names_with_it():
+    dm = DeviceMap.from_hf({"model.layers.1": 0, "lm_head": "cpu"})
+    names = ["model.layers.1.w", "lm_head_extra.weight", "lm_head.weight", "model.layers.10.w"]
+    assert dm.devices_for(names, None) == [Device.gpu(0), None, Device.cpu(), None]
+    marker = object()
+    assert dm.devices_for(names, marker)[1] is marker
+    with pytest.raises(KeyError, match="lm_head_extra"):
+        dm.devices_for(names)
+    with pytest.raises(ValueError, match="empty"):
+        dm.devices_for(["", "lm_head.weight"], None)
+    with pytest.raises(TypeError, match="at most 2 arguments"):
+        dm.devices_for(names, None, None)  # type: ignore[call-overload]

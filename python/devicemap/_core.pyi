@@ -2,11 +2,13 @@
 import builtins
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Literal, final
+from typing import Any, ClassVar, Literal, TypeVar, final, overload
 
 from typing_extensions import disjoint_base
 
 from devicemap._types import DeviceType
+
+_T = TypeVar("_T")
 
 __all__ = [
     "_DEVICE_TYPE_VALUES",
@@ -116,7 +118,10 @@ class DeviceMap:
     def __setstate__(self, state: Mapping[str, str], /) -> None: ...
     # --- tensor-name lookup (src/bindings/lookup.rs) ---
     def device_for(self, name: str) -> Device: ...
+    @overload
     def devices_for(self, names: Iterable[str]) -> list[Device]: ...
+    @overload
+    def devices_for(self, names: Iterable[str], default: _T, /) -> list[Device | _T]: ...
     def group_by_device(self, names: Iterable[str]) -> dict[Device, list[str]]: ...
     def coverage(self, names: Iterable[str]) -> Coverage: ...
     def check(

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyUserWarning, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
@@ -211,15 +211,42 @@ impl PyDeviceMap {
     }
 
     /// `device_for` of each name, in one call.
-    fn devices_for<'py>(&self, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    ///
+    /// With a `default` (`devices_for(names, None)`), a name nothing covers gets `default`
+    /// instead of raising `KeyError`, as `dict.pop(key, default)` does: a loader that keeps its
+    /// own fallback makes one call, not one per uncovered name.
+    #[pyo3(signature = (names, *default))]
+    fn devices_for<'py>(
+        &self,
+        names: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyList>> {
         guard("DeviceMap.devices_for", || {
             let py = names.py();
+            if default.len() > 1 {
+                return Err(PyTypeError::new_err(format!(
+                    "devices_for expected at most 2 arguments, got {}",
+                    default.len() + 1
+                )));
+            }
             let map = self.snapshot();
             let buffer = NameTexts::read(names)?;
             let names = buffer.strs();
-            let slots = maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
             let devices = device_objects(py, &map)?;
-            PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]))
+            if default.is_empty() {
+                let slots =
+                    maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
+                return PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]));
+            }
+            let fallback = default.get_item(0)?;
+            let slots = maybe_detached(py, names.len(), || lookup::slots_for(&map, &names))?;
+            PyList::new(
+                py,
+                slots.iter().map(|slot| match slot {
+                    Some(slot) => devices[*slot as usize].clone().into_any(),
+                    None => fallback.clone(),
+                }),
+            )
         })
     }
 

@@ -72,12 +72,12 @@ class CompiledKeys:
     def keys_for(self, names: list[str]) -> list[Any | None]:
         """The covering key of each name (None where nothing covers it), in one batch call."""
         try:
-            devices = self._index.devices_for(names)
-        except (KeyError, ValueError):
-            # Some name is not covered: rare (maps from `device_map="auto"` always cover), so
-            # the names are looked up one by one to find which.
+            devices = self._index.devices_for(names, None)
+        except ValueError:
+            # A name the lookup rejects (empty, a trailing dot): no key covers it at a dot
+            # boundary either. Rare enough to find by looking the names up one by one.
             return [self.key_for(name) for name in names]
-        return list(map(self.keys.__getitem__, map(_ids, devices)))
+        return [None if device is None else self.keys[_ids(device)] for device in devices]
 
     def uncovered_groups(self, names: list[str]) -> list[str]:
         """The names no key covers, runs grouped (`model.layers.{3..60}.mlp.weight`)."""
