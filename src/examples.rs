@@ -41,6 +41,19 @@ impl Out {
             self.plain(format!("{module}.weight"), Dtype::BF16, &[rows, cols]);
         }
     }
+
+    /// A gated MLP (`gate_proj`, `up_proj`, `down_proj`), as Llama and DeepSeek write one.
+    fn gated_mlp(&mut self, module: &str, hidden: u64, intermediate: u64) {
+        self.linear(&format!("{module}.gate_proj"), intermediate, hidden);
+        self.linear(&format!("{module}.up_proj"), intermediate, hidden);
+        self.linear(&format!("{module}.down_proj"), hidden, intermediate);
+    }
+
+    /// The model's end: final norm and output head.
+    fn head(&mut self, hidden: u64, vocab: u64) {
+        self.plain("model.norm.weight".into(), Dtype::BF16, &[hidden]);
+        self.plain("lm_head.weight".into(), Dtype::BF16, &[vocab, hidden]);
+    }
 }
 
 fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
@@ -99,9 +112,7 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
         out.linear(&format!("{a}.o_proj"), HIDDEN, HEADS * V_HEAD);
         let m = format!("{p}.mlp");
         if layer < DENSE_LAYERS {
-            out.linear(&format!("{m}.gate_proj"), INTERMEDIATE, HIDDEN);
-            out.linear(&format!("{m}.up_proj"), INTERMEDIATE, HIDDEN);
-            out.linear(&format!("{m}.down_proj"), HIDDEN, INTERMEDIATE);
+            out.gated_mlp(&m, HIDDEN, INTERMEDIATE);
         } else {
             out.plain(format!("{m}.gate.weight"), Dtype::BF16, &[EXPERTS, HIDDEN]);
             out.plain(
@@ -111,14 +122,10 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
             );
             for expert in 0..EXPERTS {
                 let e = format!("{m}.experts.{expert}");
-                out.linear(&format!("{e}.gate_proj"), MOE_INTERMEDIATE, HIDDEN);
-                out.linear(&format!("{e}.up_proj"), MOE_INTERMEDIATE, HIDDEN);
-                out.linear(&format!("{e}.down_proj"), HIDDEN, MOE_INTERMEDIATE);
+                out.gated_mlp(&e, HIDDEN, MOE_INTERMEDIATE);
             }
             let s = format!("{m}.shared_experts");
-            out.linear(&format!("{s}.gate_proj"), MOE_INTERMEDIATE, HIDDEN);
-            out.linear(&format!("{s}.up_proj"), MOE_INTERMEDIATE, HIDDEN);
-            out.linear(&format!("{s}.down_proj"), HIDDEN, MOE_INTERMEDIATE);
+            out.gated_mlp(&s, HIDDEN, MOE_INTERMEDIATE);
         }
         out.plain(
             format!("{p}.post_attention_layernorm.weight"),
@@ -126,8 +133,7 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
             &[HIDDEN],
         );
     }
-    out.plain("model.norm.weight".into(), Dtype::BF16, &[HIDDEN]);
-    out.plain("lm_head.weight".into(), Dtype::BF16, &[VOCAB, HIDDEN]);
+    out.head(HIDDEN, VOCAB);
     out.tensors
 }
 
@@ -167,17 +173,14 @@ fn llama_3_70b() -> Vec<ExampleTensor> {
             HIDDEN,
         );
         out.linear(&format!("{p}.self_attn.o_proj"), HIDDEN, HEADS * HEAD_DIM);
-        out.linear(&format!("{p}.mlp.gate_proj"), INTERMEDIATE, HIDDEN);
-        out.linear(&format!("{p}.mlp.up_proj"), INTERMEDIATE, HIDDEN);
-        out.linear(&format!("{p}.mlp.down_proj"), HIDDEN, INTERMEDIATE);
+        out.gated_mlp(&format!("{p}.mlp"), HIDDEN, INTERMEDIATE);
         out.plain(
             format!("{p}.post_attention_layernorm.weight"),
             Dtype::BF16,
             &[HIDDEN],
         );
     }
-    out.plain("model.norm.weight".into(), Dtype::BF16, &[HIDDEN]);
-    out.plain("lm_head.weight".into(), Dtype::BF16, &[VOCAB, HIDDEN]);
+    out.head(HIDDEN, VOCAB);
     out.tensors
 }
 
