@@ -13,6 +13,7 @@ import types
 from typing import Any
 
 import pytest
+from _models import tiny_llama
 from _subprocess import run_python
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,18 +47,7 @@ def offline_and_disabled(monkeypatch):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Any:
     """A tiny Llama (3 layers, 30 tensors) saved as 12 safetensors shards."""
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=32,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
+    model = tiny_llama(LAYERS)
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path, max_shard_size="4KB")
     assert len(list(path.glob("*.safetensors"))) > 1

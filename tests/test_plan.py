@@ -13,6 +13,7 @@ from typing import Any
 
 import devicemap
 import pytest
+from _models import tiny_llama
 from devicemap import DeviceMap
 
 GIB = 2**30
@@ -266,14 +267,12 @@ def test_module_source_ties_and_no_split() -> None:
 
 
 def save_tiny(tmp_path: Path) -> tuple[Path, Any]:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    model = tiny_llama(
+        6, vocab_size=256, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+    ).eval()  # fmt: skip
     directory = tmp_path / "tiny"
     model.save_pretrained(directory, max_shard_size="30KB")
     assert (directory / "model.safetensors.index.json").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import devicemap
 import pytest
+from _models import tiny_llama
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -94,13 +95,11 @@ def test_sub_byte_dtypes_round_up(tmp_path: Path) -> None:
 
 def save_sharded(tmp_path: Path) -> Path:
     """A tiny Llama saved by transformers as several shards with an index."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+    pytest.importorskip("transformers")
+    model = tiny_llama(
+        4, vocab_size=128, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048,
     )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
     directory = tmp_path / "tiny"
     model.save_pretrained(directory, max_shard_size="20KB")
     return directory
