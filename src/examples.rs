@@ -49,9 +49,23 @@ impl Out {
         self.linear(&format!("{module}.down_proj"), hidden, intermediate);
     }
 
+    /// A norm's weight: one BF16 vector.
+    fn norm(&mut self, name: String, size: u64) {
+        self.plain(name, Dtype::BF16, &[size]);
+    }
+
+    /// The input embedding, BF16 `[vocab, hidden]`.
+    fn embed(&mut self, hidden: u64, vocab: u64) {
+        self.plain(
+            "model.embed_tokens.weight".into(),
+            Dtype::BF16,
+            &[vocab, hidden],
+        );
+    }
+
     /// The model's end: final norm and output head.
     fn head(&mut self, hidden: u64, vocab: u64) {
-        self.plain("model.norm.weight".into(), Dtype::BF16, &[hidden]);
+        self.norm("model.norm.weight".into(), hidden);
         self.plain("lm_head.weight".into(), Dtype::BF16, &[vocab, hidden]);
     }
 }
@@ -74,21 +88,13 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
         tensors: Vec::with_capacity(if fp8 { 90_500 } else { 45_400 }),
         fp8,
     };
-    out.plain(
-        "model.embed_tokens.weight".into(),
-        Dtype::BF16,
-        &[VOCAB, HIDDEN],
-    );
+    out.embed(HIDDEN, VOCAB);
     for layer in 0..LAYERS {
         let p = format!("model.layers.{layer}");
-        out.plain(
-            format!("{p}.input_layernorm.weight"),
-            Dtype::BF16,
-            &[HIDDEN],
-        );
+        out.norm(format!("{p}.input_layernorm.weight"), HIDDEN);
         let a = format!("{p}.self_attn");
         out.linear(&format!("{a}.q_a_proj"), Q_LORA, HIDDEN);
-        out.plain(format!("{a}.q_a_layernorm.weight"), Dtype::BF16, &[Q_LORA]);
+        out.norm(format!("{a}.q_a_layernorm.weight"), Q_LORA);
         out.linear(
             &format!("{a}.q_b_proj"),
             HEADS * (QK_NOPE + QK_ROPE),
@@ -99,11 +105,7 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
             KV_LORA + QK_ROPE,
             HIDDEN,
         );
-        out.plain(
-            format!("{a}.kv_a_layernorm.weight"),
-            Dtype::BF16,
-            &[KV_LORA],
-        );
+        out.norm(format!("{a}.kv_a_layernorm.weight"), KV_LORA);
         out.linear(
             &format!("{a}.kv_b_proj"),
             HEADS * (QK_NOPE + V_HEAD),
@@ -127,11 +129,7 @@ fn deepseek_v3(fp8: bool) -> Vec<ExampleTensor> {
             let s = format!("{m}.shared_experts");
             out.gated_mlp(&s, HIDDEN, MOE_INTERMEDIATE);
         }
-        out.plain(
-            format!("{p}.post_attention_layernorm.weight"),
-            Dtype::BF16,
-            &[HIDDEN],
-        );
+        out.norm(format!("{p}.post_attention_layernorm.weight"), HIDDEN);
     }
     out.head(HIDDEN, VOCAB);
     out.tensors
@@ -149,18 +147,10 @@ fn llama_3_70b() -> Vec<ExampleTensor> {
         tensors: Vec::with_capacity(730),
         fp8: false,
     };
-    out.plain(
-        "model.embed_tokens.weight".into(),
-        Dtype::BF16,
-        &[VOCAB, HIDDEN],
-    );
+    out.embed(HIDDEN, VOCAB);
     for layer in 0..LAYERS {
         let p = format!("model.layers.{layer}");
-        out.plain(
-            format!("{p}.input_layernorm.weight"),
-            Dtype::BF16,
-            &[HIDDEN],
-        );
+        out.norm(format!("{p}.input_layernorm.weight"), HIDDEN);
         out.linear(&format!("{p}.self_attn.q_proj"), HEADS * HEAD_DIM, HIDDEN);
         out.linear(
             &format!("{p}.self_attn.k_proj"),
@@ -174,11 +164,7 @@ fn llama_3_70b() -> Vec<ExampleTensor> {
         );
         out.linear(&format!("{p}.self_attn.o_proj"), HIDDEN, HEADS * HEAD_DIM);
         out.gated_mlp(&format!("{p}.mlp"), HIDDEN, INTERMEDIATE);
-        out.plain(
-            format!("{p}.post_attention_layernorm.weight"),
-            Dtype::BF16,
-            &[HIDDEN],
-        );
+        out.norm(format!("{p}.post_attention_layernorm.weight"), HIDDEN);
     }
     out.head(HIDDEN, VOCAB);
     out.tensors
