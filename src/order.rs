@@ -101,13 +101,36 @@ fn compare_names(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// Whether `names` are in model order. Neighbours mostly share their block
+/// (`model.layers.3.`), which a prefix comparison settles without splitting either name.
+fn in_order<'a>(names: impl Iterator<Item = &'a str>) -> bool {
+    // The last name's block prefix, and whether it is a numbered block (then every name under
+    // it compares equal to it); a whole name is not, as `a.w.z` comes after `a.w.a`.
+    let mut last: Option<(&str, bool)> = None;
+    for name in names {
+        if let Some((prefix, true)) = last {
+            if name.len() > prefix.len()
+                && name.as_bytes()[prefix.len()] == b'.'
+                && name.starts_with(prefix)
+            {
+                continue;
+            }
+        }
+        let prefix = block_prefix(name);
+        if let Some((previous, _)) = last {
+            if compare_names(previous, prefix) == Ordering::Greater {
+                return false;
+            }
+        }
+        last = Some((prefix, prefix.len() < name.len()));
+    }
+    true
+}
+
 /// Sorts `(name, value)` pairs into model order (stable for equal names).
 pub fn model_order<T>(items: &mut Vec<(String, T)>) {
     // Checkpoints are often in order already (shards follow the model): check first.
-    if items
-        .windows(2)
-        .all(|w| compare(&w[0].0, &w[1].0) != Ordering::Greater)
-    {
+    if in_order(items.iter().map(|(name, _)| name.as_str())) {
         return;
     }
     let mut buffer = Vec::with_capacity(128);
@@ -152,6 +175,37 @@ mod tests {
                 key(a, &mut ka);
                 key(b, &mut kb);
                 assert_eq!(compare(a, b), ka.cmp(&kb), "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn order_check_agrees_with_compare() {
+        let names = [
+            "a.w",
+            "a.w.z",
+            "a.w.a",
+            "a.1.x",
+            "a.1.b",
+            "a.1",
+            "a.10.a",
+            "a.2.z",
+            "lm_head.w",
+            "a.norm",
+            "embed",
+            "a.1.x.2",
+            "a.1.x.1",
+        ];
+        // Every ordered triple, as a list: the check must say what pairwise `compare` says.
+        for a in names {
+            for b in names {
+                for c in names {
+                    let list = [a, b, c];
+                    let expected = list
+                        .windows(2)
+                        .all(|w| compare(w[0], w[1]) != Ordering::Greater);
+                    assert_eq!(in_order(list.into_iter()), expected, "{list:?}");
+                }
             }
         }
     }

@@ -13,12 +13,13 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use ahash::RandomState;
-use serde::de::{self, IgnoredAny, IntoDeserializer, MapAccess, Visitor};
+use hashbrown::HashTable;
+use serde::de::{self, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use xxhash_rust::xxh3::xxh3_64;
 
 pub use safetensors::Dtype;
 
@@ -38,6 +39,14 @@ pub struct TensorInfo {
     pub dtype: Dtype,
     pub elements: u64,
     pub bytes: u64,
+    /// [`name_hash`] of the name, computed by the thread that read the header so that the
+    /// duplicate check after reading does not hash 10^5 names on one thread.
+    pub name_hash: u64,
+}
+
+/// The hash that the checks across files use for tensor names.
+pub fn name_hash(name: &str) -> u64 {
+    xxh3_64(name.as_bytes())
 }
 
 fn bad(file: &Path, tensor: Option<&str>, message: impl fmt::Display) -> Error {
@@ -106,12 +115,132 @@ pub fn dtype_bytes(dtype: Dtype, elements: u64) -> Option<u64> {
     Some(bits.div_ceil(8))
 }
 
-#[derive(Deserialize)]
+/// Text that borrows from the header when it holds no escapes (serde's own `Cow<str>` always
+/// copies): tensor names and dtypes are read without an allocation each.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Dimensions kept inline for error messages; longer shapes are shown cut.
+const SHAPE_SHOWN: usize = 8;
+
+/// A shape folded into its element count as it is read (`None` once the product overflows),
+/// without collecting a `Vec` per tensor.
+struct Shape {
+    elements: Option<u64>,
+    dims: [u64; SHAPE_SHOWN],
+    rank: usize,
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let shown = &self.dims[..self.rank.min(SHAPE_SHOWN)];
+        if self.rank > SHAPE_SHOWN {
+            write!(f, "{shown:?} (first {SHAPE_SHOWN} of {} dims)", self.rank)
+        } else {
+            write!(f, "{shown:?}")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of non-negative integers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Shape, A::Error> {
+                let mut shape = Shape {
+                    elements: Some(1),
+                    dims: [0; SHAPE_SHOWN],
+                    rank: 0,
+                };
+                while let Some(dim) = seq.next_element::<u64>()? {
+                    if let Some(slot) = shape.dims.get_mut(shape.rank) {
+                        *slot = dim;
+                    }
+                    shape.rank += 1;
+                    shape.elements = shape.elements.and_then(|e| e.checked_mul(dim));
+                }
+                Ok(shape)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// One tensor's entry: `{"dtype", "shape", "data_offsets"}`; other fields are ignored, as the
+/// safetensors crate ignores them.
 struct RawInfo<'a> {
-    #[serde(borrow)]
     dtype: Cow<'a, str>,
-    shape: Vec<u64>,
+    shape: Shape,
     data_offsets: (u64, u64),
+}
+
+impl<'de> Deserialize<'de> for RawInfo<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawInfo<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object with dtype, shape and data_offsets")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawInfo<'de>, A::Error> {
+                let (mut dtype, mut shape, mut offsets) = (None, None, None);
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let duplicate = match key.as_ref() {
+                        "dtype" => dtype.replace(map.next_value::<Text<'de>>()?.0).is_some(),
+                        "shape" => shape.replace(map.next_value::<Shape>()?).is_some(),
+                        "data_offsets" => {
+                            offsets.replace(map.next_value::<(u64, u64)>()?).is_some()
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            false
+                        }
+                    };
+                    if duplicate {
+                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                }
+                Ok(RawInfo {
+                    dtype: dtype.ok_or_else(|| de::Error::missing_field("dtype"))?,
+                    shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+                    data_offsets: offsets
+                        .ok_or_else(|| de::Error::missing_field("data_offsets"))?,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 struct RawTensor<'a> {
@@ -135,7 +264,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut tensors = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             if name == "__metadata__" {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -180,17 +309,13 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
                 Dtype::deserialize(info.dtype.as_ref().into_deserializer());
             parsed.map_err(|_| bad(file, Some(&name), format!("unknown dtype '{}'", info.dtype)))?
         };
-        let elements = info
-            .shape
-            .iter()
-            .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
-            .ok_or_else(|| {
-                bad(
-                    file,
-                    Some(&name),
-                    format!("shape {:?} overflows", info.shape),
-                )
-            })?;
+        let elements = info.shape.elements.ok_or_else(|| {
+            bad(
+                file,
+                Some(&name),
+                format!("shape {:?} overflows", info.shape),
+            )
+        })?;
         let bytes = dtype_bytes(dtype, elements).ok_or_else(|| {
             bad(
                 file,
@@ -226,14 +351,19 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
         }
         spans.push((begin, end, index));
         tensors.push(TensorInfo {
+            name_hash: name_hash(&name),
             name: name.into_owned(),
             dtype,
             elements,
             bytes,
         });
     }
+    // Headers written by safetensors list tensors in data order already: then nothing moves.
+    let in_order = spans.windows(2).all(|w| w[0] <= w[1]);
+    if !in_order {
+        spans.sort_unstable();
+    }
     // Two tensors may not share bytes (empty tensors may sit anywhere).
-    spans.sort_unstable();
     let mut last: Option<(u64, usize)> = None;
     for &(begin, end, index) in &spans {
         if begin == end {
@@ -252,6 +382,9 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
             }
         }
         last = Some((end, index));
+    }
+    if in_order {
+        return Ok(tensors);
     }
     // File order, as the data lies.
     let mut ordered: Vec<Option<TensorInfo>> = tensors.into_iter().map(Some).collect();
@@ -292,146 +425,63 @@ pub fn read_file(path: &Path) -> Result<Vec<TensorInfo>> {
             ),
         ));
     }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(io)?;
+    // Read into spare capacity: zeroing the buffer first would touch every page twice.
+    let mut header = Vec::with_capacity(header_len as usize);
+    file.take(header_len).read_to_end(&mut header).map_err(io)?;
+    if header.len() as u64 != header_len {
+        return Err(bad(
+            path,
+            None,
+            format!(
+                "the file ended after {} of its {header_len} header bytes",
+                header.len()
+            ),
+        ));
+    }
     parse_header(path, &header, file_len - 8 - header_len)
 }
 
-#[derive(Deserialize)]
-struct Index<'a> {
-    #[serde(borrow)]
-    weight_map: WeightMap<'a>,
+/// What a checkpoint path names: safetensors files, or an index whose `weight_map` names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    Files(Vec<PathBuf>),
+    Index(PathBuf),
 }
 
-/// The index's `weight_map` in file order, without hashing 10^5 names into a map.
-struct WeightMap<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for WeightMap<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WeightMap<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of tensor names to shard files")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
-                    out.push(entry);
-                }
-                Ok(WeightMap(out))
-            }
-        }
-        d.deserialize_map(V)
+impl Checkpoint {
+    /// The folder that holds the checkpoint (where `config.json` would be).
+    pub fn dir(&self) -> PathBuf {
+        let first = match self {
+            Checkpoint::Files(files) => files.first(),
+            Checkpoint::Index(index) => Some(index),
+        };
+        first
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
-}
-
-/// What a checkpoint path names: the files to read, and, from an index, which file (by
-/// position in `files`) each tensor is said to be in.
-#[derive(Debug, Default)]
-pub struct Checkpoint {
-    pub files: Vec<PathBuf>,
-    pub weight_map: Option<Vec<(String, usize)>>,
-    pub index: Option<PathBuf>,
-}
-
-fn read_index(index: &Path) -> Result<Checkpoint> {
-    let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
-    let parsed: Index = std::str::from_utf8(&text)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
-        .map_err(|e| {
-        bad(
-            index,
-            None,
-            format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
-        )
-    })?;
-    let dir = index.parent().unwrap_or(Path::new(""));
-    // Distinct shard names: entries come in runs of one shard, so compare with the last first.
-    let mut names: Vec<&str> = Vec::new();
-    let mut last: Option<&str> = None;
-    for (_, file) in &parsed.weight_map.0 {
-        if last != Some(file.as_ref()) {
-            names.push(file.as_ref());
-            last = Some(file.as_ref());
-        }
-    }
-    names.sort_unstable();
-    names.dedup();
-    let mut files = Vec::with_capacity(names.len());
-    for &name in &names {
-        let path = dir.join(name);
-        if !path.is_file() {
-            let tensor = parsed
-                .weight_map
-                .0
-                .iter()
-                .filter(|(_, file)| file.as_ref() == name)
-                .map(|(tensor, _)| tensor.as_ref())
-                .min()
-                .unwrap_or("");
-            return Err(bad(
-                index,
-                Some(tensor),
-                format!(
-                    "the index names shard '{name}', which is missing ({})",
-                    path.display()
-                ),
-            ));
-        }
-        files.push(path);
-    }
-    let position: HashMap<&str, usize> = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    let weight_map = parsed
-        .weight_map
-        .0
-        .iter()
-        .scan(None::<(&str, usize)>, |last, (tensor, file)| {
-            let at = match *last {
-                Some((text, at)) if text == file.as_ref() => at,
-                _ => position.get(file.as_ref()).copied().unwrap_or(0),
-            };
-            *last = Some((file.as_ref(), at));
-            Some((tensor.to_string(), at))
-        })
-        .collect();
-    Ok(Checkpoint {
-        files,
-        weight_map: Some(weight_map),
-        index: Some(index.to_owned()),
-    })
 }
 
 /// Resolves a checkpoint path: a `.safetensors` file, an index file, or a directory holding
 /// `model.safetensors.index.json` (or one `*.safetensors.index.json`), `model.safetensors`, or
-/// exactly one `*.safetensors` file.
+/// exactly one `*.safetensors` file. Nothing is parsed yet.
 pub fn resolve(path: &Path) -> Result<Checkpoint> {
     if path.is_file() {
         if path.to_string_lossy().ends_with(".index.json") {
-            return read_index(path);
+            return Ok(Checkpoint::Index(path.to_owned()));
         }
-        return Ok(Checkpoint {
-            files: vec![path.to_owned()],
-            ..Checkpoint::default()
-        });
+        return Ok(Checkpoint::Files(vec![path.to_owned()]));
     }
     if !path.is_dir() {
         return Err(bad(path, None, "no such file or directory"));
     }
     let index = path.join(INDEX_FILE);
     if index.is_file() {
-        return read_index(&index);
+        return Ok(Checkpoint::Index(index));
     }
     let single = path.join(SINGLE_FILE);
     if single.is_file() {
-        return Ok(Checkpoint {
-            files: vec![single],
-            ..Checkpoint::default()
-        });
+        return Ok(Checkpoint::Files(vec![single]));
     }
     let mut indexes = Vec::new();
     let mut singles = Vec::new();
@@ -446,11 +496,8 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
         }
     }
     match (indexes.as_slice(), singles.as_slice()) {
-        ([index], _) => read_index(index),
-        ([], [single]) => Ok(Checkpoint {
-            files: vec![single.clone()],
-            ..Checkpoint::default()
-        }),
+        ([index], _) => Ok(Checkpoint::Index(index.clone())),
+        ([], [single]) => Ok(Checkpoint::Files(vec![single.clone()])),
         _ => Err(bad(
             path,
             None,
@@ -463,105 +510,334 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
     }
 }
 
-/// Files read by one thread before the next is worth starting: below this, one thread.
-const FILES_PER_THREAD: usize = 8;
+/// An index's `weight_map` as read: each tensor with the shard it is said to be in (by the
+/// order the shards first appear), and the shards' file names in that order.
+struct WeightMap<'a> {
+    entries: Vec<Listed<'a>>,
+    shards: Vec<Cow<'a, str>>,
+}
 
-/// The headers of `files`, in order, read by up to `threads` threads. `progress(done, total)`
-/// is called on the calling thread after each file.
-pub fn read_files(
-    files: &[PathBuf],
-    threads: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<Vec<TensorInfo>>> {
-    let total = files.len();
-    let threads = threads.clamp(1, total.div_ceil(FILES_PER_THREAD).max(1));
-    if threads == 1 {
-        let mut out = Vec::with_capacity(total);
-        for (done, file) in files.iter().enumerate() {
-            out.push(read_file(file)?);
-            progress(done + 1, total);
-        }
-        return Ok(out);
+/// One tensor of an index: its name, the shard it is said to be in, and the [`name_hash`] of
+/// its name (hashed while the index is parsed, as the shards' headers are read on other threads).
+struct Listed<'a> {
+    tensor: Cow<'a, str>,
+    shard: usize,
+    hash: u64,
+}
+
+/// Reads an index (`{"weight_map": {tensor: file}, ...}`) and hands each shard file to
+/// `submit` the moment it first appears, so shard headers are read while the rest of the index
+/// is still being parsed.
+struct IndexSeed<'s> {
+    submit: &'s mut dyn FnMut(&str),
+}
+
+impl<'de> de::DeserializeSeed<'de> for IndexSeed<'_> {
+    type Value = WeightMap<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
-    let next = AtomicUsize::new(0);
-    let mut out: Vec<Option<Result<Vec<TensorInfo>>>> = (0..total).map(|_| None).collect();
+}
+
+impl<'de> Visitor<'de> for IndexSeed<'_> {
+    type Value = WeightMap<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with a 'weight_map' object of tensor names to files")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut weight_map = None;
+        let submit = self.submit;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            if key != "weight_map" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if weight_map.is_some() {
+                return Err(de::Error::duplicate_field("weight_map"));
+            }
+            weight_map = Some(map.next_value_seed(WeightMapSeed {
+                submit: &mut *submit,
+            })?);
+        }
+        weight_map.ok_or_else(|| de::Error::missing_field("weight_map"))
+    }
+}
+
+struct WeightMapSeed<'s> {
+    submit: &'s mut dyn FnMut(&str),
+}
+
+impl<'de> de::DeserializeSeed<'de> for WeightMapSeed<'_> {
+    type Value = WeightMap<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WeightMapSeed<'_> {
+    type Value = WeightMap<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of tensor names to shard files")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut shards: Vec<Cow<'de, str>> = Vec::new();
+        let mut ids: HashMap<Cow<'de, str>, usize, RandomState> = HashMap::default();
+        while let Some((Text(tensor), Text(file))) = map.next_entry::<Text<'de>, Text<'de>>()? {
+            // Entries come in runs of one shard: compare with the last before hashing.
+            let id = match shards.last() {
+                Some(last) if *last == file => shards.len() - 1,
+                _ => match ids.get(&file) {
+                    Some(&id) => id,
+                    None => {
+                        (self.submit)(&file);
+                        ids.insert(file.clone(), shards.len());
+                        shards.push(file);
+                        shards.len() - 1
+                    }
+                },
+            };
+            let hash = name_hash(&tensor);
+            entries.push(Listed {
+                tensor,
+                shard: id,
+                hash,
+            });
+        }
+        Ok(WeightMap { entries, shards })
+    }
+}
+
+/// Reads headers on `workers` threads while the calling thread runs `feed`, which hands out
+/// files with `submit` (a file's id is its submission order; `feed` may still be parsing an
+/// index). Then collects the results in id order, calling `progress(done, total)` on the
+/// calling thread after each. With no workers, each file is read as it is submitted. Every
+/// submitted file is read, so which error comes first never depends on thread timing.
+fn read_headers<T>(
+    workers: usize,
+    feed: impl FnOnce(&mut dyn FnMut(&Path)) -> T,
+    progress: &mut dyn FnMut(usize, usize),
+) -> (T, Vec<Result<Vec<TensorInfo>>>) {
+    if workers == 0 {
+        let mut results = Vec::new();
+        let fed = feed(&mut |file| {
+            results.push(read_file(file));
+            progress(results.len(), results.len());
+        });
+        return (fed, results);
+    }
+    let (jobs, queue) = mpsc::channel::<(usize, PathBuf)>();
+    let queue = Mutex::new(queue);
+    let (finished, done) = mpsc::channel();
     std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::channel();
-        for _ in 0..threads {
-            let sender = sender.clone();
-            let next = &next;
+        for _ in 0..workers {
+            let (queue, finished) = (&queue, finished.clone());
             scope.spawn(move || loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(file) = files.get(index) else { break };
-                let result = read_file(file);
-                let failed = result.is_err();
-                if sender.send((index, result)).is_err() || failed {
-                    // Stop the others early: the first error is reported.
-                    next.store(total, Ordering::Relaxed);
+                // The lock is held only to take the next job off the queue.
+                let job = match queue.lock() {
+                    Ok(queue) => queue.recv(),
+                    Err(_) => break,
+                };
+                let Ok((id, file)) = job else { break };
+                if finished.send((id, read_file(&file))).is_err() {
                     break;
                 }
             });
         }
-        drop(sender);
-        let mut done = 0;
-        for (index, result) in receiver {
-            done += 1;
-            if let Some(slot) = out.get_mut(index) {
+        drop(finished);
+        let mut submitted = 0;
+        let fed = feed(&mut |file| {
+            // A send fails only when every worker is gone, and then `done` ends short.
+            let _ = jobs.send((submitted, file.to_owned()));
+            submitted += 1;
+        });
+        drop(jobs);
+        let mut results: Vec<Option<Result<Vec<TensorInfo>>>> =
+            (0..submitted).map(|_| None).collect();
+        for (count, (id, result)) in done.iter().enumerate() {
+            if let Some(slot) = results.get_mut(id) {
                 *slot = Some(result);
             }
-            progress(done, total);
+            progress(count + 1, submitted);
         }
-    });
-    // The first error in file order, so the message does not depend on thread timing.
-    let mut tensors = Vec::with_capacity(total);
-    for (slot, file) in out.into_iter().zip(files) {
-        match slot {
-            Some(result) => tensors.push(result?),
-            None => return Err(bad(file, None, "not read: an earlier file failed")),
-        }
-    }
-    Ok(tensors)
+        let results = results
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| Err(Error::Invalid("A header reader thread stopped".into())))
+            })
+            .collect();
+        (fed, results)
+    })
 }
 
+/// Files read by one thread before the next is worth starting: below this, one thread.
+const FILES_PER_THREAD: usize = 8;
+
 /// Per-tensor bytes of a checkpoint, in model order (see [`crate::order::model_order`]).
-/// `dtype` re-sizes floating-point tensors as loading with that `torch_dtype` would.
+/// `dtype` re-sizes floating-point tensors as loading with that `torch_dtype` would. Headers are
+/// read by up to `threads` threads; `progress(done, total)` is called on the calling thread.
 pub fn checkpoint_sizes(
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<(String, u64)>> {
-    let per_file = read_files(&checkpoint.files, threads, progress)?;
+    match checkpoint {
+        Checkpoint::Files(files) => {
+            let workers = threads.min(files.len() / FILES_PER_THREAD);
+            let ((), results) = read_headers(
+                workers,
+                |submit| files.iter().for_each(|file| submit(file)),
+                progress,
+            );
+            let per_file = results.into_iter().collect::<Result<Vec<_>>>()?;
+            collect_sizes(files, per_file, None, dtype)
+        }
+        Checkpoint::Index(index) => index_sizes(index, dtype, threads, progress),
+    }
+}
+
+fn index_sizes(
+    index: &Path,
+    dtype: Option<Dtype>,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<(String, u64)>> {
+    let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
+    let not_index = |e: &dyn fmt::Display| {
+        bad(
+            index,
+            None,
+            format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
+        )
+    };
+    let text = std::str::from_utf8(&text).map_err(|e| not_index(&e))?;
+    let dir = index.parent().unwrap_or(Path::new(""));
+    let (parsed, results) = read_headers(
+        threads.max(1),
+        |submit| {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let mut submit = |file: &str| submit(&dir.join(file));
+            de::DeserializeSeed::deserialize(
+                IndexSeed {
+                    submit: &mut submit,
+                },
+                &mut deserializer,
+            )
+            .and_then(|parsed| deserializer.end().map(|()| parsed))
+        },
+        progress,
+    );
+    let WeightMap {
+        mut entries,
+        shards,
+    } = parsed.map_err(|e| not_index(&e))?;
+
+    // Shards by file name, so errors and the order of equal names do not depend on the order
+    // the index happens to list them in.
+    let mut by_name: Vec<usize> = (0..shards.len()).collect();
+    by_name.sort_unstable_by(|&a, &b| shards[a].cmp(&shards[b]));
+    let mut position = vec![0; shards.len()];
+    for (at, &id) in by_name.iter().enumerate() {
+        position[id] = at;
+    }
+    let files: Vec<PathBuf> = by_name
+        .iter()
+        .map(|&id| dir.join(shards[id].as_ref()))
+        .collect();
+    for (at, file) in files.iter().enumerate() {
+        if !file.is_file() {
+            let tensor = entries
+                .iter()
+                .filter(|listed| position[listed.shard] == at)
+                .map(|listed| listed.tensor.as_ref())
+                .min()
+                .unwrap_or("");
+            return Err(bad(
+                index,
+                Some(tensor),
+                format!(
+                    "the index names shard '{}', which is missing ({})",
+                    shards[by_name[at]],
+                    file.display()
+                ),
+            ));
+        }
+    }
+    let mut results: Vec<Option<Result<Vec<TensorInfo>>>> = results.into_iter().map(Some).collect();
+    let per_file = by_name
+        .iter()
+        .map(|&id| results[id].take().unwrap_or_else(|| Ok(Vec::new())))
+        .collect::<Result<Vec<_>>>()?;
+    for listed in &mut entries {
+        listed.shard = position[listed.shard];
+    }
+    collect_sizes(&files, per_file, Some((index, &entries)), dtype)
+}
+
+/// Checks the tensors read from `files` (no name twice, and each where the index says), then
+/// gives their sizes in model order.
+fn collect_sizes(
+    files: &[PathBuf],
+    per_file: Vec<Vec<TensorInfo>>,
+    index: Option<(&Path, &[Listed])>,
+    dtype: Option<Dtype>,
+) -> Result<Vec<(String, u64)>> {
     let count: usize = per_file.iter().map(Vec::len).sum();
     // Names are checked for duplicates across every file (and inside one: JSON objects may
-    // repeat a key, which a loader would resolve silently).
-    let mut seen: HashMap<&str, usize, RandomState> =
-        HashMap::with_capacity_and_hasher(count, RandomState::new());
+    // repeat a key, which a loader would resolve silently). The table holds (file, position)
+    // and uses the hashes the reader threads computed.
+    let mut seen: HashTable<(u32, u32)> = HashTable::with_capacity(count);
+    let tensor_at = |(file, at): (u32, u32)| &per_file[file as usize][at as usize];
     for (file_index, tensors) in per_file.iter().enumerate() {
-        for tensor in tensors {
-            if let Some(first) = seen.insert(&tensor.name, file_index) {
-                let where_ = if first == file_index {
+        for (at, info) in tensors.iter().enumerate() {
+            let place = (file_index as u32, at as u32);
+            let found = seen.find(info.name_hash, |&other| tensor_at(other).name == info.name);
+            if let Some(&(first, _)) = found {
+                let where_ = if first as usize == file_index {
                     "twice in its header".to_owned()
                 } else {
-                    format!("also in '{}'", checkpoint.files[first].display())
+                    format!("also in '{}'", files[first as usize].display())
                 };
                 return Err(bad(
-                    &checkpoint.files[file_index],
-                    Some(&tensor.name),
+                    &files[file_index],
+                    Some(&info.name),
                     format!("duplicate tensor name ({where_})"),
                 ));
             }
+            seen.insert_unique(info.name_hash, place, |&other| tensor_at(other).name_hash);
         }
     }
-    if let (Some(weight_map), Some(index)) = (&checkpoint.weight_map, &checkpoint.index) {
-        for (name, file) in weight_map {
-            let found = seen.get(name.as_str()).copied();
-            if found != Some(*file) {
+    if let Some((index, weight_map)) = index {
+        for listed in weight_map {
+            let (name, file) = (listed.tensor.as_ref(), listed.shard);
+            let found = seen
+                .find(listed.hash, |&other| tensor_at(other).name == name)
+                .map(|&(other, _)| other as usize);
+            if found != Some(file) {
                 let actual = match found {
-                    Some(other) => format!("it is in '{}'", checkpoint.files[other].display()),
+                    Some(other) => format!("it is in '{}'", files[other].display()),
                     None => "no shard has it".to_owned(),
                 };
-                let named = checkpoint.files[*file]
+                let named = files[file]
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
@@ -574,10 +850,9 @@ pub fn checkpoint_sizes(
         }
     }
     if count == 0 {
-        let what = checkpoint
-            .index
-            .as_ref()
-            .or(checkpoint.files.first())
+        let what = index
+            .map(|(index, _)| index)
+            .or(files.first().map(PathBuf::as_path))
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         return Err(Error::Invalid(format!(
@@ -696,6 +971,50 @@ mod tests {
             let message = parse_header(p(), header, 0).unwrap_err().to_string();
             assert!(message.contains("not a valid safetensors"), "{message}");
         }
+    }
+
+    #[test]
+    fn readers_give_results_by_submission_order() {
+        let dir = std::env::temp_dir().join(format!("devicemap-readers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<PathBuf> = (0..20)
+            .map(|i| {
+                let path = dir.join(format!("{i}.safetensors"));
+                let header = if i == 7 {
+                    "[]".to_owned()
+                } else {
+                    format!(
+                        r#"{{"t{i}":{{"dtype":"F32","shape":[{i}],"data_offsets":[0,{}]}}}}"#,
+                        4 * i
+                    )
+                };
+                let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+                bytes.extend_from_slice(header.as_bytes());
+                bytes.resize(bytes.len() + 4 * i, 0);
+                std::fs::write(&path, bytes).unwrap();
+                path
+            })
+            .collect();
+        for workers in [0, 1, 3] {
+            let mut calls = Vec::new();
+            let (fed, results) = read_headers(
+                workers,
+                |submit| {
+                    files.iter().for_each(|f| submit(f));
+                    "fed"
+                },
+                &mut |done, total| calls.push((done, total)),
+            );
+            assert_eq!(fed, "fed");
+            assert_eq!(calls.last(), Some(&(20, 20)), "{workers} workers");
+            for (i, result) in results.iter().enumerate() {
+                match result {
+                    Ok(tensors) => assert_eq!(tensors[0].name, format!("t{i}")),
+                    Err(e) => assert!(i == 7 && e.to_string().contains("7.safetensors"), "{e}"),
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -221,6 +221,44 @@ def test_index_errors(tmp_path: Path) -> None:
         devicemap.tensor_sizes(tmp_path)
 
 
+def test_index_order_does_not_matter(tmp_path: Path) -> None:
+    """Shards are read as the index first names them, on several threads; the sizes, their
+    order, and which of two broken shards is reported do not depend on that order or on timing."""
+    shards = 24
+    names = {
+        f"model-{i:02d}.safetensors": {
+            f"model.layers.{i}.w{j}": {**GOOD, "data_offsets": [8 * j, 8 * j + 8]} for j in range(3)
+        }
+        for i in range(shards)
+    }
+    for file, tensors in names.items():
+        write_raw(tmp_path / file, tensors)
+    index = tmp_path / "model.safetensors.index.json"
+    weight_map = {tensor: file for file, tensors in names.items() for tensor in tensors}
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    forward = devicemap.tensor_sizes(tmp_path)
+    index.write_text(json.dumps({"metadata": {}, "weight_map": dict(reversed(weight_map.items()))}))
+    backward = devicemap.tensor_sizes(tmp_path)
+    assert list(forward.items()) == list(backward.items())
+    assert len(forward) == 3 * shards
+
+    for broken in ("model-05.safetensors", "model-17.safetensors"):
+        (tmp_path / broken).write_bytes(struct.pack("<Q", 2) + b"[]")
+    for _ in range(20):
+        with pytest.raises(ValueError, match=r"model-05.safetensors: header is not a valid"):
+            devicemap.tensor_sizes(tmp_path)
+
+    index.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(ValueError, match="not a safetensors index.*missing field `weight_map`"):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text('{"weight_map": {}, "weight_map": {}}')
+    with pytest.raises(ValueError, match="not a safetensors index.*duplicate field `weight_map`"):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text(json.dumps({"weight_map": {}}))
+    with pytest.raises(ValueError, match="holds no tensors"):
+        devicemap.tensor_sizes(tmp_path)
+
+
 def test_progress_is_called_per_file(tmp_path: Path) -> None:
     files = [write_raw(tmp_path / f"s{i}.safetensors", {f"w{i}": GOOD}) for i in range(20)]
     seen: list[tuple[int, int]] = []

@@ -27,7 +27,6 @@ __all__ = [
     "PlanReport",
     "__version__",
     "_check_map",
-    "_checkpoint_files",
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_tensors",
@@ -369,7 +368,6 @@ def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
 def _checkpoint_sizes(
     path: Any, dtype: Any = None, progress: Callable[[int, int], object] | None = None
 ) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
-def _checkpoint_files(path: Any) -> int: ...
 def _plan(
     sizes: Any,
     max_memory: dict[Any, Any],

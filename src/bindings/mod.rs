@@ -49,7 +49,6 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::tensor_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(plan::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_example_tensors, m)?)?;
-    m.add_function(wrap_pyfunction!(plan::_checkpoint_files, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_checkpoint_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;

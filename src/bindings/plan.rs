@@ -2,7 +2,8 @@
 //! `PlanReport`, and `DeviceMap.to_hf()`. Only translation: the work is in `crate::plan`,
 //! `crate::safetensors` and `crate::examples`, done with the GIL released.
 
-use std::path::{Path, PathBuf};
+use std::collections::hash_map::{Entry, HashMap};
+use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -18,9 +19,8 @@ use crate::error::Error;
 use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
 use crate::safetensors::{self, Checkpoint, Dtype};
 
-/// Threads for reading headers: one per core, at most 8. On the shared 2-core machine 4
-/// threads read 163 shards no faster than 1 (parsing is the work, and every fresh thread's
-/// allocator heap costs page faults), so threads are not oversubscribed.
+/// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
+/// threads than cores would only add start-up and fresh allocator heaps (page faults).
 fn reader_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().min(8))
@@ -70,10 +70,7 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
                 "The list of checkpoint files is empty",
             ));
         }
-        return Ok(Checkpoint {
-            files,
-            ..Checkpoint::default()
-        });
+        return Ok(Checkpoint::Files(files));
     }
     if let Ok(tuple) = source.cast::<PyTuple>() {
         return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());
@@ -84,8 +81,15 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
 
 fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Bound<'py, PyDict>> {
     let dict = presized_dict(py, sizes.len())?;
+    // A model has a few dozen distinct tensor sizes (every expert's weight is the same size):
+    // one int object per size instead of one per tensor.
+    let mut ints: HashMap<u64, Bound<'py, PyInt>> = HashMap::new();
     for (name, bytes) in sizes {
-        dict.set_item(PyString::new(py, name), bytes)?;
+        let value = match ints.entry(*bytes) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => slot.insert(bytes.into_pyobject(py)?),
+        };
+        dict.set_item(PyString::new(py, name), &*value)?;
     }
     Ok(dict)
 }
@@ -153,23 +157,8 @@ pub fn _checkpoint_sizes<'py>(
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
-        let dir = checkpoint
-            .index
-            .as_ref()
-            .or(checkpoint.files.first())
-            .and_then(|p| p.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let tied = safetensors::config_ties(&dir, &sizes)?;
+        let tied = safetensors::config_ties(&checkpoint.dir(), &sizes)?;
         Ok((sizes, tied))
-    })
-}
-
-/// The number of files a checkpoint path names (for a progress bar's total).
-#[pyfunction]
-pub fn _checkpoint_files(path: &Bound<'_, PyAny>) -> PyResult<usize> {
-    guard("_checkpoint_files", || {
-        Ok(checkpoint_from_py(path)?.files.len())
     })
 }
 
