@@ -107,6 +107,10 @@ pub enum Error {
 
     #[error("DeviceMap key of {len} bytes is longer than a DeviceMap can hold ({max} bytes)", max = u32::MAX)]
     KeyTooLong { len: usize },
+
+    /// A check of devicemap's own work failed: a bug, never the caller's input.
+    #[error("internal error: {0}; please report it at the devicemap issue tracker")]
+    Internal(String),
 }
 
 /// Entries a map can hold: positions are `u32`.
@@ -119,7 +123,7 @@ impl Error {
             Error::Uncovered { .. } => ErrorKind::Key,
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,
-            Error::ChangedDuringIteration { .. } => ErrorKind::Runtime,
+            Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,
             Error::TooManyEntries { .. } => ErrorKind::Overflow,
             _ => ErrorKind::Value,
         }

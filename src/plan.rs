@@ -27,6 +27,7 @@ use ahash::RandomState;
 
 use crate::device::{Device, DeviceType};
 use crate::error::{Error, Result};
+use crate::lookup::{self, Summary};
 use crate::map::DeviceMap;
 use crate::units::human_bytes;
 
@@ -362,6 +363,9 @@ pub struct Plan {
     pub unplaced_bytes: u64,
     /// Sentences saying why things went where they went.
     pub notes: Vec<String>,
+    /// The planned map looked up for every tensor (`DeviceMap.summary(sizes)`), with tied
+    /// storage counted once: per device it agrees with `devices`, which `plan` checks.
+    pub summary: Summary,
 }
 
 /// Greedy order-preserving fill of `sizes` into devices of `caps`, starting each unit on the
@@ -527,7 +531,8 @@ fn balance_low_0(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
 }
 
 /// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
-/// the budget of accelerator `runner`.
+/// the budget of device `runner`, and accelerators before it take nothing (the runner must be
+/// the first accelerator holding a block).
 fn assign(
     sizes: &[u64],
     budgets: &[(Device, u64)],
@@ -538,9 +543,11 @@ fn assign(
     let caps: Vec<u64> = budgets
         .iter()
         .enumerate()
-        .map(|(i, &(_, b))| {
+        .map(|(i, &(device, b))| {
             if i == runner {
                 b.saturating_sub(reserve)
+            } else if i < runner && is_accelerator(device) {
+                0
             } else {
                 b
             }
@@ -702,8 +709,9 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         )));
     }
     let accelerators = budgets.accelerators();
-    // The device that runs offloaded blocks, and which devices count as offload.
-    let runner = if accelerators > 0 {
+    // The device that runs offloaded blocks: the first accelerator holding a block
+    // (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
+    let mut runner = if accelerators > 0 {
         0
     } else {
         devices
@@ -716,29 +724,38 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     } else {
         runner + 1
     };
-
-    let mut reserve = 0u64;
-    let mut assigned = assign(&sizes, devices, strategy, reserve, runner);
-    for _ in 0..64 {
-        let largest_spilled = assigned
+    let spills = |assigned: &[usize]| {
+        assigned
             .iter()
             .zip(&sizes)
             .filter(|(&d, _)| d >= offload_from && d < devices.len())
             .map(|(_, &s)| s)
             .max()
-            .unwrap_or(0);
-        if largest_spilled <= reserve {
+    };
+    let (mut assigned, mut reserve);
+    loop {
+        // The reserve changes what spills: repeat until it covers the largest spilled block.
+        reserve = 0u64;
+        assigned = assign(&sizes, devices, strategy, reserve, runner);
+        for _ in 0..64 {
+            let largest_spilled = spills(&assigned).unwrap_or(0);
+            if largest_spilled <= reserve {
+                break;
+            }
+            reserve = largest_spilled;
+            assigned = assign(&sizes, devices, strategy, reserve, runner);
+        }
+        if spills(&assigned).is_none() {
+            reserve = 0;
             break;
         }
-        reserve = largest_spilled;
-        assigned = assign(&sizes, devices, strategy, reserve, runner);
-    }
-    let reserve_needed = assigned
-        .iter()
-        .zip(&sizes)
-        .any(|(&d, _)| d >= offload_from && d < devices.len());
-    if !reserve_needed {
-        reserve = 0;
+        // With its reserve taken off, the runner may hold nothing (its budget left too little
+        // for the first block): then the first GPU that does hold a block runs the offloaded
+        // ones, and the reserve moves there, the GPUs before it staying empty.
+        match assigned.iter().copied().find(|&d| d < accelerators) {
+            Some(first) if first > runner => runner = first,
+            _ => break,
+        }
     }
 
     // Per-tensor device, then the compact map.
@@ -848,7 +865,9 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
             devices,
         ));
     }
+    let summary = checked_summary(&map, &names, &tensor_bytes, &uses, &tensor_device)?;
     Ok(Plan {
+        summary,
         map,
         strategy,
         devices: uses,
@@ -861,6 +880,46 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         unplaced_bytes,
         notes,
     })
+}
+
+/// Looks up every tensor in the compact map, as a loader will, and checks that each lands
+/// where the planner put it: the compaction must not move anything.
+fn checked_summary(
+    map: &DeviceMap,
+    names: &[&str],
+    tensor_bytes: &[u64],
+    uses: &[DeviceUse],
+    tensor_device: &[usize],
+) -> Result<Summary> {
+    let summary =
+        lookup::summary_with_sizes(map, names.iter().copied().zip(tensor_bytes.iter().copied()))?;
+    // What no device takes is mapped to `meta` (see `compact`); nothing is left uncovered.
+    let unplaced = tensor_device.iter().filter(|&&d| d >= uses.len()).count();
+    let on_meta = summary
+        .devices
+        .iter()
+        .find(|u| u.device.kind == DeviceType::Meta)
+        .map_or(0, |u| u.tensors);
+    let mut agrees = summary.uncovered_tensors == 0 && on_meta == unplaced;
+    for used in uses {
+        let found = summary.devices.iter().find(|u| u.device == used.device);
+        let (tensors, bytes) = found.map_or((0, 0), |u| (u.tensors, u.bytes));
+        agrees &= tensors == used.tensors && bytes == used.bytes;
+    }
+    if !agrees {
+        return Err(Error::Internal(format!(
+            "the compact map places tensors elsewhere than planned (planned {:?}, map gives {:?})",
+            uses.iter()
+                .map(|u| (u.device, u.tensors, u.bytes))
+                .collect::<Vec<_>>(),
+            summary
+                .devices
+                .iter()
+                .map(|u| (u.device, u.tensors, u.bytes))
+                .collect::<Vec<_>>()
+        )));
+    }
+    Ok(summary)
 }
 
 fn spill_devices(spilled: &[Placed]) -> String {
@@ -901,7 +960,8 @@ fn not_fitting_message(
 }
 
 /// Merges siblings on one device into their parent: a module whose units all sit on one
-/// device is one entry (the root, `""`, when everything does).
+/// device is one entry (the root, `""`, when everything does). Units no device takes go to
+/// `meta`, so the map of a plan that does not fit still covers every tensor.
 fn compact(
     tree: &Tree<'_>,
     units: &[Unit<'_>],
@@ -989,13 +1049,21 @@ impl Plan {
             } else {
                 used.bytes as f64 / used.budget as f64 * 100.0
             };
+            let entries = self
+                .summary
+                .devices
+                .iter()
+                .find(|u| u.device == used.device)
+                .map_or(0, |u| u.entries);
             let _ = write!(
                 out,
-                "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks",
+                "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks  {:>9} tensors  {:>6} map entries",
                 used.device.to_string(),
                 human_bytes(used.bytes),
                 human_bytes(used.budget),
-                used.blocks
+                used.blocks,
+                lookup::thousands(used.tensors as u64),
+                entries
             );
             if used.reserved > 0 {
                 let _ = write!(

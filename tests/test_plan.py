@@ -140,6 +140,55 @@ def test_spill_reserve_and_report() -> None:
     assert data["device_map"] == report.to_hf()
 
 
+@pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
+def test_reserve_sits_on_the_gpu_that_runs_offloaded_blocks(strategy: str) -> None:
+    """GPU 0's budget less the reserve cannot hold a layer, so GPU 0 stays empty: the first GPU
+    of the map (GPU 1) runs the offloaded layers, and it must keep the room for them."""
+    mib = 2**20
+    sizes = {f"model.layers.{i}.weight": 4 * mib for i in range(10)}
+    budgets = {0: 6 * mib, 1: 10 * mib, 2: 10 * mib, "cpu": 100 * mib}
+    report = devicemap.plan_report(sizes, budgets, strategy)
+    assert report.fits
+    gpu0, gpu1, gpu2, cpu = report.devices
+    assert gpu0["bytes"] == 0 and gpu0["reserved"] == 0
+    assert gpu1["reserved"] == 4 * mib and gpu1["bytes"] == 4 * mib
+    assert gpu2["bytes"] == 8 * mib and gpu2["reserved"] == 0
+    assert cpu["bytes"] == 7 * 4 * mib
+    hf = report.to_hf()
+    assert next(d for d in hf.values() if isinstance(d, int)) == 1  # what dispatch_model runs them on
+    assert any(note.startswith("cuda:1 keeps 4.0 MiB free") for note in report.notes)
+
+
+def test_summary_is_the_lookup_of_the_plan() -> None:
+    sizes = devicemap.example_model("llama-3-70b")
+    report = devicemap.plan_report(sizes, {0: "40GiB", 1: "40GiB", "cpu": "60GiB", "disk": "1TiB"})
+    summary = report.summary
+    looked_up = report.device_map.summary(sizes)
+    assert summary.bytes == looked_up.bytes
+    assert summary.tensors == looked_up.tensors
+    assert summary.entries == looked_up.entries
+    for entry in report.devices:
+        key = devicemap.Device.from_str(entry["device"])
+        assert summary.bytes is not None and summary.tensors is not None
+        assert summary.bytes.get(key, 0) == entry["bytes"]
+        assert summary.tensors.get(key, 0) == entry["tensors"]
+        assert summary.entries.get(key, 0) == entry["entries"]
+    assert "map entries" in str(report)
+    # Tied storage counts once in the plan's summary, as in its budgets.
+    tied = devicemap.plan_report(
+        {"embed.weight": 8, "layers.0.w": 4, "head.weight": 8},
+        {0: 100},
+        tied=[["embed.weight", "head.weight"]],
+    )
+    assert tied.summary.bytes == {devicemap.Device.gpu(0): 12}
+    assert tied.summary.tensors == {devicemap.Device.gpu(0): 3}
+    # Not fitting: what no device takes is mapped to meta, and nothing is left uncovered.
+    short = devicemap.plan_report(sizes, {0: "10GiB"})
+    assert short.summary.bytes is not None
+    assert short.summary.bytes[devicemap.Device.from_str("meta")] == short.missing_bytes > 0
+    assert short.summary.uncovered_tensors == 0
+
+
 def test_bad_input() -> None:
     sizes = {"a.weight": 10, "b.weight": 20}
     with pytest.raises(ValueError, match=r"Unknown max_memory key 'tpu'"):

@@ -138,7 +138,7 @@ def _verdict(report: Any, described: str) -> str:
     return f"fits on {', '.join(d['device'] for d in devices if d['bytes'])}"
 
 
-def _bar(share: float, width: int = 20) -> str:
+def _bar(share: float, width: int = 10) -> str:
     filled = round(min(max(share, 0.0), 1.0) * width)
     return "#" * filled + "." * (width - filled)
 
@@ -163,6 +163,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         ("budget", "right"),
         ("share", "left"),
         ("blocks", "right"),
+        ("tensors", "right"),
+        ("entries", "right"),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for entry in report.devices:
@@ -173,6 +175,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
             _gib(entry["budget"]),
             f"{_bar(share)} {share * 100:5.1f}%",
             f"{entry['blocks']:,}",
+            f"{entry['tensors']:,}",
+            f"{entry['entries']:,}",
         ]
         if entry["reserved"]:
             row[2] += f" (keeps {_gib(entry['reserved'])})"

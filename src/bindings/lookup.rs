@@ -654,7 +654,7 @@ impl PyMapDiff {
 
 /// The result of `DeviceMap.summary(sizes=None)`.
 #[pyclass(module = "devicemap", name = "MapSummary", frozen)]
-pub struct PySummary(Summary);
+pub struct PySummary(pub(crate) Summary);
 
 impl PySummary {
     fn per_device<'py>(

@@ -13,6 +13,7 @@ use super::convert::{map_to_hf, presized_dict};
 use super::errors::{short_repr, wrong_type};
 use super::guard::guard;
 use super::keys::KeyCache;
+use super::lookup::PySummary;
 use super::map::PyDeviceMap;
 use crate::device::Device;
 use crate::error::Error;
@@ -346,7 +347,11 @@ pub struct PyPlanReport {
     plan: Plan,
 }
 
-fn device_use_dict<'py>(py: Python<'py>, used: &plan::DeviceUse) -> PyResult<Bound<'py, PyDict>> {
+fn device_use_dict<'py>(
+    py: Python<'py>,
+    used: &plan::DeviceUse,
+    entries: usize,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("device", used.device.to_string())?;
     d.set_item("budget", used.budget)?;
@@ -354,6 +359,7 @@ fn device_use_dict<'py>(py: Python<'py>, used: &plan::DeviceUse) -> PyResult<Bou
     d.set_item("bytes", used.bytes)?;
     d.set_item("blocks", used.blocks)?;
     d.set_item("tensors", used.tensors)?;
+    d.set_item("entries", entries)?;
     let share = if used.budget == 0 {
         0.0
     } else {
@@ -401,16 +407,31 @@ impl PyPlanReport {
         self.plan.largest_block.clone()
     }
     /// Per device, in fill order: `device`, `budget`, `reserved`, `bytes`, `blocks`,
-    /// `tensors`, `share` (bytes / budget).
+    /// `tensors`, `entries` (of the map), `share` (bytes / budget).
     #[getter]
     fn devices<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
             .plan
             .devices
             .iter()
-            .map(|u| device_use_dict(py, u))
+            .map(|u| {
+                let entries = self
+                    .plan
+                    .summary
+                    .devices
+                    .iter()
+                    .find(|s| s.device == u.device)
+                    .map_or(0, |s| s.entries);
+                device_use_dict(py, u, entries)
+            })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
+    }
+    /// `device_map.summary(sizes)`: the planned map looked up for every tensor (map entries,
+    /// tensors and bytes per device; tied storage counted once).
+    #[getter]
+    fn summary(&self) -> PySummary {
+        PySummary(self.plan.summary.clone())
     }
     /// Blocks placed off the accelerators: `(name, bytes, device)`.
     #[getter]
