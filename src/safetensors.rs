@@ -626,23 +626,24 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
     }
 }
 
+/// Header read results as they arrive: `(submission id, result)`.
+type Arrivals<'a> = &'a mut dyn Iterator<Item = (usize, Result<Vec<TensorInfo>>)>;
+
 /// Reads headers on `workers` threads while the calling thread runs `feed`, which hands out
 /// files with `submit` (a file's id is its submission order; `feed` may still be parsing an
-/// index). Then collects the results in id order, calling `progress(done, total)` on the
-/// calling thread after each. With no workers, each file is read as it is submitted. Every
-/// submitted file is read, so which error comes first never depends on thread timing.
-fn read_headers<T>(
+/// index). Then `consume` gets what `feed` returned, the number of files, and the results as
+/// they arrive, so it can check early files while later ones are still being read. With no
+/// workers, each file is read as it is submitted.
+fn read_headers<T, R>(
     workers: usize,
     feed: impl FnOnce(&mut dyn FnMut(&Path)) -> T,
-    progress: &mut dyn FnMut(usize, usize),
-) -> (T, Vec<Result<Vec<TensorInfo>>>) {
+    consume: impl FnOnce(T, usize, Arrivals<'_>) -> R,
+) -> R {
     if workers == 0 {
         let mut results = Vec::new();
-        let fed = feed(&mut |file| {
-            results.push(read_file(file));
-            progress(results.len(), results.len());
-        });
-        return (fed, results);
+        let fed = feed(&mut |file| results.push(read_file(file)));
+        let total = results.len();
+        return consume(fed, total, &mut results.into_iter().enumerate());
     }
     let (jobs, queue) = mpsc::channel::<(usize, PathBuf)>();
     let queue = Mutex::new(queue);
@@ -665,26 +666,13 @@ fn read_headers<T>(
         drop(finished);
         let mut submitted = 0;
         let fed = feed(&mut |file| {
-            // A send fails only when every worker is gone, and then `done` ends short.
+            // A send fails only when every worker is gone; then the results come up short,
+            // which `Checks::finish` reports.
             let _ = jobs.send((submitted, file.to_owned()));
             submitted += 1;
         });
         drop(jobs);
-        let mut results: Vec<Option<Result<Vec<TensorInfo>>>> =
-            (0..submitted).map(|_| None).collect();
-        for (count, (id, result)) in done.iter().enumerate() {
-            if let Some(slot) = results.get_mut(id) {
-                *slot = Some(result);
-            }
-            progress(count + 1, submitted);
-        }
-        let results = results
-            .into_iter()
-            .map(|slot| {
-                slot.unwrap_or_else(|| Err(Error::Invalid("A header reader thread stopped".into())))
-            })
-            .collect();
-        (fed, results)
+        consume(fed, submitted, &mut done.iter())
     })
 }
 
@@ -700,166 +688,18 @@ pub fn checkpoint_sizes(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<(String, u64)>> {
-    match checkpoint {
-        Checkpoint::Files(files) => {
-            let workers = threads.min(files.len() / FILES_PER_THREAD);
-            let ((), results) = read_headers(
-                workers,
-                |submit| files.iter().for_each(|file| submit(file)),
-                progress,
-            );
-            let per_file = results.into_iter().collect::<Result<Vec<_>>>()?;
-            collect_sizes(files, per_file, None, dtype)
-        }
-        Checkpoint::Index(index) => index_sizes(index, dtype, threads, progress),
-    }
-}
-
-fn index_sizes(
-    index: &Path,
-    dtype: Option<Dtype>,
-    threads: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<(String, u64)>> {
-    let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
-    let not_index = |e: &dyn fmt::Display| {
-        bad(
-            index,
-            None,
-            format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
-        )
+    let per_file = match checkpoint {
+        Checkpoint::Files(files) => read_headers(
+            threads.min(files.len() / FILES_PER_THREAD),
+            |submit| files.iter().for_each(|file| submit(file)),
+            |(), total, arrivals| {
+                let order: Vec<usize> = (0..total).collect();
+                Checks::new(files, None)?.run(&order, arrivals, progress)
+            },
+        )?,
+        Checkpoint::Index(index) => index_headers(index, threads, progress)?,
     };
-    let text = std::str::from_utf8(&text).map_err(|e| not_index(&e))?;
-    let dir = index.parent().unwrap_or(Path::new(""));
-    let (parsed, results) = read_headers(
-        threads.max(1),
-        |submit| {
-            let mut deserializer = serde_json::Deserializer::from_str(text);
-            let mut submit = |file: &str| submit(&dir.join(file));
-            de::DeserializeSeed::deserialize(
-                IndexSeed {
-                    submit: &mut submit,
-                },
-                &mut deserializer,
-            )
-            .and_then(|parsed| deserializer.end().map(|()| parsed))
-        },
-        progress,
-    );
-    let WeightMap {
-        mut entries,
-        shards,
-    } = parsed.map_err(|e| not_index(&e))?;
-
-    // Shards by file name, so errors and the order of equal names do not depend on the order
-    // the index happens to list them in.
-    let mut by_name: Vec<usize> = (0..shards.len()).collect();
-    by_name.sort_unstable_by(|&a, &b| shards[a].cmp(&shards[b]));
-    let mut position = vec![0; shards.len()];
-    for (at, &id) in by_name.iter().enumerate() {
-        position[id] = at;
-    }
-    let files: Vec<PathBuf> = by_name
-        .iter()
-        .map(|&id| dir.join(shards[id].as_ref()))
-        .collect();
-    for (at, file) in files.iter().enumerate() {
-        if !file.is_file() {
-            let tensor = entries
-                .iter()
-                .filter(|listed| position[listed.shard] == at)
-                .map(|listed| listed.tensor.as_ref())
-                .min()
-                .unwrap_or("");
-            return Err(bad(
-                index,
-                Some(tensor),
-                format!(
-                    "the index names shard '{}', which is missing ({})",
-                    shards[by_name[at]],
-                    file.display()
-                ),
-            ));
-        }
-    }
-    let mut results: Vec<Option<Result<Vec<TensorInfo>>>> = results.into_iter().map(Some).collect();
-    let per_file = by_name
-        .iter()
-        .map(|&id| results[id].take().unwrap_or_else(|| Ok(Vec::new())))
-        .collect::<Result<Vec<_>>>()?;
-    for listed in &mut entries {
-        listed.shard = position[listed.shard];
-    }
-    collect_sizes(&files, per_file, Some((index, &entries)), dtype)
-}
-
-/// Checks the tensors read from `files` (no name twice, and each where the index says), then
-/// gives their sizes in model order.
-fn collect_sizes(
-    files: &[PathBuf],
-    per_file: Vec<Vec<TensorInfo>>,
-    index: Option<(&Path, &[Listed])>,
-    dtype: Option<Dtype>,
-) -> Result<Vec<(String, u64)>> {
-    let count: usize = per_file.iter().map(Vec::len).sum();
-    // Names are checked for duplicates across every file (and inside one: JSON objects may
-    // repeat a key, which a loader would resolve silently). The table holds (file, position)
-    // and uses the hashes the reader threads computed.
-    let mut seen: HashTable<(u32, u32)> = HashTable::with_capacity(count);
-    let tensor_at = |(file, at): (u32, u32)| &per_file[file as usize][at as usize];
-    for (file_index, tensors) in per_file.iter().enumerate() {
-        for (at, info) in tensors.iter().enumerate() {
-            let place = (file_index as u32, at as u32);
-            let found = seen.find(info.name_hash, |&other| tensor_at(other).name == info.name);
-            if let Some(&(first, _)) = found {
-                let where_ = if first as usize == file_index {
-                    "twice in its header".to_owned()
-                } else {
-                    format!("also in '{}'", files[first as usize].display())
-                };
-                return Err(bad(
-                    &files[file_index],
-                    Some(&info.name),
-                    format!("duplicate tensor name ({where_})"),
-                ));
-            }
-            seen.insert_unique(info.name_hash, place, |&other| tensor_at(other).name_hash);
-        }
-    }
-    if let Some((index, weight_map)) = index {
-        for listed in weight_map {
-            let (name, file) = (listed.tensor.as_ref(), listed.shard);
-            let found = seen
-                .find(listed.hash, |&other| tensor_at(other).name == name)
-                .map(|&(other, _)| other as usize);
-            if found != Some(file) {
-                let actual = match found {
-                    Some(other) => format!("it is in '{}'", files[other].display()),
-                    None => "no shard has it".to_owned(),
-                };
-                let named = files[file]
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                return Err(bad(
-                    index,
-                    Some(name),
-                    format!("the index puts this tensor in '{named}', but {actual}"),
-                ));
-            }
-        }
-    }
-    if count == 0 {
-        let what = index
-            .map(|(index, _)| index)
-            .or(files.first().map(PathBuf::as_path))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        return Err(Error::Invalid(format!(
-            "The checkpoint '{what}' holds no tensors"
-        )));
-    }
-    drop(seen);
+    let count = per_file.iter().map(Vec::len).sum();
     let mut sizes = Vec::with_capacity(count);
     for tensor in per_file.into_iter().flatten() {
         let bytes = match dtype {
@@ -872,6 +712,270 @@ fn collect_sizes(
     }
     crate::order::model_order(&mut sizes);
     Ok(sizes)
+}
+
+/// The checked headers of the shards an index names, in file-name order.
+fn index_headers(
+    index: &Path,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<TensorInfo>>> {
+    let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
+    let not_index = |e: &dyn fmt::Display| {
+        bad(
+            index,
+            None,
+            format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
+        )
+    };
+    let text = std::str::from_utf8(&text).map_err(|e| not_index(&e))?;
+    let dir = index.parent().unwrap_or(Path::new(""));
+    read_headers(
+        threads.max(1),
+        |submit| {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let mut submit = |file: &str| submit(&dir.join(file));
+            de::DeserializeSeed::deserialize(
+                IndexSeed {
+                    submit: &mut submit,
+                },
+                &mut deserializer,
+            )
+            .and_then(|parsed| deserializer.end().map(|()| parsed))
+        },
+        |parsed, _, arrivals| {
+            let WeightMap {
+                mut entries,
+                shards,
+            } = parsed.map_err(|e| not_index(&e))?;
+            // Shards by file name, so errors and the order of equal names do not depend on
+            // the order the index happens to list them in.
+            let mut by_name: Vec<usize> = (0..shards.len()).collect();
+            by_name.sort_unstable_by(|&a, &b| shards[a].cmp(&shards[b]));
+            let mut place = vec![0; shards.len()];
+            for (at, &id) in by_name.iter().enumerate() {
+                place[id] = at;
+            }
+            let files: Vec<PathBuf> = by_name
+                .iter()
+                .map(|&id| dir.join(shards[id].as_ref()))
+                .collect();
+            for (at, file) in files.iter().enumerate() {
+                if !file.is_file() {
+                    let tensor = entries
+                        .iter()
+                        .filter(|listed| place[listed.shard] == at)
+                        .map(|listed| listed.tensor.as_ref())
+                        .min()
+                        .unwrap_or("");
+                    return Err(bad(
+                        index,
+                        Some(tensor),
+                        format!(
+                            "the index names shard '{}', which is missing ({})",
+                            shards[by_name[at]],
+                            file.display()
+                        ),
+                    ));
+                }
+            }
+            for listed in &mut entries {
+                listed.shard = place[listed.shard];
+            }
+            Checks::new(&files, Some((index, &entries)))?.run(&place, arrivals, progress)
+        },
+    )
+}
+
+/// The checks across files, fed the files in order: no tensor name twice (JSON objects may
+/// repeat a key, which a loader would resolve silently), and with an index, each tensor in the
+/// shard the index names and every tensor the index names found. Fed in file order, the first
+/// error found never depends on which file a thread finished first.
+struct Checks<'a> {
+    files: &'a [PathBuf],
+    per_file: Vec<Vec<TensorInfo>>,
+    /// Names seen so far that the index does not list (all of them without an index), as
+    /// (file, position), hashed with the hashes the reader threads computed.
+    seen: HashTable<(u32, u32)>,
+    index: Option<IndexTable<'a>>,
+}
+
+/// An index's entries by name, and the file each was found in (`u32::MAX`: not yet).
+struct IndexTable<'a> {
+    path: &'a Path,
+    entries: &'a [Listed<'a>],
+    by_name: HashTable<u32>,
+    found: Vec<u32>,
+}
+
+impl<'a> Checks<'a> {
+    fn new(files: &'a [PathBuf], index: Option<(&'a Path, &'a [Listed<'a>])>) -> Result<Self> {
+        let index = match index {
+            None => None,
+            Some((path, entries)) => {
+                let mut by_name = HashTable::with_capacity(entries.len());
+                for (at, listed) in entries.iter().enumerate() {
+                    let same = |&other: &u32| entries[other as usize].tensor == listed.tensor;
+                    if by_name.find(listed.hash, same).is_some() {
+                        return Err(bad(
+                            path,
+                            Some(&listed.tensor),
+                            "the index lists this tensor twice",
+                        ));
+                    }
+                    by_name
+                        .insert_unique(listed.hash, at as u32, |&e: &u32| entries[e as usize].hash);
+                }
+                Some(IndexTable {
+                    path,
+                    entries,
+                    by_name,
+                    found: vec![u32::MAX; entries.len()],
+                })
+            }
+        };
+        Ok(Checks {
+            files,
+            per_file: Vec::with_capacity(files.len()),
+            seen: HashTable::new(),
+            index,
+        })
+    }
+
+    /// Checks the results as they arrive (`place[id]`: the file's position in `files`), each
+    /// file once all before it are checked; then that nothing the index names is missing.
+    fn run(
+        mut self,
+        place: &[usize],
+        arrivals: Arrivals<'_>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Vec<TensorInfo>>> {
+        let total = self.files.len();
+        let mut early: Vec<Option<Result<Vec<TensorInfo>>>> = (0..total).map(|_| None).collect();
+        for (done, (id, result)) in arrivals.enumerate() {
+            progress(done + 1, total);
+            if let Some(slot) = place.get(id).and_then(|&at| early.get_mut(at)) {
+                *slot = Some(result);
+            }
+            let mut next = self.per_file.len();
+            while let Some(result) = early.get_mut(next).and_then(Option::take) {
+                self.add(result?)?;
+                next += 1;
+            }
+        }
+        self.finish()
+    }
+
+    fn add(&mut self, tensors: Vec<TensorInfo>) -> Result<()> {
+        let file = self.per_file.len();
+        if file == 0 && self.index.is_none() {
+            // Shards are about the same size: room for all without growing step by step.
+            let guess = tensors.len().saturating_mul(self.files.len());
+            // (The table is still empty: the hasher is never called.)
+            self.seen.reserve(guess.min(1 << 24), |_| 0);
+        }
+        let per_file = &self.per_file;
+        let at_place = |(f, p): (u32, u32)| -> &TensorInfo {
+            if f as usize == file {
+                &tensors[p as usize]
+            } else {
+                &per_file[f as usize][p as usize]
+            }
+        };
+        for (position, info) in tensors.iter().enumerate() {
+            if let Some(index) = &mut self.index {
+                let listed = index.by_name.find(info.name_hash, |&e| {
+                    index.entries[e as usize].tensor == info.name
+                });
+                if let Some(&e) = listed {
+                    let e = e as usize;
+                    let first = index.found[e];
+                    if first != u32::MAX {
+                        return Err(duplicate(self.files, first as usize, file, &info.name));
+                    }
+                    let named = index.entries[e].shard;
+                    if named != file {
+                        return Err(bad(
+                            index.path,
+                            Some(&info.name),
+                            format!(
+                                "the index puts this tensor in '{}', but it is in '{}'",
+                                file_name(&self.files[named]),
+                                self.files[file].display()
+                            ),
+                        ));
+                    }
+                    index.found[e] = file as u32;
+                    continue;
+                }
+            }
+            let found = self
+                .seen
+                .find(info.name_hash, |&other| at_place(other).name == info.name);
+            if let Some(&(first, _)) = found {
+                return Err(duplicate(self.files, first as usize, file, &info.name));
+            }
+            self.seen
+                .insert_unique(info.name_hash, (file as u32, position as u32), |&other| {
+                    at_place(other).name_hash
+                });
+        }
+        self.per_file.push(tensors);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<Vec<TensorInfo>>> {
+        if self.per_file.len() < self.files.len() {
+            return Err(Error::Internal(
+                "a header reader thread stopped before reading every file".to_owned(),
+            ));
+        }
+        if let Some(index) = &self.index {
+            let missing = index.found.iter().position(|&f| f == u32::MAX);
+            if let Some(listed) = missing.map(|e| &index.entries[e]) {
+                return Err(bad(
+                    index.path,
+                    Some(&listed.tensor),
+                    format!(
+                        "the index puts this tensor in '{}', but no shard has it",
+                        file_name(&self.files[listed.shard])
+                    ),
+                ));
+            }
+        }
+        if self.per_file.iter().all(Vec::is_empty) {
+            let what = self
+                .index
+                .as_ref()
+                .map(|index| index.path)
+                .or(self.files.first().map(PathBuf::as_path))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "The checkpoint '{what}' holds no tensors"
+            )));
+        }
+        Ok(self.per_file)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn duplicate(files: &[PathBuf], first: usize, file: usize, name: &str) -> Error {
+    let where_ = if first == file {
+        "twice in its header".to_owned()
+    } else {
+        format!("also in '{}'", files[first].display())
+    };
+    bad(
+        &files[file],
+        Some(name),
+        format!("duplicate tensor name ({where_})"),
+    )
 }
 
 /// Names of input embeddings, by the last two components, in the models transformers ships.
@@ -996,18 +1100,19 @@ mod tests {
             })
             .collect();
         for workers in [0, 1, 3] {
-            let mut calls = Vec::new();
-            let (fed, results) = read_headers(
+            let (fed, total, mut results) = read_headers(
                 workers,
                 |submit| {
                     files.iter().for_each(|f| submit(f));
                     "fed"
                 },
-                &mut |done, total| calls.push((done, total)),
+                |fed, total, arrivals| (fed, total, arrivals.collect::<Vec<_>>()),
             );
-            assert_eq!(fed, "fed");
-            assert_eq!(calls.last(), Some(&(20, 20)), "{workers} workers");
-            for (i, result) in results.iter().enumerate() {
+            assert_eq!((fed, total), ("fed", 20), "{workers} workers");
+            results.sort_by_key(|(id, _)| *id);
+            assert_eq!(results.len(), 20);
+            for (i, (id, result)) in results.iter().enumerate() {
+                assert_eq!(*id, i);
                 match result {
                     Ok(tensors) => assert_eq!(tensors[0].name, format!("t{i}")),
                     Err(e) => assert!(i == 7 && e.to_string().contains("7.safetensors"), "{e}"),

@@ -216,6 +216,26 @@ def test_index_errors(tmp_path: Path) -> None:
         ValueError, match=r"tensor 'v': the index puts this tensor in 'model-1.safetensors', but no shard"
     ):
         devicemap.tensor_sizes(tmp_path)
+    write_raw(tmp_path / "model-2.safetensors", {"v": GOOD, "u": {**GOOD, "data_offsets": [8, 16]}})
+    index.write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "w": "model-1.safetensors",
+                    "v": "model-1.safetensors",
+                    "u": "model-2.safetensors",
+                }
+            }
+        )
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"index.json: tensor 'v': the index puts this tensor in 'model-1.safetensors', but it is in .*model-2",
+    ):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text('{"weight_map": {"w": "model-1.safetensors", "w": "model-1.safetensors"}}')
+    with pytest.raises(ValueError, match=r"index.json: tensor 'w': the index lists this tensor twice"):
+        devicemap.tensor_sizes(tmp_path)
     index.write_text("[]")
     with pytest.raises(ValueError, match="not a safetensors index"):
         devicemap.tensor_sizes(tmp_path)
