@@ -243,17 +243,20 @@ impl<'de> Deserialize<'de> for RawInfo<'de> {
     }
 }
 
-struct RawTensor<'a> {
-    name: Cow<'a, str>,
-    info: RawInfo<'a>,
+/// Reads a header's entries in file order, skipping `__metadata__`, and checks each as it is
+/// read (no entry is kept in between). A parse error names the tensor; a check's error is kept
+/// in `failure` (serde's error type cannot carry it) and stops the parse.
+struct HeaderVisitor<'f> {
+    file: &'f Path,
+    data_len: u64,
+    failure: &'f mut Option<Error>,
 }
 
-/// Collects a header's entries in file order, skipping `__metadata__`, and names the tensor
-/// whose entry fails to parse.
-struct HeaderVisitor;
+/// A header's tensors, and each one's data span `(begin, end, position)`.
+type Entries = (Vec<TensorInfo>, Vec<(u64, u64, usize)>);
 
-impl<'de> Visitor<'de> for HeaderVisitor {
-    type Value = Vec<RawTensor<'de>>;
+impl<'de> Visitor<'de> for HeaderVisitor<'_> {
+    type Value = Entries;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object of tensor names to {dtype, shape, data_offsets}")
@@ -264,6 +267,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut tensors = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut spans = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             if name == "__metadata__" {
                 map.next_value::<IgnoredAny>()?;
@@ -272,10 +276,76 @@ impl<'de> Visitor<'de> for HeaderVisitor {
             let info = map
                 .next_value::<RawInfo<'de>>()
                 .map_err(|e| de::Error::custom(format!("tensor '{name}': {e}")))?;
-            tensors.push(RawTensor { name, info });
+            match check_entry(self.file, self.data_len, &name, &info) {
+                Ok((dtype, elements, bytes)) => {
+                    spans.push((info.data_offsets.0, info.data_offsets.1, tensors.len()));
+                    tensors.push(TensorInfo {
+                        name_hash: name_hash(&name),
+                        name: name.into_owned(),
+                        dtype,
+                        elements,
+                        bytes,
+                    });
+                }
+                Err(error) => {
+                    *self.failure = Some(error);
+                    return Err(de::Error::custom("invalid tensor entry"));
+                }
+            }
         }
-        Ok(tensors)
+        Ok((tensors, spans))
     }
+}
+
+/// One entry's dtype, element count and bytes, checked against its offsets and the data
+/// section of `data_len` bytes.
+fn check_entry(
+    file: &Path,
+    data_len: u64,
+    name: &str,
+    info: &RawInfo<'_>,
+) -> Result<(Dtype, u64, u64)> {
+    let dtype = {
+        let parsed: std::result::Result<Dtype, de::value::Error> =
+            Dtype::deserialize(info.dtype.as_ref().into_deserializer());
+        parsed.map_err(|_| bad(file, Some(name), format!("unknown dtype '{}'", info.dtype)))?
+    };
+    let overflows = || {
+        bad(
+            file,
+            Some(name),
+            format!("shape {:?} overflows", info.shape),
+        )
+    };
+    let elements = info.shape.elements.ok_or_else(overflows)?;
+    let bytes = dtype_bytes(dtype, elements).ok_or_else(overflows)?;
+    let (begin, end) = info.data_offsets;
+    if begin > end {
+        return Err(bad(
+            file,
+            Some(name),
+            format!("data offsets [{begin}, {end}] end before they begin"),
+        ));
+    }
+    if end > data_len {
+        return Err(bad(
+            file,
+            Some(name),
+            format!("data offsets [{begin}, {end}] run past the end of the file (its data section is {data_len} bytes)"),
+        ));
+    }
+    if end - begin != bytes {
+        return Err(bad(
+            file,
+            Some(name),
+            format!(
+                "data offsets [{begin}, {end}] span {} bytes, but shape {:?} of {dtype} needs {bytes}",
+                end - begin,
+                info.shape
+            ),
+        ));
+    }
+    Ok((dtype, elements, bytes))
 }
 
 /// The tensors of one header, in file (data offset) order, checked against the data section
@@ -291,73 +361,25 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
         )
     })?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let raw = de::Deserializer::deserialize_map(&mut deserializer, HeaderVisitor)
-        .and_then(|tensors| deserializer.end().map(|()| tensors))
-        .map_err(|e| {
-            bad(
+    let mut failure = None;
+    let visitor = HeaderVisitor {
+        file,
+        data_len,
+        failure: &mut failure,
+    };
+    let parsed = de::Deserializer::deserialize_map(&mut deserializer, visitor)
+        .and_then(|entries| deserializer.end().map(|()| entries));
+    let (tensors, mut spans) = match (parsed, failure) {
+        (_, Some(error)) => return Err(error),
+        (Ok(entries), None) => entries,
+        (Err(e), None) => {
+            return Err(bad(
                 file,
                 None,
                 format!("header is not a valid safetensors JSON object: {e}"),
-            )
-        })?;
-
-    let mut tensors = Vec::with_capacity(raw.len());
-    let mut spans = Vec::with_capacity(raw.len());
-    for (index, RawTensor { name, info }) in raw.into_iter().enumerate() {
-        let dtype = {
-            let parsed: std::result::Result<Dtype, de::value::Error> =
-                Dtype::deserialize(info.dtype.as_ref().into_deserializer());
-            parsed.map_err(|_| bad(file, Some(&name), format!("unknown dtype '{}'", info.dtype)))?
-        };
-        let elements = info.shape.elements.ok_or_else(|| {
-            bad(
-                file,
-                Some(&name),
-                format!("shape {:?} overflows", info.shape),
-            )
-        })?;
-        let bytes = dtype_bytes(dtype, elements).ok_or_else(|| {
-            bad(
-                file,
-                Some(&name),
-                format!("shape {:?} overflows", info.shape),
-            )
-        })?;
-        let (begin, end) = info.data_offsets;
-        if begin > end {
-            return Err(bad(
-                file,
-                Some(&name),
-                format!("data offsets [{begin}, {end}] end before they begin"),
-            ));
+            ))
         }
-        if end > data_len {
-            return Err(bad(
-                file,
-                Some(&name),
-                format!("data offsets [{begin}, {end}] run past the end of the file (its data section is {data_len} bytes)"),
-            ));
-        }
-        if end - begin != bytes {
-            return Err(bad(
-                file,
-                Some(&name),
-                format!(
-                    "data offsets [{begin}, {end}] span {} bytes, but shape {:?} of {dtype} needs {bytes}",
-                    end - begin,
-                    info.shape
-                ),
-            ));
-        }
-        spans.push((begin, end, index));
-        tensors.push(TensorInfo {
-            name_hash: name_hash(&name),
-            name: name.into_owned(),
-            dtype,
-            elements,
-            bytes,
-        });
-    }
+    };
     // Headers written by safetensors list tensors in data order already: then nothing moves.
     let in_order = spans.windows(2).all(|w| w[0] <= w[1]);
     if !in_order {
