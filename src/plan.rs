@@ -1038,8 +1038,8 @@ impl Plan {
             "plan ({}): {} in {} tensors, {} blocks (largest '{}', {})",
             self.strategy.as_str(),
             human_bytes(self.total_bytes),
-            self.tensors,
-            self.blocks,
+            lookup::thousands(self.tensors as u64),
+            lookup::thousands(self.blocks as u64),
             self.largest_block.0,
             human_bytes(self.largest_block.1)
         );
