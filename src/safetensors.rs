@@ -549,9 +549,10 @@ struct Listed<'a> {
 
 /// Reads an index (`{"weight_map": {tensor: file}, ...}`) and hands each shard file to
 /// `submit` the moment it first appears, so shard headers are read while the rest of the index
-/// is still being parsed.
+/// is still being parsed. `weight_map` says which level is read: the index, or its map.
 struct IndexSeed<'s> {
     submit: &'s mut dyn FnMut(&str),
+    weight_map: bool,
 }
 
 impl<'de> de::DeserializeSeed<'de> for IndexSeed<'_> {
@@ -569,13 +570,20 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
     type Value = WeightMap<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object with a 'weight_map' object of tensor names to files")
+        f.write_str(if self.weight_map {
+            "an object of tensor names to shard files"
+        } else {
+            "a JSON object with a 'weight_map' object of tensor names to files"
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(
         self,
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
+        if self.weight_map {
+            return read_weight_map(map, self.submit);
+        }
         let mut weight_map = None;
         let submit = self.submit;
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
@@ -586,66 +594,44 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
             if weight_map.is_some() {
                 return Err(de::Error::duplicate_field("weight_map"));
             }
-            weight_map = Some(map.next_value_seed(WeightMapSeed {
+            weight_map = Some(map.next_value_seed(IndexSeed {
                 submit: &mut *submit,
+                weight_map: true,
             })?);
         }
         weight_map.ok_or_else(|| de::Error::missing_field("weight_map"))
     }
 }
 
-struct WeightMapSeed<'s> {
-    submit: &'s mut dyn FnMut(&str),
-}
-
-impl<'de> de::DeserializeSeed<'de> for WeightMapSeed<'_> {
-    type Value = WeightMap<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+fn read_weight_map<'de, A: MapAccess<'de>>(
+    mut map: A,
+    submit: &mut dyn FnMut(&str),
+) -> std::result::Result<WeightMap<'de>, A::Error> {
+    let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+    let mut shards: Vec<Cow<'de, str>> = Vec::new();
+    let mut ids: HashMap<Cow<'de, str>, usize, RandomState> = HashMap::default();
+    while let Some((Text(tensor), Text(file))) = map.next_entry::<Text<'de>, Text<'de>>()? {
+        // Entries come in runs of one shard: compare with the last before hashing.
+        let id = match shards.last() {
+            Some(last) if *last == file => shards.len() - 1,
+            _ => match ids.get(&file) {
+                Some(&id) => id,
+                None => {
+                    submit(&file);
+                    ids.insert(file.clone(), shards.len());
+                    shards.push(file);
+                    shards.len() - 1
+                }
+            },
+        };
+        let hash = name_hash(&tensor);
+        entries.push(Listed {
+            tensor,
+            shard: id,
+            hash,
+        });
     }
-}
-
-impl<'de> Visitor<'de> for WeightMapSeed<'_> {
-    type Value = WeightMap<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of tensor names to shard files")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        let mut shards: Vec<Cow<'de, str>> = Vec::new();
-        let mut ids: HashMap<Cow<'de, str>, usize, RandomState> = HashMap::default();
-        while let Some((Text(tensor), Text(file))) = map.next_entry::<Text<'de>, Text<'de>>()? {
-            // Entries come in runs of one shard: compare with the last before hashing.
-            let id = match shards.last() {
-                Some(last) if *last == file => shards.len() - 1,
-                _ => match ids.get(&file) {
-                    Some(&id) => id,
-                    None => {
-                        (self.submit)(&file);
-                        ids.insert(file.clone(), shards.len());
-                        shards.push(file);
-                        shards.len() - 1
-                    }
-                },
-            };
-            let hash = name_hash(&tensor);
-            entries.push(Listed {
-                tensor,
-                shard: id,
-                hash,
-            });
-        }
-        Ok(WeightMap { entries, shards })
-    }
+    Ok(WeightMap { entries, shards })
 }
 
 /// Header read results as they arrive: `(submission id, result)`.
@@ -760,6 +746,7 @@ fn index_headers(
             de::DeserializeSeed::deserialize(
                 IndexSeed {
                     submit: &mut submit,
+                    weight_map: false,
                 },
                 &mut deserializer,
             )
