@@ -150,9 +150,12 @@ def test_reserve_sits_on_the_gpu_that_runs_offloaded_blocks(strategy: str) -> No
     report = devicemap.plan_report(sizes, budgets, strategy)
     assert report.fits
     gpu0, gpu1, gpu2, cpu = report.devices
-    assert gpu0["bytes"] == 0 and gpu0["reserved"] == 0
-    assert gpu1["reserved"] == 4 * mib and gpu1["bytes"] == 4 * mib
-    assert gpu2["bytes"] == 8 * mib and gpu2["reserved"] == 0
+    assert gpu0["bytes"] == 0
+    assert gpu0["reserved"] == 0
+    assert gpu1["reserved"] == 4 * mib
+    assert gpu1["bytes"] == 4 * mib
+    assert gpu2["bytes"] == 8 * mib
+    assert gpu2["reserved"] == 0
     assert cpu["bytes"] == 7 * 4 * mib
     hf = report.to_hf()
     assert next(d for d in hf.values() if isinstance(d, int)) == 1  # what dispatch_model runs them on
@@ -169,7 +172,8 @@ def test_summary_is_the_lookup_of_the_plan() -> None:
     assert summary.entries == looked_up.entries
     for entry in report.devices:
         key = devicemap.Device.from_str(entry["device"])
-        assert summary.bytes is not None and summary.tensors is not None
+        assert summary.bytes is not None
+        assert summary.tensors is not None
         assert summary.bytes.get(key, 0) == entry["bytes"]
         assert summary.tensors.get(key, 0) == entry["tensors"]
         assert summary.entries.get(key, 0) == entry["entries"]

@@ -230,7 +230,8 @@ def test_index_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(
         ValueError,
-        match=r"index.json: tensor 'v': the index puts this tensor in 'model-1.safetensors', but it is in .*model-2",
+        match=r"index.json: tensor 'v': the index puts this tensor in 'model-1.safetensors', "
+        r"but it is in .*model-2",
     ):
         devicemap.tensor_sizes(tmp_path)
     index.write_text('{"weight_map": {"w": "model-1.safetensors", "w": "model-1.safetensors"}}')
@@ -269,10 +270,10 @@ def test_index_order_does_not_matter(tmp_path: Path) -> None:
             devicemap.tensor_sizes(tmp_path)
 
     index.write_text(json.dumps({"metadata": {}}))
-    with pytest.raises(ValueError, match="not a safetensors index.*missing field `weight_map`"):
+    with pytest.raises(ValueError, match=r"not a safetensors index.*missing field `weight_map`"):
         devicemap.tensor_sizes(tmp_path)
     index.write_text('{"weight_map": {}, "weight_map": {}}')
-    with pytest.raises(ValueError, match="not a safetensors index.*duplicate field `weight_map`"):
+    with pytest.raises(ValueError, match=r"not a safetensors index.*duplicate field `weight_map`"):
         devicemap.tensor_sizes(tmp_path)
     index.write_text(json.dumps({"weight_map": {}}))
     with pytest.raises(ValueError, match="holds no tensors"):
