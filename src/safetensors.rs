@@ -687,36 +687,48 @@ fn read_headers<T, R>(
 /// Files read by one thread before the next is worth starting: below this, one thread.
 const FILES_PER_THREAD: usize = 8;
 
+/// A tensor's size as loaded, and its place in the order the caller's observer saw the
+/// tensors (file by file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub bytes: u64,
+    pub seen: u32,
+}
+
 /// Per-tensor bytes of a checkpoint, in model order (see [`crate::order::model_order`]).
 /// `dtype` re-sizes floating-point tensors as loading with that `torch_dtype` would. Headers are
-/// read by up to `threads` threads; `progress(done, total)` is called on the calling thread.
+/// read by up to `threads` threads. On the calling thread, `progress(done, total)` is called as
+/// files are read, and `observe` with each file's tensors once they pass the checks, in file
+/// order, while later files may still be read (so a caller can convert names meanwhile).
 pub fn checkpoint_sizes(
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<(String, u64)>> {
+    observe: &mut dyn FnMut(&[TensorInfo]),
+) -> Result<Vec<(String, Size)>> {
     let per_file = match checkpoint {
         Checkpoint::Files(files) => read_headers(
             threads.min(files.len() / FILES_PER_THREAD),
             |submit| files.iter().for_each(|file| submit(file)),
             |(), total, arrivals| {
                 let order: Vec<usize> = (0..total).collect();
-                Checks::new(files, None)?.run(&order, arrivals, progress)
+                Checks::new(files, None)?.run(&order, arrivals, progress, observe)
             },
         )?,
-        Checkpoint::Index(index) => index_headers(index, threads, progress)?,
+        Checkpoint::Index(index) => index_headers(index, threads, progress, observe)?,
     };
     let count = per_file.iter().map(Vec::len).sum();
     let mut sizes = Vec::with_capacity(count);
-    for tensor in per_file.into_iter().flatten() {
+    for (seen, tensor) in per_file.into_iter().flatten().enumerate() {
         let bytes = match dtype {
             Some(target) if is_floating(tensor.dtype) => {
                 dtype_bytes(target, tensor.elements).unwrap_or(u64::MAX)
             }
             _ => tensor.bytes,
         };
-        sizes.push((tensor.name, bytes));
+        let seen = seen as u32;
+        sizes.push((tensor.name, Size { bytes, seen }));
     }
     crate::order::model_order(&mut sizes);
     Ok(sizes)
@@ -727,6 +739,7 @@ fn index_headers(
     index: &Path,
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
+    observe: &mut dyn FnMut(&[TensorInfo]),
 ) -> Result<Vec<Vec<TensorInfo>>> {
     let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
     let not_index = |e: &dyn fmt::Display| {
@@ -791,7 +804,7 @@ fn index_headers(
             for listed in &mut entries {
                 listed.shard = place[listed.shard];
             }
-            Checks::new(&files, Some((index, &entries)))?.run(&place, arrivals, progress)
+            Checks::new(&files, Some((index, &entries)))?.run(&place, arrivals, progress, observe)
         },
     )
 }
@@ -852,12 +865,14 @@ impl<'a> Checks<'a> {
     }
 
     /// Checks the results as they arrive (`place[id]`: the file's position in `files`), each
-    /// file once all before it are checked; then that nothing the index names is missing.
+    /// file once all before it are checked, and shows it to `observe`; then that nothing the
+    /// index names is missing.
     fn run(
         mut self,
         place: &[usize],
         arrivals: Arrivals<'_>,
         progress: &mut dyn FnMut(usize, usize),
+        observe: &mut dyn FnMut(&[TensorInfo]),
     ) -> Result<Vec<Vec<TensorInfo>>> {
         let total = self.files.len();
         let mut early: Vec<Option<Result<Vec<TensorInfo>>>> = (0..total).map(|_| None).collect();
@@ -869,6 +884,9 @@ impl<'a> Checks<'a> {
             let mut next = self.per_file.len();
             while let Some(result) = early.get_mut(next).and_then(Option::take) {
                 self.add(result?)?;
+                if let Some(tensors) = self.per_file.last() {
+                    observe(tensors);
+                }
                 next += 1;
             }
         }

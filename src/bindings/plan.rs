@@ -2,6 +2,7 @@
 //! `PlanReport`, and `DeviceMap.to_hf()`. Only translation: the work is in `crate::plan`,
 //! `crate::safetensors` and `crate::examples`, done with the GIL released.
 
+use std::cell::RefCell;
 use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ use super::map::PyDeviceMap;
 use crate::device::Device;
 use crate::error::Error;
 use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
-use crate::safetensors::{self, Checkpoint, Dtype};
+use crate::safetensors::{self, Checkpoint, Dtype, Size};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
@@ -80,44 +81,81 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
     Ok(source.py().detach(|| safetensors::resolve(&path))?)
 }
 
-fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Bound<'py, PyDict>> {
-    let dict = presized_dict(py, sizes.len())?;
+/// `{name: bytes}` from `(name, bytes)` entries, in their order.
+fn sizes_dict<'py>(
+    py: Python<'py>,
+    len: usize,
+    entries: impl Iterator<Item = (PyResult<Bound<'py, PyString>>, u64)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = presized_dict(py, len)?;
     // A model has a few dozen distinct tensor sizes (every expert's weight is the same size):
     // one int object per size instead of one per tensor.
     let mut ints: HashMap<u64, Bound<'py, PyInt>> = HashMap::new();
-    for (name, bytes) in sizes {
-        let value = match ints.entry(*bytes) {
+    for (key, bytes) in entries {
+        let value = match ints.entry(bytes) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => slot.insert(bytes.into_pyobject(py)?),
         };
-        dict.set_item(PyString::new(py, name), &*value)?;
+        dict.set_item(key?, &*value)?;
     }
     Ok(dict)
 }
 
-/// Reads the sizes of a checkpoint with the GIL released; `progress(done, total)` is called
-/// (with the GIL) after each file.
+fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Bound<'py, PyDict>> {
+    let entries = sizes
+        .iter()
+        .map(|(name, bytes)| (Ok(PyString::new(py, name)), *bytes));
+    sizes_dict(py, sizes.len(), entries)
+}
+
+/// A checkpoint's sizes, read with the GIL released. `progress(done, total)` is called (with
+/// the GIL) as files are read. With `names`, each checked file's names become Python strings
+/// (their hashes computed) while later shards are still being read, in the order of
+/// `Size::seen`, so that the result dict is then only inserts.
 fn read_checkpoint(
     py: Python<'_>,
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
     progress: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<(String, u64)>> {
+    mut names: Option<&mut Vec<Py<PyString>>>,
+) -> PyResult<Vec<(String, Size)>> {
     let progress = progress
         .filter(|p| !p.is_none())
         .map(|p| p.clone().unbind());
     let mut failure: Option<PyErr> = None;
     let result = py.detach(|| {
+        let failure = RefCell::new(&mut failure);
         let mut report = |done: usize, total: usize| {
-            if let (Some(callback), None) = (&progress, &failure) {
+            let failed = failure.borrow().is_some();
+            if let (Some(callback), false) = (&progress, failed) {
                 Python::attach(|py| {
                     if let Err(err) = callback.bind(py).call1((done, total)) {
-                        failure = Some(err);
+                        **failure.borrow_mut() = Some(err);
                     }
                 });
             }
         };
-        safetensors::checkpoint_sizes(checkpoint, dtype, reader_threads(), &mut report)
+        let mut observe = |tensors: &[safetensors::TensorInfo]| {
+            if let Some(names) = names.as_deref_mut() {
+                Python::attach(|py| {
+                    for tensor in tensors {
+                        let name = PyString::new(py, &tensor.name);
+                        // Computed now, cached in the string: the dict insert reuses it.
+                        if let Err(err) = name.hash() {
+                            failure.borrow_mut().get_or_insert(err);
+                        }
+                        names.push(name.unbind());
+                    }
+                });
+            }
+        };
+        safetensors::checkpoint_sizes(
+            checkpoint,
+            dtype,
+            reader_threads(),
+            &mut report,
+            &mut observe,
+        )
     });
     if let Some(err) = failure {
         return Err(err);
@@ -137,8 +175,18 @@ pub fn tensor_sizes<'py>(
     guard("tensor_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
-        let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
-        sizes_to_dict(py, &sizes)
+        let mut names = Vec::new();
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut names))?;
+        let entries = sizes.iter().map(|(_, size)| {
+            let name = names.get(size.seen as usize).map(|n| n.bind(py).clone());
+            let name = name.ok_or_else(|| {
+                PyErr::from(Error::Internal(
+                    "a tensor name was not converted".to_owned(),
+                ))
+            });
+            (name, size.bytes)
+        });
+        sizes_dict(py, sizes.len(), entries)
     })
 }
 
@@ -157,7 +205,10 @@ pub fn _checkpoint_sizes<'py>(
     guard("_checkpoint_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
-        let sizes = read_checkpoint(py, &checkpoint, dtype, progress)?;
+        let sizes: Vec<(String, u64)> = read_checkpoint(py, &checkpoint, dtype, progress, None)?
+            .into_iter()
+            .map(|(name, size)| (name, size.bytes))
+            .collect();
         let tied = safetensors::config_ties(&checkpoint.dir(), &sizes)?;
         Ok((sizes, tied))
     })
