@@ -9,12 +9,13 @@ import io
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import devicemap
 import pytest
+from _mappings import Huge
 from devicemap import ComponentDevice, Device, DeviceMap, DeviceType, _core, cli, pick_device
 
 TABLE_FILE = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
@@ -104,20 +105,6 @@ def env(**variables: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-class Huge(Mapping[str, int]):
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, key: str) -> int:
-        return 0
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(["a"])
 
 
 class Pairs(dict):  # type: ignore[type-arg]

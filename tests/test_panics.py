@@ -7,23 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import pytest
+from _mappings import Huge
 from devicemap import ComponentDevice, DeviceMap, _core
-
-
-class Huge(Mapping):
-    """A mapping that claims far more entries than any memory holds."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, key: str) -> int:
-        return 0
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(["a"])
 
 
 @pytest.mark.parametrize("build", [DeviceMap, DeviceMap.from_dict, DeviceMap.from_hf])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import sys
 import threading
@@ -55,6 +56,19 @@ class Patch:
     def undo(self) -> list[str]:
         """Puts the originals back wherever a replacement is bound."""
         return self._swap(self._old_for)
+
+
+def import_target(package: str, module: str) -> tuple[ModuleType, str]:
+    """The module of `package` whose functions an integration replaces, and the package's
+    version; an `ImportError` saying what to install (the package and torch) when missing."""
+    try:
+        target = importlib.import_module(module)
+        version = str(importlib.import_module(package).__version__)
+    except ImportError as error:
+        raise ImportError(
+            f"devicemap.integrations.{package} needs {package} and torch: pip install {package} torch"
+        ) from error
+    return target, version
 
 
 def expect_functions(

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from types import ModuleType
 from typing import Any
 
 from devicemap.integrations import _compiled
-from devicemap.integrations._patch import Patch, Switch, expect_functions
+from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
 
 __all__ = ["check_device_map", "disable", "enable", "enabled", "is_enabled"]
 
@@ -51,19 +50,8 @@ def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type
         raise ValueError(UNCOVERED + ", ".join(uncovered))
 
 
-def _import_target() -> tuple[ModuleType, str]:
-    try:
-        import accelerate  # type: ignore[import-untyped]
-        from accelerate.utils import modeling  # type: ignore[import-untyped]
-    except ImportError as error:
-        raise ImportError(
-            "devicemap.integrations.accelerate needs accelerate (and torch): pip install accelerate torch"
-        ) from error
-    return modeling, str(accelerate.__version__)
-
-
 def _build() -> Patch:
-    module, version = _import_target()
+    module, version = import_target("accelerate", "accelerate.utils.modeling")
     originals = expect_functions(module, "accelerate", version, TESTED_VERSIONS, EXPECTED)
     # `dispatch_model` calls the name bound in accelerate.big_modeling: import it so it is
     # patched now rather than bound to the original later.

@@ -24,11 +24,10 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable
-from types import ModuleType
 from typing import Any
 
 from devicemap.integrations import _compiled
-from devicemap.integrations._patch import Patch, Switch, expect_functions
+from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
 
 __all__ = ["disable", "enable", "enabled", "expand_device_map", "get_device", "is_enabled"]
 
@@ -66,19 +65,8 @@ def _finalizing(original: Any) -> Any:
     return _get_device_map
 
 
-def _import_target() -> tuple[ModuleType, str]:
-    try:
-        import transformers
-        from transformers.integrations import accelerate
-    except ImportError as error:
-        raise ImportError(
-            "devicemap.integrations.transformers needs transformers and torch: pip install transformers torch"
-        ) from error
-    return accelerate, str(transformers.__version__)
-
-
 def _build() -> Patch:
-    module, version = _import_target()
+    module, version = import_target("transformers", "transformers.integrations.accelerate")
     originals = expect_functions(module, "transformers", version, TESTED_VERSIONS, EXPECTED)
     return Patch(
         ("transformers",),
