@@ -50,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dsv3
+import _timing
 
 
 @dataclass
@@ -61,17 +62,8 @@ class Timing:
 
 
 def measure(fn: Callable[[], Any], repeats: int) -> Timing:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        start = time.perf_counter()
-        result = fn()
-        elapsed = time.perf_counter() - start
-        gc.enable()
-        del result
-        times.append(elapsed)
-    return Timing(statistics.median(times), min(times), repeats)
+    median, best = _timing.measure(fn, repeats)
+    return Timing(median, best, repeats)
 
 
 def measure_first_lookup(hf: dict[str, Any], names: list[str], repeats: int) -> Timing:

@@ -24,34 +24,19 @@ Each timing is the median (best) of several repeats of one call with gc off. Not
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import shutil
 import statistics
 import struct
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import devicemap
+from _timing import measure
 
 GIB = 2**30
-
-
-def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        gc.enable()
-        del result
-    return statistics.median(times), min(times)
 
 
 def fmt_time(seconds: float) -> str:
