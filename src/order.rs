@@ -54,11 +54,6 @@ fn number(component: &str) -> Option<u64> {
     component.parse().ok()
 }
 
-/// Compares two names in model order (the order of their keys), without allocating.
-pub fn compare(a: &str, b: &str) -> Ordering {
-    compare_names(block_prefix(a), block_prefix(b))
-}
-
 /// The name up to and including its first numbered component (the whole name if none).
 fn block_prefix(name: &str) -> &str {
     let mut start = 0;
@@ -195,6 +190,12 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two names in model order (the order of their keys): the pairwise rule `in_order` and
+    /// the keys must agree with.
+    fn compare(a: &str, b: &str) -> Ordering {
+        compare_names(block_prefix(a), block_prefix(b))
+    }
 
     #[test]
     fn compare_agrees_with_keys() {
