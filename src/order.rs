@@ -54,6 +54,12 @@ fn number(component: &str) -> Option<u64> {
     component.parse().ok()
 }
 
+/// Whether `name` lies inside module `prefix` (`prefix.` starts it): a comparison of bytes,
+/// which settles most neighbours in a list of names without splitting either.
+pub fn inside(name: &str, prefix: &str) -> bool {
+    name.len() > prefix.len() && name.as_bytes()[prefix.len()] == b'.' && name.starts_with(prefix)
+}
+
 /// The name up to and including its first numbered component (the whole name if none).
 fn block_prefix(name: &str) -> &str {
     let mut start = 0;
@@ -107,10 +113,7 @@ fn in_order<'a>(names: impl Iterator<Item = &'a str>) -> bool {
     let mut last: Option<(&str, bool)> = None;
     for name in names {
         if let Some((prefix, true)) = last {
-            if name.len() > prefix.len()
-                && name.as_bytes()[prefix.len()] == b'.'
-                && name.starts_with(prefix)
-            {
+            if inside(name, prefix) {
                 continue;
             }
         }
@@ -142,10 +145,7 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
     let mut buffer = Vec::with_capacity(128);
     for (name, _) in items.iter() {
         if let Some((prefix, true, group)) = last {
-            if name.len() > prefix.len()
-                && name.as_bytes()[prefix.len()] == b'.'
-                && name.starts_with(prefix)
-            {
+            if inside(name, prefix) {
                 group_of.push(group);
                 continue;
             }

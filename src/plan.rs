@@ -636,11 +636,7 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     let mut components = Vec::with_capacity(16);
     let mut last_block: Option<(&str, u32)> = None;
     for (t, &name) in names.iter().enumerate() {
-        let cached = last_block.filter(|(prefix, _)| {
-            name.len() > prefix.len()
-                && name.as_bytes()[prefix.len()] == b'.'
-                && name.starts_with(prefix)
-        });
+        let cached = last_block.filter(|(prefix, _)| crate::order::inside(name, prefix));
         let unit = match cached {
             Some((_, unit)) => unit,
             None => {
