@@ -128,11 +128,37 @@ fn in_order<'a>(names: impl Iterator<Item = &'a str>) -> bool {
     true
 }
 
-/// Sorts `(name, value)` pairs into model order (stable for equal names).
-pub fn model_order<T>(items: &mut Vec<(String, T)>) {
+/// The model order of `names`, as positions into them (stable: names of one block keep their
+/// order).
+pub fn model_order(names: &[&str]) -> Vec<u32> {
+    bucket(names)
+        .order
+        .unwrap_or_else(|| (0..names.len() as u32).collect())
+}
+
+/// The model order of some names, as positions into them (`None`: already in order), and the
+/// keys of their first and last block in that order (empty for no names).
+struct Bucketed {
+    order: Option<Vec<u32>>,
+    first: Vec<u8>,
+    last: Vec<u8>,
+}
+
+/// The key of a name's block (`key` stops at the first number: it is the block's key).
+fn block_key(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    key(name, &mut out);
+    out
+}
+
+fn bucket(names: &[&str]) -> Bucketed {
     // Checkpoints are often in order already (shards follow the model): check first.
-    if in_order(items.iter().map(|(name, _)| name.as_str())) {
-        return;
+    if in_order(names.iter().copied()) {
+        return Bucketed {
+            order: None,
+            first: names.first().map(|n| block_key(n)).unwrap_or_default(),
+            last: names.last().map(|n| block_key(n)).unwrap_or_default(),
+        };
     }
     // A name sorts by its block (its key), and names of one block keep their order; a model
     // has few blocks (one per layer, plus the names outside any), so the blocks are sorted
@@ -140,10 +166,10 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
     // their block, which a prefix comparison settles before anything is hashed.
     let mut groups: HashMap<Box<[u8]>, u32, RandomState> = HashMap::default();
     let mut keys: Vec<Box<[u8]>> = Vec::new();
-    let mut group_of = Vec::with_capacity(items.len());
+    let mut group_of = Vec::with_capacity(names.len());
     let mut last: Option<(&str, bool, u32)> = None;
     let mut buffer = Vec::with_capacity(128);
-    for (name, _) in items.iter() {
+    for name in names {
         if let Some((prefix, true, group)) = last {
             if inside(name, prefix) {
                 group_of.push(group);
@@ -178,13 +204,58 @@ pub fn model_order<T>(items: &mut Vec<(String, T)>) {
     for at in 1..start.len() {
         start[at] += start[at - 1];
     }
-    let mut slots: Vec<Option<(String, T)>> = (0..items.len()).map(|_| None).collect();
-    for (item, &group) in items.drain(..).zip(&group_of) {
+    let mut order = vec![0u32; names.len()];
+    for (position, &group) in group_of.iter().enumerate() {
         let at = &mut start[rank[group as usize] as usize];
-        slots[*at] = Some(item);
+        order[*at] = position as u32;
         *at += 1;
     }
-    items.extend(slots.into_iter().flatten());
+    let key_at = |at: Option<&u32>| at.map(|&g| keys[g as usize].to_vec()).unwrap_or_default();
+    Bucketed {
+        order: Some(order),
+        first: key_at(by_key.first()),
+        last: key_at(by_key.last()),
+    }
+}
+
+/// Model order of names that arrive file by file (a checkpoint's shards), ordered as each file
+/// arrives. Checkpoints are written following the model, so each file's blocks usually come
+/// after the blocks of the files before it, or continue the last one; while they do, the files'
+/// orders put one after another are the model order of all the names ([`model_order`] of their
+/// concatenation), and a caller can hand out early files' names before later files are read.
+#[derive(Debug, Default)]
+pub struct FileOrder {
+    /// The key of the last block so far; `None` once a file broke the order.
+    last: Option<Vec<u8>>,
+}
+
+impl FileOrder {
+    pub fn new() -> Self {
+        FileOrder {
+            last: Some(Vec::new()),
+        }
+    }
+
+    /// The model order of one file's names, as positions into them, while the files so far
+    /// follow the model; `None` from the first file whose blocks start before the last block
+    /// of the files before it (then only [`model_order`] of all the names gives the order).
+    pub fn add(&mut self, names: &[&str]) -> Option<Vec<u32>> {
+        let last = self.last.as_ref()?;
+        let bucketed = bucket(names);
+        if names.is_empty() {
+            return Some(Vec::new());
+        }
+        if bucketed.first < *last {
+            self.last = None;
+            return None;
+        }
+        self.last = Some(bucketed.last);
+        Some(
+            bucketed
+                .order
+                .unwrap_or_else(|| (0..names.len() as u32).collect()),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -278,14 +349,11 @@ mod tests {
             })
             .collect();
         expected.sort();
-        let mut items: Vec<(String, usize)> = names
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let got: Vec<&str> = model_order(&names)
             .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, n)| (n, i))
+            .map(|&at| names[at as usize])
             .collect();
-        model_order(&mut items);
-        let got: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
         let want: Vec<&str> = expected.iter().map(|(_, _, n)| n.as_str()).collect();
         assert_eq!(got, want);
         let first_model = got.iter().find(|n| n.starts_with("model."));
@@ -294,19 +362,79 @@ mod tests {
     }
 
     #[test]
+    fn file_by_file_order_is_the_whole_order() {
+        // Checkpoints in model order, cut into files at random points, each file's names in
+        // safetensors' order (by dtype, then by name: shuffled here); in some rounds one name is
+        // moved into a random file, as a checkpoint that keeps its embeddings in its last shard.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut names = vec!["model.embed_tokens.weight".to_owned()];
+        for layer in 0..12 {
+            for part in ["attn.q", "attn.k", "mlp.up", "mlp.experts.3.w", "mlp.experts.10.w"] {
+                names.push(format!("model.layers.{layer}.{part}"));
+            }
+        }
+        names.extend(["model.norm.weight".to_owned(), "lm_head.weight".to_owned()]);
+        let (mut followed, mut broke) = (0, 0);
+        for round in 0..300 {
+            let mut ordered: Vec<&str> = names.iter().map(String::as_str).collect();
+            let displaced = round % 3 == 0;
+            if displaced {
+                let name = ordered.remove(next(ordered.len()));
+                ordered.insert(next(ordered.len() + 1), name);
+            }
+            let mut files: Vec<Vec<&str>> = Vec::new();
+            let mut rest = ordered.as_slice();
+            while !rest.is_empty() {
+                let (file, after) = rest.split_at(1 + next(rest.len().min(20)));
+                let mut file = file.to_vec();
+                for at in (1..file.len()).rev() {
+                    file.swap(at, next(at + 1));
+                }
+                files.push(file);
+                rest = after;
+            }
+            let all: Vec<&str> = files.concat();
+            let whole: Vec<&str> = model_order(&all).iter().map(|&at| all[at as usize]).collect();
+            let mut by_file = FileOrder::new();
+            let orders: Vec<Option<Vec<u32>>> = files.iter().map(|f| by_file.add(f)).collect();
+            if orders.iter().all(Option::is_some) {
+                followed += 1;
+                let joined: Vec<&str> = files
+                    .iter()
+                    .zip(orders.iter().flatten())
+                    .flat_map(|(file, order)| order.iter().map(|&at| file[at as usize]))
+                    .collect();
+                assert_eq!(joined, whole, "{files:?}");
+            } else {
+                broke += 1;
+                assert!(displaced, "files in model order must follow: {files:?}");
+                // Once broken, it stays broken.
+                let first = orders.iter().position(Option::is_none).unwrap();
+                assert!(orders[first..].iter().all(Option::is_none));
+            }
+        }
+        assert!(followed > 100 && broke > 10, "{followed} {broke}");
+    }
+
+    #[test]
     fn decoder_order() {
-        let mut names: Vec<(String, ())> = [
+        let names = [
             "lm_head.weight",
             "model.norm.weight",
             "model.layers.10.mlp.weight",
             "model.layers.2.mlp.weight",
             "model.embed_tokens.weight",
-        ]
-        .iter()
-        .map(|n| (n.to_string(), ()))
-        .collect();
-        model_order(&mut names);
-        let got: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+        ];
+        let got: Vec<&str> = model_order(&names)
+            .iter()
+            .map(|&at| names[at as usize])
+            .collect();
         assert_eq!(
             got,
             [

@@ -24,6 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub use safetensors::Dtype;
 
 use crate::error::{Error, Result};
+use crate::order::{model_order, FileOrder};
 
 /// The same cap as the safetensors crate: a header above 100 MB is refused before reading it.
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
@@ -32,16 +33,47 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The file of an unsharded checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
 
-/// One tensor of a header: its name, dtype, element count and bytes.
+/// One tensor of a header: its dtype, element count and bytes. Its name is kept in the
+/// [`Header`] ([`Header::name`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
-    pub name: String,
+    /// Where the name lies in the header's `names`.
+    name: (u32, u32),
     pub dtype: Dtype,
     pub elements: u64,
     pub bytes: u64,
     /// [`name_hash`] of the name, computed by the thread that read the header so that the
     /// duplicate check after reading does not hash 10^5 names on one thread.
     pub name_hash: u64,
+}
+
+/// The checked tensors of one header, in file (data offset) order. Their names share one
+/// string, so a header costs two allocations rather than one per tensor: 10^5 names would be
+/// allocated on the reader threads and freed on the caller's, each free a slow cross-thread one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    names: String,
+    pub tensors: Vec<TensorInfo>,
+}
+
+impl Header {
+    pub fn name(&self, tensor: &TensorInfo) -> &str {
+        let (begin, end) = tensor.name;
+        &self.names[begin as usize..end as usize]
+    }
+
+    /// Each tensor with its name, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
+        self.tensors.iter().map(|t| (self.name(t), t))
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
 }
 
 /// The hash that the checks across files use for tensor names.
@@ -250,10 +282,12 @@ struct HeaderVisitor<'f> {
     file: &'f Path,
     data_len: u64,
     failure: &'f mut Option<Error>,
+    /// Room for the names: they are a good part of a header's text.
+    names_capacity: usize,
 }
 
 /// A header's tensors, and each one's data span `(begin, end, position)`.
-type Entries = (Vec<TensorInfo>, Vec<(u64, u64, usize)>);
+type Entries = (Header, Vec<(u64, u64, usize)>);
 
 impl<'de> Visitor<'de> for HeaderVisitor<'_> {
     type Value = Entries;
@@ -266,7 +300,10 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
         self,
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
-        let mut tensors = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut header = Header {
+            names: String::with_capacity(self.names_capacity),
+            tensors: Vec::with_capacity(map.size_hint().unwrap_or(0)),
+        };
         let mut spans = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             if name == "__metadata__" {
@@ -278,10 +315,13 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                 .map_err(|e| de::Error::custom(format!("tensor '{name}': {e}")))?;
             match check_entry(self.file, self.data_len, &name, &info) {
                 Ok((dtype, elements, bytes)) => {
-                    spans.push((info.data_offsets.0, info.data_offsets.1, tensors.len()));
-                    tensors.push(TensorInfo {
+                    let position = header.tensors.len();
+                    spans.push((info.data_offsets.0, info.data_offsets.1, position));
+                    let begin = header.names.len() as u32;
+                    header.names.push_str(&name);
+                    header.tensors.push(TensorInfo {
+                        name: (begin, header.names.len() as u32),
                         name_hash: name_hash(&name),
-                        name: name.into_owned(),
                         dtype,
                         elements,
                         bytes,
@@ -293,7 +333,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                 }
             }
         }
-        Ok((tensors, spans))
+        Ok((header, spans))
     }
 }
 
@@ -350,7 +390,7 @@ fn check_entry(
 
 /// The tensors of one header, in file (data offset) order, checked against the data section
 /// of `data_len` bytes that follows it. `file` only names the file in errors.
-pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<TensorInfo>> {
+pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header> {
     // One UTF-8 check of the whole header (fast), then a `str` reader that does not check
     // each string again.
     let text = std::str::from_utf8(header).map_err(|e| {
@@ -366,10 +406,11 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
         file,
         data_len,
         failure: &mut failure,
+        names_capacity: text.len() / 2,
     };
     let parsed = de::Deserializer::deserialize_map(&mut deserializer, visitor)
         .and_then(|entries| deserializer.end().map(|()| entries));
-    let (tensors, mut spans) = match (parsed, failure) {
+    let (mut parsed, mut spans) = match (parsed, failure) {
         (_, Some(error)) => return Err(error),
         (Ok(entries), None) => entries,
         (Err(e), None) => {
@@ -393,12 +434,13 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
         }
         if let Some((last_end, last_index)) = last {
             if begin < last_end {
+                let name = |at: usize| parsed.name(&parsed.tensors[at]);
                 return Err(bad(
                     file,
-                    Some(&tensors[index].name),
+                    Some(name(index)),
                     format!(
                         "data offsets [{begin}, {end}] overlap those of tensor '{}'",
-                        tensors[last_index].name
+                        name(last_index)
                     ),
                 ));
             }
@@ -406,18 +448,19 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Vec<Ten
         last = Some((end, index));
     }
     if in_order {
-        return Ok(tensors);
+        return Ok(parsed);
     }
     // File order, as the data lies.
-    let mut ordered: Vec<Option<TensorInfo>> = tensors.into_iter().map(Some).collect();
-    Ok(spans
+    let mut ordered: Vec<Option<TensorInfo>> = parsed.tensors.drain(..).map(Some).collect();
+    parsed.tensors = spans
         .iter()
         .filter_map(|&(_, _, index)| ordered.get_mut(index).and_then(Option::take))
-        .collect())
+        .collect();
+    Ok(parsed)
 }
 
 /// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON.
-pub fn read_file(path: &Path) -> Result<Vec<TensorInfo>> {
+pub fn read_file(path: &Path) -> Result<Header> {
     let io = |e: std::io::Error| bad(path, None, format!("cannot read: {e}"));
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -635,7 +678,7 @@ fn read_weight_map<'de, A: MapAccess<'de>>(
 }
 
 /// Header read results as they arrive: `(submission id, result)`.
-type Arrivals<'a> = &'a mut dyn Iterator<Item = (usize, Result<Vec<TensorInfo>>)>;
+type Arrivals<'a> = &'a mut dyn Iterator<Item = (usize, Result<Header>)>;
 
 /// Reads headers on `workers` threads while the calling thread runs `feed`, which hands out
 /// files with `submit` (a file's id is its submission order; `feed` may still be parsing an
@@ -687,51 +730,142 @@ fn read_headers<T, R>(
 /// Files read by one thread before the next is worth starting: below this, one thread.
 const FILES_PER_THREAD: usize = 8;
 
-/// A tensor's size as loaded, and its place in the order the caller's observer saw the
-/// tensors (file by file).
+/// A tensor's bytes as loaded: with `dtype`, floating-point tensors are re-sized as loading
+/// with that `torch_dtype` would convert them.
+pub fn loaded_bytes(tensor: &TensorInfo, dtype: Option<Dtype>) -> u64 {
+    match dtype {
+        Some(target) if is_floating(tensor.dtype) => {
+            dtype_bytes(target, tensor.elements).unwrap_or(u64::MAX)
+        }
+        _ => tensor.bytes,
+    }
+}
+
+/// What `checkpoint_sizes` shows its observer of each file, once it passed the checks: its
+/// tensors, and their model order (positions into `header.tensors`) while the files so far
+/// follow the model (see [`FileOrder`]). While every file has an `order`, the files' orders put
+/// one after another are the order of the result.
+pub struct Observed<'a> {
+    pub header: &'a Header,
+    pub order: Option<&'a [u32]>,
+    /// How many files the checkpoint has.
+    pub files: usize,
+}
+
+/// A tensor's size as loaded, and its place in the order the observer saw the tensors (file by
+/// file, each in file order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size {
     pub bytes: u64,
     pub seen: u32,
 }
 
-/// Per-tensor bytes of a checkpoint, in model order (see [`crate::order::model_order`]).
-/// `dtype` re-sizes floating-point tensors as loading with that `torch_dtype` would. Headers are
-/// read by up to `threads` threads. On the calling thread, `progress(done, total)` is called as
-/// files are read, and `observe` with each file's tensors once they pass the checks, in file
-/// order, while later files may still be read (so a caller can convert names meanwhile).
+/// A checkpoint's checked headers and the model order of their tensors (see
+/// [`crate::order::model_order`]).
+#[derive(Debug)]
+pub struct CheckpointSizes {
+    headers: Vec<Header>,
+    /// `(file, position in its header)` of each tensor, in model order.
+    order: Vec<(u32, u32)>,
+    /// Where each file's tensors start in the order the observer saw them.
+    seen: Vec<u32>,
+    dtype: Option<Dtype>,
+}
+
+impl CheckpointSizes {
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Each tensor's name and size as loaded, in model order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Size)> {
+        self.order.iter().map(|&(file, at)| {
+            let header = &self.headers[file as usize];
+            let tensor = &header.tensors[at as usize];
+            let size = Size {
+                bytes: loaded_bytes(tensor, self.dtype),
+                seen: self.seen[file as usize] + at,
+            };
+            (header.name(tensor), size)
+        })
+    }
+
+    /// `(name, bytes as loaded)` in model order.
+    pub fn to_vec(&self) -> Vec<(String, u64)> {
+        self.iter()
+            .map(|(name, size)| (name.to_owned(), size.bytes))
+            .collect()
+    }
+}
+
+/// Per-tensor bytes of a checkpoint, in model order. `dtype` re-sizes floating-point tensors as
+/// loading with that `torch_dtype` would. Headers are read by up to `threads` threads. On the
+/// calling thread, `progress(done, total)` is called as files are read, and `observe` with each
+/// file once it passes the checks, in file order, while later files may still be read (so a
+/// caller can convert names, and while the files follow the model, build its result,
+/// meanwhile).
 pub fn checkpoint_sizes(
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
-    observe: &mut dyn FnMut(&[TensorInfo]),
-) -> Result<Vec<(String, Size)>> {
-    let per_file = match checkpoint {
+    observe: &mut dyn FnMut(Observed<'_>),
+) -> Result<CheckpointSizes> {
+    let mut file_order = FileOrder::new();
+    let mut orders: Vec<Option<Vec<u32>>> = Vec::new();
+    let mut observe_file = |header: &Header, files: usize| {
+        let names: Vec<&str> = header.iter().map(|(name, _)| name).collect();
+        let order = file_order.add(&names);
+        observe(Observed {
+            header,
+            order: order.as_deref(),
+            files,
+        });
+        orders.push(order);
+    };
+    let headers = match checkpoint {
         Checkpoint::Files(files) => read_headers(
             threads.min(files.len() / FILES_PER_THREAD),
             |submit| files.iter().for_each(|file| submit(file)),
             |(), total, arrivals| {
                 let order: Vec<usize> = (0..total).collect();
-                Checks::new(files, None)?.run(&order, arrivals, progress, observe)
+                Checks::new(files, None)?.run(&order, arrivals, progress, &mut observe_file)
             },
         )?,
-        Checkpoint::Index(index) => index_headers(index, threads, progress, observe)?,
+        Checkpoint::Index(index) => index_headers(index, threads, progress, &mut observe_file)?,
     };
-    let count = per_file.iter().map(Vec::len).sum();
-    let mut sizes = Vec::with_capacity(count);
-    for (seen, tensor) in per_file.into_iter().flatten().enumerate() {
-        let bytes = match dtype {
-            Some(target) if is_floating(tensor.dtype) => {
-                dtype_bytes(target, tensor.elements).unwrap_or(u64::MAX)
-            }
-            _ => tensor.bytes,
-        };
-        let seen = seen as u32;
-        sizes.push((tensor.name, Size { bytes, seen }));
+    let mut seen = Vec::with_capacity(headers.len());
+    let mut count = 0u32;
+    for header in &headers {
+        seen.push(count);
+        count += header.len() as u32;
     }
-    crate::order::model_order(&mut sizes);
-    Ok(sizes)
+    let mut order = Vec::with_capacity(count as usize);
+    if orders.iter().all(Option::is_some) {
+        for (file, positions) in orders.iter().flatten().enumerate() {
+            order.extend(positions.iter().map(|&at| (file as u32, at)));
+        }
+    } else {
+        let mut names = Vec::with_capacity(count as usize);
+        let mut places = Vec::with_capacity(count as usize);
+        for (file, header) in headers.iter().enumerate() {
+            for (at, (name, _)) in header.iter().enumerate() {
+                names.push(name);
+                places.push((file as u32, at as u32));
+            }
+        }
+        order.extend(model_order(&names).iter().map(|&i| places[i as usize]));
+    }
+    Ok(CheckpointSizes {
+        headers,
+        order,
+        seen,
+        dtype,
+    })
 }
 
 /// The checked headers of the shards an index names, in file-name order.
@@ -739,8 +873,8 @@ fn index_headers(
     index: &Path,
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
-    observe: &mut dyn FnMut(&[TensorInfo]),
-) -> Result<Vec<Vec<TensorInfo>>> {
+    observe: &mut dyn FnMut(&Header, usize),
+) -> Result<Vec<Header>> {
     let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
     let not_index = |e: &dyn fmt::Display| {
         bad(
@@ -815,7 +949,7 @@ fn index_headers(
 /// error found never depends on which file a thread finished first.
 struct Checks<'a> {
     files: &'a [PathBuf],
-    per_file: Vec<Vec<TensorInfo>>,
+    per_file: Vec<Header>,
     /// Names seen so far that the index does not list (all of them without an index), as
     /// (file, position), hashed with the hashes the reader threads computed.
     seen: HashTable<(u32, u32)>,
@@ -865,17 +999,17 @@ impl<'a> Checks<'a> {
     }
 
     /// Checks the results as they arrive (`place[id]`: the file's position in `files`), each
-    /// file once all before it are checked, and shows it to `observe`; then that nothing the
-    /// index names is missing.
+    /// file once all before it are checked, and shows it to `observe` (with the number of
+    /// files); then that nothing the index names is missing.
     fn run(
         mut self,
         place: &[usize],
         arrivals: Arrivals<'_>,
         progress: &mut dyn FnMut(usize, usize),
-        observe: &mut dyn FnMut(&[TensorInfo]),
-    ) -> Result<Vec<Vec<TensorInfo>>> {
+        observe: &mut dyn FnMut(&Header, usize),
+    ) -> Result<Vec<Header>> {
         let total = self.files.len();
-        let mut early: Vec<Option<Result<Vec<TensorInfo>>>> = (0..total).map(|_| None).collect();
+        let mut early: Vec<Option<Result<Header>>> = (0..total).map(|_| None).collect();
         for (done, (id, result)) in arrivals.enumerate() {
             progress(done + 1, total);
             if let Some(slot) = place.get(id).and_then(|&at| early.get_mut(at)) {
@@ -884,8 +1018,8 @@ impl<'a> Checks<'a> {
             let mut next = self.per_file.len();
             while let Some(result) = early.get_mut(next).and_then(Option::take) {
                 self.add(result?)?;
-                if let Some(tensors) = self.per_file.last() {
-                    observe(tensors);
+                if let Some(header) = self.per_file.last() {
+                    observe(header, total);
                 }
                 next += 1;
             }
@@ -893,38 +1027,40 @@ impl<'a> Checks<'a> {
         self.finish()
     }
 
-    fn add(&mut self, tensors: Vec<TensorInfo>) -> Result<()> {
+    fn add(&mut self, header: Header) -> Result<()> {
         let file = self.per_file.len();
         if file == 0 && self.index.is_none() {
             // Shards are about the same size: room for all without growing step by step.
-            let guess = tensors.len().saturating_mul(self.files.len());
+            let guess = header.len().saturating_mul(self.files.len());
             // (The table is still empty: the hasher is never called.)
             self.seen.reserve(guess.min(1 << 24), |_| 0);
         }
         let per_file = &self.per_file;
-        let at_place = |(f, p): (u32, u32)| -> &TensorInfo {
-            if f as usize == file {
-                &tensors[p as usize]
+        let at_place = |(f, p): (u32, u32)| -> (&str, u64) {
+            let header = if f as usize == file {
+                &header
             } else {
-                &per_file[f as usize][p as usize]
-            }
+                &per_file[f as usize]
+            };
+            let tensor = &header.tensors[p as usize];
+            (header.name(tensor), tensor.name_hash)
         };
-        for (position, info) in tensors.iter().enumerate() {
+        for (position, (name, info)) in header.iter().enumerate() {
             if let Some(index) = &mut self.index {
                 let listed = index.by_name.find(info.name_hash, |&e| {
-                    index.entries[e as usize].tensor == info.name
+                    index.entries[e as usize].tensor == name
                 });
                 if let Some(&e) = listed {
                     let e = e as usize;
                     let first = index.found[e];
                     if first != u32::MAX {
-                        return Err(duplicate(self.files, first as usize, file, &info.name));
+                        return Err(duplicate(self.files, first as usize, file, name));
                     }
                     let named = index.entries[e].shard;
                     if named != file {
                         return Err(bad(
                             index.path,
-                            Some(&info.name),
+                            Some(name),
                             format!(
                                 "the index puts this tensor in '{}', but it is in '{}'",
                                 file_name(&self.files[named]),
@@ -938,20 +1074,20 @@ impl<'a> Checks<'a> {
             }
             let found = self
                 .seen
-                .find(info.name_hash, |&other| at_place(other).name == info.name);
+                .find(info.name_hash, |&other| at_place(other).0 == name);
             if let Some(&(first, _)) = found {
-                return Err(duplicate(self.files, first as usize, file, &info.name));
+                return Err(duplicate(self.files, first as usize, file, name));
             }
             self.seen
                 .insert_unique(info.name_hash, (file as u32, position as u32), |&other| {
-                    at_place(other).name_hash
+                    at_place(other).1
                 });
         }
-        self.per_file.push(tensors);
+        self.per_file.push(header);
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<Vec<TensorInfo>>> {
+    fn finish(self) -> Result<Vec<Header>> {
         if self.per_file.len() < self.files.len() {
             return Err(Error::Internal(
                 "a header reader thread stopped before reading every file".to_owned(),
@@ -970,7 +1106,7 @@ impl<'a> Checks<'a> {
                 ));
             }
         }
-        if self.per_file.iter().all(Vec::is_empty) {
+        if self.per_file.iter().all(Header::is_empty) {
             let what = self
                 .index
                 .as_ref()
@@ -1063,18 +1199,26 @@ mod tests {
     #[test]
     fn parses_in_offset_order() {
         let header = br#"{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2,2],"data_offsets":[2,18]},"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]}}"#;
-        let t = parse_header(p(), header, 18).unwrap();
-        assert_eq!(t[0].name, "a");
-        assert_eq!(t[0].bytes, 2);
-        assert_eq!(t[1].bytes, 16);
+        let h = parse_header(p(), header, 18).unwrap();
+        let got: Vec<(&str, u64)> = h.iter().map(|(name, t)| (name, t.bytes)).collect();
+        assert_eq!(got, [("a", 2), ("b", 16)]);
+    }
+
+    #[test]
+    fn escaped_names_are_read_unescaped() {
+        let header = br#"{"x\u002ey\"z":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let h = parse_header(p(), header, 8).unwrap();
+        let names: Vec<&str> = h.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["w", "x.y\"z"]);
+        assert_eq!(h.tensors[1].name_hash, name_hash("x.y\"z"));
     }
 
     #[test]
     fn sub_byte_rounds_up() {
         let header = br#"{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,2]},"v":{"dtype":"F6_E2M3","shape":[5],"data_offsets":[2,6]}}"#;
-        let t = parse_header(p(), header, 6).unwrap();
-        assert_eq!(t[0].bytes, 2);
-        assert_eq!(t[1].bytes, 4);
+        let h = parse_header(p(), header, 6).unwrap();
+        assert_eq!(h.tensors[0].bytes, 2);
+        assert_eq!(h.tensors[1].bytes, 4);
     }
 
     #[test]
@@ -1141,7 +1285,9 @@ mod tests {
             for (i, (id, result)) in results.iter().enumerate() {
                 assert_eq!(*id, i);
                 match result {
-                    Ok(tensors) => assert_eq!(tensors[0].name, format!("t{i}")),
+                    Ok(header) => {
+                        assert_eq!(header.name(&header.tensors[0]), format!("t{i}"))
+                    }
                     Err(e) => assert!(i == 7 && e.to_string().contains("7.safetensors"), "{e}"),
                 }
             }

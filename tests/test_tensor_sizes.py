@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import devicemap
 import pytest
@@ -119,6 +120,61 @@ def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
     assert names[-1] == "lm_head.weight"
     layer_numbers = [int(n.split(".")[2]) for n in names if n.startswith("model.layers.")]
     assert layer_numbers == sorted(layer_numbers)
+
+
+@pytest.mark.parametrize("embeddings_last", [False, True])
+def test_model_order_whether_or_not_shards_follow_the_model(tmp_path: Path, embeddings_last: bool) -> None:
+    """Shards that follow the model are ordered shard by shard as they are read; a checkpoint
+    that keeps its embeddings in the last shard is ordered once all are read. The result is
+    the same model order either way, from the directory and from the list of shards, and with
+    a dtype override."""
+    layers = [
+        {f"model.layers.{layer}.{part}": {"dtype": "BF16" if part.endswith("q") else "I8", "shape": [4]}
+         for part in ("mlp.up", "attn.q")}
+        for layer in range(6)
+    ]  # fmt: skip
+    outside = {"model.embed_tokens.weight": {"dtype": "F32", "shape": [8]}}
+    ending = {
+        "model.norm.weight": {"dtype": "F32", "shape": [2]},
+        "lm_head.weight": {"dtype": "F32", "shape": [8]},
+    }
+    groups: list[dict[str, dict[str, Any]]] = [
+        {**outside, **layers[0]},
+        {**layers[1], **layers[2], **layers[3]},
+        {**layers[4], **layers[5], **ending},
+    ]
+    if embeddings_last:
+        del groups[0]["model.embed_tokens.weight"]
+        groups[2].update(outside)
+    weight_map: dict[str, str] = {}
+    for index, group in enumerate(groups):
+        # safetensors' own order: by name inside a file, and data in that order.
+        header: dict[str, Any] = {}
+        offset = 0
+        for name in sorted(group):
+            info = group[name]
+            size = info["shape"][0] * (4 if info["dtype"] == "F32" else 2 if info["dtype"] == "BF16" else 1)
+            header[name] = {**info, "data_offsets": [offset, offset + size]}
+            offset += size
+        file = f"model-{index + 1}-of-3.safetensors"
+        write_raw(tmp_path / file, header)
+        weight_map.update(dict.fromkeys(header, file))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    files = sorted(tmp_path.glob("*.safetensors"))
+    expected_names = [
+        "model.embed_tokens.weight",
+        *(f"model.layers.{layer}.{part}" for layer in range(6) for part in ("attn.q", "mlp.up")),
+        "model.norm.weight",
+        "lm_head.weight",
+    ]
+    expected = expected_sizes(files)
+    for source in (tmp_path, files):
+        sizes = devicemap.tensor_sizes(source)
+        assert list(sizes) == expected_names
+        assert sizes == expected
+        halved = devicemap.tensor_sizes(source, dtype="float16")
+        assert list(halved) == expected_names
+        assert halved == expected_sizes(files, dtype_bits=16)
 
 
 def test_directory_with_one_file(tmp_path: Path) -> None:

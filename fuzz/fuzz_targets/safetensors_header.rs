@@ -14,10 +14,10 @@ fuzz_target!(|input: &[u8]| {
     let mut padded = [0u8; 8];
     padded[..len_bytes.len()].copy_from_slice(len_bytes);
     let data_len = u64::from_le_bytes(padded) % (1 << 40);
-    if let Ok(tensors) =
+    if let Ok(parsed) =
         _core::safetensors::parse_header(Path::new("fuzz.safetensors"), header, data_len)
     {
-        let total: u128 = tensors.iter().map(|t| t.bytes as u128).sum();
+        let total: u128 = parsed.iter().map(|(_, t)| t.bytes as u128).sum();
         assert!(
             total <= data_len as u128,
             "tensors claim more bytes than the data section"

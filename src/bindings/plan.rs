@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
 
+use ahash::RandomState;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -19,7 +20,7 @@ use super::map::PyDeviceMap;
 use crate::device::Device;
 use crate::error::Error;
 use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
-use crate::safetensors::{self, Checkpoint, Dtype, Size};
+use crate::safetensors::{self, Checkpoint, CheckpointSizes, Dtype, Observed};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
@@ -81,6 +82,21 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
     Ok(source.py().detach(|| safetensors::resolve(&path))?)
 }
 
+/// One int object per distinct size: a model has a few dozen (every expert's weight is the
+/// same size), so a dict of 10^5 sizes holds a few dozen ints instead of one per tensor.
+#[derive(Default)]
+struct Ints(HashMap<u64, Py<PyInt>, RandomState>);
+
+impl Ints {
+    fn get<'a, 'py>(&'a mut self, py: Python<'py>, bytes: u64) -> PyResult<&'a Bound<'py, PyInt>> {
+        let int = match self.0.entry(bytes) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => slot.insert(bytes.into_pyobject(py)?.unbind()),
+        };
+        Ok(int.bind(py))
+    }
+}
+
 /// `{name: bytes}` from `(name, bytes)` entries, in their order.
 fn sizes_dict<'py>(
     py: Python<'py>,
@@ -88,15 +104,9 @@ fn sizes_dict<'py>(
     entries: impl Iterator<Item = (PyResult<Bound<'py, PyString>>, u64)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = presized_dict(py, len)?;
-    // A model has a few dozen distinct tensor sizes (every expert's weight is the same size):
-    // one int object per size instead of one per tensor.
-    let mut ints: HashMap<u64, Bound<'py, PyInt>> = HashMap::new();
+    let mut ints = Ints::default();
     for (key, bytes) in entries {
-        let value = match ints.entry(bytes) {
-            Entry::Occupied(slot) => slot.into_mut(),
-            Entry::Vacant(slot) => slot.insert(bytes.into_pyobject(py)?),
-        };
-        dict.set_item(key?, &*value)?;
+        dict.set_item(key?, ints.get(py, bytes)?)?;
     }
     Ok(dict)
 }
@@ -108,17 +118,19 @@ fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Boun
     sizes_dict(py, sizes.len(), entries)
 }
 
+/// What `read_checkpoint` calls with each checked file (with the GIL).
+type OnFile<'a> = dyn FnMut(Python<'_>, Observed<'_>) -> PyResult<()> + Send + 'a;
+
 /// A checkpoint's sizes, read with the GIL released. `progress(done, total)` is called (with
-/// the GIL) as files are read. With `names`, each checked file's names become Python strings
-/// (their hashes computed) while later shards are still being read, in the order of
-/// `Size::seen`, so that the result dict is then only inserts.
+/// the GIL) as files are read, and `on_file` with each checked file while later files are
+/// still being read.
 fn read_checkpoint(
     py: Python<'_>,
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
     progress: Option<&Bound<'_, PyAny>>,
-    mut names: Option<&mut Vec<Py<PyString>>>,
-) -> PyResult<Vec<(String, Size)>> {
+    mut on_file: Option<&mut OnFile<'_>>,
+) -> PyResult<CheckpointSizes> {
     let progress = progress
         .filter(|p| !p.is_none())
         .map(|p| p.clone().unbind());
@@ -135,16 +147,12 @@ fn read_checkpoint(
                 });
             }
         };
-        let mut observe = |tensors: &[safetensors::TensorInfo]| {
-            if let Some(names) = names.as_deref_mut() {
+        let mut observe = |observed: Observed<'_>| {
+            let failed = failure.borrow().is_some();
+            if let (Some(on_file), false) = (on_file.as_deref_mut(), failed) {
                 Python::attach(|py| {
-                    for tensor in tensors {
-                        let name = PyString::new(py, &tensor.name);
-                        // Computed now, cached in the string: the dict insert reuses it.
-                        if let Err(err) = name.hash() {
-                            failure.borrow_mut().get_or_insert(err);
-                        }
-                        names.push(name.unbind());
+                    if let Err(err) = on_file(py, observed) {
+                        **failure.borrow_mut() = Some(err);
                     }
                 });
             }
@@ -163,6 +171,96 @@ fn read_checkpoint(
     Ok(result?)
 }
 
+/// The `tensor_sizes` dict, built as the checked files come in while later ones are read:
+/// each file's names become Python strings (their hashes computed, and cached in them), and
+/// while the files follow the model, their entries go into the result in model order, so that
+/// little is left to do after the last file.
+struct SizesBuilder {
+    dtype: Option<Dtype>,
+    /// Every name so far, in file order (`Size::seen`).
+    names: Vec<Py<PyString>>,
+    /// The result, built file by file while the files follow the model.
+    dict: Option<Py<PyDict>>,
+    following: bool,
+    ints: Ints,
+}
+
+impl SizesBuilder {
+    fn new(dtype: Option<Dtype>) -> Self {
+        SizesBuilder {
+            dtype,
+            names: Vec::new(),
+            dict: None,
+            following: true,
+            ints: Ints::default(),
+        }
+    }
+
+    fn add(&mut self, py: Python<'_>, observed: Observed<'_>) -> PyResult<()> {
+        let first = self.names.len();
+        for (name, _) in observed.header.iter() {
+            let name = PyString::new(py, name);
+            name.hash()?;
+            self.names.push(name.unbind());
+        }
+        let order = match observed.order {
+            Some(order) if self.following => order,
+            _ => {
+                self.following = false;
+                self.dict = None;
+                return Ok(());
+            }
+        };
+        let dict = match &self.dict {
+            Some(dict) => dict.bind(py).clone(),
+            None => {
+                // Shards are about the same size.
+                let guess = observed.header.len().saturating_mul(observed.files);
+                let dict = presized_dict(py, guess.min(1 << 24))?;
+                self.dict = Some(dict.clone().unbind());
+                dict
+            }
+        };
+        for &at in order {
+            let at = at as usize;
+            let bytes = safetensors::loaded_bytes(&observed.header.tensors[at], self.dtype);
+            dict.set_item(self.names[first + at].bind(py), self.ints.get(py, bytes)?)?;
+        }
+        Ok(())
+    }
+
+    /// The result: the dict built as files came in when they all followed the model, else one
+    /// built now in the order of `sizes`.
+    fn finish<'py>(
+        mut self,
+        py: Python<'py>,
+        sizes: &CheckpointSizes,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(dict) = self.dict.take().filter(|_| self.following) {
+            let dict = dict.into_bound(py);
+            if dict.len() == sizes.len() {
+                return Ok(dict);
+            }
+            return Err(Error::Internal(format!(
+                "the sizes built file by file hold {} tensors, not {}",
+                dict.len(),
+                sizes.len()
+            ))
+            .into());
+        }
+        let dict = presized_dict(py, sizes.len())?;
+        for (_, size) in sizes.iter() {
+            let name = self.names.get(size.seen as usize).ok_or_else(|| {
+                PyErr::from(Error::Internal(
+                    "a tensor name was not converted".to_owned(),
+                ))
+            })?;
+            dict.set_item(name.bind(py), self.ints.get(py, size.bytes)?)?;
+        }
+        Ok(dict)
+    }
+}
+
 /// Per-tensor bytes from the safetensors headers of `path`, in model order.
 #[pyfunction]
 #[pyo3(signature = (path, dtype = None, *, progress = None))]
@@ -175,18 +273,10 @@ pub fn tensor_sizes<'py>(
     guard("tensor_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
-        let mut names = Vec::new();
-        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut names))?;
-        let entries = sizes.iter().map(|(_, size)| {
-            let name = names.get(size.seen as usize).map(|n| n.bind(py).clone());
-            let name = name.ok_or_else(|| {
-                PyErr::from(Error::Internal(
-                    "a tensor name was not converted".to_owned(),
-                ))
-            });
-            (name, size.bytes)
-        });
-        sizes_dict(py, sizes.len(), entries)
+        let mut builder = SizesBuilder::new(dtype);
+        let mut on_file = |py: Python<'_>, observed: Observed<'_>| builder.add(py, observed);
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut on_file))?;
+        builder.finish(py, &sizes)
     })
 }
 
@@ -205,10 +295,7 @@ pub fn _checkpoint_sizes<'py>(
     guard("_checkpoint_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
-        let sizes: Vec<(String, u64)> = read_checkpoint(py, &checkpoint, dtype, progress, None)?
-            .into_iter()
-            .map(|(name, size)| (name, size.bytes))
-            .collect();
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let tied = safetensors::config_ties(&checkpoint.dir(), &sizes)?;
         Ok((sizes, tied))
     })
