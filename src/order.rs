@@ -375,7 +375,13 @@ mod tests {
         };
         let mut names = vec!["model.embed_tokens.weight".to_owned()];
         for layer in 0..12 {
-            for part in ["attn.q", "attn.k", "mlp.up", "mlp.experts.3.w", "mlp.experts.10.w"] {
+            for part in [
+                "attn.q",
+                "attn.k",
+                "mlp.up",
+                "mlp.experts.3.w",
+                "mlp.experts.10.w",
+            ] {
                 names.push(format!("model.layers.{layer}.{part}"));
             }
         }
@@ -400,7 +406,10 @@ mod tests {
                 rest = after;
             }
             let all: Vec<&str> = files.concat();
-            let whole: Vec<&str> = model_order(&all).iter().map(|&at| all[at as usize]).collect();
+            let whole: Vec<&str> = model_order(&all)
+                .iter()
+                .map(|&at| all[at as usize])
+                .collect();
             let mut by_file = FileOrder::new();
             let orders: Vec<Option<Vec<u32>>> = files.iter().map(|f| by_file.add(f)).collect();
             if orders.iter().all(Option::is_some) {

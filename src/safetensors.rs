@@ -575,27 +575,62 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
     }
 }
 
-/// An index's `weight_map` as read: each tensor with the shard it is said to be in (by the
-/// order the shards first appear), and the shards' file names in that order.
+/// An index's `weight_map` as read: the shards' file names in the order they first appear
+/// (a shard's id is its place in that order), an order-free [`Digest`] of its (tensor, shard id)
+/// pairs, and when asked for, each tensor with the shard it is said to be in.
 struct WeightMap<'a> {
-    entries: Vec<Listed<'a>>,
     shards: Vec<Cow<'a, str>>,
+    digest: Digest,
+    entries: Vec<Listed<'a>>,
 }
 
 /// One tensor of an index: its name, the shard it is said to be in, and the [`name_hash`] of
-/// its name (hashed while the index is parsed, as the shards' headers are read on other threads).
+/// its name.
 struct Listed<'a> {
     tensor: Cow<'a, str>,
     shard: usize,
     hash: u64,
 }
 
+/// An order-free digest of (tensor name, shard) pairs: their number and two sums of 64-bit
+/// mixes of the name's hash and the shard. An index and the headers it names hold the same
+/// pairs exactly when their digests are equal (but for a chance of about 2^-128), which checks
+/// 10^5 names without a table of them; any difference is then found and named by looking each
+/// name up (see `Checks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Digest {
+    count: u64,
+    low: u64,
+    high: u64,
+}
+
+impl Digest {
+    fn add(&mut self, name_hash: u64, shard: usize) {
+        let x = name_hash
+            ^ (shard as u64)
+                .wrapping_add(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.count += 1;
+        self.low = self.low.wrapping_add(mix(x));
+        self.high = self.high.wrapping_add(mix(x ^ 0xD6E8_FEB8_6659_FD93));
+    }
+}
+
+/// SplitMix64's finalizer: every input bit flips about half the output bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Reads an index (`{"weight_map": {tensor: file}, ...}`) and hands each shard file to
 /// `submit` the moment it first appears, so shard headers are read while the rest of the index
-/// is still being parsed. `weight_map` says which level is read: the index, or its map.
+/// is still being parsed. `weight_map` says which level is read: the index, or its map;
+/// `entries` whether the entries are kept.
 struct IndexSeed<'s> {
     submit: &'s mut dyn FnMut(&str),
     weight_map: bool,
+    entries: bool,
 }
 
 impl<'de> de::DeserializeSeed<'de> for IndexSeed<'_> {
@@ -625,7 +660,7 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
         if self.weight_map {
-            return read_weight_map(map, self.submit);
+            return read_weight_map(map, self.submit, self.entries);
         }
         let mut weight_map = None;
         let submit = self.submit;
@@ -640,6 +675,7 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
             weight_map = Some(map.next_value_seed(IndexSeed {
                 submit: &mut *submit,
                 weight_map: true,
+                entries: self.entries,
             })?);
         }
         weight_map.ok_or_else(|| de::Error::missing_field("weight_map"))
@@ -649,8 +685,13 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
 fn read_weight_map<'de, A: MapAccess<'de>>(
     mut map: A,
     submit: &mut dyn FnMut(&str),
+    keep_entries: bool,
 ) -> std::result::Result<WeightMap<'de>, A::Error> {
-    let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+    let mut entries = Vec::new();
+    if keep_entries {
+        entries.reserve(map.size_hint().unwrap_or(0));
+    }
+    let mut digest = Digest::default();
     let mut shards: Vec<Cow<'de, str>> = Vec::new();
     let mut ids: HashMap<Cow<'de, str>, usize, RandomState> = HashMap::default();
     while let Some((Text(tensor), Text(file))) = map.next_entry::<Text<'de>, Text<'de>>()? {
@@ -668,13 +709,68 @@ fn read_weight_map<'de, A: MapAccess<'de>>(
             },
         };
         let hash = name_hash(&tensor);
-        entries.push(Listed {
-            tensor,
-            shard: id,
-            hash,
-        });
+        digest.add(hash, id);
+        if keep_entries {
+            entries.push(Listed {
+                tensor,
+                shard: id,
+                hash,
+            });
+        }
     }
-    Ok(WeightMap { entries, shards })
+    Ok(WeightMap {
+        shards,
+        digest,
+        entries,
+    })
+}
+
+/// Parses an index's text, handing each shard to `submit` as it first appears.
+fn parse_index<'a>(
+    text: &'a str,
+    submit: &mut dyn FnMut(&str),
+    entries: bool,
+) -> serde_json::Result<WeightMap<'a>> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let seed = IndexSeed {
+        submit,
+        weight_map: false,
+        entries,
+    };
+    let parsed = de::DeserializeSeed::deserialize(seed, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(parsed)
+}
+
+/// An index, as the checks need it: its path (for errors) and text, and each shard id's place
+/// among the files.
+#[derive(Clone, Copy)]
+struct Index<'a> {
+    path: &'a Path,
+    text: &'a str,
+    place: &'a [usize],
+}
+
+impl<'a> Index<'a> {
+    /// The index's entries, each with its shard's place among the files (read again: the first
+    /// reading keeps only the digest, and this is needed only to name what is wrong).
+    fn entries(&self) -> Result<Vec<Listed<'a>>> {
+        let mut entries = parse_index(self.text, &mut |_| {}, true)
+            .map_err(|e| not_index(self.path, &e))?
+            .entries;
+        for listed in &mut entries {
+            listed.shard = self.place[listed.shard];
+        }
+        Ok(entries)
+    }
+}
+
+fn not_index(path: &Path, e: &dyn fmt::Display) -> Error {
+    bad(
+        path,
+        None,
+        format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
+    )
 }
 
 /// Header read results as they arrive: `(submission id, result)`.
@@ -833,7 +929,7 @@ pub fn checkpoint_sizes(
             |submit| files.iter().for_each(|file| submit(file)),
             |(), total, arrivals| {
                 let order: Vec<usize> = (0..total).collect();
-                Checks::new(files, None)?.run(&order, arrivals, progress, &mut observe_file)
+                Checks::new(files, None).run(&order, arrivals, progress, &mut observe_file)
             },
         )?,
         Checkpoint::Index(index) => index_headers(index, threads, progress, &mut observe_file)?,
@@ -876,34 +972,13 @@ fn index_headers(
     observe: &mut dyn FnMut(&Header, usize),
 ) -> Result<Vec<Header>> {
     let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
-    let not_index = |e: &dyn fmt::Display| {
-        bad(
-            index,
-            None,
-            format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
-        )
-    };
-    let text = std::str::from_utf8(&text).map_err(|e| not_index(&e))?;
+    let text = std::str::from_utf8(&text).map_err(|e| not_index(index, &e))?;
     let dir = index.parent().unwrap_or(Path::new(""));
     read_headers(
         threads.max(1),
-        |submit| {
-            let mut deserializer = serde_json::Deserializer::from_str(text);
-            let mut submit = |file: &str| submit(&dir.join(file));
-            de::DeserializeSeed::deserialize(
-                IndexSeed {
-                    submit: &mut submit,
-                    weight_map: false,
-                },
-                &mut deserializer,
-            )
-            .and_then(|parsed| deserializer.end().map(|()| parsed))
-        },
+        |submit| parse_index(text, &mut |file: &str| submit(&dir.join(file)), false),
         |parsed, _, arrivals| {
-            let WeightMap {
-                mut entries,
-                shards,
-            } = parsed.map_err(|e| not_index(&e))?;
+            let WeightMap { shards, digest, .. } = parsed.map_err(|e| not_index(index, &e))?;
             // Shards by file name, so errors and the order of equal names do not depend on
             // the order the index happens to list them in.
             let mut by_name: Vec<usize> = (0..shards.len()).collect();
@@ -916,16 +991,22 @@ fn index_headers(
                 .iter()
                 .map(|&id| dir.join(shards[id].as_ref()))
                 .collect();
+            let index = Index {
+                path: index,
+                text,
+                place: &place,
+            };
             for (at, file) in files.iter().enumerate() {
                 if !file.is_file() {
+                    let entries = index.entries()?;
                     let tensor = entries
                         .iter()
-                        .filter(|listed| place[listed.shard] == at)
+                        .filter(|listed| listed.shard == at)
                         .map(|listed| listed.tensor.as_ref())
                         .min()
                         .unwrap_or("");
                     return Err(bad(
-                        index,
+                        index.path,
                         Some(tensor),
                         format!(
                             "the index names shard '{}', which is missing ({})",
@@ -935,10 +1016,14 @@ fn index_headers(
                     ));
                 }
             }
-            for listed in &mut entries {
-                listed.shard = place[listed.shard];
-            }
-            Checks::new(&files, Some((index, &entries)))?.run(&place, arrivals, progress, observe)
+            let check = IndexCheck {
+                index,
+                ids: by_name,
+                listed: digest,
+                read: Digest::default(),
+                table: None,
+            };
+            Checks::new(&files, Some(check)).run(&place, arrivals, progress, observe)
         },
     )
 }
@@ -950,52 +1035,67 @@ fn index_headers(
 struct Checks<'a> {
     files: &'a [PathBuf],
     per_file: Vec<Header>,
-    /// Names seen so far that the index does not list (all of them without an index), as
-    /// (file, position), hashed with the hashes the reader threads computed.
+    /// Names seen so far, as (file, position), hashed with the hashes the reader threads
+    /// computed: all of them, or once the index is checked name by name, those it does not list.
     seen: HashTable<(u32, u32)>,
-    index: Option<IndexTable<'a>>,
+    index: Option<IndexCheck<'a>>,
+}
+
+/// How headers are checked against their index. First by [`Digest`]: the headers' names are
+/// only checked to be unique, and their (name, shard) pairs summed, to compare with the index's
+/// at the end. When that is not enough (a name twice, a file that cannot be read, digests that
+/// differ, which tensors the index does not list also cause), every name is looked up in a
+/// table of the index, the files so far again and the rest as they come, so the error is the
+/// first in file order and names the tensor, whatever the path taken.
+struct IndexCheck<'a> {
+    index: Index<'a>,
+    /// Each file's shard id.
+    ids: Vec<usize>,
+    /// The digests of the index and of the headers read so far.
+    listed: Digest,
+    read: Digest,
+    table: Option<IndexTable<'a>>,
 }
 
 /// An index's entries by name, and the file each was found in (`u32::MAX`: not yet).
 struct IndexTable<'a> {
     path: &'a Path,
-    entries: &'a [Listed<'a>],
+    entries: Vec<Listed<'a>>,
     by_name: HashTable<u32>,
     found: Vec<u32>,
 }
 
-impl<'a> Checks<'a> {
-    fn new(files: &'a [PathBuf], index: Option<(&'a Path, &'a [Listed<'a>])>) -> Result<Self> {
-        let index = match index {
-            None => None,
-            Some((path, entries)) => {
-                let mut by_name = HashTable::with_capacity(entries.len());
-                for (at, listed) in entries.iter().enumerate() {
-                    let same = |&other: &u32| entries[other as usize].tensor == listed.tensor;
-                    if by_name.find(listed.hash, same).is_some() {
-                        return Err(bad(
-                            path,
-                            Some(&listed.tensor),
-                            "the index lists this tensor twice",
-                        ));
-                    }
-                    by_name
-                        .insert_unique(listed.hash, at as u32, |&e: &u32| entries[e as usize].hash);
-                }
-                Some(IndexTable {
+impl<'a> IndexTable<'a> {
+    fn new(path: &'a Path, entries: Vec<Listed<'a>>) -> Result<Self> {
+        let mut by_name = HashTable::with_capacity(entries.len());
+        for (at, listed) in entries.iter().enumerate() {
+            let same = |&other: &u32| entries[other as usize].tensor == listed.tensor;
+            if by_name.find(listed.hash, same).is_some() {
+                return Err(bad(
                     path,
-                    entries,
-                    by_name,
-                    found: vec![u32::MAX; entries.len()],
-                })
+                    Some(&listed.tensor),
+                    "the index lists this tensor twice",
+                ));
             }
-        };
-        Ok(Checks {
+            by_name.insert_unique(listed.hash, at as u32, |&e: &u32| entries[e as usize].hash);
+        }
+        Ok(IndexTable {
+            path,
+            found: vec![u32::MAX; entries.len()],
+            entries,
+            by_name,
+        })
+    }
+}
+
+impl<'a> Checks<'a> {
+    fn new(files: &'a [PathBuf], index: Option<IndexCheck<'a>>) -> Self {
+        Checks {
             files,
             per_file: Vec::with_capacity(files.len()),
             seen: HashTable::new(),
             index,
-        })
+        }
     }
 
     /// Checks the results as they arrive (`place[id]`: the file's position in `files`), each
@@ -1017,7 +1117,15 @@ impl<'a> Checks<'a> {
             }
             let mut next = self.per_file.len();
             while let Some(result) = early.get_mut(next).and_then(Option::take) {
-                self.add(result?)?;
+                let header = match result {
+                    Ok(header) => header,
+                    Err(error) => {
+                        // An index error in an earlier file comes first.
+                        self.by_name()?;
+                        return Err(error);
+                    }
+                };
+                self.add(header)?;
                 if let Some(header) = self.per_file.last() {
                     observe(header, total);
                 }
@@ -1027,9 +1135,24 @@ impl<'a> Checks<'a> {
         self.finish()
     }
 
+    /// From here on, checks every name against a table of the index, starting over with the
+    /// files so far. An error among them is the one the name-by-name checks meet first.
+    fn by_name(&mut self) -> Result<()> {
+        let Some(check) = self.index.as_mut().filter(|c| c.table.is_none()) else {
+            return Ok(());
+        };
+        check.table = Some(IndexTable::new(check.index.path, check.index.entries()?)?);
+        self.seen = HashTable::new();
+        for header in std::mem::take(&mut self.per_file) {
+            self.add(header)?;
+        }
+        Ok(())
+    }
+
     fn add(&mut self, header: Header) -> Result<()> {
         let file = self.per_file.len();
-        if file == 0 && self.index.is_none() {
+        let by_digest = self.index.as_ref().is_some_and(|c| c.table.is_none());
+        if file == 0 && (self.index.is_none() || by_digest) {
             // Shards are about the same size: room for all without growing step by step.
             let guess = header.len().saturating_mul(self.files.len());
             // (The table is still empty: the hasher is never called.)
@@ -1045,21 +1168,25 @@ impl<'a> Checks<'a> {
             let tensor = &header.tensors[p as usize];
             (header.name(tensor), tensor.name_hash)
         };
+        let mut twice = None;
         for (position, (name, info)) in header.iter().enumerate() {
-            if let Some(index) = &mut self.index {
-                let listed = index.by_name.find(info.name_hash, |&e| {
-                    index.entries[e as usize].tensor == name
+            if let Some(IndexCheck {
+                table: Some(table), ..
+            }) = &mut self.index
+            {
+                let listed = table.by_name.find(info.name_hash, |&e| {
+                    table.entries[e as usize].tensor == name
                 });
                 if let Some(&e) = listed {
                     let e = e as usize;
-                    let first = index.found[e];
+                    let first = table.found[e];
                     if first != u32::MAX {
                         return Err(duplicate(self.files, first as usize, file, name));
                     }
-                    let named = index.entries[e].shard;
+                    let named = table.entries[e].shard;
                     if named != file {
                         return Err(bad(
-                            index.path,
+                            table.path,
                             Some(name),
                             format!(
                                 "the index puts this tensor in '{}', but it is in '{}'",
@@ -1068,7 +1195,7 @@ impl<'a> Checks<'a> {
                             ),
                         ));
                     }
-                    index.found[e] = file as u32;
+                    table.found[e] = file as u32;
                     continue;
                 }
             }
@@ -1076,28 +1203,51 @@ impl<'a> Checks<'a> {
                 .seen
                 .find(info.name_hash, |&other| at_place(other).0 == name);
             if let Some(&(first, _)) = found {
-                return Err(duplicate(self.files, first as usize, file, name));
+                twice = Some(duplicate(self.files, first as usize, file, name));
+                break;
             }
             self.seen
                 .insert_unique(info.name_hash, (file as u32, position as u32), |&other| {
                     at_place(other).1
                 });
+            if let Some(check) = self.index.as_mut().filter(|_| by_digest) {
+                check.read.add(info.name_hash, check.ids[file]);
+            }
+        }
+        if let Some(error) = twice {
+            if by_digest {
+                // Checked name by name, this file may hold an index error before the name
+                // found twice: start over name by name.
+                self.by_name()?;
+                return self.add(header);
+            }
+            return Err(error);
         }
         self.per_file.push(header);
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<Header>> {
+    fn finish(mut self) -> Result<Vec<Header>> {
         if self.per_file.len() < self.files.len() {
             return Err(Error::Internal(
                 "a header reader thread stopped before reading every file".to_owned(),
             ));
         }
-        if let Some(index) = &self.index {
-            let missing = index.found.iter().position(|&f| f == u32::MAX);
-            if let Some(listed) = missing.map(|e| &index.entries[e]) {
+        if self
+            .index
+            .as_ref()
+            .is_some_and(|c| c.table.is_none() && c.listed != c.read)
+        {
+            self.by_name()?;
+        }
+        if let Some(IndexCheck {
+            table: Some(table), ..
+        }) = &self.index
+        {
+            let missing = table.found.iter().position(|&f| f == u32::MAX);
+            if let Some(listed) = missing.map(|e| &table.entries[e]) {
                 return Err(bad(
-                    index.path,
+                    table.path,
                     Some(&listed.tensor),
                     format!(
                         "the index puts this tensor in '{}', but no shard has it",
@@ -1110,7 +1260,7 @@ impl<'a> Checks<'a> {
             let what = self
                 .index
                 .as_ref()
-                .map(|index| index.path)
+                .map(|check| check.index.path)
                 .or(self.files.first().map(PathBuf::as_path))
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
