@@ -298,6 +298,48 @@ def test_index_errors(tmp_path: Path) -> None:
         devicemap.tensor_sizes(tmp_path)
 
 
+def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> None:
+    """The index is first checked by a digest of its (tensor, shard) pairs; a shard holding a
+    tensor its index does not list changes the digest but is allowed, and an error met while
+    checking by digest (a name in two shards) gives way to an index error in an earlier place."""
+    write_raw(tmp_path / "model-1.safetensors", {"w": GOOD, "extra": {**GOOD, "data_offsets": [8, 16]}})
+    write_raw(tmp_path / "model-2.safetensors", {"v": GOOD})
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "v": "model-2.safetensors"}}))
+    assert devicemap.tensor_sizes(tmp_path) == {"extra": 8, "w": 8, "v": 8}
+
+    # 'a' is in model-1 but the index says model-2; 'z', later in model-2, repeats a name of
+    # model-1. Name by name, 'a' is met first.
+    write_raw(tmp_path / "model-1.safetensors", {"a": GOOD, "z": {**GOOD, "data_offsets": [8, 16]}})
+    write_raw(tmp_path / "model-2.safetensors", {"v": GOOD, "z": {**GOOD, "data_offsets": [8, 16]}})
+    index.write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a": "model-2.safetensors",
+                    "z": "model-1.safetensors",
+                    "v": "model-2.safetensors",
+                }
+            }
+        )
+    )
+    with pytest.raises(ValueError, match=r"tensor 'a': the index puts this tensor in 'model-2.safetensors'"):
+        devicemap.tensor_sizes(tmp_path)
+    index.write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a": "model-1.safetensors",
+                    "z": "model-1.safetensors",
+                    "v": "model-2.safetensors",
+                }
+            }
+        )
+    )
+    with pytest.raises(ValueError, match=r"model-2.safetensors: tensor 'z': .*also in .*model-1.safetensors"):
+        devicemap.tensor_sizes(tmp_path)
+
+
 def test_index_order_does_not_matter(tmp_path: Path) -> None:
     """Shards are read as the index first names them, on several threads; the sizes, their
     order, and which of two broken shards is reported do not depend on that order or on timing."""
