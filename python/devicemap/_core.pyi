@@ -25,6 +25,7 @@ __all__ = [
     "MapSummary",
     "NearMiss",
     "PlanReport",
+    "_CheckpointSizes",
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
@@ -367,9 +368,14 @@ def tensor_sizes(
 ) -> dict[str, int]: ...
 def example_model(name: str, dtype: Any = None) -> dict[str, int]: ...
 def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
+
+@final
+class _CheckpointSizes:
+    def __len__(self) -> int: ...
+
 def _checkpoint_sizes(
     path: Any, dtype: Any = None, progress: Callable[[int, int], object] | None = None
-) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
+) -> tuple[_CheckpointSizes, list[list[str]]]: ...
 def _plan(
     sizes: Any,
     max_memory: dict[Any, Any],

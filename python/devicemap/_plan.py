@@ -65,6 +65,8 @@ def _sizes_of(
 ) -> tuple[Any, list[str] | None, list[list[str]]]:
     """`(sizes, no_split found, tied groups found)` of a mapping, a torch module or a checkpoint."""
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
+    if isinstance(source, _core._CheckpointSizes):
+        return source, None, []
     if isinstance(source, Mapping) or pairs:
         if dtype is not None:
             raise ValueError(
@@ -73,11 +75,11 @@ def _sizes_of(
             )
         return source, None, []
     if hasattr(source, "named_parameters") and hasattr(source, "named_buffers"):
-        sizes, tied = _core._module_sizes(source, dtype)
-        return sizes, _no_split_of(source), tied
+        module_sizes, tied = _core._module_sizes(source, dtype)
+        return module_sizes, _no_split_of(source), tied
     if isinstance(source, str | os.PathLike | list | tuple):
-        sizes, tied = _core._checkpoint_sizes(source, dtype, progress)
-        return sizes, None, tied
+        checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress)
+        return checkpoint_sizes, None, tied
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "
         f"got {type(source).__name__}"

@@ -46,6 +46,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(guard::_panic_for_tests, m)?,
     )?;
     m.add_class::<plan::PyPlanReport>()?;
+    m.add_class::<plan::PyCheckpointSizes>()?;
     m.add_function(wrap_pyfunction!(plan::tensor_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(plan::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_example_tensors, m)?)?;

@@ -283,6 +283,21 @@ pub fn tensor_sizes<'py>(
 /// Tensor sizes in order, and groups of tied tensor names.
 type SizesAndTies = (Vec<(String, u64)>, Vec<Vec<String>>);
 
+/// A checkpoint's sizes in model order, kept in Rust between reading them and planning with
+/// them: `plan(checkpoint)` hands them from `_checkpoint_sizes` to `_plan` without making 10^5
+/// Python tuples and reading them back.
+#[pyclass(frozen, module = "devicemap._core", name = "_CheckpointSizes")]
+pub struct PyCheckpointSizes {
+    sizes: Vec<(String, u64)>,
+}
+
+#[pymethods]
+impl PyCheckpointSizes {
+    fn __len__(&self) -> usize {
+        self.sizes.len()
+    }
+}
+
 /// Sizes and tied groups (from `config.json` beside it) of a checkpoint, for `plan`.
 #[pyfunction]
 #[pyo3(signature = (path, dtype = None, progress = None))]
@@ -291,13 +306,13 @@ pub fn _checkpoint_sizes<'py>(
     path: &Bound<'py, PyAny>,
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<SizesAndTies> {
+) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
     guard("_checkpoint_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let tied = safetensors::config_ties(&checkpoint.dir(), &sizes)?;
-        Ok((sizes, tied))
+        Ok((PyCheckpointSizes { sizes }, tied))
     })
 }
 
@@ -347,8 +362,11 @@ fn bytes_from_py(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     .into())
 }
 
-/// `{name: bytes}` (a dict, a mapping, or a list of pairs) in its order.
+/// `{name: bytes}` (a dict, a mapping, a list of pairs, or a checkpoint's sizes) in its order.
 fn sizes_from_py(source: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64)>> {
+    if let Ok(read) = source.cast::<PyCheckpointSizes>() {
+        return Ok(read.get().sizes.clone());
+    }
     let mut out = Vec::new();
     let mut push = |key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>| -> PyResult<()> {
         let name = match key.cast::<PyString>() {
