@@ -461,6 +461,12 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header>
 
 /// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON.
 pub fn read_file(path: &Path) -> Result<Header> {
+    read_file_with(path, &mut Vec::new())
+}
+
+/// [`read_file`], reading the header's text into `buffer`: a thread that reads many files
+/// keeps one buffer instead of allocating (and faulting in) fresh memory for each.
+fn read_file_with(path: &Path, buffer: &mut Vec<u8>) -> Result<Header> {
     let io = |e: std::io::Error| bad(path, None, format!("cannot read: {e}"));
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -491,19 +497,20 @@ pub fn read_file(path: &Path) -> Result<Header> {
         ));
     }
     // Read into spare capacity: zeroing the buffer first would touch every page twice.
-    let mut header = Vec::with_capacity(header_len as usize);
-    file.take(header_len).read_to_end(&mut header).map_err(io)?;
-    if header.len() as u64 != header_len {
+    buffer.clear();
+    buffer.reserve(header_len as usize);
+    file.take(header_len).read_to_end(buffer).map_err(io)?;
+    if buffer.len() as u64 != header_len {
         return Err(bad(
             path,
             None,
             format!(
                 "the file ended after {} of its {header_len} header bytes",
-                header.len()
+                buffer.len()
             ),
         ));
     }
-    parse_header(path, &header, file_len - 8 - header_len)
+    parse_header(path, buffer, file_len - 8 - header_len)
 }
 
 /// What a checkpoint path names: safetensors files, or an index whose `weight_map` names them.
@@ -577,11 +584,12 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
 
 /// An index's `weight_map` as read: the shards' file names in the order they first appear
 /// (a shard's id is its place in that order), an order-free [`Digest`] of its (tensor, shard id)
-/// pairs, and when asked for, each tensor with the shard it is said to be in.
+/// pairs, and either each tensor with the shard it is said to be in, or only its name's hash.
 struct WeightMap<'a> {
     shards: Vec<Cow<'a, str>>,
     digest: Digest,
     entries: Vec<Listed<'a>>,
+    hashes: Vec<u64>,
 }
 
 /// One tensor of an index: its name, the shard it is said to be in, and the [`name_hash`] of
@@ -687,7 +695,7 @@ fn read_weight_map<'de, A: MapAccess<'de>>(
     submit: &mut dyn FnMut(&str),
     keep_entries: bool,
 ) -> std::result::Result<WeightMap<'de>, A::Error> {
-    let mut entries = Vec::new();
+    let (mut entries, mut hashes) = (Vec::new(), Vec::new());
     if keep_entries {
         entries.reserve(map.size_hint().unwrap_or(0));
     }
@@ -716,12 +724,15 @@ fn read_weight_map<'de, A: MapAccess<'de>>(
                 shard: id,
                 hash,
             });
+        } else {
+            hashes.push(hash);
         }
     }
     Ok(WeightMap {
         shards,
         digest,
         entries,
+        hashes,
     })
 }
 
@@ -788,7 +799,8 @@ fn read_headers<T, R>(
 ) -> R {
     if workers == 0 {
         let mut results = Vec::new();
-        let fed = feed(&mut |file| results.push(read_file(file)));
+        let mut buffer = Vec::new();
+        let fed = feed(&mut |file| results.push(read_file_with(file, &mut buffer)));
         let total = results.len();
         return consume(fed, total, &mut results.into_iter().enumerate());
     }
@@ -798,15 +810,21 @@ fn read_headers<T, R>(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let (queue, finished) = (&queue, finished.clone());
-            scope.spawn(move || loop {
-                // The lock is held only to take the next job off the queue.
-                let job = match queue.lock() {
-                    Ok(queue) => queue.recv(),
-                    Err(_) => break,
-                };
-                let Ok((id, file)) = job else { break };
-                if finished.send((id, read_file(&file))).is_err() {
-                    break;
+            scope.spawn(move || {
+                let mut buffer = Vec::new();
+                loop {
+                    // The lock is held only to take the next job off the queue.
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((id, file)) = job else { break };
+                    if finished
+                        .send((id, read_file_with(&file, &mut buffer)))
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
             });
         }
@@ -978,7 +996,16 @@ fn index_headers(
         threads.max(1),
         |submit| parse_index(text, &mut |file: &str| submit(&dir.join(file)), false),
         |parsed, _, arrivals| {
-            let WeightMap { shards, digest, .. } = parsed.map_err(|e| not_index(index, &e))?;
+            let WeightMap {
+                shards,
+                digest,
+                mut hashes,
+                ..
+            } = parsed.map_err(|e| not_index(index, &e))?;
+            // Names with distinct hashes are distinct: then the index lists no tensor twice.
+            hashes.sort_unstable();
+            let distinct = hashes.windows(2).all(|pair| pair[0] != pair[1]);
+            drop(hashes);
             // Shards by file name, so errors and the order of equal names do not depend on
             // the order the index happens to list them in.
             let mut by_name: Vec<usize> = (0..shards.len()).collect();
@@ -1020,6 +1047,7 @@ fn index_headers(
                 index,
                 ids: by_name,
                 listed: digest,
+                distinct,
                 read: Digest::default(),
                 table: None,
             };
@@ -1036,23 +1064,28 @@ struct Checks<'a> {
     files: &'a [PathBuf],
     per_file: Vec<Header>,
     /// Names seen so far, as (file, position), hashed with the hashes the reader threads
-    /// computed: all of them, or once the index is checked name by name, those it does not list.
+    /// computed: all of them without an index, those it does not list once the index is checked
+    /// name by name (none while it is checked by digest).
     seen: HashTable<(u32, u32)>,
     index: Option<IndexCheck<'a>>,
 }
 
-/// How headers are checked against their index. First by [`Digest`]: the headers' names are
-/// only checked to be unique, and their (name, shard) pairs summed, to compare with the index's
-/// at the end. When that is not enough (a name twice, a file that cannot be read, digests that
-/// differ, which tensors the index does not list also cause), every name is looked up in a
-/// table of the index, the files so far again and the rest as they come, so the error is the
-/// first in file order and names the tensor, whatever the path taken.
+/// How headers are checked against their index. First by [`Digest`]: the headers' (name,
+/// shard) pairs are summed, to compare with the index's at the end; if the index's names are
+/// distinct and the digests equal, the headers hold exactly the index's pairs, so their names
+/// are distinct too and each is in the shard the index names. When that is not shown (digests
+/// that differ, which tensors the index does not list also cause, names of the index that share
+/// a hash, a file that cannot be read), every name is looked up in a table of the index, the
+/// files so far again and the rest as they come, so the error is the first in file order and
+/// names the tensor, whatever the path taken.
 struct IndexCheck<'a> {
     index: Index<'a>,
     /// Each file's shard id.
     ids: Vec<usize>,
-    /// The digests of the index and of the headers read so far.
+    /// The digest of the index, and whether its names' hashes are distinct.
     listed: Digest,
+    distinct: bool,
+    /// The digest of the headers read so far.
     read: Digest,
     table: Option<IndexTable<'a>>,
 }
@@ -1151,8 +1184,16 @@ impl<'a> Checks<'a> {
 
     fn add(&mut self, header: Header) -> Result<()> {
         let file = self.per_file.len();
-        let by_digest = self.index.as_ref().is_some_and(|c| c.table.is_none());
-        if file == 0 && (self.index.is_none() || by_digest) {
+        if let Some(check) = self.index.as_mut().filter(|c| c.table.is_none()) {
+            // By digest: the pairs are summed, and names compared only if the digests differ.
+            let shard = check.ids[file];
+            for tensor in &header.tensors {
+                check.read.add(tensor.name_hash, shard);
+            }
+            self.per_file.push(header);
+            return Ok(());
+        }
+        if file == 0 && self.index.is_none() {
             // Shards are about the same size: room for all without growing step by step.
             let guess = header.len().saturating_mul(self.files.len());
             // (The table is still empty: the hasher is never called.)
@@ -1168,7 +1209,6 @@ impl<'a> Checks<'a> {
             let tensor = &header.tensors[p as usize];
             (header.name(tensor), tensor.name_hash)
         };
-        let mut twice = None;
         for (position, (name, info)) in header.iter().enumerate() {
             if let Some(IndexCheck {
                 table: Some(table), ..
@@ -1203,25 +1243,12 @@ impl<'a> Checks<'a> {
                 .seen
                 .find(info.name_hash, |&other| at_place(other).0 == name);
             if let Some(&(first, _)) = found {
-                twice = Some(duplicate(self.files, first as usize, file, name));
-                break;
+                return Err(duplicate(self.files, first as usize, file, name));
             }
             self.seen
                 .insert_unique(info.name_hash, (file as u32, position as u32), |&other| {
                     at_place(other).1
                 });
-            if let Some(check) = self.index.as_mut().filter(|_| by_digest) {
-                check.read.add(info.name_hash, check.ids[file]);
-            }
-        }
-        if let Some(error) = twice {
-            if by_digest {
-                // Checked name by name, this file may hold an index error before the name
-                // found twice: start over name by name.
-                self.by_name()?;
-                return self.add(header);
-            }
-            return Err(error);
         }
         self.per_file.push(header);
         Ok(())
@@ -1236,7 +1263,7 @@ impl<'a> Checks<'a> {
         if self
             .index
             .as_ref()
-            .is_some_and(|c| c.table.is_none() && c.listed != c.read)
+            .is_some_and(|c| c.table.is_none() && !(c.distinct && c.listed == c.read))
         {
             self.by_name()?;
         }
