@@ -338,6 +338,14 @@ def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> N
     )
     with pytest.raises(ValueError, match=r"model-2.safetensors: tensor 'z': .*also in .*model-1.safetensors"):
         devicemap.tensor_sizes(tmp_path)
+    # The index lists 'z' twice, once for each shard that holds it: its pairs and the headers'
+    # are the same, so only the index's repeated name tells.
+    index.write_text(
+        '{"weight_map": {"a": "model-1.safetensors", "z": "model-1.safetensors", '
+        '"v": "model-2.safetensors", "z": "model-2.safetensors"}}'
+    )
+    with pytest.raises(ValueError, match=r"index.json: tensor 'z': the index lists this tensor twice"):
+        devicemap.tensor_sizes(tmp_path)
 
 
 def test_index_order_does_not_matter(tmp_path: Path) -> None:
