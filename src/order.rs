@@ -225,31 +225,29 @@ fn bucket(names: &[&str]) -> Bucketed {
 /// concatenation), and a caller can hand out early files' names before later files are read.
 #[derive(Debug, Default)]
 pub struct FileOrder {
-    /// The key of the last block so far; `None` once a file broke the order.
-    last: Option<Vec<u8>>,
+    /// The key of the last block so far (empty before any, which every key follows).
+    last: Vec<u8>,
+    /// Whether a file broke the order.
+    broken: bool,
 }
 
 impl FileOrder {
-    pub fn new() -> Self {
-        FileOrder {
-            last: Some(Vec::new()),
-        }
-    }
-
     /// The model order of one file's names, as positions into them, while the files so far
     /// follow the model; `None` from the first file whose blocks start before the last block
     /// of the files before it (then only [`model_order`] of all the names gives the order).
     pub fn add(&mut self, names: &[&str]) -> Option<Vec<u32>> {
-        let last = self.last.as_ref()?;
+        if self.broken {
+            return None;
+        }
         let bucketed = bucket(names);
         if names.is_empty() {
             return Some(Vec::new());
         }
-        if bucketed.first < *last {
-            self.last = None;
+        if bucketed.first < self.last {
+            self.broken = true;
             return None;
         }
-        self.last = Some(bucketed.last);
+        self.last = bucketed.last;
         Some(
             bucketed
                 .order
@@ -410,7 +408,7 @@ mod tests {
                 .iter()
                 .map(|&at| all[at as usize])
                 .collect();
-            let mut by_file = FileOrder::new();
+            let mut by_file = FileOrder::default();
             let orders: Vec<Option<Vec<u32>>> = files.iter().map(|f| by_file.add(f)).collect();
             if orders.iter().all(Option::is_some) {
                 followed += 1;

@@ -929,7 +929,7 @@ pub fn checkpoint_sizes(
     progress: &mut dyn FnMut(usize, usize),
     observe: &mut dyn FnMut(Observed<'_>),
 ) -> Result<CheckpointSizes> {
-    let mut file_order = FileOrder::new();
+    let mut file_order = FileOrder::default();
     let mut orders: Vec<Option<Vec<u32>>> = Vec::new();
     let mut observe_file = |header: &Header, files: usize| {
         let names: Vec<&str> = header.iter().map(|(name, _)| name).collect();
