@@ -26,7 +26,8 @@ fn rank(component: &str) -> u8 {
 }
 
 /// A byte string that sorts as the name should: per component, a marker (numbers before
-/// names, names by rank), then the number as 8 big-endian bytes or the name's bytes and a 0.
+/// names, names by rank), then the number as 8 big-endian bytes or the name's bytes (0 and 1
+/// escaped) and a 0.
 /// Sorting these with `memcmp` is several times faster than comparing split components.
 fn key(name: &str, out: &mut Vec<u8>) {
     out.clear();
@@ -40,7 +41,14 @@ fn key(name: &str, out: &mut Vec<u8>) {
             }
             None => {
                 out.push(2 + rank(component));
-                out.extend_from_slice(component.as_bytes());
+                // Bytes 0 and 1 are escaped (as 1 1 and 1 2) so that the 0 ending the name
+                // sorts before every byte of a longer name, as `compare_names` has it.
+                for &byte in component.as_bytes() {
+                    match byte {
+                        0 | 1 => out.extend_from_slice(&[1, byte + 1]),
+                        _ => out.push(byte),
+                    }
+                }
                 out.push(0);
             }
         }
@@ -279,6 +287,11 @@ mod tests {
             "x.layers.3",
             "a",
             "a.b.c",
+            "a\0",
+            "a\u{1}",
+            "a\u{1}x",
+            "a\u{2}",
+            "a\0.b",
         ];
         for a in names {
             for b in names {
@@ -427,6 +440,24 @@ mod tests {
             }
         }
         assert!(followed > 100 && broke > 10, "{followed} {broke}");
+
+        // Names holding the bytes the keys use as markers.
+        let files = [["a.b", "a\0"], ["c", "b"]];
+        let all: Vec<&str> = files.concat();
+        let whole: Vec<&str> = model_order(&all)
+            .iter()
+            .map(|&at| all[at as usize])
+            .collect();
+        let mut by_file = FileOrder::default();
+        let orders: Vec<Vec<u32>> = files.iter().flat_map(|f| by_file.add(f)).collect();
+        let joined: Vec<&str> = files
+            .iter()
+            .zip(&orders)
+            .flat_map(|(file, order)| order.iter().map(|&at| file[at as usize]))
+            .collect();
+        assert_eq!(joined, whole);
+        // Component by component, as `compare_names`: "a" before "a\0".
+        assert_eq!(whole, ["a.b", "a\0", "b", "c"]);
     }
 
     #[test]

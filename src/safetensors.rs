@@ -13,13 +13,12 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 use serde::de::{self, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use xxhash_rust::xxh3::xxh3_64;
 
 pub use safetensors::Dtype;
 
@@ -76,9 +75,12 @@ impl Header {
     }
 }
 
-/// The hash that the checks across files use for tensor names.
+/// The hash that the checks across files use for tensor names: keyed with random keys, once
+/// per process, so that a checkpoint cannot be made for names whose hashes collide (which
+/// would slow the tables down, or pass the index [`Digest`] with a wrong index).
 pub fn name_hash(name: &str) -> u64 {
-    xxh3_64(name.as_bytes())
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(name)
 }
 
 fn bad(file: &Path, tensor: Option<&str>, message: impl fmt::Display) -> Error {
@@ -391,6 +393,17 @@ fn check_entry(
 /// The tensors of one header, in file (data offset) order, checked against the data section
 /// of `data_len` bytes that follows it. `file` only names the file in errors.
 pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header> {
+    // (`Header` keeps names by u32 offsets: the cap keeps them in range.)
+    if header.len() as u64 > MAX_HEADER_SIZE {
+        return Err(bad(
+            file,
+            None,
+            format!(
+                "header of {} bytes is above the safetensors limit of {MAX_HEADER_SIZE} bytes",
+                header.len()
+            ),
+        ));
+    }
     // One UTF-8 check of the whole header (fast), then a `str` reader that does not check
     // each string again.
     let text = std::str::from_utf8(header).map_err(|e| {
@@ -600,27 +613,25 @@ struct Listed<'a> {
     hash: u64,
 }
 
-/// An order-free digest of (tensor name, shard) pairs: their number and two sums of 64-bit
-/// mixes of the name's hash and the shard. An index and the headers it names hold the same
-/// pairs exactly when their digests are equal (but for a chance of about 2^-128), which checks
-/// 10^5 names without a table of them; any difference is then found and named by looking each
-/// name up (see `Checks`).
+/// An order-free digest of (tensor name, shard) pairs: their number and the sum of a 64-bit
+/// mix of each name's (keyed, see [`name_hash`]) hash and its shard. Two different sets of pairs
+/// of the same size have the same digest with a chance of about 2^-64, which no checkpoint can
+/// be made to raise, as the hash keys are drawn when the process starts. So the index and the
+/// headers are compared without a table of 10^5 names, and any difference is then found and
+/// named by looking each name up (see `Checks`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Digest {
     count: u64,
-    low: u64,
-    high: u64,
+    sum: u64,
 }
 
 impl Digest {
     fn add(&mut self, name_hash: u64, shard: usize) {
-        let x = name_hash
-            ^ (shard as u64)
-                .wrapping_add(1)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let shard = (shard as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.count += 1;
-        self.low = self.low.wrapping_add(mix(x));
-        self.high = self.high.wrapping_add(mix(x ^ 0xD6E8_FEB8_6659_FD93));
+        self.sum = self.sum.wrapping_add(mix(name_hash ^ shard));
     }
 }
 
@@ -855,8 +866,9 @@ pub fn loaded_bytes(tensor: &TensorInfo, dtype: Option<Dtype>) -> u64 {
     }
 }
 
-/// What `checkpoint_sizes` shows its observer of each file, once it passed the checks: its
-/// tensors, and their model order (positions into `header.tensors`) while the files so far
+/// What `checkpoint_sizes` shows its observer of each file, once it and the files before it
+/// passed the checks that can be made so far (a check against the index may only settle after
+/// the last file, and its error then ends the call): its tensors, and their model order (positions into `header.tensors`) while the files so far
 /// follow the model (see [`FileOrder`]). While every file has an `order`, the files' orders put
 /// one after another are the order of the result.
 pub struct Observed<'a> {
@@ -919,9 +931,8 @@ impl CheckpointSizes {
 /// Per-tensor bytes of a checkpoint, in model order. `dtype` re-sizes floating-point tensors as
 /// loading with that `torch_dtype` would. Headers are read by up to `threads` threads. On the
 /// calling thread, `progress(done, total)` is called as files are read, and `observe` with each
-/// file once it passes the checks, in file order, while later files may still be read (so a
-/// caller can convert names, and while the files follow the model, build its result,
-/// meanwhile).
+/// file (see [`Observed`]), in file order, while later files may still be read (so a caller can
+/// convert names, and while the files follow the model, build its result, meanwhile).
 pub fn checkpoint_sizes(
     checkpoint: &Checkpoint,
     dtype: Option<Dtype>,
@@ -956,7 +967,15 @@ pub fn checkpoint_sizes(
     let mut count = 0u32;
     for header in &headers {
         seen.push(count);
-        count += header.len() as u32;
+        count = u32::try_from(header.len())
+            .ok()
+            .and_then(|len| count.checked_add(len))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "The checkpoint holds more than {} tensors",
+                    u32::MAX
+                ))
+            })?;
     }
     let mut order = Vec::with_capacity(count as usize);
     if orders.iter().all(Option::is_some) {

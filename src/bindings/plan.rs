@@ -118,12 +118,12 @@ fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Boun
     sizes_dict(py, sizes.len(), entries)
 }
 
-/// What `read_checkpoint` calls with each checked file (with the GIL).
+/// What `read_checkpoint` calls with each file as it is handed on (with the GIL).
 type OnFile<'a> = dyn FnMut(Python<'_>, Observed<'_>) -> PyResult<()> + Send + 'a;
 
 /// A checkpoint's sizes, read with the GIL released. `progress(done, total)` is called (with
-/// the GIL) as files are read, and `on_file` with each checked file while later files are
-/// still being read.
+/// the GIL) as files are read, and `on_file` with each file as `checkpoint_sizes` hands it on
+/// (see `safetensors::Observed`) while later files are still being read.
 fn read_checkpoint(
     py: Python<'_>,
     checkpoint: &Checkpoint,
@@ -171,7 +171,7 @@ fn read_checkpoint(
     Ok(result?)
 }
 
-/// The `tensor_sizes` dict, built as the checked files come in while later ones are read:
+/// The `tensor_sizes` dict, built as the files are handed on while later ones are read:
 /// each file's names become Python strings (their hashes computed, and cached in them), and
 /// while the files follow the model, their entries go into the result in model order, so that
 /// little is left to do after the last file.
