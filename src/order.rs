@@ -416,48 +416,51 @@ mod tests {
                 files.push(file);
                 rest = after;
             }
-            let all: Vec<&str> = files.concat();
-            let whole: Vec<&str> = model_order(&all)
-                .iter()
-                .map(|&at| all[at as usize])
-                .collect();
-            let mut by_file = FileOrder::default();
-            let orders: Vec<Option<Vec<u32>>> = files.iter().map(|f| by_file.add(f)).collect();
-            if orders.iter().all(Option::is_some) {
-                followed += 1;
-                let joined: Vec<&str> = files
-                    .iter()
-                    .zip(orders.iter().flatten())
-                    .flat_map(|(file, order)| order.iter().map(|&at| file[at as usize]))
-                    .collect();
-                assert_eq!(joined, whole, "{files:?}");
-            } else {
-                broke += 1;
-                assert!(displaced, "files in model order must follow: {files:?}");
-                // Once broken, it stays broken.
-                let first = orders.iter().position(Option::is_none).unwrap();
-                assert!(orders[first..].iter().all(Option::is_none));
+            match file_by_file(&files) {
+                Ok(joined) => {
+                    followed += 1;
+                    assert_eq!(joined, whole_order(&files), "{files:?}");
+                }
+                Err(first) => {
+                    broke += 1;
+                    assert!(displaced, "files in model order must follow: {files:?}");
+                    assert!(first > 0, "the first file always follows");
+                }
             }
         }
         assert!(followed > 100 && broke > 10, "{followed} {broke}");
 
         // Names holding the bytes the keys use as markers.
-        let files = [["a.b", "a\0"], ["c", "b"]];
-        let all: Vec<&str> = files.concat();
-        let whole: Vec<&str> = model_order(&all)
-            .iter()
-            .map(|&at| all[at as usize])
-            .collect();
-        let mut by_file = FileOrder::default();
-        let orders: Vec<Vec<u32>> = files.iter().flat_map(|f| by_file.add(f)).collect();
-        let joined: Vec<&str> = files
-            .iter()
-            .zip(&orders)
-            .flat_map(|(file, order)| order.iter().map(|&at| file[at as usize]))
-            .collect();
-        assert_eq!(joined, whole);
+        let files = [vec!["a.b", "a\0"], vec!["c", "b"]];
+        let whole = whole_order(&files);
+        assert_eq!(file_by_file(&files), Ok(whole.clone()));
         // Component by component, as `compare_names`: "a" before "a\0".
         assert_eq!(whole, ["a.b", "a\0", "b", "c"]);
+    }
+
+    /// [`model_order`] of the files' names put one after another.
+    fn whole_order<'a>(files: &[Vec<&'a str>]) -> Vec<&'a str> {
+        let all: Vec<&str> = files.concat();
+        model_order(&all)
+            .iter()
+            .map(|&at| all[at as usize])
+            .collect()
+    }
+
+    /// The files' names in the [`FileOrder`] of each, put one after another; or the first file
+    /// that broke the order (checking that every later one stays broken).
+    fn file_by_file<'a>(files: &[Vec<&'a str>]) -> Result<Vec<&'a str>, usize> {
+        let mut by_file = FileOrder::default();
+        let orders: Vec<Option<Vec<u32>>> = files.iter().map(|f| by_file.add(f)).collect();
+        if let Some(first) = orders.iter().position(Option::is_none) {
+            assert!(orders[first..].iter().all(Option::is_none), "{files:?}");
+            return Err(first);
+        }
+        Ok(files
+            .iter()
+            .zip(orders.iter().flatten())
+            .flat_map(|(file, order)| order.iter().map(|&at| file[at as usize]))
+            .collect())
     }
 
     #[test]
