@@ -1172,7 +1172,7 @@ impl<'a> Checks<'a> {
                 let header = match result {
                     Ok(header) => header,
                     Err(error) => {
-                        // An index error in an earlier file comes first.
+                        // An error in an earlier file, found name by name, comes first.
                         self.by_name()?;
                         return Err(error);
                     }
@@ -1204,7 +1204,7 @@ impl<'a> Checks<'a> {
     fn add(&mut self, header: Header) -> Result<()> {
         let file = self.per_file.len();
         if let Some(check) = self.index.as_mut().filter(|c| c.table.is_none()) {
-            // By digest: the pairs are summed, and names compared only if the digests differ.
+            // By digest: the pairs are summed; names are compared only if that check fails.
             let shard = check.ids[file];
             for tensor in &header.tensors {
                 check.read.add(tensor.name_hash, shard);

@@ -63,7 +63,8 @@ def _no_split_of(module: Any) -> list[str] | None:
 def _sizes_of(
     source: Source, dtype: Any, progress: Callable[[int, int], object] | None
 ) -> tuple[Any, list[str] | None, list[list[str]]]:
-    """`(sizes, no_split found, tied groups found)` of a mapping, a torch module or a checkpoint."""
+    """`(sizes, no_split found, tied groups found)` of a mapping, a torch module, a checkpoint,
+    or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command line does)."""
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
     if isinstance(source, _core._CheckpointSizes):
         return source, None, []
