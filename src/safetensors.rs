@@ -472,14 +472,10 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header>
     Ok(parsed)
 }
 
-/// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON.
-pub fn read_file(path: &Path) -> Result<Header> {
-    read_file_with(path, &mut Vec::new())
-}
-
-/// [`read_file`], reading the header's text into `buffer`: a thread that reads many files
-/// keeps one buffer instead of allocating (and faulting in) fresh memory for each.
-fn read_file_with(path: &Path, buffer: &mut Vec<u8>) -> Result<Header> {
+/// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON,
+/// read into `buffer` (a thread that reads many files keeps one buffer instead of allocating,
+/// and faulting in, fresh memory for each).
+fn read_file(path: &Path, buffer: &mut Vec<u8>) -> Result<Header> {
     let io = |e: std::io::Error| bad(path, None, format!("cannot read: {e}"));
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
@@ -811,7 +807,7 @@ fn read_headers<T, R>(
     if workers == 0 {
         let mut results = Vec::new();
         let mut buffer = Vec::new();
-        let fed = feed(&mut |file| results.push(read_file_with(file, &mut buffer)));
+        let fed = feed(&mut |file| results.push(read_file(file, &mut buffer)));
         let total = results.len();
         return consume(fed, total, &mut results.into_iter().enumerate());
     }
@@ -830,10 +826,7 @@ fn read_headers<T, R>(
                         Err(_) => break,
                     };
                     let Ok((id, file)) = job else { break };
-                    if finished
-                        .send((id, read_file_with(&file, &mut buffer)))
-                        .is_err()
-                    {
+                    if finished.send((id, read_file(&file, &mut buffer))).is_err() {
                         break;
                     }
                 }

@@ -248,16 +248,15 @@ impl SizesBuilder {
             ))
             .into());
         }
-        let dict = presized_dict(py, sizes.len())?;
-        for (_, size) in sizes.iter() {
+        let entries = sizes.iter().map(|(_, size)| {
             let name = self.names.get(size.seen as usize).ok_or_else(|| {
                 PyErr::from(Error::Internal(
                     "a tensor name was not converted".to_owned(),
                 ))
-            })?;
-            dict.set_item(name.bind(py), self.ints.get(py, size.bytes)?)?;
-        }
-        Ok(dict)
+            });
+            (name.map(|n| n.bind(py).clone()), size.bytes)
+        });
+        sizes_dict(py, sizes.len(), entries)
     }
 }
 
