@@ -75,6 +75,9 @@ pub enum Error {
         message: String,
     },
 
+    #[error("Unknown dtype '{text}'")]
+    UnknownDtype { text: String },
+
     /// A bad argument or an impossible plan, with its whole message.
     #[error("{0}")]
     Invalid(String),

@@ -10,8 +10,8 @@
 //! - `deepseek-v3-bf16`: the same model in BF16, without scales (45,395 tensors, 1.22 TiB).
 //! - `llama-3-70b`: Llama-3-70B in BF16 (80 layers, GQA with 8 KV heads; 723 tensors).
 
+use crate::dtype::{loaded_bytes, Dtype};
 use crate::error::{Error, Result};
-use crate::safetensors::{dtype_bytes, is_floating, Dtype};
 
 pub const NAMES: [&str; 3] = ["deepseek-v3", "deepseek-v3-bf16", "llama-3-70b"];
 
@@ -187,13 +187,7 @@ pub fn tensors(name: &str) -> Result<Vec<ExampleTensor>> {
 pub fn sizes(name: &str, dtype: Option<Dtype>) -> Result<Vec<(String, u64)>> {
     Ok(tensors(name)?
         .into_iter()
-        .map(|(n, d, elements)| {
-            let d = match dtype {
-                Some(target) if is_floating(d) => target,
-                _ => d,
-            };
-            (n, dtype_bytes(d, elements).unwrap_or(u64::MAX))
-        })
+        .map(|(n, d, elements)| (n, loaded_bytes(d, elements, dtype)))
         .collect())
 }
 

@@ -6,6 +6,7 @@
 pub mod component;
 pub mod cuda;
 pub mod device;
+pub mod dtype;
 pub mod error;
 pub mod examples;
 pub mod lookup;

@@ -20,7 +20,7 @@ use ahash::RandomState;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::map::{DeviceMap, Slot};
-use crate::units::human_bytes;
+use crate::units::{human_bytes, thousands};
 
 /// The position of the key covering `name`, if any. `name` is taken as it is (see
 /// [`check_name`] for what callers should refuse first).
@@ -799,20 +799,7 @@ pub fn summary_with_sizes<'a>(
 
 // ---- Text forms, shared by the Python objects' `str()` and the command line ----
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     format!(
         "{} {}",
         thousands(n as u64),
@@ -1372,8 +1359,6 @@ mod tests {
         assert_eq!(e.matched, Some((String::new(), Device::cpu())));
         assert_eq!(e.near_misses[0].key, "lm_head");
         assert!(explain(&m, "a..b").is_err());
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
     }
 
     #[test]

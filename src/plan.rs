@@ -29,7 +29,7 @@ use crate::device::{Device, DeviceType};
 use crate::error::{Error, Result};
 use crate::lookup::{self, Summary};
 use crate::map::DeviceMap;
-use crate::units::human_bytes;
+use crate::units::{human_bytes, thousands};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -1034,8 +1034,8 @@ impl Plan {
             "plan ({}): {} in {} tensors, {} blocks (largest '{}', {})",
             self.strategy.as_str(),
             human_bytes(self.total_bytes),
-            lookup::thousands(self.tensors as u64),
-            lookup::thousands(self.blocks as u64),
+            thousands(self.tensors as u64),
+            thousands(self.blocks as u64),
             self.largest_block.0,
             human_bytes(self.largest_block.1)
         );
@@ -1058,7 +1058,7 @@ impl Plan {
                 human_bytes(used.bytes),
                 human_bytes(used.budget),
                 used.blocks,
-                lookup::thousands(used.tensors as u64),
+                thousands(used.tensors as u64),
                 entries
             );
             if used.reserved > 0 {

@@ -17,10 +17,11 @@ use std::sync::{mpsc, Mutex, OnceLock};
 
 use ahash::RandomState;
 use hashbrown::HashTable;
-use serde::de::{self, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-pub use safetensors::Dtype;
+pub use crate::dtype::Dtype;
+use crate::dtype::{dtype_bytes, from_safetensors_name};
 
 use crate::error::{Error, Result};
 use crate::order::{model_order, FileOrder};
@@ -89,64 +90,6 @@ fn bad(file: &Path, tensor: Option<&str>, message: impl fmt::Display) -> Error {
         tensor: tensor.map(str::to_owned),
         message: message.to_string(),
     }
-}
-
-/// Whether loading with another `torch_dtype` converts tensors of this dtype: torch's
-/// `is_floating_point()` (every float, FP8 and sub-byte float included; not complex, ints, bool).
-pub fn is_floating(dtype: Dtype) -> bool {
-    matches!(
-        dtype,
-        Dtype::F4
-            | Dtype::F6_E2M3
-            | Dtype::F6_E3M2
-            | Dtype::F8_E5M2
-            | Dtype::F8_E4M3
-            | Dtype::F8_E8M0
-            | Dtype::F8_E4M3FNUZ
-            | Dtype::F8_E5M2FNUZ
-            | Dtype::F16
-            | Dtype::BF16
-            | Dtype::F32
-            | Dtype::F64
-    )
-}
-
-/// A dtype from its safetensors name (`"BF16"`) or its torch name (`"bfloat16"`,
-/// `"torch.bfloat16"`, `"float8_e4m3fn"`).
-pub fn parse_dtype(text: &str) -> Result<Dtype> {
-    let name = text.strip_prefix("torch.").unwrap_or(text);
-    let safetensors_name = match name {
-        "bool" => "BOOL",
-        "uint8" => "U8",
-        "int8" => "I8",
-        "int16" | "short" => "I16",
-        "uint16" => "U16",
-        "int32" | "int" => "I32",
-        "uint32" => "U32",
-        "int64" | "long" => "I64",
-        "uint64" => "U64",
-        "float16" | "half" => "F16",
-        "bfloat16" => "BF16",
-        "float32" | "float" => "F32",
-        "float64" | "double" => "F64",
-        "complex64" => "C64",
-        "float8_e4m3fn" => "F8_E4M3",
-        "float8_e4m3fnuz" => "F8_E4M3FNUZ",
-        "float8_e5m2" => "F8_E5M2",
-        "float8_e5m2fnuz" => "F8_E5M2FNUZ",
-        "float8_e8m0fnu" => "F8_E8M0",
-        "float4_e2m1fn_x2" => "F4",
-        other => other,
-    };
-    let parsed: std::result::Result<Dtype, de::value::Error> =
-        Dtype::deserialize(safetensors_name.into_deserializer());
-    parsed.map_err(|_| Error::Invalid(format!("Unknown dtype '{text}'")))
-}
-
-/// Bytes of `elements` elements of `dtype`, rounded up to whole bytes.
-pub fn dtype_bytes(dtype: Dtype, elements: u64) -> Option<u64> {
-    let bits = elements.checked_mul(dtype.bitsize() as u64)?;
-    Some(bits.div_ceil(8))
 }
 
 /// Text that borrows from the header when it holds no escapes (serde's own `Cow<str>` always
@@ -347,11 +290,8 @@ fn check_entry(
     name: &str,
     info: &RawInfo<'_>,
 ) -> Result<(Dtype, u64, u64)> {
-    let dtype = {
-        let parsed: std::result::Result<Dtype, de::value::Error> =
-            Dtype::deserialize(info.dtype.as_ref().into_deserializer());
-        parsed.map_err(|_| bad(file, Some(name), format!("unknown dtype '{}'", info.dtype)))?
-    };
+    let dtype = from_safetensors_name(info.dtype.as_ref())
+        .ok_or_else(|| bad(file, Some(name), format!("unknown dtype '{}'", info.dtype)))?;
     let overflows = || {
         bad(
             file,
@@ -852,10 +792,8 @@ const FILES_PER_THREAD: usize = 8;
 /// with that `torch_dtype` would convert them.
 pub fn loaded_bytes(tensor: &TensorInfo, dtype: Option<Dtype>) -> u64 {
     match dtype {
-        Some(target) if is_floating(tensor.dtype) => {
-            dtype_bytes(target, tensor.elements).unwrap_or(u64::MAX)
-        }
-        _ => tensor.bytes,
+        None => tensor.bytes,
+        Some(_) => crate::dtype::loaded_bytes(tensor.dtype, tensor.elements, dtype),
     }
 }
 
@@ -1509,16 +1447,5 @@ mod tests {
         std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": "yes"}"#).unwrap();
         assert!(config_ties(&dir, &sizes).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn dtype_names() {
-        assert_eq!(parse_dtype("bfloat16").unwrap(), Dtype::BF16);
-        assert_eq!(parse_dtype("torch.float8_e4m3fn").unwrap(), Dtype::F8_E4M3);
-        assert_eq!(parse_dtype("F16").unwrap(), Dtype::F16);
-        assert!(parse_dtype("float7").is_err());
-        assert!(
-            is_floating(Dtype::F8_E4M3) && !is_floating(Dtype::I64) && !is_floating(Dtype::C64)
-        );
     }
 }

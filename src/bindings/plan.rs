@@ -18,9 +18,10 @@ use super::keys::KeyCache;
 use super::lookup::PySummary;
 use super::map::PyDeviceMap;
 use crate::device::Device;
+use crate::dtype::{self, Dtype};
 use crate::error::Error;
 use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
-use crate::safetensors::{self, Checkpoint, CheckpointSizes, Dtype, Observed};
+use crate::safetensors::{self, Checkpoint, CheckpointSizes, Observed};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
@@ -36,12 +37,12 @@ fn dtype_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dtype>> {
         return Ok(None);
     };
     if let Ok(text) = value.cast::<PyString>() {
-        return Ok(Some(safetensors::parse_dtype(text.to_str()?)?));
+        return Ok(Some(dtype::parse_dtype(text.to_str()?)?));
     }
     // A torch.dtype prints as "torch.bfloat16"; anything else is refused by name.
     let type_name = value.get_type().name()?.to_string();
     if type_name == "dtype" {
-        return Ok(Some(safetensors::parse_dtype(&value.str()?.to_string())?));
+        return Ok(Some(dtype::parse_dtype(&value.str()?.to_string())?));
     }
     Err(wrong_type(
         "dtype must be a torch.dtype or its name such as 'bfloat16'",
@@ -754,13 +755,21 @@ pub fn _module_sizes(
                     continue;
                 }
                 // `nbytes` is one attribute read (meta tensors have it too); the dtype override
-                // needs the element count and whether the tensor is a float.
-                let bytes = match dtype {
-                    Some(target) if tensor.call_method0("is_floating_point")?.is_truthy()? => {
-                        let elements: u64 = tensor.call_method0("numel")?.extract()?;
-                        safetensors::dtype_bytes(target, elements).unwrap_or(u64::MAX)
+                // needs the stored dtype (`torch.bfloat16`, named as the dtype table names it)
+                // and the element count. A dtype the table lacks (complex128, quantized ints)
+                // is never a float a `torch_dtype` converts, so it keeps its bytes.
+                let stored = match dtype {
+                    Some(_) => {
+                        dtype::parse_dtype(&tensor.getattr("dtype")?.str()?.to_string()).ok()
                     }
-                    _ => tensor.getattr("nbytes")?.extract()?,
+                    None => None,
+                };
+                let bytes = match stored {
+                    Some(stored) => {
+                        let elements: u64 = tensor.call_method0("numel")?.extract()?;
+                        dtype::loaded_bytes(stored, elements, dtype)
+                    }
+                    None => tensor.getattr("nbytes")?.extract()?,
                 };
                 seen.insert(id, sizes.len());
                 sizes.push((name, bytes));

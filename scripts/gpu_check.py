@@ -1,0 +1,181 @@
+"""The real-GPU check, for a machine with an NVIDIA GPU, torch and transformers.
+
+1. NVML discovery (`devicemap.cuda_devices()`) against `torch.cuda` and `nvidia-smi`: count,
+   names, UUIDs and memory, with CUDA_VISIBLE_DEVICES unset, set to an index and set to a UUID.
+   Each setting runs in a fresh process, since CUDA reads the variable once.
+2. A plan for the real GPU, loaded with transformers: a small Llama saved with
+   `save_pretrained` (sharded), planned from the directory with this machine's own budgets and
+   with a GPU budget that forces part of the model onto the CPU; each plan loaded with
+   `from_pretrained(device_map=plan.to_hf())`, its placement compared with the plan, and its
+   logits compared with a plain CPU load.
+
+Run: `python scripts/gpu_check.py` (prints a report; exits 1 on any mismatch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+PROBE = r"""
+import json, os, subprocess
+import devicemap
+out = {"env": os.environ.get("CUDA_VISIBLE_DEVICES")}
+out["devicemap"] = [
+    {"ordinal": d.ordinal, "name": d.name, "uuid": d.uuid, "total": d.memory_total,
+     "free": d.memory_free, "certain": d.ordering_certain}
+    for d in devicemap.cuda_devices()
+]
+out["status"] = devicemap.cuda_status()
+out["resolved"] = str(devicemap.ComponentDevice.resolve_device(None))
+import torch
+out["torch"] = []
+for i in range(torch.cuda.device_count()):
+    p = torch.cuda.get_device_properties(i)
+    free, total = torch.cuda.mem_get_info(i)
+    out["torch"].append({"ordinal": i, "name": p.name, "uuid": "GPU-" + str(p.uuid),
+                         "total": total, "free": free})
+print(json.dumps(out))
+"""
+
+
+def nvidia_smi() -> list[dict[str, object]]:
+    fields = "index,name,uuid,memory.total,memory.free"
+    text = subprocess.run(
+        ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = []
+    for line in text.strip().splitlines():
+        index, name, uuid, total, free = (part.strip() for part in line.split(","))
+        rows.append({"index": int(index), "name": name, "uuid": uuid, "total_mib": int(total)})
+        rows[-1]["free_mib"] = int(free)
+    return rows
+
+
+def probe(env_value: str | None) -> dict[str, object]:
+    env = dict(os.environ)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    if env_value is not None:
+        env["CUDA_VISIBLE_DEVICES"] = env_value
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"probe failed for CUDA_VISIBLE_DEVICES={env_value!r}:\n{done.stderr}")
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def compare(seen: dict[str, object], smi: list[dict[str, object]], failures: list[str]) -> None:
+    ours = seen["devicemap"]
+    theirs = seen["torch"]
+    assert isinstance(ours, list) and isinstance(theirs, list)
+    label = f"CUDA_VISIBLE_DEVICES={seen['env']!r}"
+    print(f"\n{label}: devicemap {len(ours)} GPU(s), torch {len(theirs)}; resolved {seen['resolved']}")
+    print(f"  cuda_status: {seen['status']}")
+    if len(ours) != len(theirs):
+        failures.append(f"{label}: count {len(ours)} vs torch {len(theirs)}")
+    smi_by_uuid = {row["uuid"]: row for row in smi}
+    for d, t in zip(ours, theirs, strict=False):
+        row = smi_by_uuid.get(d["uuid"], {})
+        print(f"  ordinal {d['ordinal']}: {d['name']} {d['uuid']}")
+        print(f"    total bytes: devicemap {d['total']}, torch {t['total']}, nvidia-smi {row.get('total_mib')} MiB")
+        print(f"    free bytes:  devicemap {d['free']}, torch {t['free']}, nvidia-smi {row.get('free_mib')} MiB")
+        for key in ("name", "uuid", "total"):
+            if d[key] != t[key]:
+                failures.append(f"{label} ordinal {d['ordinal']}: {key} {d[key]!r} vs torch {t[key]!r}")
+        if not row:
+            failures.append(f"{label}: uuid {d['uuid']} not listed by nvidia-smi")
+        elif row["name"] != d["name"] or row["total_mib"] != d["total"] // 2**20:
+            failures.append(f"{label}: nvidia-smi says {row}")
+        if not d["certain"]:
+            failures.append(f"{label}: ordering_certain is False on a one-model machine")
+
+
+def discovery(failures: list[str]) -> None:
+    smi = nvidia_smi()
+    print("nvidia-smi:", smi)
+    unset = probe(None)
+    compare(unset, smi, failures)
+    devices = unset["devicemap"]
+    assert isinstance(devices, list)
+    if not devices:
+        failures.append("no GPU found through NVML")
+        return
+    last = len(devices) - 1
+    for value in (str(last), devices[last]["uuid"], devices[last]["uuid"][:12]):
+        seen = probe(value)
+        compare(seen, smi, failures)
+        ours = seen["devicemap"]
+        assert isinstance(ours, list)
+        if [d["uuid"] for d in ours] != [devices[last]["uuid"]]:
+            failures.append(f"CUDA_VISIBLE_DEVICES={value!r}: saw {[d['uuid'] for d in ours]}")
+
+
+def load_check(failures: list[str]) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    import devicemap
+
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
+        num_attention_heads=16, num_key_value_heads=4, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = os.path.join(tmp, "model")
+        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(model_dir, max_shard_size="50MB")
+        ids = torch.randint(0, 32000, (2, 16))
+        plain = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        expected = plain(ids).logits
+        sizes = devicemap.tensor_sizes(model_dir, dtype="float32")
+        total = sum(sizes.values())
+        print(f"\nmodel: {len(sizes)} tensors, {total / 2**20:.1f} MiB as float32")
+        cases = {
+            "this machine's budgets": None,
+            "GPU budget of 40% of the model": {0: int(total * 0.4), "cpu": "64GiB"},
+        }
+        for label, budgets in cases.items():
+            report = devicemap.plan_report(model_dir, max_memory=budgets, dtype="float32")
+            print(f"\nplan ({label}):\n{report}")
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=torch.float32, device_map=report.to_hf(),
+                offload_folder=os.path.join(tmp, "offload"),
+            )
+            planned = report.device_map
+            for name, param in model.named_parameters():
+                want = str(planned.device_for(name))
+                got = str(param.device)
+                hooked = getattr(model.get_submodule(name.rsplit(".", 1)[0]), "_hf_hook", None)
+                if want.startswith("cuda") and got != want:
+                    failures.append(f"{label}: {name} on {got}, planned {want}")
+                if want == "cpu" and got not in ("cpu", "meta") and hooked is None:
+                    failures.append(f"{label}: {name} on {got}, planned cpu")
+            counts = planned.device_counts()
+            print(f"loaded; map entries per device {counts}")
+            logits = model(ids.to("cuda:0")).logits.float().cpu()
+            diff = (logits - expected).abs().max().item()
+            print(f"max |logits - CPU logits| = {diff:.2e}")
+            if diff > 1e-3:
+                failures.append(f"{label}: logits differ by {diff}")
+            del model
+            torch.cuda.empty_cache()
+
+
+def main() -> int:
+    failures: list[str] = []
+    discovery(failures)
+    load_check(failures)
+    print("\nFAILURES:" if failures else "\nall checks passed")
+    for failure in failures:
+        print("  -", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
