@@ -11,6 +11,7 @@ pub mod error;
 pub mod examples;
 pub mod lookup;
 pub mod map;
+pub mod names;
 pub mod order;
 pub mod parse;
 pub mod plan;

@@ -14,6 +14,8 @@ use std::collections::HashMap;
 
 use ahash::RandomState;
 
+use crate::names::{block_prefix, inside, number};
+
 /// Where a component sorts among its siblings before its name is compared.
 fn rank(component: &str) -> u8 {
     match component {
@@ -53,33 +55,6 @@ fn key(name: &str, out: &mut Vec<u8>) {
             }
         }
     }
-}
-
-fn number(component: &str) -> Option<u64> {
-    if component.is_empty() || !component.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    component.parse().ok()
-}
-
-/// Whether `name` lies inside module `prefix` (`prefix.` starts it): a comparison of bytes,
-/// which settles most neighbours in a list of names without splitting either.
-pub fn inside(name: &str, prefix: &str) -> bool {
-    name.len() > prefix.len() && name.as_bytes()[prefix.len()] == b'.' && name.starts_with(prefix)
-}
-
-/// The name up to and including its first numbered component (the whole name if none).
-fn block_prefix(name: &str) -> &str {
-    let mut start = 0;
-    for (i, c) in name.bytes().enumerate() {
-        if c == b'.' {
-            if number(&name[start..i]).is_some() {
-                return &name[..i];
-            }
-            start = i + 1;
-        }
-    }
-    name
 }
 
 fn compare_names(a: &str, b: &str) -> Ordering {

@@ -253,7 +253,7 @@ fn unit_of<'a>(
         components.push(component);
         let block = match no_split {
             Some(patterns) => patterns.matches(&name[..end], components),
-            None => component.bytes().all(|b| b.is_ascii_digit()),
+            None => crate::names::number(component).is_some(),
         };
         if block {
             return (&name[..end], Kind::Block);
@@ -636,7 +636,7 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     let mut components = Vec::with_capacity(16);
     let mut last_block: Option<(&str, u32)> = None;
     for (t, &name) in names.iter().enumerate() {
-        let cached = last_block.filter(|(prefix, _)| crate::order::inside(name, prefix));
+        let cached = last_block.filter(|(prefix, _)| crate::names::inside(name, prefix));
         let unit = match cached {
             Some((_, unit)) => unit,
             None => {
