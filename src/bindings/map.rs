@@ -20,7 +20,9 @@ use super::convert::{
     map_to_strings, OnError,
 };
 use super::device::{device_repr, device_to_py, PyDevice};
+use super::errors::wrong_type;
 use super::guard::guard;
+use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
 use crate::device::Device;
 use crate::map::DeviceMap;
@@ -212,6 +214,18 @@ impl PyDeviceMap {
         let (map, keys) = self.shared();
         map_to_strings(py, &map, &keys)
     }
+}
+
+/// A `DeviceMap` argument, with the key cache that goes with its content: ours (shared), or
+/// Haystack's read by value.
+pub fn map_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<(Arc<DeviceMap>, KeyCache)> {
+    if let Ok(map) = value.cast::<PyDeviceMap>() {
+        return Ok(map.get().shared());
+    }
+    if haystack_class(value) == Some(Haystack::DeviceMap) {
+        return Ok((Arc::new(map_from_devices(value)?), KeyCache::empty()));
+    }
+    Err(wrong_type(expected, value).into())
 }
 
 fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
