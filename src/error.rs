@@ -58,11 +58,9 @@ pub enum Error {
     #[error("{source} (key {})", quoted(.key))]
     Entry { key: String, source: Box<Error> },
 
-    #[error("Tensor name '{name}' {reason}")]
-    BadName { name: String, reason: String },
-
-    #[error("No key of the device map covers tensor '{name}'")]
-    Uncovered { name: String },
+    /// An error of the lookup and its reports (`crate::lookup`).
+    #[error(transparent)]
+    Lookup(#[from] crate::lookup::LookupError),
 
     /// An error about one item of a sequence: says which position.
     #[error("{source} (at position {position})")]
@@ -123,7 +121,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
-            Error::Uncovered { .. } => ErrorKind::Key,
+            Error::Lookup(err) => err.kind(),
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,

@@ -8,6 +8,7 @@
 //! few components from the end of the name and hashing a whole prefix costs about as much as
 //! hashing one component.
 
+use super::error::{LookupError, NameProblem};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::map::{DeviceMap, Slot};
@@ -233,41 +234,39 @@ pub const MAX_NAME_BYTES: usize = 64 * 1024;
 /// with an empty prefix), not something a key should silently cover. The limits bound the cost
 /// of one lookup (a probe per component, each hashing a prefix).
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |reason: String| Error::BadName {
-        name: shorten(name),
-        reason,
+    let bad = |problem: NameProblem| -> Error {
+        LookupError::BadName {
+            name: shorten(name),
+            problem,
+        }
+        .into()
     };
     if name.is_empty() {
-        return Err(bad("is empty".to_owned()));
+        return Err(bad(NameProblem::Empty));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(bad(format!(
-            "is {} bytes long; names are looked up up to {MAX_NAME_BYTES}",
-            name.len()
-        )));
+        return Err(bad(NameProblem::TooLong { bytes: name.len() }));
     }
     let bytes = name.as_bytes();
     if bytes[0] == b'.' {
-        return Err(bad("starts with '.'".to_owned()));
+        return Err(bad(NameProblem::StartsWithDot));
     }
     if bytes[bytes.len() - 1] == b'.' {
-        return Err(bad("ends with '.'".to_owned()));
+        return Err(bad(NameProblem::EndsWithDot));
     }
     let mut depth = 1;
     let mut previous = 0u8;
     for &b in bytes {
         if b == b'.' {
             if previous == b'.' {
-                return Err(bad("has an empty component ('..')".to_owned()));
+                return Err(bad(NameProblem::EmptyComponent));
             }
             depth += 1;
         }
         previous = b;
     }
     if depth > MAX_NAME_DEPTH {
-        return Err(bad(format!(
-            "is {depth} components deep; names are looked up up to {MAX_NAME_DEPTH}"
-        )));
+        return Err(bad(NameProblem::TooDeep { depth }));
     }
     Ok(())
 }
@@ -293,8 +292,11 @@ pub fn device_for(map: &DeviceMap, name: &str) -> Result<Option<Device>> {
 
 /// The device of `name`, or an error naming it when no key covers it.
 pub fn require_device(map: &DeviceMap, name: &str) -> Result<Device> {
-    device_for(map, name)?.ok_or_else(|| Error::Uncovered {
-        name: name.to_owned(),
+    device_for(map, name)?.ok_or_else(|| {
+        LookupError::Uncovered {
+            name: name.to_owned(),
+        }
+        .into()
     })
 }
 
@@ -323,9 +325,9 @@ pub fn require_slots<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Vec<
         .enumerate()
         .map(|(i, slot)| {
             slot.ok_or_else(|| {
-                Error::Uncovered {
+                Error::from(LookupError::Uncovered {
                     name: names[i].as_ref().to_owned(),
-                }
+                })
                 .at_position(i)
             })
         })
@@ -412,7 +414,10 @@ mod tests {
         let m = map(&[("", Device::cpu())]);
         for bad in ["", ".a", "a.", "a..b", "."] {
             let err = device_for(&m, bad).unwrap_err();
-            assert!(matches!(err, Error::BadName { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, Error::Lookup(LookupError::BadName { .. })),
+                "{bad:?}: {err}"
+            );
         }
         for finder in [Finder::new(&m, 0), Finder::new(&m, 100)] {
             for bad in ["", ".a", "a.", "a..b", ".", "a.b..", "..a"] {

@@ -13,6 +13,7 @@
 
 mod coverage;
 mod diff;
+mod error;
 mod explain;
 mod find;
 mod group;
@@ -22,8 +23,9 @@ mod text;
 #[cfg(test)]
 mod testing;
 
-pub use coverage::{coverage, coverage_text, Coverage, TEXT_MAX_LINES};
+pub use coverage::{check, coverage, coverage_text, Coverage, Unused, TEXT_MAX_LINES};
 pub use diff::{diff, Diff};
+pub use error::{LookupError, NameProblem};
 pub use explain::{explain, Explanation, Miss, NearMiss, NEAR_MISSES};
 pub use find::{
     check_name, device_for, find, for_each_covering, group_by_slot, key_for, require_device,
