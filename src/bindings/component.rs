@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -236,10 +235,10 @@ impl PyComponentDevice {
                     let (inner, keys) = haystack_component(&device)?;
                     Ok(make_with_keys(py, inner, keys)?.into_any())
                 } else {
-                    Err(PyValueError::new_err(format!(
-                        "Invalid component device type '{}'. Must either be None or ComponentDevice.",
-                        device.get_type().name()?
-                    )))
+                    Err(Error::NotAComponent {
+                        type_name: device.get_type().name()?.to_string(),
+                    }
+                    .into())
                 }
             }
             _ => {

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
 use super::device::{device_to_py, device_type_from_py, haystack_device, id_from_py, PyDevice};
-use super::errors::{short_repr, short_str, str_text, wrong_type};
+use super::errors::{short_repr, short_str, str_text, with_key, wrong_type};
 use super::guard::guard;
 use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
@@ -400,11 +400,10 @@ fn hf_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<
             }
             // Haystack's message, with the value's `str` and the key cut to a readable length.
             let unexpected = || -> PyResult<PyErr> {
-                Ok(Error::Type(format!(
-                    "Couldn't convert HuggingFace device map - unexpected device '{}' for '{}'",
-                    short_str(value)?,
-                    crate::error::clipped(key)
-                ))
+                Ok(Error::UnexpectedHfDevice {
+                    value: short_str(value)?,
+                    key: key.to_owned(),
+                }
                 .into())
             };
             let slot = if let Ok(text) = value.cast::<PyString>() {
@@ -438,13 +437,6 @@ fn hf_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<
     })?;
     map.shrink_to_fit();
     Ok(map)
-}
-
-/// Adds the key to a Python error raised while converting its value.
-fn with_key(py: Python<'_>, err: PyErr, key: &str) -> PyErr {
-    let message = format!("{} (key {})", err.value(py), crate::error::quoted(key));
-    let ty = err.get_type(py);
-    PyErr::from_type(ty, message)
 }
 
 /// `to_dict()`: `{key: "cuda:1"}`.

@@ -1,11 +1,11 @@
 //! The one place where core errors become Python exceptions (and warnings are raised).
 
+use std::ffi::CString;
+
 use pyo3::exceptions::{
     PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError, PyUnicodeEncodeError, PyUserWarning,
     PyValueError,
 };
-use std::ffi::CString;
-
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -30,6 +30,20 @@ impl From<LookupError> for PyErr {
     fn from(err: LookupError) -> PyErr {
         Error::from(err).into()
     }
+}
+
+/// Adds the key to a Python error raised while converting its value, keeping its type.
+pub fn with_key(py: Python<'_>, err: PyErr, key: &str) -> PyErr {
+    let message = format!("{} (key {})", err.value(py), crate::error::quoted(key));
+    let ty = err.get_type(py);
+    PyErr::from_type(ty, message)
+}
+
+/// `KeyError(key)` for a key a map lacks, with the key object itself as its one argument, as a
+/// `dict` raises it (a core error cannot hold a Python object). A 1-tuple, so that `None` (or a
+/// tuple key) becomes that one argument.
+pub fn missing_key(key: &Bound<'_, PyAny>) -> PyErr {
+    PyKeyError::new_err((key.clone().unbind(),))
 }
 
 /// A `TypeError` saying what was expected and what came instead: `"{expected}, got int 5"`.
