@@ -5,7 +5,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
@@ -13,7 +12,6 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use super::device::{device_to_py, PyDevice};
 use super::errors::user_warning;
 use super::guard::guard;
-use crate::cuda::status::UNCERTAIN_ORDER;
 use crate::cuda::{discover, CudaDevice, Discovery};
 use crate::device::Device;
 
@@ -216,12 +214,10 @@ fn run(py: Python<'_>, memory: bool) -> Discovery {
     discovery
 }
 
-static WARNED: AtomicBool = AtomicBool::new(false);
-
-/// Warns once per process (`UserWarning`) when the order is uncertain.
+/// Warns (`UserWarning`) when the core says to: once per process, when the order is uncertain.
 fn warn_if_uncertain(py: Python<'_>, discovery: &Discovery) -> PyResult<()> {
-    if !discovery.ordering_certain() && !WARNED.swap(true, Ordering::Relaxed) {
-        user_warning(py, &format!("devicemap: {UNCERTAIN_ORDER}"))?;
+    if let Some(text) = discovery.order_warning() {
+        user_warning(py, &text)?;
     }
     Ok(())
 }
