@@ -13,7 +13,6 @@ from pathlib import Path
 import devicemap
 import pytest
 from _fake_nvml import GIB, Gpu, Mig, discover, gpus, run, scenario_env
-from _subprocess import run_python
 from devicemap import CudaDevice, Device
 
 
@@ -181,43 +180,6 @@ def test_cuda_device_value() -> None:
 
 # The driver version the fake reports unless its configuration names one.
 FAKE_DRIVER = "550.54.15"
-FIELDS = (
-    "ordinal",
-    "nvml_index",
-    "uuid",
-    "name",
-    "memory_total",
-    "memory_free",
-    "memory_used",
-    "pci_bus_id",
-    "compute_capability",
-    "is_mig",
-)
-
-# Each value of CUDA_VISIBLE_DEVICES in turn, in one process: every public call, and
-# `cuda_discover`, which gives devices and status from one discovery.
-EVERY_CALL = f"""
-import json, os, sys
-import devicemap
-from devicemap._core import cuda_discover
-out = []
-for value in json.loads(sys.stdin.readline()):
-    if value is None:
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    else:
-        os.environ["CUDA_VISIBLE_DEVICES"] = value
-    devices = devicemap.cuda_devices()
-    discovery = cuda_discover()
-    out.append({{
-        "devices": [{{name: getattr(d, name) for name in {FIELDS!r}}} | {{"device": str(d.device)}}
-                    for d in devices],
-        "count": devicemap.cuda_device_count(),
-        "status": devicemap.cuda_status(),
-        "discovered_same": discovery.devices == devices,
-        "discovery_status": discovery.status,
-    }})
-print(json.dumps(out))
-"""
 
 
 def _machine() -> list[Gpu]:
@@ -243,7 +205,7 @@ def _machine() -> list[Gpu]:
 
 
 def _seen(ordinal: int, nvml_index: int, gpu: Gpu, mig: Mig | None = None) -> dict[str, object]:
-    """What the calls must say of `gpu` (or of its MIG device `mig`) as `cuda:ordinal`."""
+    """What `cuda_devices()` must say of `gpu` (or of its MIG device `mig`) as `cuda:ordinal`."""
     shown: Gpu | Mig = gpu if mig is None else mig
     major, minor = gpu.cc.split(".")
     return {
@@ -257,6 +219,7 @@ def _seen(ordinal: int, nvml_index: int, gpu: Gpu, mig: Mig | None = None) -> di
         "pci_bus_id": gpu.pci,
         "compute_capability": [int(major), int(minor)],
         "is_mig": mig is not None,
+        "ordering_certain": True,  # CUDA_DEVICE_ORDER=PCI_BUS_ID
         "device": f"cuda:{ordinal}",
     }
 
@@ -275,22 +238,20 @@ def test_every_call_says_what_the_fake_holds(tmp_path: Path) -> None:
         "0": [(0, g0, None)],
         "": [],
     }
-    env = scenario_env(tmp_path, devices, CUDA_DEVICE_ORDER="PCI_BUS_ID")
-    result = run_python(EVERY_CALL, env=env, stdin=json.dumps(list(cases)) + "\n")
-    rows = json.loads(result.stdout)
-    for (value, seen), row in zip(cases.items(), rows, strict=True):
+    for value, seen in cases.items():
+        visible = {} if value is None else {"CUDA_VISIBLE_DEVICES": value}
+        report = discover(tmp_path, devices, CUDA_DEVICE_ORDER="PCI_BUS_ID", **visible)
         expected = [_seen(ordinal, *entry) for ordinal, entry in enumerate(seen)]
-        assert row["devices"] == expected, value
-        assert row["count"] == len(expected), value
-        visible = (
+        assert report["devices"] == expected, value
+        assert report["count"] == len(expected), value
+        said = (
             "CUDA_VISIBLE_DEVICES is unset" if value is None else f"CUDA_VISIBLE_DEVICES={json.dumps(value)}"
         )
         devices_are = "1 device is" if len(expected) == 1 else f"{len(expected)} devices are"
-        assert row["status"] == (
-            f"NVML (driver {FAKE_DRIVER}) reports 3 GPUs; {devices_are} visible to CUDA ({visible})."
+        assert report["status"] == (
+            f"NVML (driver {FAKE_DRIVER}) reports 3 GPUs; {devices_are} visible to CUDA ({said})."
         ), value
-        assert row["discovered_same"], value
-        assert row["discovery_status"] == row["status"], value
+        assert report["warnings"] == [], value
 
 
 def test_in_process_calls_agree() -> None:
