@@ -10,6 +10,7 @@
 //! - `group`: names that differ only in numbers, as one line (`model.layers.{3..60}.w`).
 //! - `explain`, `diff`, `summary`: the reports, each with its text.
 //! - `text`: the text helpers the reports share.
+//! - `error`: what the lookup refuses (`LookupError`, wrapped by `crate::error::Error`).
 
 mod coverage;
 mod diff;
