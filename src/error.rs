@@ -36,6 +36,12 @@ pub enum Error {
     #[error("The component device can neither be empty nor contain both a single device and a device map")]
     InvalidComponent,
 
+    /// `ComponentDevice.resolve_device` of something else; `type_name` is its type's name.
+    #[error(
+        "Invalid component device type '{type_name}'. Must either be None or ComponentDevice."
+    )]
+    NotAComponent { type_name: String },
+
     #[error("Only single devices can be converted to {target} format")]
     NotSingle { target: &'static str },
 
@@ -54,15 +60,18 @@ pub enum Error {
     #[error("Unknown component device type '{}' in serialized data", clipped(.text))]
     UnknownComponentType { text: String },
 
+    /// A value of a HuggingFace device map that is no GPU id, device string or `torch.device`;
+    /// `value` is its `str()`, cut for the message by the binding (Haystack's message).
+    #[error("Couldn't convert HuggingFace device map - unexpected device '{value}' for '{}'", clipped(.key))]
+    UnexpectedHfDevice { value: String, key: String },
+
     /// An error about one entry of a map: says which key (and, through `source`, which value).
     #[error("{source} (key {})", quoted(.key))]
     Entry { key: String, source: Box<Error> },
 
-    #[error("Tensor name '{name}' {reason}")]
-    BadName { name: String, reason: String },
-
-    #[error("No key of the device map covers tensor '{name}'")]
-    Uncovered { name: String },
+    /// An error of the lookup and its reports (`crate::lookup`).
+    #[error(transparent)]
+    Lookup(#[from] crate::lookup::LookupError),
 
     /// An error about one item of a sequence: says which position.
     #[error("{source} (at position {position})")]
@@ -102,6 +111,18 @@ pub enum Error {
     #[error("{what} changed size during iteration")]
     ChangedDuringIteration { what: &'static str },
 
+    #[error("popitem(): DeviceMap is empty")]
+    PopFromEmpty,
+
+    /// A panic caught at the binding boundary (a bug): the operation, the panic's message and
+    /// where it happened (`" at file:line"`, or empty).
+    #[error("internal error in {operation}: {message}{location}; please report it (devicemap {})", env!("CARGO_PKG_VERSION"))]
+    Panic {
+        operation: String,
+        message: String,
+        location: String,
+    },
+
     #[error("{what}: {got} values to unpack (expected 2, a (key, value) pair)")]
     NotAPair { what: &'static str, got: String },
 
@@ -123,9 +144,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
-            Error::Uncovered { .. } => ErrorKind::Key,
+            Error::Lookup(err) => err.kind(),
             Error::Type(_) => ErrorKind::Type,
-            Error::Key(_) => ErrorKind::Key,
+            Error::Key(_) | Error::PopFromEmpty => ErrorKind::Key,
+            Error::UnexpectedHfDevice { .. } => ErrorKind::Type,
+            Error::Panic { .. } => ErrorKind::Runtime,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,
             Error::TooManyEntries { .. } => ErrorKind::Overflow,
             _ => ErrorKind::Value,
@@ -245,6 +268,45 @@ mod tests {
             "'\\x00\\x7f\\xa0é\\u200b'"
         );
         assert_eq!(py_repr("\u{e0001}"), "'\\U000e0001'");
+    }
+
+    #[test]
+    fn errors_the_bindings_raise() {
+        let cases = [
+            (
+                Error::NotAComponent {
+                    type_name: "str".to_owned(),
+                },
+                "Invalid component device type 'str'. Must either be None or ComponentDevice.",
+                ErrorKind::Value,
+            ),
+            (
+                Error::UnexpectedHfDevice {
+                    value: "True".to_owned(),
+                    key: "k".repeat(100),
+                },
+                "Couldn't convert HuggingFace device map - unexpected device 'True' for 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (100 characters)'",
+                ErrorKind::Type,
+            ),
+            (
+                Error::PopFromEmpty,
+                "popitem(): DeviceMap is empty",
+                ErrorKind::Key,
+            ),
+        ];
+        for (err, message, kind) in cases {
+            assert_eq!(err.to_string(), message);
+            assert_eq!(err.kind(), kind);
+        }
+        let panic = Error::Panic {
+            operation: "DeviceMap.update".to_owned(),
+            message: "boom".to_owned(),
+            location: " at src/map.rs:1".to_owned(),
+        };
+        assert_eq!(panic.kind(), ErrorKind::Runtime);
+        assert!(panic
+            .to_string()
+            .starts_with("internal error in DeviceMap.update: boom at src/map.rs:1; please report it (devicemap "));
     }
 
     #[test]

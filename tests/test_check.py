@@ -145,8 +145,16 @@ def test_unused_keys_error_warn_or_ignore(llama):
         match=r"2 keys of the device map cover no tensor name \(a typo\?\): 'model\.layer\.3', 'lm_hea'",
     ):
         dm.check(names)
-    with pytest.warns(UserWarning, match=r"'model\.layer\.3', 'lm_hea'"):
+    with pytest.warns(UserWarning, match="cover no tensor name") as caught:
         dm.check(names, unused="warn")
+    # The line about the keys alone, raised from the caller's line.
+    assert [str(w.message) for w in caught] == [
+        "2 keys of the device map cover no tensor name (a typo?): 'model.layer.3', 'lm_hea'"
+    ]
+    assert caught[0].filename == __file__
+    # A key may hold a NUL, which a warning's C string cannot: it is written as \0.
+    with pytest.warns(UserWarning, match=r"'a\\0b'"):
+        DeviceMap.from_hf({"": 0, "a\0b": 1}).check(["c"], unused="warn")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dm.check(names, unused="ignore")

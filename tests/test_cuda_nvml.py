@@ -1,16 +1,18 @@
 """NVML discovery through the real nvml-wrapper path, against the fake NVML: device fields,
-failures turned into status sentences, and NVML initialized once per process."""
+what every call says under CUDA_VISIBLE_DEVICES, failures turned into status sentences, and NVML
+initialized once per process."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import devicemap
 import pytest
-from _fake_nvml import GIB, discover, gpus, run, scenario_env
+from _fake_nvml import GIB, Gpu, Mig, discover, gpus, run, scenario_env
 from devicemap import CudaDevice, Device
 
 
@@ -174,10 +176,93 @@ def test_cuda_device_value() -> None:
     assert type(device).__module__ == "devicemap"
 
 
-def test_in_process_calls_never_raise() -> None:
-    # Whatever this machine has (no GPU, a real one), discovery answers.
-    count = devicemap.cuda_device_count()
-    assert isinstance(count, int)
-    assert count >= 0
-    assert isinstance(devicemap.cuda_status(), str)
-    assert devicemap.cuda_status()
+# --- every call, on a machine the fake describes ----------------------------------------------
+
+# The driver version the fake reports unless its configuration names one.
+FAKE_DRIVER = "550.54.15"
+
+
+def _machine() -> list[Gpu]:
+    """An A100, an A100 in MIG mode with two MIG devices of different sizes, and an H100, each
+    with its own memory use."""
+    devices = gpus(3)
+    devices[0].used = 1 * GIB
+    devices[1].mig = "1"
+    devices[1].mig_max = 7
+    devices[1].migs = {
+        0: Mig(uuid="MIG-aaaa0000-0000-0000-0000-000000000001", used=GIB),
+        3: Mig(
+            uuid="MIG-bbbb0000-0000-0000-0000-000000000002",
+            name="NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+            total=10 * GIB,
+            used=2 * GIB,
+        ),
+    }
+    devices[2].name = "NVIDIA H100 80GB HBM3"
+    devices[2].cc = "9.0"
+    devices[2].used = 5 * GIB
+    return devices
+
+
+def _seen(ordinal: int, nvml_index: int, gpu: Gpu, mig: Mig | None = None) -> dict[str, object]:
+    """What `cuda_devices()` must say of `gpu` (or of its MIG device `mig`) as `cuda:ordinal`."""
+    shown: Gpu | Mig = gpu if mig is None else mig
+    major, minor = gpu.cc.split(".")
+    return {
+        "ordinal": ordinal,
+        "nvml_index": nvml_index,
+        "uuid": shown.uuid,
+        "name": shown.name,
+        "memory_total": shown.total,
+        "memory_free": shown.total - shown.used,
+        "memory_used": shown.used,
+        "pci_bus_id": gpu.pci,
+        "compute_capability": [int(major), int(minor)],
+        "is_mig": mig is not None,
+        "ordering_certain": True,  # CUDA_DEVICE_ORDER=PCI_BUS_ID
+        "device": f"cuda:{ordinal}",
+    }
+
+
+def test_every_call_says_what_the_fake_holds(tmp_path: Path) -> None:
+    g0, g1, g2 = devices = _machine()
+    mig_a, mig_b = g1.migs[0], g1.migs[3]
+    # CUDA_VISIBLE_DEVICES -> (NVML index, GPU, MIG device) of cuda:0, cuda:1, ...
+    cases: dict[str | None, list[tuple[int, Gpu, Mig | None]]] = {
+        None: [(0, g0, None), (1, g1, mig_a), (1, g1, mig_b), (2, g2, None)],
+        "2,0": [(2, g2, None), (0, g0, None)],
+        f"{g2.uuid},{g0.uuid}": [(2, g2, None), (0, g0, None)],
+        "GPU-2,GPU-0": [(2, g2, None), (0, g0, None)],
+        "MIG-bbbb,MIG-aaaa": [(1, g1, mig_b), (1, g1, mig_a)],
+        "1": [(1, g1, mig_a), (1, g1, mig_b)],
+        "0": [(0, g0, None)],
+        "": [],
+    }
+    for value, seen in cases.items():
+        visible = {} if value is None else {"CUDA_VISIBLE_DEVICES": value}
+        report = discover(tmp_path, devices, CUDA_DEVICE_ORDER="PCI_BUS_ID", **visible)
+        expected = [_seen(ordinal, *entry) for ordinal, entry in enumerate(seen)]
+        assert report["devices"] == expected, value
+        assert report["count"] == len(expected), value
+        said = (
+            "CUDA_VISIBLE_DEVICES is unset" if value is None else f"CUDA_VISIBLE_DEVICES={json.dumps(value)}"
+        )
+        devices_are = "1 device is" if len(expected) == 1 else f"{len(expected)} devices are"
+        assert report["status"] == (
+            f"NVML (driver {FAKE_DRIVER}) reports 3 GPUs; {devices_are} visible to CUDA ({said})."
+        ), value
+        assert report["warnings"] == [], value
+
+
+def test_in_process_calls_agree() -> None:
+    # Whatever this machine has (no GPU, a real one), the calls answer and agree.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GPUs of mixed models warn about their order
+        devices = devicemap.cuda_devices()
+    assert devicemap.cuda_device_count() == len(devices)
+    assert [d.ordinal for d in devices] == list(range(len(devices)))
+    assert [d.device for d in devices] == [Device.gpu(n) for n in range(len(devices))]
+    status = devicemap.cuda_status()
+    assert status.endswith("."), status
+    if devices:
+        assert f"{len(devices)} device" in status, status

@@ -14,12 +14,9 @@ import io
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from devicemap._cli_input import CliError, load_map, load_names
-
-if TYPE_CHECKING:
-    pass
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1

@@ -3,20 +3,17 @@
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::convert::{
-    device_arg, haystack_class, haystack_component, map_arg, map_from_strings, map_to_hf,
-    map_to_strings, Haystack, OnError,
-};
-use super::device::{device_from_str_obj, device_repr, device_to_py, PyDevice};
+use super::convert::{map_from_strings, map_to_hf, map_to_strings, OnError};
+use super::device::{device_arg, device_from_str_obj, device_repr, device_to_py, PyDevice};
 use super::errors::short_str;
 use super::guard::guard;
+use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
-use super::map::{map_repr, PyDeviceMap};
+use super::map::{map_arg, map_repr, PyDeviceMap};
 use crate::component::{ComponentDevice, Target};
 use crate::error::Error;
 
@@ -56,6 +53,25 @@ fn glue<'py>(
         .get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))?
         .bind(py)
         .clone())
+}
+
+/// A Haystack `ComponentDevice`, by its two fields (checked later, as ours are).
+fn haystack_component(value: &Bound<'_, PyAny>) -> PyResult<(ComponentDevice, KeyCache)> {
+    let single = value.getattr("_single_device")?;
+    let multiple = value.getattr("_multiple_devices")?;
+    let single = (!single.is_none())
+        .then(|| device_arg(&single, "ComponentDevice._single_device must be a Device"))
+        .transpose()?;
+    let (multiple, keys) = if multiple.is_none() {
+        (None, KeyCache::empty())
+    } else {
+        let (map, keys) = map_arg(
+            &multiple,
+            "ComponentDevice._multiple_devices must be a DeviceMap",
+        )?;
+        (Some(map), keys)
+    };
+    Ok((ComponentDevice { single, multiple }, keys))
 }
 
 static TORCH_DEVICE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -219,10 +235,10 @@ impl PyComponentDevice {
                     let (inner, keys) = haystack_component(&device)?;
                     Ok(make_with_keys(py, inner, keys)?.into_any())
                 } else {
-                    Err(PyValueError::new_err(format!(
-                        "Invalid component device type '{}'. Must either be None or ComponentDevice.",
-                        device.get_type().name()?
-                    )))
+                    Err(Error::NotAComponent {
+                        type_name: device.get_type().name()?.to_string(),
+                    }
+                    .into())
                 }
             }
             _ => {

@@ -2,19 +2,17 @@
 //! Python form goes through here. Each distinct device becomes a Python object once per call.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use ahash::RandomState;
 use pyo3::exceptions::{PyException, PyOverflowError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
-use super::device::{device_to_py, device_type_from_py, id_from_py, PyDevice};
-use super::errors::{short_repr, short_str, str_text, wrong_type};
+use super::device::{device_to_py, device_type_from_py, haystack_device, id_from_py, PyDevice};
+use super::errors::{short_repr, short_str, str_text, with_key, wrong_type};
 use super::guard::guard;
+use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
-use super::map::PyDeviceMap;
-use crate::component::ComponentDevice;
 use crate::device::{Device, DeviceType};
 use crate::error::{Error, MAX_ENTRIES};
 use crate::map::{DeviceMap, Slot};
@@ -239,89 +237,6 @@ impl Appender {
     }
 }
 
-// --- Haystack's own objects ---------------------------------------------------------------
-
-/// A class of `haystack.utils.device`. A program moving to devicemap may still hold Haystack's
-/// objects; devicemap reads them by value. They are recognised by their type's module and
-/// name, so haystack is never imported here.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Haystack {
-    DeviceType,
-    Device,
-    DeviceMap,
-    ComponentDevice,
-}
-
-/// Which of Haystack's classes `value` is an instance of (exactly), if any.
-pub fn haystack_class(value: &Bound<'_, PyAny>) -> Option<Haystack> {
-    let ty = value.get_type();
-    let module = ty.module().ok()?;
-    if module.to_str().ok()? != "haystack.utils.device" {
-        return None;
-    }
-    match ty.name().ok()?.to_str().ok()? {
-        "DeviceType" => Some(Haystack::DeviceType),
-        "Device" => Some(Haystack::Device),
-        "DeviceMap" => Some(Haystack::DeviceMap),
-        "ComponentDevice" => Some(Haystack::ComponentDevice),
-        _ => None,
-    }
-}
-
-/// A Haystack `DeviceType` member, by its value (`"cuda"`).
-pub fn haystack_device_type(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
-    device_type_from_py(&value.getattr("value")?)
-}
-
-/// A Haystack `Device`, by its `type` and `id`.
-fn haystack_device(value: &Bound<'_, PyAny>) -> PyResult<Device> {
-    let kind = device_type_from_py(&value.getattr("type")?)?;
-    let id = id_from_py(Some(&value.getattr("id")?))?;
-    Ok(Device::new(kind, id))
-}
-
-/// A `Device` argument: ours, or Haystack's read by value.
-pub fn device_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<Device> {
-    if let Ok(device) = value.cast::<PyDevice>() {
-        return Ok(device.get().inner);
-    }
-    if haystack_class(value) == Some(Haystack::Device) {
-        return haystack_device(value);
-    }
-    Err(wrong_type(expected, value).into())
-}
-
-/// A `DeviceMap` argument, with the key cache that goes with its content: ours (shared), or
-/// Haystack's read by value.
-pub fn map_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<(Arc<DeviceMap>, KeyCache)> {
-    if let Ok(map) = value.cast::<PyDeviceMap>() {
-        return Ok(map.get().shared());
-    }
-    if haystack_class(value) == Some(Haystack::DeviceMap) {
-        return Ok((Arc::new(map_from_devices(value)?), KeyCache::empty()));
-    }
-    Err(wrong_type(expected, value).into())
-}
-
-/// A Haystack `ComponentDevice`, by its two fields (checked later, as ours are).
-pub fn haystack_component(value: &Bound<'_, PyAny>) -> PyResult<(ComponentDevice, KeyCache)> {
-    let single = value.getattr("_single_device")?;
-    let multiple = value.getattr("_multiple_devices")?;
-    let single = (!single.is_none())
-        .then(|| device_arg(&single, "ComponentDevice._single_device must be a Device"))
-        .transpose()?;
-    let (multiple, keys) = if multiple.is_none() {
-        (None, KeyCache::empty())
-    } else {
-        let (map, keys) = map_arg(
-            &multiple,
-            "ComponentDevice._multiple_devices must be a DeviceMap",
-        )?;
-        (Some(map), keys)
-    };
-    Ok((ComponentDevice { single, multiple }, keys))
-}
-
 // --- maps from Python ----------------------------------------------------------------------
 
 /// `DeviceMap(mapping)`: `str` keys, `Device` values (or Haystack's `DeviceMap`).
@@ -485,11 +400,10 @@ fn hf_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<
             }
             // Haystack's message, with the value's `str` and the key cut to a readable length.
             let unexpected = || -> PyResult<PyErr> {
-                Ok(Error::Type(format!(
-                    "Couldn't convert HuggingFace device map - unexpected device '{}' for '{}'",
-                    short_str(value)?,
-                    crate::error::clipped(key)
-                ))
+                Ok(Error::UnexpectedHfDevice {
+                    value: short_str(value)?,
+                    key: key.to_owned(),
+                }
                 .into())
             };
             let slot = if let Ok(text) = value.cast::<PyString>() {
@@ -523,13 +437,6 @@ fn hf_to_map(mapping: &Bound<'_, PyAny>, mut on_error: OnError<'_>) -> PyResult<
     })?;
     map.shrink_to_fit();
     Ok(map)
-}
-
-/// Adds the key to a Python error raised while converting its value.
-fn with_key(py: Python<'_>, err: PyErr, key: &str) -> PyErr {
-    let message = format!("{} (key {})", err.value(py), crate::error::quoted(key));
-    let ty = err.get_type(py);
-    PyErr::from_type(ty, message)
 }
 
 /// `to_dict()`: `{key: "cuda:1"}`.

@@ -3,17 +3,15 @@
 //! Python-side step is asking torch for CUDA's order when the order is uncertain and torch has
 //! already initialized CUDA in this process.
 
-use super::guard::guard;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::PyUserWarning;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::device::{device_to_py, PyDevice};
-use crate::cuda::status::UNCERTAIN_ORDER;
+use super::errors::user_warning;
+use super::guard::guard;
 use crate::cuda::{discover, CudaDevice, Discovery};
 use crate::device::Device;
 
@@ -216,18 +214,10 @@ fn run(py: Python<'_>, memory: bool) -> Discovery {
     discovery
 }
 
-static WARNED: AtomicBool = AtomicBool::new(false);
-
-/// Warns once per process (`UserWarning`) when the order is uncertain.
+/// Warns (`UserWarning`) when the core says to: once per process, when the order is uncertain.
 fn warn_if_uncertain(py: Python<'_>, discovery: &Discovery) -> PyResult<()> {
-    if !discovery.ordering_certain() && !WARNED.swap(true, Ordering::Relaxed) {
-        PyErr::warn(
-            py,
-            &py.get_type::<PyUserWarning>(),
-            &std::ffi::CString::new(format!("devicemap: {UNCERTAIN_ORDER}"))
-                .expect("no NUL in a constant sentence"),
-            1,
-        )?;
+    if let Some(text) = discovery.order_warning() {
+        user_warning(py, &text)?;
     }
     Ok(())
 }

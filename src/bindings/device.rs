@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyString, PyTuple};
 
-use super::convert::{haystack_class, haystack_device_type, Haystack};
 use super::errors::{expect_str, str_text, wrong_type};
 use super::guard::guard;
+use super::haystack::{haystack_class, Haystack};
 use crate::device::{Device, DeviceType};
 use crate::error::Error;
 use crate::parse::{parse_device, parse_device_type};
@@ -241,6 +241,29 @@ impl PyDevice {
     fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
         slf
     }
+}
+
+/// A Haystack `DeviceType` member, by its value (`"cuda"`).
+fn haystack_device_type(value: &Bound<'_, PyAny>) -> PyResult<DeviceType> {
+    device_type_from_py(&value.getattr("value")?)
+}
+
+/// A Haystack `Device`, by its `type` and `id`.
+pub fn haystack_device(value: &Bound<'_, PyAny>) -> PyResult<Device> {
+    let kind = device_type_from_py(&value.getattr("type")?)?;
+    let id = id_from_py(Some(&value.getattr("id")?))?;
+    Ok(Device::new(kind, id))
+}
+
+/// A `Device` argument: ours, or Haystack's read by value.
+pub fn device_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<Device> {
+    if let Ok(device) = value.cast::<PyDevice>() {
+        return Ok(device.get().inner);
+    }
+    if haystack_class(value) == Some(Haystack::Device) {
+        return haystack_device(value);
+    }
+    Err(wrong_type(expected, value).into())
 }
 
 /// `Device.from_str`'s parse of a Python value, which must be a `str`.

@@ -1,12 +1,16 @@
-//! The one place where core errors become Python exceptions.
+//! The one place where core errors become Python exceptions (and warnings are raised).
+
+use std::ffi::CString;
 
 use pyo3::exceptions::{
-    PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError, PyUnicodeEncodeError, PyValueError,
+    PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError, PyUnicodeEncodeError, PyUserWarning,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::error::{Error, ErrorKind};
+use crate::lookup::LookupError;
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
@@ -19,6 +23,27 @@ impl From<Error> for PyErr {
             ErrorKind::Overflow => PyOverflowError::new_err(message),
         }
     }
+}
+
+/// The lookup's errors, through [`Error`].
+impl From<LookupError> for PyErr {
+    fn from(err: LookupError) -> PyErr {
+        Error::from(err).into()
+    }
+}
+
+/// Adds the key to a Python error raised while converting its value, keeping its type.
+pub fn with_key(py: Python<'_>, err: PyErr, key: &str) -> PyErr {
+    let message = format!("{} (key {})", err.value(py), crate::error::quoted(key));
+    let ty = err.get_type(py);
+    PyErr::from_type(ty, message)
+}
+
+/// `KeyError(key)` for a key a map lacks, with the key object itself as its one argument, as a
+/// `dict` raises it (a core error cannot hold a Python object). A 1-tuple, so that `None` (or a
+/// tuple key) becomes that one argument.
+pub fn missing_key(key: &Bound<'_, PyAny>) -> PyErr {
+    PyKeyError::new_err((key.clone().unbind(),))
 }
 
 /// A `TypeError` saying what was expected and what came instead: `"{expected}, got int 5"`.
@@ -95,4 +120,13 @@ pub fn expect_str<'a>(
         Ok(text) => str_text(text, what),
         Err(_) => Err(wrong_type(expected, value).into()),
     }
+}
+
+/// Warns with `message` (a `UserWarning` from the caller's line) through Python's warnings
+/// machinery, so filters and `pytest.warns` see it. What to warn about is decided by the core.
+pub fn user_warning(py: Python<'_>, message: &str) -> PyResult<()> {
+    // A C string cannot hold NUL; a key may.
+    let message = CString::new(message.replace('\0', "\\0"))
+        .map_err(|err| Error::Internal(format!("a warning kept a NUL byte: {err}")))?;
+    PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)
 }

@@ -8,8 +8,9 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+
+use crate::error::Error;
 
 /// Runs the body of the binding `operation` (`"DeviceMap.update"`); a panic in it becomes
 /// `RuntimeError: internal error in DeviceMap.update: <panic message>; please report it`.
@@ -35,10 +36,12 @@ fn internal_error(operation: &str, payload: &(dyn Any + Send)) -> PyErr {
         .with(|last| last.borrow_mut().take())
         .map(|at| format!(" at {at}"))
         .unwrap_or_default();
-    PyRuntimeError::new_err(format!(
-        "internal error in {operation}: {message}{location}; please report it (devicemap {})",
-        env!("CARGO_PKG_VERSION")
-    ))
+    Error::Panic {
+        operation: operation.to_owned(),
+        message: message.to_owned(),
+        location,
+    }
+    .into()
 }
 
 thread_local! {

@@ -2,21 +2,19 @@
 //! `group_by_device`, `check`, `coverage`, `explain`, `diff`, `summary`, and their result types.
 //! The work is in `crate::lookup`; this file reads names and builds results.
 
-use std::ffi::CString;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::convert::{device_objects, map_from_devices};
 use super::device::{device_to_py, PyDevice};
-use super::errors::{short_repr, wrong_type};
+use super::errors::{short_repr, user_warning, wrong_type};
 use super::guard::guard;
 use super::map::PyDeviceMap;
 use crate::device::Device;
-use crate::error::Error;
-use crate::lookup::{self, Coverage, Diff, Explanation, NearMiss, Summary};
+use crate::lookup::{self, Coverage, Diff, Explanation, LookupError, NearMiss, Summary, Unused};
 use crate::map::DeviceMap;
 
 /// Batches at least this long are looked up without the GIL, so other threads run meanwhile.
@@ -143,15 +141,15 @@ impl NameTexts {
 }
 
 fn not_a_name(i: usize, value: &Bound<'_, PyAny>) -> PyErr {
-    Error::Type(format!(
-        "tensor names must be str; position {i} holds {} {}",
-        value
+    LookupError::NotAName {
+        position: i,
+        type_name: value
             .get_type()
             .name()
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        short_repr(value)
-    ))
+        repr: short_repr(value),
+    }
     .into()
 }
 
@@ -180,25 +178,6 @@ fn pairs<'py>(py: Python<'py>, items: &[(String, Device)]) -> PyResult<Bound<'py
     PyTuple::new(py, items)
 }
 
-/// Which of `check`'s ways to treat keys that cover no name.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unused {
-    Error,
-    Warn,
-    Ignore,
-}
-
-fn unused_mode(value: &str) -> PyResult<Unused> {
-    match value {
-        "error" => Ok(Unused::Error),
-        "warn" => Ok(Unused::Warn),
-        "ignore" => Ok(Unused::Ignore),
-        other => Err(PyValueError::new_err(format!(
-            "unused must be 'error', 'warn' or 'ignore', got {other:?}"
-        ))),
-    }
-}
-
 #[pymethods]
 impl PyDeviceMap {
     /// The device of the key that is the longest prefix of `name` at a dot boundary.
@@ -224,10 +203,8 @@ impl PyDeviceMap {
         guard("DeviceMap.devices_for", || {
             let py = names.py();
             if default.len() > 1 {
-                return Err(PyTypeError::new_err(format!(
-                    "devices_for expected at most 2 arguments, got {}",
-                    default.len() + 1
-                )));
+                let got = default.len() + 1;
+                return Err(LookupError::TooManyArguments { got }.into());
             }
             let map = self.snapshot();
             let buffer = NameTexts::read(names)?;
@@ -286,23 +263,13 @@ impl PyDeviceMap {
     fn check(&self, names: &Bound<'_, PyAny>, unused: &str) -> PyResult<()> {
         guard("DeviceMap.check", || {
             let py = names.py();
-            let mode = unused_mode(unused)?;
+            let unused: Unused = unused.parse()?;
             let map = self.snapshot();
             let buffer = NameTexts::read(names)?;
             let texts = buffer.strs();
-            let coverage = maybe_detached(py, texts.len(), || lookup::coverage(&map, &texts))?;
-            let unused_fails = mode == Unused::Error && !coverage.unused.is_empty();
-            if !coverage.is_complete() || unused_fails {
-                let text = lookup::coverage_text(&map, &texts, &coverage, mode == Unused::Error);
-                return Err(PyValueError::new_err(text));
-            }
-            if mode == Unused::Warn && !coverage.unused.is_empty() {
-                let text = lookup::coverage_text(&map, &texts, &coverage, true);
-                // The first line says that every name is covered; the warning is about the keys.
-                let keys = text.lines().skip(1).collect::<Vec<_>>().join("\n");
-                let message = CString::new(keys.replace('\0', "\\0"))
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
+            let warning = maybe_detached(py, texts.len(), || lookup::check(&map, &texts, unused))?;
+            if let Some(text) = warning {
+                user_warning(py, &text)?;
             }
             Ok(())
         })

@@ -11,7 +11,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::basic::CompareOp;
-use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -20,9 +19,12 @@ use super::convert::{
     map_to_strings, OnError,
 };
 use super::device::{device_repr, device_to_py, PyDevice};
+use super::errors::{missing_key, wrong_type};
 use super::guard::guard;
+use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
 use crate::device::Device;
+use crate::error::Error;
 use crate::map::DeviceMap;
 
 /// The content and the Python key objects that go with it. `keys` belongs to `map`'s keys and
@@ -214,9 +216,16 @@ impl PyDeviceMap {
     }
 }
 
-fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
-    // A 1-tuple, so that `None` (or a tuple key) becomes the exception's one argument as in a dict.
-    PyKeyError::new_err((key.clone().unbind(),))
+/// A `DeviceMap` argument, with the key cache that goes with its content: ours (shared), or
+/// Haystack's read by value.
+pub fn map_arg(value: &Bound<'_, PyAny>, expected: &str) -> PyResult<(Arc<DeviceMap>, KeyCache)> {
+    if let Ok(map) = value.cast::<PyDeviceMap>() {
+        return Ok(map.get().shared());
+    }
+    if haystack_class(value) == Some(Haystack::DeviceMap) {
+        return Ok((Arc::new(map_from_devices(value)?), KeyCache::empty()));
+    }
+    Err(wrong_type(expected, value).into())
 }
 
 /// Repr like Haystack's dataclass for maps a person can read; a summary past that.
@@ -275,7 +284,7 @@ impl PyDeviceMap {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
         guard("DeviceMap.__getitem__", || match self.get_device(key)? {
             Some(device) => device_to_py(key.py(), device),
-            None => Err(key_error(key)),
+            None => Err(missing_key(key)),
         })
     }
 
@@ -286,7 +295,7 @@ impl PyDeviceMap {
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
         guard("DeviceMap.__delitem__", || match self.remove(key)? {
             Some(_) => Ok(()),
-            None => Err(key_error(key)),
+            None => Err(missing_key(key)),
         })
     }
 
@@ -340,7 +349,7 @@ impl PyDeviceMap {
         guard("DeviceMap.pop", || {
             match (self.remove(key)?, default.len()) {
                 (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
-                (None, 0) => Err(key_error(key)),
+                (None, 0) => Err(missing_key(key)),
                 (None, _) => default.get_item(0),
             }
         })
@@ -654,7 +663,7 @@ impl MappingView {
         guard("DeviceMap.mapping.popitem", || {
             match self.map.get().pop_last() {
                 Some((key, device)) => Ok((key, device_to_py(py, device)?)),
-                None => Err(PyKeyError::new_err("popitem(): DeviceMap is empty")),
+                None => Err(Error::PopFromEmpty.into()),
             }
         })
     }

@@ -7,6 +7,7 @@ mod cuda;
 mod device;
 mod errors;
 mod guard;
+mod haystack;
 mod keys;
 mod lookup;
 mod map;

@@ -2,6 +2,8 @@
 //! The sentences `cuda_status()` returns are written from it in one place ([`Discovery::status_text`]),
 //! so settling the order later changes a field, never the text.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::order::{reorder_by_uuids, CudaDevice};
 
 /// How the numbering `cuda:0`, `cuda:1`, ... of the devices was established.
@@ -85,6 +87,14 @@ impl Discovery {
 
     pub fn nvml_usable(&self) -> bool {
         self.status.nvml.is_ok()
+    }
+
+    /// The warning to give when the order is uncertain, once per process: a loop over
+    /// `cuda_devices()` warns on its first call only.
+    pub fn order_warning(&self) -> Option<String> {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        (!self.ordering_certain() && !WARNED.swap(true, Ordering::Relaxed))
+            .then(|| format!("devicemap: {UNCERTAIN_ORDER}"))
     }
 
     /// Settles an uncertain order with torch's device UUIDs (in torch's order). Returns whether
@@ -217,6 +227,18 @@ mod tests {
         assert!(!discovery.settle_order(&["aa".to_owned()]));
         assert!(!discovery.settle_order(&["aa".to_owned(), "cc".to_owned()]));
         assert_eq!(discovery, before);
+    }
+
+    #[test]
+    fn an_uncertain_order_is_warned_about_once() {
+        // The only test that asks for the warning, so the process-wide flag is its own.
+        let certain = Discovery::without_nvml("no NVML".to_owned(), None);
+        assert_eq!(certain.order_warning(), None);
+        let warning = uncertain()
+            .order_warning()
+            .expect("the first uncertain discovery");
+        assert_eq!(warning, format!("devicemap: {UNCERTAIN_ORDER}"));
+        assert_eq!(uncertain().order_warning(), None);
     }
 
     #[test]
