@@ -114,6 +114,9 @@ pub enum Error {
     /// A check of devicemap's own work failed: a bug, never the caller's input.
     #[error("internal error: {0}; please report it at the devicemap issue tracker")]
     Internal(String),
+
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// Entries a map can hold: positions are `u32`.
@@ -123,6 +126,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
+            Error::Plan(err) => err.kind(),
             Error::Uncovered { .. } => ErrorKind::Key,
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,

@@ -11,6 +11,7 @@ mod keys;
 mod lookup;
 mod map;
 mod plan;
+mod sizes;
 
 use pyo3::prelude::*;
 

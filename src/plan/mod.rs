@@ -19,337 +19,78 @@
 //!    covers the largest spilled block.
 //! 5. The map is compacted: a module whose tensors all sit on one device is one entry
 //!    (accelerate's `clean_device_map`).
+//!
+//! Where each step lives: `model.rs` (1, 2: tensors, units, ties), `cost.rs` (what a unit
+//! needs on its device), `place.rs` (3, 4: the strategies and the reserve), `compact.rs` (5),
+//! `report.rs` (accounting, verdict, notes, text), `budget.rs` (budgets, `max_memory` values,
+//! the reserve of a machine's budgets, system memory), `module.rs` (sizes and ties of a torch
+//! module's tensors), `error.rs` (what planning refuses).
 
 mod budget;
 mod compact;
+mod cost;
+mod error;
 mod model;
+mod module;
 mod place;
 mod report;
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-
-use ahash::RandomState;
-
-use crate::device::{Device, DeviceType};
-use crate::error::{Error, Result};
-use crate::units::human_bytes;
+use crate::device::Device;
+use crate::error::Result;
 
 pub use budget::{
-    available_system_memory, parse_budget_key, parse_size, total_system_memory, Budgets,
+    budget_bytes, parse_budget_key, parse_size, system_memory, BudgetValue, Budgets, Reserve,
+    SystemMemory, DEFAULT_RESERVE,
 };
+pub use cost::Cost;
+pub use error::{BudgetProblem, PlanError, Shortfall};
 pub use model::{Model, NoSplit};
+pub use module::{module_sizes, ModuleTensor};
 pub use place::Strategy;
-pub use report::{DeviceUse, Placed, Plan};
+pub use report::{DeviceUse, Placed, Plan, Verdict};
 
-use compact::compact;
-use model::{unit_of, Kind, Tree, Unit};
-use place::assign;
-use report::{checked_summary, not_fitting_message, spill_devices};
+use model::{Tensors, Units};
+use report::Planned;
 
 /// Plans `model` onto `budgets`. Never fails for lack of room: what does not fit is listed in
-/// `Plan::unplaced` (see [`Plan::check_fits`]).
+/// `Plan::unplaced` and said by `Plan::verdict` (see [`Plan::check_fits`]).
 pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan> {
+    let tensors = Tensors::new(model)?;
     if budgets.devices.is_empty() {
-        return Err(Error::Invalid(
-            "No device to plan for: max_memory is empty and no GPU or CPU budget was found"
-                .to_owned(),
-        ));
-    }
-    // Tied names the sizes lack are appended (size 0) so the map covers them.
-    let mut extra: Vec<&str> = Vec::new();
-    // Names are distinct (callers pass dicts, or check, as the bindings do for lists); the
-    // name index is only needed to find tied names, so only tied models pay for it.
-    let mut known: HashMap<&str, u32, RandomState> = HashMap::default();
-    if !model.tied.is_empty() {
-        known.reserve(model.sizes.len());
-        for (i, (name, _)) in model.sizes.iter().enumerate() {
-            known.insert(name.as_str(), i as u32);
-        }
+        return Err(PlanError::NoDevice.into());
     }
     if model.sizes.is_empty() {
-        return Err(Error::Invalid(
-            "Nothing to plan: the model has no tensors".to_owned(),
-        ));
+        return Err(PlanError::NoTensors.into());
     }
-    let mut tensor_bytes: Vec<u64> = model.sizes.iter().map(|&(_, b)| b).collect();
-    for group in &model.tied {
-        for (k, name) in group.iter().enumerate() {
-            match known.get(name.as_str()) {
-                // Shared storage counts once: the first of the group that has a size.
-                Some(&i) if k > 0 && group[..k].iter().any(|n| known.contains_key(n.as_str())) => {
-                    tensor_bytes[i as usize] = 0;
-                }
-                Some(_) => {}
-                None => {
-                    let i = (model.sizes.len() + extra.len()) as u32;
-                    extra.push(name.as_str());
-                    known.insert(name.as_str(), i);
-                    tensor_bytes.push(0);
-                }
-            }
-        }
-    }
-    let names: Vec<&str> = model
-        .sizes
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .chain(extra.iter().copied())
-        .collect();
-    for name in &names {
-        if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains("..") {
-            return Err(Error::Invalid(format!(
-                "Invalid tensor name '{name}': expected dotted names such as 'model.layers.0.mlp.weight'"
-            )));
-        }
-    }
-    // Units in order of first appearance. Names in model order share their block, so the
-    // previous tensor's block is tried before anything is split or hashed.
-    let mut units: Vec<Unit<'_>> = Vec::new();
-    let mut unit_index: HashMap<&str, u32, RandomState> = HashMap::default();
-    let mut tensor_unit = vec![0u32; names.len()];
-    let mut components = Vec::with_capacity(16);
-    let mut last_block: Option<(&str, u32)> = None;
-    for (t, &name) in names.iter().enumerate() {
-        let cached = last_block.filter(|(prefix, _)| crate::names::inside(name, prefix));
-        let unit = match cached {
-            Some((_, unit)) => unit,
-            None => {
-                let (prefix, kind) = unit_of(name, model.no_split.as_ref(), &mut components);
-                let unit = *unit_index.entry(prefix).or_insert_with(|| {
-                    units.push(Unit {
-                        prefix,
-                        bytes: 0,
-                        tensors: Vec::new(),
-                        tied: Vec::new(),
-                    });
-                    (units.len() - 1) as u32
-                });
-                last_block = (kind == Kind::Block).then_some((prefix, unit));
-                unit
-            }
-        };
-        let entry = &mut units[unit as usize];
-        entry.bytes = entry.bytes.saturating_add(tensor_bytes[t]);
-        entry.tensors.push(t as u32);
-        tensor_unit[t] = unit;
-    }
-    let prefixes: Vec<&str> = units.iter().map(|u| u.prefix).collect();
-    let tree = Tree::build(&prefixes);
-    // Tied groups join the unit that comes first.
-    let mut root: Vec<u32> = (0..units.len() as u32).collect();
-    fn find(root: &mut [u32], mut u: u32) -> u32 {
-        while root[u as usize] != u {
-            root[u as usize] = root[root[u as usize] as usize];
-            u = root[u as usize];
-        }
-        u
-    }
-    for group in &model.tied {
-        let mut members: Vec<u32> = group
-            .iter()
-            .filter_map(|n| known.get(n.as_str()))
-            .map(|&t| find(&mut root, tensor_unit[t as usize]))
-            .collect();
-        members.sort_unstable();
-        members.dedup();
-        if let Some((&first, rest)) = members.split_first() {
-            for &other in rest {
-                root[other as usize] = first;
-                let bytes = units[other as usize].bytes;
-                units[first as usize].bytes = units[first as usize].bytes.saturating_add(bytes);
-                units[first as usize].tied.push(other);
-            }
-        }
-    }
-    let order: Vec<u32> = (0..units.len() as u32)
-        .filter(|&u| find(&mut root, u) == u)
-        .collect();
-    let sizes: Vec<u64> = order.iter().map(|&u| units[u as usize].bytes).collect();
-    let total: u64 = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
-
+    tensors.check_names()?;
+    let units = Units::new(&tensors, model);
+    let costs = units.costs();
     let devices = &budgets.devices;
-    if devices.iter().all(|&(_, b)| b == 0) && total > 0 {
-        return Err(Error::Invalid(format!(
-            "Every budget is zero ({}): nothing can be placed",
-            devices
-                .iter()
-                .map(|(d, _)| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let accelerators = budgets.accelerators();
-    // The device that runs offloaded blocks: the first accelerator holding a block
-    // (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
-    let mut runner = if accelerators > 0 {
-        0
-    } else {
-        devices
-            .iter()
-            .position(|(d, _)| d.kind == DeviceType::Cpu)
-            .unwrap_or(0)
-    };
-    let offload_from = if accelerators > 0 {
-        accelerators
-    } else {
-        runner + 1
-    };
-    let spills = |assigned: &[usize]| {
-        assigned
-            .iter()
-            .zip(&sizes)
-            .filter(|(&d, _)| d >= offload_from && d < devices.len())
-            .map(|(_, &s)| s)
-            .max()
-    };
-    let (mut assigned, mut reserve);
-    loop {
-        // The reserve changes what spills: repeat until it covers the largest spilled block.
-        reserve = 0u64;
-        assigned = assign(&sizes, devices, strategy, reserve, runner);
-        for _ in 0..64 {
-            let largest_spilled = spills(&assigned).unwrap_or(0);
-            if largest_spilled <= reserve {
-                break;
-            }
-            reserve = largest_spilled;
-            assigned = assign(&sizes, devices, strategy, reserve, runner);
+    let anything = costs.iter().any(|c| c.total() > 0);
+    if devices.iter().all(|&(_, b)| b == 0) && anything {
+        return Err(PlanError::ZeroBudgets {
+            devices: devices.iter().map(|&(d, _)| d).collect(),
         }
-        if spills(&assigned).is_none() {
-            reserve = 0;
-            break;
-        }
-        // With its reserve taken off, the runner may hold nothing (its budget left too little
-        // for the first block): then the first GPU that does hold a block runs the offloaded
-        // ones, and the reserve moves there, the GPUs before it staying empty.
-        match assigned.iter().copied().find(|&d| d < accelerators) {
-            Some(first) if first > runner => runner = first,
-            _ => break,
-        }
+        .into());
     }
-
-    // Per-tensor device, then the compact map.
-    let mut unit_device = vec![devices.len(); units.len()];
-    for (&u, &d) in order.iter().zip(&assigned) {
-        unit_device[u as usize] = d;
-    }
-    for u in 0..units.len() as u32 {
-        unit_device[u as usize] = unit_device[find(&mut root, u) as usize];
-    }
-    let tensor_device: Vec<usize> = tensor_unit
-        .iter()
-        .map(|&u| unit_device[u as usize])
-        .collect();
-    let map = compact(&tree, &units, &names, &unit_device, devices);
-
-    let mut uses: Vec<DeviceUse> = devices
-        .iter()
-        .enumerate()
-        .map(|(i, &(device, budget))| DeviceUse {
-            device,
-            budget,
-            reserved: if i == runner { reserve } else { 0 },
-            bytes: 0,
-            blocks: 0,
-            tensors: 0,
-        })
-        .collect();
-    for (&d, &size) in assigned.iter().zip(&sizes) {
-        if let Some(used) = uses.get_mut(d) {
-            used.bytes += size;
-            used.blocks += 1;
-        }
-    }
-    for &d in &tensor_device {
-        if let Some(used) = uses.get_mut(d) {
-            used.tensors += 1;
-        }
-    }
-    let unit_name = |u: u32| -> String {
-        let unit = &units[u as usize];
-        let mut name = unit.prefix.to_owned();
-        for &other in &unit.tied {
-            let _ = write!(name, " + {}", units[other as usize].prefix);
-        }
-        name
-    };
-    let mut spilled = Vec::new();
-    let mut unplaced = Vec::new();
-    for (&u, (&d, &size)) in order.iter().zip(assigned.iter().zip(&sizes)) {
-        if d >= devices.len() {
-            unplaced.push(Placed {
-                name: unit_name(u),
-                bytes: size,
-                device: None,
-            });
-        } else if d >= offload_from {
-            spilled.push(Placed {
-                name: unit_name(u),
-                bytes: size,
-                device: Some(devices[d].0),
-            });
-        }
-    }
-    let unplaced_bytes = unplaced.iter().map(|p| p.bytes).sum();
-    let largest = sizes
-        .iter()
-        .enumerate()
-        .max_by_key(|&(i, &s)| (s, std::cmp::Reverse(i)))
-        .map(|(i, &s)| (unit_name(order[i]), s))
-        .unwrap_or_default();
-
-    let mut notes = Vec::new();
-    if !spilled.is_empty() {
-        let on_fast: u64 = uses[..offload_from].iter().map(|u| u.bytes).sum();
-        let fast: Vec<String> = devices[..offload_from]
-            .iter()
-            .map(|(d, _)| d.to_string())
-            .collect();
-        let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
-        notes.push(format!(
-            "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
-            human_bytes(spilled_bytes),
-            human_bytes(total),
-            fast.join(", "),
-            human_bytes(on_fast),
-            spilled.len(),
-            spill_devices(&spilled)
-        ));
-        let biggest = spilled
-            .iter()
-            .max_by_key(|p| p.bytes)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        notes.push(format!(
-            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run",
-            devices[runner].0,
-            human_bytes(reserve),
-            biggest
-        ));
-    }
-    if !unplaced.is_empty() {
-        notes.push(not_fitting_message(
-            total,
-            unplaced_bytes,
-            &unplaced,
-            devices,
-        ));
-    }
-    let summary = checked_summary(&map, &names, &tensor_bytes, &uses, &tensor_device)?;
-    Ok(Plan {
-        summary,
-        map,
+    let placement = place::place(&costs, budgets, strategy);
+    let unit_device = units.devices(&placement.assigned, devices.len());
+    let map = compact::compact(
+        &units.tree,
+        &units.list,
+        &tensors.names,
+        &unit_device,
+        devices,
+    );
+    report::report(Planned {
         strategy,
-        devices: uses,
-        total_bytes: total,
-        tensors: names.len(),
-        blocks: order.len(),
-        largest_block: largest,
-        spilled,
-        unplaced,
-        unplaced_bytes,
-        notes,
+        budgets,
+        tensors: &tensors,
+        units: &units,
+        costs: &costs,
+        placement: &placement,
+        unit_device: &unit_device,
+        map,
     })
 }
 
@@ -358,9 +99,7 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
 /// stage, the compact module names it holds.
 pub fn stages(model: &Model, n: usize) -> Result<Vec<Vec<String>>> {
     if n == 0 {
-        return Err(Error::Invalid(
-            "The number of stages must be at least 1".to_owned(),
-        ));
+        return Err(PlanError::NoStages.into());
     }
     let huge = u64::MAX / 4;
     let budgets = Budgets {
@@ -372,13 +111,15 @@ pub fn stages(model: &Model, n: usize) -> Result<Vec<Vec<String>>> {
         sizes: model.sizes.clone(),
         tied: Vec::new(),
         no_split: model.no_split.clone(),
+        names_distinct: model.names_distinct,
     };
     let planned = plan(&untied, &budgets, Strategy::Balanced)?;
     if planned.blocks < n {
-        return Err(Error::Invalid(format!(
-            "Cannot split {} blocks into {n} stages",
-            planned.blocks
-        )));
+        return Err(PlanError::TooFewBlocks {
+            blocks: planned.blocks,
+            stages: n,
+        }
+        .into());
     }
     let mut out = vec![Vec::new(); n];
     for (name, device) in planned.map.iter() {
@@ -394,6 +135,7 @@ pub fn stages(model: &Model, n: usize) -> Result<Vec<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     const GIB: u64 = 1 << 30;
 
@@ -422,21 +164,6 @@ mod tests {
             .filter(|(k, _)| k.is_empty() || *k == name || name.starts_with(&format!("{k}.")))
             .max_by_key(|(k, _)| k.len())
             .map(|(_, d)| d)
-    }
-
-    #[test]
-    fn sizes_parse_as_accelerate() {
-        assert_eq!(parse_size("20GiB").unwrap(), 20 * GIB);
-        assert_eq!(parse_size("20GB").unwrap(), 20_000_000_000);
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("8Gb").unwrap(), 1_000_000_000);
-        assert_eq!(parse_size("1.5 GiB").unwrap(), 3 * GIB / 2);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        for bad in ["-1GiB", "nan", "inf", "20XB", "", "GiB"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_budget_key("cuda:1").unwrap(), Device::gpu(1));
-        assert!(parse_budget_key("tpu").is_err());
     }
 
     #[test]
@@ -535,6 +262,29 @@ mod tests {
         assert!(plan(&layers(1, GIB), &gpus(2, 0), Strategy::Balanced).is_err());
         assert!(plan(&Model::default(), &gpus(1, GIB), Strategy::Balanced).is_err());
         assert!(Strategy::parse("greedy").is_err());
+        assert_eq!(
+            stages(&layers(1, GIB), 0).unwrap_err().to_string(),
+            "The number of stages must be at least 1"
+        );
+        assert_eq!(
+            stages(&layers(1, GIB), 9).unwrap_err().to_string(),
+            "Cannot split 4 blocks into 9 stages"
+        );
+        let bad_name = Model {
+            sizes: vec![("a..b".into(), 1)],
+            ..Model::default()
+        };
+        assert!(matches!(
+            plan(&bad_name, &gpus(1, GIB), Strategy::Balanced),
+            Err(Error::Plan(PlanError::BadTensorName { .. }))
+        ));
+        let no_device = plan(&layers(1, GIB), &Budgets::default(), Strategy::Balanced);
+        assert!(matches!(no_device, Err(Error::Plan(PlanError::NoDevice))));
+        let zero = plan(&layers(1, GIB), &gpus(2, 0), Strategy::Balanced).unwrap_err();
+        assert_eq!(
+            zero.to_string(),
+            "Every budget is zero (cuda:0, cuda:1): nothing can be placed"
+        );
     }
 
     #[test]
@@ -558,6 +308,90 @@ mod tests {
         assert!(p.fits());
         // GPU 1 holds 6 layers and the head (6.5 GiB): the embedding and 6 layers are left.
         assert_eq!(p.devices[0].bytes, 6 * GIB + GIB / 2, "{}", p.text());
+    }
+
+    #[test]
+    fn a_name_listed_twice_is_refused() {
+        let twice = Model {
+            sizes: vec![("a.0.w".into(), 1), ("b.w".into(), 1), ("a.0.w".into(), 2)],
+            ..Model::default()
+        };
+        let err = plan(&twice, &gpus(1, GIB), Strategy::Balanced).unwrap_err();
+        assert_eq!(err.to_string(), "Tensor 'a.0.w' is listed twice");
+        assert!(matches!(err, Error::Plan(PlanError::NameTwice { .. })));
+        assert!(stages(&twice, 1).is_err());
+        // Tied models build the name index anyway, and refuse the same.
+        let tied = Model {
+            tied: vec![vec!["b.w".into(), "c.w".into()]],
+            names_distinct: true,
+            ..twice.clone()
+        };
+        assert!(plan(&tied, &gpus(1, GIB), Strategy::Balanced).is_err());
+        // A caller that knows its names are distinct skips the check (and counts both).
+        let trusted = Model {
+            names_distinct: true,
+            ..twice
+        };
+        assert_eq!(
+            plan(&trusted, &gpus(1, GIB), Strategy::Balanced)
+                .unwrap()
+                .total_bytes,
+            4
+        );
+    }
+
+    #[test]
+    fn tied_storage_counts_once_and_missing_names_are_mapped() {
+        let model = Model {
+            sizes: vec![
+                ("embed.weight".into(), 8),
+                ("layers.0.w".into(), 4),
+                ("norm.weight".into(), 8),
+            ],
+            tied: vec![vec![
+                "embed.weight".into(),
+                "norm.weight".into(),
+                "head.weight".into(),
+            ]],
+            ..Model::default()
+        };
+        let p = plan(&model, &gpus(1, 100), Strategy::Sequential).unwrap();
+        assert_eq!(p.total_bytes, 12);
+        assert_eq!(p.tensors, 4);
+        assert_eq!(p.blocks, 2);
+        assert_eq!(device_of(&p, "head.weight"), Some(Device::gpu(0)));
+    }
+
+    #[test]
+    fn the_verdict_says_how_it_fits() {
+        let fits = plan(&layers(4, GIB), &gpus(2, 100 * GIB), Strategy::Sequential).unwrap();
+        assert_eq!(fits.verdict, Verdict::Fits);
+        assert!(fits.check_fits().is_ok());
+
+        let budgets =
+            Budgets::new(vec![(Device::gpu(0), 4 * GIB), (Device::cpu(), 100 * GIB)]).unwrap();
+        let offload = plan(&layers(10, GIB), &budgets, Strategy::Sequential).unwrap();
+        let spilled: u64 = offload.spilled.iter().map(|p| p.bytes).sum();
+        assert_eq!(
+            offload.verdict,
+            Verdict::FitsWithOffload {
+                blocks: offload.spilled.len(),
+                bytes: spilled
+            }
+        );
+        assert!(offload.check_fits().is_ok());
+
+        let short = plan(&layers(4, GIB), &gpus(1, GIB), Strategy::Balanced).unwrap();
+        let Verdict::DoesNotFit(shortfall) = &short.verdict else {
+            panic!("{:?}", short.verdict)
+        };
+        assert_eq!(shortfall.missing, short.unplaced_bytes);
+        assert_eq!(shortfall.blocks, short.unplaced.len());
+        assert_eq!(shortfall.first, short.unplaced[0].name);
+        let err = short.check_fits().unwrap_err();
+        assert!(matches!(err, PlanError::DoesNotFit(_)));
+        // The last note says the same, for the text report.
+        assert_eq!(short.notes.last(), Some(&err.to_string()));
     }
 
     #[test]

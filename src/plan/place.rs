@@ -1,9 +1,14 @@
-//! Placement: which device each unit goes to, by strategy, and the reserve for offloaded blocks.
+//! Placement: which device each unit goes to. The strategies share one shape: units in order
+//! go to contiguous ranges of accelerators, then the CPU, then disk; they differ in where the
+//! cuts between accelerators fall. Around them, the reserve that the device running offloaded
+//! blocks keeps for them.
 
-use super::budget::is_accelerator;
-use crate::device::Device;
-use crate::error::{Error, Result};
+use super::budget::{is_accelerator, Budgets};
+use super::cost::Cost;
+use super::error::PlanError;
+use crate::device::{Device, DeviceType};
 
+/// How units are spread over the accelerators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
     Sequential,
@@ -14,14 +19,15 @@ pub enum Strategy {
 impl Strategy {
     pub const NAMES: [&'static str; 3] = ["sequential", "balanced", "balanced_low_0"];
 
-    pub fn parse(text: &str) -> Result<Strategy> {
+    /// A strategy by name (`"auto"` is accelerate's name for `"balanced"`).
+    pub fn parse(text: &str) -> Result<Strategy, PlanError> {
         match text {
             "sequential" => Ok(Strategy::Sequential),
             "balanced" | "auto" => Ok(Strategy::Balanced),
             "balanced_low_0" => Ok(Strategy::BalancedLow0),
-            _ => Err(Error::Invalid(format!(
-                "Unknown strategy '{text}'; expected one of 'sequential', 'balanced', 'balanced_low_0'"
-            ))),
+            _ => Err(PlanError::UnknownStrategy {
+                text: text.to_owned(),
+            }),
         }
     }
 
@@ -195,7 +201,7 @@ fn balance_low_0(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
 /// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
 /// the budget of device `runner`, and accelerators before it take nothing (the runner must be
 /// the first accelerator holding a block).
-pub(super) fn assign(
+fn assign(
     sizes: &[u64],
     budgets: &[(Device, u64)],
     strategy: Strategy,
@@ -232,4 +238,165 @@ pub(super) fn assign(
             .map(|d| d + accelerators),
     );
     out
+}
+
+/// Where the units went, and what the device running offloaded blocks keeps for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    /// Device index (into the budgets) of each unit; the number of devices for a unit that
+    /// no device takes.
+    pub(super) assigned: Vec<usize>,
+    /// The device that runs offloaded blocks: the first accelerator holding a block
+    /// (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
+    pub(super) runner: usize,
+    /// Kept free on `runner` for the largest offloaded unit (0 when nothing is offloaded).
+    pub(super) reserve: u64,
+    /// Units on devices from this index on are offloaded: the CPU and disk when there are
+    /// accelerators, else the disk.
+    pub(super) offload_from: usize,
+}
+
+/// Places units of these costs, in order, onto `budgets`. When anything is offloaded, the
+/// runner keeps room for the largest offloaded unit: its weights are copied there to run.
+pub(super) fn place(costs: &[Cost], budgets: &Budgets, strategy: Strategy) -> Placement {
+    let sizes: Vec<u64> = costs.iter().map(|c| c.total()).collect();
+    let devices = &budgets.devices;
+    let accelerators = budgets.accelerators();
+    let mut runner = if accelerators > 0 {
+        0
+    } else {
+        devices
+            .iter()
+            .position(|(d, _)| d.kind == DeviceType::Cpu)
+            .unwrap_or(0)
+    };
+    let offload_from = if accelerators > 0 {
+        accelerators
+    } else {
+        runner + 1
+    };
+    let spills = |assigned: &[usize]| {
+        assigned
+            .iter()
+            .zip(&sizes)
+            .filter(|(&d, _)| d >= offload_from && d < devices.len())
+            .map(|(_, &s)| s)
+            .max()
+    };
+    let (mut assigned, mut reserve);
+    loop {
+        // The reserve changes what spills: repeat until it covers the largest spilled unit.
+        // This ends without a cap on the rounds: the reserve is always the size of some unit,
+        // and each round raises it strictly (a round runs only when a spilled unit is larger),
+        // so there are at most as many rounds as distinct unit sizes, and the reserve never
+        // passes the largest unit.
+        reserve = 0u64;
+        assigned = assign(&sizes, devices, strategy, reserve, runner);
+        while let Some(larger) = spills(&assigned).filter(|&s| s > reserve) {
+            reserve = larger;
+            assigned = assign(&sizes, devices, strategy, reserve, runner);
+        }
+        if spills(&assigned).is_none() {
+            reserve = 0;
+            break;
+        }
+        // With its reserve taken off, the runner may hold nothing (its budget left too little
+        // for the first block): then the first GPU that does hold a block runs the offloaded
+        // ones, and the reserve moves there, the GPUs before it staying empty. The runner only
+        // moves forward, so this too ends, after at most one round per accelerator.
+        match assigned.iter().copied().find(|&d| d < accelerators) {
+            Some(first) if first > runner => runner = first,
+            _ => break,
+        }
+    }
+    Placement {
+        assigned,
+        runner,
+        reserve,
+        offload_from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator, so the cases below are the same on every run.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % below
+        }
+    }
+
+    #[test]
+    fn the_reserve_always_covers_the_largest_offloaded_unit() {
+        let mut rng = Lcg(7);
+        for case in 0..2000 {
+            let units = 1 + rng.next(40) as usize;
+            let costs: Vec<Cost> = (0..units)
+                .map(|_| Cost::of_weights(1 + rng.next(1000)))
+                .collect();
+            let gpus = rng.next(4);
+            let mut devices: Vec<(Device, u64)> = (0..gpus)
+                .map(|i| (Device::gpu(i), rng.next(5000)))
+                .collect();
+            devices.push((Device::cpu(), rng.next(8000)));
+            if rng.next(2) == 0 {
+                devices.push((Device::disk(), rng.next(20000)));
+            }
+            let budgets = Budgets::new(devices).unwrap();
+            for strategy in [
+                Strategy::Sequential,
+                Strategy::Balanced,
+                Strategy::BalancedLow0,
+            ] {
+                let placed = place(&costs, &budgets, strategy);
+                let offloaded = placed
+                    .assigned
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(&d, _)| d >= placed.offload_from && d < budgets.devices.len())
+                    .map(|(_, c)| c.total())
+                    .max();
+                match offloaded {
+                    Some(largest) => assert!(
+                        placed.reserve >= largest,
+                        "case {case} {strategy:?}: {placed:?}"
+                    ),
+                    None => assert_eq!(placed.reserve, 0, "case {case}"),
+                }
+                // Nothing sits on the runner's accelerators before it, and the runner's
+                // budget holds its units and the reserve, when they fit at all.
+                let on_runner: u64 = placed
+                    .assigned
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(&d, _)| d == placed.runner)
+                    .map(|(_, c)| c.total())
+                    .sum();
+                if on_runner > 0 {
+                    let budget = budgets.devices[placed.runner].1;
+                    assert!(on_runner + placed.reserve <= budget, "case {case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strategies_by_name() {
+        for name in Strategy::NAMES {
+            assert_eq!(Strategy::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(Strategy::parse("auto").unwrap(), Strategy::Balanced);
+        assert_eq!(
+            Strategy::parse("greedy").unwrap_err().to_string(),
+            "Unknown strategy 'greedy'; expected one of 'sequential', 'balanced', 'balanced_low_0'"
+        );
+    }
 }

@@ -1,8 +1,13 @@
-//! The result of a plan: per-device accounting, what spilled or was left over, notes, text.
+//! The result of a plan: per-device accounting, what was offloaded or left over, the verdict,
+//! the notes saying why, and the plain-text report.
 
 use std::fmt::Write as _;
 
-use super::place::Strategy;
+use super::budget::Budgets;
+use super::cost::Cost;
+use super::error::{PlanError, Shortfall};
+use super::model::{Tensors, Units};
+use super::place::{Placement, Strategy};
 use crate::device::{Device, DeviceType};
 use crate::error::{Error, Result};
 use crate::lookup::{self, Summary};
@@ -29,6 +34,18 @@ pub struct Placed {
     pub device: Option<Device>,
 }
 
+/// Whether the model fits, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every unit on an accelerator (or, without accelerators, in memory).
+    Fits,
+    /// Every unit placed, `blocks` of them (`bytes` in all) offloaded to the CPU or disk
+    /// (to disk, without accelerators).
+    FitsWithOffload { blocks: usize, bytes: u64 },
+    /// Some units left over once every device is full.
+    DoesNotFit(Shortfall),
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub map: DeviceMap,
@@ -43,16 +60,213 @@ pub struct Plan {
     /// Units no device could take.
     pub unplaced: Vec<Placed>,
     pub unplaced_bytes: u64,
-    /// Sentences saying why things went where they went.
+    pub verdict: Verdict,
+    /// Sentences saying why things went where they went (the last one, when the model does
+    /// not fit, says by how much).
     pub notes: Vec<String>,
     /// The planned map looked up for every tensor (`DeviceMap.summary(sizes)`), with tied
     /// storage counted once: per device it agrees with `devices`, which `plan` checks.
     pub summary: Summary,
 }
 
+/// What planning decided, for the report.
+pub(super) struct Planned<'p, 'a> {
+    pub(super) strategy: Strategy,
+    pub(super) budgets: &'p Budgets,
+    pub(super) tensors: &'p Tensors<'a>,
+    pub(super) units: &'p Units<'a>,
+    /// The cost of each unit placement placed (`units.order`).
+    pub(super) costs: &'p [Cost],
+    pub(super) placement: &'p Placement,
+    /// The device of every unit (`units.list`).
+    pub(super) unit_device: &'p [usize],
+    pub(super) map: DeviceMap,
+}
+
+/// The plan: what each device holds, what was offloaded or left over and why, and the compact
+/// map checked against the placement.
+pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
+    let Planned {
+        strategy,
+        budgets,
+        tensors,
+        units,
+        costs,
+        placement,
+        unit_device,
+        map,
+    } = planned;
+    let devices = &budgets.devices;
+    let tensor_device: Vec<usize> = units
+        .of_tensor
+        .iter()
+        .map(|&u| unit_device[u as usize])
+        .collect();
+    let uses = device_uses(budgets, costs, placement, &tensor_device);
+    let mut spilled = Vec::new();
+    let mut unplaced = Vec::new();
+    for (&u, (&d, cost)) in units.order.iter().zip(placement.assigned.iter().zip(costs)) {
+        if d >= devices.len() {
+            unplaced.push(Placed {
+                name: units.name(u),
+                bytes: cost.total(),
+                device: None,
+            });
+        } else if d >= placement.offload_from {
+            spilled.push(Placed {
+                name: units.name(u),
+                bytes: cost.total(),
+                device: Some(devices[d].0),
+            });
+        }
+    }
+    let total = costs
+        .iter()
+        .fold(Cost::default(), |sum, &c| sum.saturating_add(c))
+        .total();
+    let unplaced_bytes = unplaced.iter().map(|p| p.bytes).sum();
+    let largest = costs
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, c)| (c.total(), std::cmp::Reverse(i)))
+        .map(|(i, c)| (units.name(units.order[i]), c.total()))
+        .unwrap_or_default();
+    let verdict = if !unplaced.is_empty() {
+        Verdict::DoesNotFit(Shortfall {
+            total,
+            missing: unplaced_bytes,
+            blocks: unplaced.len(),
+            first: unplaced[0].name.clone(),
+            budgets: devices.clone(),
+        })
+    } else if !spilled.is_empty() {
+        Verdict::FitsWithOffload {
+            blocks: spilled.len(),
+            bytes: spilled.iter().map(|p| p.bytes).sum(),
+        }
+    } else {
+        Verdict::Fits
+    };
+    let notes = notes(budgets, placement, &uses, &spilled, total, &verdict);
+    let summary = checked_summary(&map, &tensors.names, &tensors.bytes, &uses, &tensor_device)?;
+    Ok(Plan {
+        summary,
+        map,
+        strategy,
+        devices: uses,
+        total_bytes: total,
+        tensors: tensors.names.len(),
+        blocks: units.order.len(),
+        largest_block: largest,
+        spilled,
+        unplaced,
+        unplaced_bytes,
+        verdict,
+        notes,
+    })
+}
+
+/// Per device: its budget, the reserve it keeps, and the bytes, units and tensors placed on it.
+fn device_uses(
+    budgets: &Budgets,
+    costs: &[Cost],
+    placement: &Placement,
+    tensor_device: &[usize],
+) -> Vec<DeviceUse> {
+    let mut uses: Vec<DeviceUse> = budgets
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, &(device, budget))| DeviceUse {
+            device,
+            budget,
+            reserved: if i == placement.runner {
+                placement.reserve
+            } else {
+                0
+            },
+            bytes: 0,
+            blocks: 0,
+            tensors: 0,
+        })
+        .collect();
+    for (&d, cost) in placement.assigned.iter().zip(costs) {
+        if let Some(used) = uses.get_mut(d) {
+            used.bytes += cost.total();
+            used.blocks += 1;
+        }
+    }
+    for &d in tensor_device {
+        if let Some(used) = uses.get_mut(d) {
+            used.tensors += 1;
+        }
+    }
+    uses
+}
+
+/// Sentences for the report: what was offloaded and where, what the runner keeps for it, and
+/// by how much the model does not fit.
+fn notes(
+    budgets: &Budgets,
+    placement: &Placement,
+    uses: &[DeviceUse],
+    spilled: &[Placed],
+    total: u64,
+    verdict: &Verdict,
+) -> Vec<String> {
+    let devices = &budgets.devices;
+    let mut notes = Vec::new();
+    if !spilled.is_empty() {
+        let offload_from = placement.offload_from;
+        let on_fast: u64 = uses[..offload_from].iter().map(|u| u.bytes).sum();
+        let fast: Vec<String> = devices[..offload_from]
+            .iter()
+            .map(|(d, _)| d.to_string())
+            .collect();
+        let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
+        notes.push(format!(
+            "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
+            human_bytes(spilled_bytes),
+            human_bytes(total),
+            fast.join(", "),
+            human_bytes(on_fast),
+            spilled.len(),
+            spill_devices(spilled)
+        ));
+        let biggest = spilled
+            .iter()
+            .max_by_key(|p| p.bytes)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        notes.push(format!(
+            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run",
+            devices[placement.runner].0,
+            human_bytes(placement.reserve),
+            biggest
+        ));
+    }
+    if let Verdict::DoesNotFit(shortfall) = verdict {
+        notes.push(shortfall.to_string());
+    }
+    notes
+}
+
+fn spill_devices(spilled: &[Placed]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for p in spilled {
+        if let Some(d) = p.device {
+            let text = d.to_string();
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+    }
+    seen.join(" and ")
+}
+
 /// Looks up every tensor in the compact map, as a loader will, and checks that each lands
 /// where the planner put it: the compaction must not move anything.
-pub(super) fn checked_summary(
+fn checked_summary(
     map: &DeviceMap,
     names: &[&str],
     tensor_bytes: &[u64],
@@ -90,53 +304,18 @@ pub(super) fn checked_summary(
     Ok(summary)
 }
 
-pub(super) fn spill_devices(spilled: &[Placed]) -> String {
-    let mut seen: Vec<String> = Vec::new();
-    for p in spilled {
-        if let Some(d) = p.device {
-            let text = d.to_string();
-            if !seen.contains(&text) {
-                seen.push(text);
-            }
-        }
-    }
-    seen.join(" and ")
-}
-
-pub(super) fn not_fitting_message(
-    total: u64,
-    missing: u64,
-    unplaced: &[Placed],
-    devices: &[(Device, u64)],
-) -> String {
-    let budget: u64 = devices.iter().map(|&(_, b)| b).fold(0, u64::saturating_add);
-    let first = unplaced.first().map(|p| p.name.as_str()).unwrap_or("");
-    format!(
-        "The model ({}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {}); add {} or more to the budgets",
-        human_bytes(total),
-        human_bytes(missing),
-        unplaced.len(),
-        first,
-        human_bytes(budget),
-        devices
-            .iter()
-            .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        human_bytes(missing)
-    )
-}
-
 impl Plan {
     /// Whether everything was placed.
     pub fn fits(&self) -> bool {
-        self.unplaced.is_empty()
+        !matches!(self.verdict, Verdict::DoesNotFit(_))
     }
 
     /// `Ok` when everything was placed, else the error saying by how much it does not fit.
-    pub fn check_fits(&self) -> Result<()> {
-        match self.notes.last() {
-            Some(message) if !self.fits() => Err(Error::Invalid(message.clone())),
+    pub fn check_fits(&self) -> Result<(), PlanError> {
+        match &self.verdict {
+            Verdict::DoesNotFit(shortfall) => {
+                Err(PlanError::DoesNotFit(Box::new(shortfall.clone())))
+            }
             _ => Ok(()),
         }
     }
