@@ -26,11 +26,16 @@ __all__ = [
     "NearMiss",
     "PlanReport",
     "_CheckpointSizes",
+    "_DEFAULT_RESERVE",
+    "_EXAMPLE_NAMES",
+    "_STRATEGY_NAMES",
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_tensors",
+    "_headroom",
+    "_human_bytes",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -386,3 +391,9 @@ def _plan(
 def _stages(sizes: Any, n: int, no_split: list[str] | None = None) -> list[list[str]]: ...
 def _module_sizes(module: Any, dtype: Any = None) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
 def _system_memory() -> tuple[int | None, int | None]: ...
+def _headroom(total: int, reserve: float | int) -> int: ...
+def _human_bytes(bytes: int) -> str: ...
+
+_DEFAULT_RESERVE: float
+_EXAMPLE_NAMES: tuple[str, ...]
+_STRATEGY_NAMES: tuple[str, ...]

@@ -22,7 +22,7 @@ use crate::device::Device;
 use crate::dtype::{self, Dtype};
 use crate::error::Error;
 use crate::plan::{
-    self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Strategy,
+    self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Reserve, Strategy,
 };
 use crate::safetensors::{self, Checkpoint, CheckpointSizes, Observed};
 
@@ -707,4 +707,43 @@ pub fn _system_memory() -> PyResult<(Option<u64>, Option<u64>)> {
         let memory = plan::system_memory();
         Ok((memory.available, memory.total))
     })
+}
+
+/// Bytes a machine's budget keeps free on a device with `total` bytes: `reserve` is a fraction
+/// of it (a float in [0, 1)) or bytes (an int).
+#[pyfunction]
+pub fn _headroom(total: u64, reserve: &Bound<'_, PyAny>) -> PyResult<u64> {
+    guard("_headroom", || {
+        let shown = || short_repr(reserve);
+        let read = if reserve.cast::<PyBool>().is_ok() {
+            None
+        } else if let Ok(f) = reserve.cast::<PyFloat>() {
+            Some(Reserve::fraction(f.value(), &shown()).map_err(Error::from)?)
+        } else if reserve.cast::<PyInt>().is_ok() {
+            match reserve.extract::<u64>() {
+                Ok(bytes) => Some(Reserve::Bytes(bytes)),
+                Err(_) if reserve.lt(0)? => {
+                    return Err(Error::from(PlanError::NegativeReserve { shown: shown() }).into())
+                }
+                // More bytes than any device has: everything is kept free.
+                Err(_) => Some(Reserve::Bytes(u64::MAX)),
+            }
+        } else {
+            None
+        };
+        let Some(read) = read else {
+            let type_name = reserve.get_type().name()?.to_string();
+            return Err(Error::Type(format!(
+                "reserve must be a fraction (float) or bytes (int), got {type_name}"
+            ))
+            .into());
+        };
+        Ok(read.of(total))
+    })
+}
+
+/// `units::human_bytes`: bytes in binary units with one decimal (`1.5 GiB`).
+#[pyfunction]
+pub fn _human_bytes(bytes: u64) -> String {
+    crate::units::human_bytes(bytes)
 }
