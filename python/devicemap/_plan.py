@@ -95,8 +95,10 @@ def plan_report(
         if not isinstance(max_memory, Mapping):
             raise TypeError(f"max_memory must be a dict, got {type(max_memory).__name__}")
         max_memory = dict(max_memory)
-    groups = [list(group) for group in tied] if tied is not None else found_tied
-    patterns = list(no_split) if no_split is not None else found_no_split
+    # Passed as given: the core reads any iterable and refuses a bare str (which `list()` would
+    # have turned into one pattern per character).
+    groups = tied if tied is not None else found_tied
+    patterns = no_split if no_split is not None else found_no_split
     return _core._plan(sizes, max_memory, strategy, patterns, groups)
 
 
@@ -148,5 +150,5 @@ def stages(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     sizes, found_no_split, _ = _sizes_of(source, dtype, None)
-    patterns = list(no_split) if no_split is not None else found_no_split
+    patterns = no_split if no_split is not None else found_no_split
     return _core._stages(sizes, n, patterns)
