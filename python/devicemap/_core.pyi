@@ -11,7 +11,10 @@ from devicemap._types import DeviceType
 _T = TypeVar("_T")
 
 __all__ = [
+    "_DEFAULT_RESERVE",
     "_DEVICE_TYPE_VALUES",
+    "_EXAMPLE_NAMES",
+    "_STRATEGY_NAMES",
     "ComponentDevice",
     "Coverage",
     "CudaDevice",
@@ -26,9 +29,6 @@ __all__ = [
     "NearMiss",
     "PlanReport",
     "_CheckpointSizes",
-    "_DEFAULT_RESERVE",
-    "_EXAMPLE_NAMES",
-    "_STRATEGY_NAMES",
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
