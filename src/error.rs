@@ -135,6 +135,9 @@ pub enum Error {
     /// A check of devicemap's own work failed: a bug, never the caller's input.
     #[error("internal error: {0}; please report it at the devicemap issue tracker")]
     Internal(String),
+
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// Entries a map can hold: positions are `u32`.
@@ -145,6 +148,7 @@ impl Error {
         match self {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
             Error::Lookup(err) => err.kind(),
+            Error::Plan(err) => err.kind(),
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) | Error::PopFromEmpty => ErrorKind::Key,
             Error::UnexpectedHfDevice { .. } => ErrorKind::Type,

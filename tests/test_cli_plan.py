@@ -7,10 +7,14 @@ from pathlib import Path
 
 import devicemap
 import pytest
+from _fake_nvml import gpus, scenario_env
+from _subprocess import run_python
+from devicemap._core import _human_bytes
 from devicemap._plan_cli import parse_devices, parse_max_memory
 from devicemap.cli import main
 
 GIB = 2**30
+CLI = "import sys; from devicemap.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -93,7 +97,8 @@ def test_checkpoint_and_dtype(capsys: pytest.CaptureFixture[str], tmp_path: Path
     data = json.loads(out)
     assert data["total_bytes"] == 4 * 256 * 256 * 4
     assert data["device_map"] == {"layers.0": 0, "layers.1": 0, "layers.2": 1, "layers.3": 1}
-    code, out, _ = run(capsys, str(tmp_path), "--max-memory", "0=600KiB", "--dtype", "bfloat16", "--json")
+    code, out, err = run(capsys, str(tmp_path), "--max-memory", "0=600KiB", "--dtype", "bfloat16", "--json")
+    assert code == 0, err
     assert json.loads(out)["total_bytes"] == 4 * 256 * 256 * 2
 
 
@@ -126,8 +131,42 @@ def test_parsers() -> None:
     assert parse_max_memory("0=70GiB, 1=70GiB,cpu=200GiB") == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
 
 
-def test_default_plans_the_example_for_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys)
-    assert code in (0, 1)
-    assert "example deepseek-v3: 626.9 GiB in 90,427 tensors" in out
-    assert "fits on" in out or "does not fit on" in out
+def test_default_plans_the_example_for_this_machine(tmp_path: Path) -> None:
+    """Without budgets, the machine's: eight fake 141 GiB GPUs, each less the 10% reserve, hold
+    the example whatever this machine's RAM, so the verdict and the spare room are known."""
+    machine = gpus(8, name="NVIDIA H200")
+    for gpu in machine:
+        gpu.total = 141 * GIB
+    env = scenario_env(tmp_path, machine)
+    budget = 141 * GIB - int(141 * GIB * 0.1)
+    expected = devicemap.plan_report(devicemap.example_model("deepseek-v3"), dict.fromkeys(range(8), budget))
+    spare = min(d["budget"] - d["bytes"] for d in expected.devices)
+    verdict = f"fits on 8 x NVIDIA H200 with {_human_bytes(spare)} to spare per GPU"
+
+    table = run_python(CLI, "plan", env=env, check=False)
+    assert table.returncode == 0, table.stderr
+    assert "example deepseek-v3: 626.9 GiB in 90,427 tensors" in table.stdout
+    assert verdict in " ".join(table.stdout.split())
+
+    result = run_python(CLI, "plan", "--json", env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["verdict"] == verdict
+    assert data["budgets_for"] == "8 x NVIDIA H200"
+    gpu_budgets = [d["budget"] for d in data["devices"] if d["device"].startswith("cuda")]
+    assert gpu_budgets == [budget] * 8
+    assert data["device_map"] == expected.to_hf()
+
+
+def test_does_not_fit_exits_1_and_writes_no_map(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "map.json"
+    code, out, err = run(capsys, "--example", "llama-3-70b", "--max-memory", "0=10GiB", "-o", str(target))
+    assert code == 1
+    assert err.startswith(f"error: not writing {target}: does not fit on 1 GPUs:")
+    assert not target.exists()
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "0=10GiB", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["fits"] is False
+    assert data["missing_bytes"] > 0
+    assert data["verdict"].startswith("does not fit on 1 GPUs:")

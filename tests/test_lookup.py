@@ -293,7 +293,7 @@ def test_summary():
     assert str(plain).splitlines()[0] == "3 entries on 2 devices"
     with pytest.raises(TypeError, match="must be an int"):
         dm.summary({"a.w": 1.5})
-    with pytest.raises(ValueError, match="between 0 and"):
+    with pytest.raises(ValueError, match="must be a non-negative int"):
         dm.summary({"a.w": -1})
     with pytest.raises(TypeError, match="pair"):
         dm.summary([("a.w",)])

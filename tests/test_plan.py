@@ -227,6 +227,14 @@ def test_bad_input() -> None:
         devicemap.plan(sizes, {0: 100}, dtype="float16")
     with pytest.raises(TypeError, match="source must be"):
         devicemap.plan(42, {0: 100})
+    with pytest.raises(TypeError, match=r"no_split must be a list of str, got str 'a\.\*'"):
+        devicemap.plan(sizes, {0: 100}, no_split="a.*")
+    with pytest.raises(TypeError, match="each tied group must be a list of str, got str 'ab'"):
+        devicemap.plan(sizes, {0: 100}, tied=["ab"])
+    with pytest.raises(TypeError, match=r"must be a \(name, bytes\) pair, got tuple \('a',\)"):
+        devicemap.plan([("a",)], {0: 100})
+    with pytest.raises(TypeError, match="expected a mapping of tensor names to bytes, got tuple"):
+        devicemap._core._plan((("a", 1),), {0: 100})
     with pytest.raises(ValueError, match="n must be >= 1"):
         devicemap.stages(sizes, 0)
     with pytest.raises(ValueError, match="Cannot split 2 blocks into 3 stages"):
@@ -303,6 +311,20 @@ def test_balanced_beats_accelerate_balanced() -> None:
     our_top = max(d["bytes"] for d in ours.devices)
     assert our_top <= max(v for k, v in their_loads.items() if isinstance(k, int))
     assert sum(v for k, v in their_loads.items() if not isinstance(k, int)) >= 0
+
+
+def test_module_sizes_follow_the_dtype_and_keep_ties() -> None:
+    model = meta_llama(tie=True)
+    full, tied = devicemap._core._module_sizes(model)
+    half, tied_half = devicemap._core._module_sizes(model, "bfloat16")
+    assert tied == tied_half == [["model.embed_tokens.weight", "lm_head.weight"]]
+    assert [name for name, _ in full] == [name for name, _ in half]
+    params = dict(model.named_parameters())
+    for (name, size), (_, resized) in zip(full, half, strict=True):
+        if name == "lm_head.weight":
+            assert size == resized == 0  # the embedding's storage, counted there
+        elif name in params:
+            assert resized * 2 == size == params[name].nbytes, name
 
 
 def test_module_source_ties_and_no_split() -> None:

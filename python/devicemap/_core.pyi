@@ -11,7 +11,10 @@ from devicemap._types import DeviceType
 _T = TypeVar("_T")
 
 __all__ = [
+    "_DEFAULT_RESERVE",
     "_DEVICE_TYPE_VALUES",
+    "_EXAMPLE_NAMES",
+    "_STRATEGY_NAMES",
     "ComponentDevice",
     "Coverage",
     "CudaDevice",
@@ -31,6 +34,8 @@ __all__ = [
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_tensors",
+    "_headroom",
+    "_human_bytes",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -380,9 +385,15 @@ def _plan(
     sizes: Any,
     max_memory: dict[Any, Any],
     strategy: str = "balanced",
-    no_split: list[str] | None = None,
-    tied: list[list[str]] | None = None,
+    no_split: Iterable[str] | None = None,
+    tied: Iterable[Iterable[str]] | None = None,
 ) -> PlanReport: ...
-def _stages(sizes: Any, n: int, no_split: list[str] | None = None) -> list[list[str]]: ...
+def _stages(sizes: Any, n: int, no_split: Iterable[str] | None = None) -> list[list[str]]: ...
 def _module_sizes(module: Any, dtype: Any = None) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
 def _system_memory() -> tuple[int | None, int | None]: ...
+def _headroom(total: int, reserve: float | int) -> int: ...
+def _human_bytes(bytes: int) -> str: ...
+
+_DEFAULT_RESERVE: float
+_EXAMPLE_NAMES: tuple[str, ...]
+_STRATEGY_NAMES: tuple[str, ...]

@@ -21,21 +21,9 @@ if TYPE_CHECKING:
     MaxMemory: TypeAlias = Mapping[int | str, Budget]
 
 #: Fraction of each device's total memory kept free when budgets come from the machine
-#: (activations, the CUDA context, allocator fragmentation), as vLLM's default
-#: `gpu_memory_utilization=0.9`. Explicit `max_memory` values are used as given.
-DEFAULT_RESERVE = 0.1
-
-
-def _headroom(total: int, reserve: float | int) -> int:
-    if isinstance(reserve, bool) or not isinstance(reserve, int | float):
-        raise TypeError(f"reserve must be a fraction (float) or bytes (int), got {type(reserve).__name__}")
-    if isinstance(reserve, float):
-        if not 0.0 <= reserve < 1.0:
-            raise ValueError(f"reserve as a fraction must be in [0, 1), got {reserve!r}")
-        return int(total * reserve)
-    if reserve < 0:
-        raise ValueError(f"reserve must be >= 0 bytes, got {reserve!r}")
-    return reserve
+#: (`plan::DEFAULT_RESERVE` in the core, which says why). Explicit `max_memory` values are
+#: used as given.
+DEFAULT_RESERVE: float = _core._DEFAULT_RESERVE
 
 
 def default_max_memory(reserve: float | int = DEFAULT_RESERVE) -> dict[int | str, int]:
@@ -45,10 +33,10 @@ def default_max_memory(reserve: float | int = DEFAULT_RESERVE) -> dict[int | str
     for device in cuda_devices():
         free = device.memory_free or 0
         total = device.memory_total or free
-        budgets[device.ordinal] = max(0, free - _headroom(total, reserve))
+        budgets[device.ordinal] = max(0, free - _core._headroom(total, reserve))
     available, ram = _core._system_memory()
     if available is not None:
-        budgets["cpu"] = max(0, available - _headroom(ram or available, reserve))
+        budgets["cpu"] = max(0, available - _core._headroom(ram or available, reserve))
     return budgets
 
 
@@ -107,8 +95,10 @@ def plan_report(
         if not isinstance(max_memory, Mapping):
             raise TypeError(f"max_memory must be a dict, got {type(max_memory).__name__}")
         max_memory = dict(max_memory)
-    groups = [list(group) for group in tied] if tied is not None else found_tied
-    patterns = list(no_split) if no_split is not None else found_no_split
+    # Passed as given: the core reads any iterable and refuses a bare str (which `list()` would
+    # have turned into one pattern per character).
+    groups = tied if tied is not None else found_tied
+    patterns = no_split if no_split is not None else found_no_split
     return _core._plan(sizes, max_memory, strategy, patterns, groups)
 
 
@@ -160,5 +150,5 @@ def stages(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     sizes, found_no_split, _ = _sizes_of(source, dtype, None)
-    patterns = list(no_split) if no_split is not None else found_no_split
+    patterns = no_split if no_split is not None else found_no_split
     return _core._stages(sizes, n, patterns)

@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devicemap import _core
+from devicemap._cli_input import CliError
+from devicemap._core import _human_bytes
+
 EXIT_OK = 0
 EXIT_DOES_NOT_FIT = 1
 EXIT_INVALID = 2
 
-GIB = 2**30
 MIB = 2**20
 
 # Memory per card as the driver reports it (bytes), for planning a machine you are not on.
@@ -40,10 +43,6 @@ CATALOGUE: dict[str, tuple[str, int]] = {
     "mi325x": ("MI325X 256GB", 262128 * MIB),
 }
 ALIASES = {"h100-80gb": "h100", "h200-141gb": "h200", "a10g-24gb": "a10g", "4090": "rtx4090"}
-
-
-class CliError(Exception):
-    """A bad argument: printed as `error: ...`, exit code 2."""
 
 
 def parse_devices(text: str) -> tuple[int, int, str, int]:
@@ -84,20 +83,16 @@ def parse_max_memory(text: str) -> dict[int | str, str]:
     return out
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:,.1f} GiB"
-
-
 def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
     """Budgets, a description of the GPUs, and GPUs per host (0: one host)."""
-    from devicemap._plan import _headroom, default_max_memory
+    from devicemap._plan import default_max_memory
 
     budgets: dict[int | str, Any] = {}
     described = ""
     per_host = 0
     if args.devices:
         hosts, per_host, name, memory = parse_devices(args.devices)
-        usable = max(0, memory - _headroom(memory, args.reserve))
+        usable = max(0, memory - _core._headroom(memory, args.reserve))
         for gpu in range(hosts * per_host):
             budgets[gpu] = usable
         described = f"{per_host} x {name}" if hosts == 1 else f"{hosts} hosts x {per_host} x {name}"
@@ -125,16 +120,16 @@ def _verdict(report: Any, described: str) -> str:
     gpus = [d for d in devices if d["device"] not in ("cpu", "disk")]
     if not report.fits:
         return (
-            f"does not fit on {described}: {_gib(report.missing_bytes)} more is needed "
+            f"does not fit on {described}: {_human_bytes(report.missing_bytes)} more is needed "
             "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
         )
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
     if gpus and spilled:
-        offload = " and ".join(f"{_gib(b)} on {device}" for device, b in spilled.items())
+        offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
         return f"fits on {described} only with offloading: {offload}"
     if gpus:
         spare = min(d["budget"] - d["bytes"] for d in gpus)
-        return f"fits on {described} with {_gib(spare)} to spare per GPU"
+        return f"fits on {described} with {_human_bytes(spare)} to spare per GPU"
     return f"fits on {', '.join(d['device'] for d in devices if d['bytes'])}"
 
 
@@ -151,8 +146,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
     total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
     name, size = report.largest_block
     console.print(
-        f"{source}: {_gib(total)} in {tensors:,} tensors, {blocks:,} blocks "
-        f"(largest {name!r}, {_gib(size)}), strategy {report.strategy}"
+        f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks "
+        f"(largest {name!r}, {_human_bytes(size)}), strategy {report.strategy}"
     )
     table = Table(show_edge=False, pad_edge=False)
     if per_host:
@@ -171,15 +166,15 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         share = entry["share"]
         row = [
             entry["device"],
-            _gib(entry["bytes"]),
-            _gib(entry["budget"]),
+            _human_bytes(entry["bytes"]),
+            _human_bytes(entry["budget"]),
             f"{_bar(share)} {share * 100:5.1f}%",
             f"{entry['blocks']:,}",
             f"{entry['tensors']:,}",
             f"{entry['entries']:,}",
         ]
         if entry["reserved"]:
-            row[2] += f" (keeps {_gib(entry['reserved'])})"
+            row[2] += f" (keeps {_human_bytes(entry['reserved'])})"
         if per_host:
             device = entry["device"]
             host = str(int(device.split(":")[1]) // per_host) if device.startswith("cuda:") else ""
@@ -188,7 +183,7 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
     console.print(table)
     spilled = report.spilled
     if spilled:
-        shown = ", ".join(f"{n} ({_gib(b)}) -> {d}" for n, b, d in spilled[:6])
+        shown = ", ".join(f"{n} ({_human_bytes(b)}) -> {d}" for n, b, d in spilled[:6])
         more = f", and {len(spilled) - 6} more" if len(spilled) > 6 else ""
         console.print(f"spilled: {shown}{more}")
     for note in report.notes:
@@ -197,8 +192,6 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
 
 
 def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
-    from devicemap import _core
-
     if not sys.stderr.isatty():
         return _core._checkpoint_sizes(path, dtype, None)
     from rich.progress import Progress
@@ -213,7 +206,6 @@ def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from devicemap import _core
     from devicemap._plan import plan_report
 
     try:
@@ -278,7 +270,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--example",
-        choices=["deepseek-v3", "deepseek-v3-bf16", "llama-3-70b"],
+        choices=_core._EXAMPLE_NAMES,
         help="plan a built-in example model (default without CHECKPOINT: deepseek-v3)",
     )
     parser.add_argument("--max-memory", help="budgets, e.g. 0=70GiB,1=70GiB,cpu=200GiB,disk=1TiB")
@@ -286,16 +278,14 @@ def add_parser(commands: Any) -> None:
         "--devices",
         help="plan for cards you are not on: 8xH100, 2x8xH100 (hosts), 4xA100-40GB, 8xH200, 8xMI300X ...",
     )
-    parser.add_argument(
-        "--strategy", default="balanced", choices=["balanced", "sequential", "balanced_low_0"]
-    )
+    parser.add_argument("--strategy", default="balanced", choices=_core._STRATEGY_NAMES)
     parser.add_argument(
         "--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)"
     )
     parser.add_argument(
         "--reserve",
         type=float,
-        default=0.1,
+        default=_core._DEFAULT_RESERVE,
         help="fraction of each device's memory kept free for activations (machine and --devices budgets)",
     )
     parser.add_argument("-o", "--output", help="write the map as JSON to this file")

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::convert::{device_objects, map_from_devices};
 use super::device::{device_to_py, PyDevice};
@@ -325,62 +324,9 @@ impl PyDeviceMap {
     }
 }
 
-/// `(name, bytes)` from a mapping or an iterable of pairs.
+/// `(name, bytes)` from a mapping or a list of pairs, by the one sizes reader.
 fn read_sizes<'py>(sizes: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyString>, u64)>> {
-    let pair = |i: usize, name: Bound<'py, PyAny>, bytes: Bound<'py, PyAny>| {
-        let name = name.cast_into::<PyString>().map_err(|e| {
-            PyErr::from(wrong_type(
-                &format!("sizes: tensor names must be str (item {i})"),
-                &e.into_inner(),
-            ))
-        })?;
-        if bytes.is_instance_of::<PyBool>() || !bytes.is_instance_of::<PyInt>() {
-            return Err(wrong_type(
-                &format!("sizes: the size of {} must be an int", short_repr(&name)),
-                &bytes,
-            )
-            .into());
-        }
-        let bytes: u64 = bytes.extract().map_err(|_| {
-            PyValueError::new_err(format!(
-                "sizes: the size of {} must be between 0 and 2**64-1, got {}",
-                short_repr(&name),
-                short_repr(&bytes)
-            ))
-        })?;
-        Ok((name, bytes))
-    };
-    if let Ok(dict) = sizes.cast::<PyDict>() {
-        return dict
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| pair(i, k, v))
-            .collect();
-    }
-    let items = if sizes.hasattr("items")? {
-        sizes.call_method0("items")?
-    } else {
-        sizes.clone()
-    };
-    let iter = items.try_iter().map_err(|_| {
-        PyErr::from(wrong_type(
-            "sizes must be a mapping of tensor names to bytes or (name, bytes) pairs",
-            sizes,
-        ))
-    })?;
-    iter.enumerate()
-        .map(|(i, item)| {
-            let item = item?;
-            let (name, bytes): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
-                item.extract().map_err(|_| {
-                    PyErr::from(wrong_type(
-                        &format!("sizes: item {i} must be a (name, bytes) pair"),
-                        &item,
-                    ))
-                })?;
-            pair(i, name, bytes)
-        })
-        .collect()
+    Ok(super::sizes::read_sizes(sizes, |name| Ok(name.clone()))?.entries)
 }
 
 /// The result of `DeviceMap.coverage(names)`.

@@ -12,6 +12,7 @@ mod keys;
 mod lookup;
 mod map;
 mod plan;
+mod sizes;
 
 use pyo3::prelude::*;
 
@@ -56,6 +57,18 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
+    // What the planning command line offers, from the core, so it keeps no copies.
+    m.add_function(wrap_pyfunction!(plan::_headroom, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_human_bytes, m)?)?;
+    m.add("_DEFAULT_RESERVE", crate::plan::DEFAULT_RESERVE)?;
+    m.add(
+        "_EXAMPLE_NAMES",
+        pyo3::types::PyTuple::new(m.py(), crate::examples::NAMES)?,
+    )?;
+    m.add(
+        "_STRATEGY_NAMES",
+        pyo3::types::PyTuple::new(m.py(), crate::plan::Strategy::NAMES)?,
+    )?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())

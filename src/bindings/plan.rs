@@ -17,10 +17,13 @@ use super::guard::guard;
 use super::keys::KeyCache;
 use super::lookup::PySummary;
 use super::map::PyDeviceMap;
+use super::sizes::read_sizes;
 use crate::device::Device;
 use crate::dtype::{self, Dtype};
 use crate::error::Error;
-use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
+use crate::plan::{
+    self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Reserve, Strategy,
+};
 use crate::safetensors::{self, Checkpoint, CheckpointSizes, Observed};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
@@ -344,99 +347,28 @@ pub fn _example_tensors(name: &str) -> PyResult<Vec<(String, String, u64)>> {
     })
 }
 
-/// Bytes of a size value: a non-negative `int` (not `bool`).
-fn bytes_from_py(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
-    if value.cast::<PyInt>().is_ok() && value.cast::<PyBool>().is_err() {
-        return value.extract::<u64>().map_err(|_| {
-            Error::Invalid(format!(
-                "Size of tensor '{key}' must be a non-negative int (bytes), got {}",
-                short_repr(value)
-            ))
-            .into()
-        });
-    }
-    Err(wrong_type(
-        &format!("Size of tensor '{key}' must be an int (bytes)"),
-        value,
-    )
-    .into())
-}
-
-/// `{name: bytes}` (a dict, a mapping, a list of pairs, or a checkpoint's sizes) in its order.
-fn sizes_from_py(source: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64)>> {
-    if let Ok(read) = source.cast::<PyCheckpointSizes>() {
-        return Ok(read.get().sizes.clone());
-    }
-    let mut out = Vec::new();
-    let mut push = |key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>| -> PyResult<()> {
-        let name = match key.cast::<PyString>() {
-            Ok(s) => s.to_str()?.to_owned(),
-            Err(_) => return Err(wrong_type("Tensor names must be str", key).into()),
-        };
-        let bytes = bytes_from_py(&name, value)?;
-        out.push((name, bytes));
-        Ok(())
-    };
-    if let Ok(dict) = source.cast::<PyDict>() {
-        for (key, value) in dict.iter() {
-            push(&key, &value)?;
-        }
-        return Ok(out);
-    } else if let Ok(list) = source.cast::<PyList>() {
-        for item in list.iter() {
-            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-            push(&key, &value)?;
-        }
-    } else if source.hasattr("items")? {
-        for item in source.call_method0("items")?.try_iter()? {
-            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
-            push(&key, &value)?;
-        }
-    } else {
-        return Err(wrong_type("expected a mapping of tensor names to bytes", source).into());
-    }
-    // Only a dict guarantees distinct names.
-    let mut seen = std::collections::HashSet::with_capacity(out.len());
-    for (name, _) in &out {
-        if !seen.insert(name.as_str()) {
-            return Err(Error::Invalid(format!("Tensor '{name}' is listed twice")).into());
-        }
-    }
-    Ok(out)
-}
-
-/// One `max_memory` value: an int (bytes), a finite non-negative float, or a size string.
+/// One `max_memory` value, read by the core's rules (`plan::budget_bytes`); `key` is the
+/// key's repr, for the message.
 fn budget_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let entry = |message: String| -> PyErr {
-        Error::Invalid(format!(
-            "max_memory[{key}] = {}: {message}",
-            short_repr(value)
-        ))
-        .into()
+    let read = if value.cast::<PyBool>().is_ok() {
+        BudgetValue::Other
+    } else if value.cast::<PyInt>().is_ok() {
+        BudgetValue::Int(value.extract::<u64>().ok())
+    } else if let Ok(f) = value.cast::<PyFloat>() {
+        BudgetValue::Float(f.value())
+    } else if let Ok(text) = value.cast::<PyString>() {
+        BudgetValue::Text(text.to_str()?)
+    } else {
+        BudgetValue::Other
     };
-    if value.cast::<PyBool>().is_ok() {
-        return Err(entry(
-            "expected bytes (int) or a size such as '20GiB'".into(),
-        ));
-    }
-    if value.cast::<PyInt>().is_ok() {
-        return value
-            .extract::<u64>()
-            .map_err(|_| entry("must be >= 0 bytes".into()));
-    }
-    if let Ok(f) = value.cast::<PyFloat>() {
-        let f = f.value();
-        if !f.is_finite() || f < 0.0 || f >= u64::MAX as f64 {
-            return Err(entry("must be a finite number of bytes >= 0".into()));
-        }
-        return Ok(f as u64);
-    }
-    if let Ok(text) = value.cast::<PyString>() {
-        return plan::parse_size(text.to_str()?).map_err(|e| entry(e.to_string()));
-    }
-    Err(entry(
-        "expected bytes (int) or a size such as '20GiB'".into(),
-    ))
+    plan::budget_bytes(read).map_err(|problem| {
+        Error::from(PlanError::BadBudget {
+            key: key.to_owned(),
+            shown: short_repr(value),
+            problem,
+        })
+        .into()
+    })
 }
 
 /// `max_memory` in HF's form: `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": ...}`.
@@ -457,14 +389,11 @@ fn budgets_from_py(max_memory: &Bound<'_, PyAny>) -> PyResult<Budgets> {
             None
         };
         let Some(device) = device else {
-            return Err(Error::Invalid(format!(
-                "Unknown max_memory key {shown}: expected a GPU id (0, 1, ...), 'cpu', 'disk' or 'mps'"
-            ))
-            .into());
+            return Err(Error::from(PlanError::UnknownBudgetKey { shown }).into());
         };
         devices.push((device, budget_value(&shown, &value)?));
     }
-    Ok(Budgets::new(devices)?)
+    Ok(Budgets::new(devices).map_err(Error::from)?)
 }
 
 fn strings(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<String>>> {
@@ -620,7 +549,7 @@ impl PyPlanReport {
     }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {
-        Ok(self.plan.check_fits()?)
+        Ok(self.plan.check_fits().map_err(Error::from)?)
     }
     /// Everything above as plain data (JSON-ready).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -677,13 +606,23 @@ fn model_from_py(
     tied: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Model> {
     let no_split = match strings(no_split, "no_split")? {
-        Some(patterns) => Some(NoSplit::new(&patterns)?),
+        Some(patterns) => Some(NoSplit::new(&patterns).map_err(Error::from)?),
         None => None,
     };
+    // A checkpoint's sizes, read already: its tensors are distinct (the reader refuses a
+    // name twice).
+    let (sizes, names_distinct) = match sizes.cast::<PyCheckpointSizes>() {
+        Ok(read) => (read.get().sizes.clone(), true),
+        Err(_) => {
+            let read = read_sizes(sizes, |name| Ok(name.to_str()?.to_owned()))?;
+            (read.entries, read.distinct)
+        }
+    };
     Ok(Model {
-        sizes: sizes_from_py(sizes)?,
+        sizes,
         tied: tied_from_py(tied)?,
         no_split,
+        names_distinct,
     })
 }
 
@@ -699,7 +638,7 @@ pub fn _plan(
     tied: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyPlanReport> {
     guard("_plan", || {
-        let strategy = Strategy::parse(strategy)?;
+        let strategy = Strategy::parse(strategy).map_err(Error::from)?;
         let budgets = budgets_from_py(max_memory)?;
         let model = model_from_py(sizes, no_split, tied)?;
         let plan = py.detach(|| plan::plan(&model, &budgets, strategy))?;
@@ -723,7 +662,8 @@ pub fn _stages(
 }
 
 /// Sizes of a torch module's parameters and buffers (bytes; floating-point ones re-sized to
-/// `dtype` if given), and the groups of names that share one tensor (tied weights).
+/// `dtype` if given), and the groups of names that share one tensor (tied weights). This reads
+/// each tensor; `plan::module_sizes` decides the sizes and the ties.
 #[pyfunction]
 #[pyo3(signature = (module, dtype = None))]
 pub fn _module_sizes(
@@ -734,48 +674,29 @@ pub fn _module_sizes(
         let dtype = dtype_from_py(dtype)?;
         let kwargs = PyDict::new(module.py());
         kwargs.set_item("remove_duplicate", false)?;
-        let mut sizes: Vec<(String, u64)> = Vec::new();
-        // Tensors seen by identity: a tied weight is one Parameter under several names.
-        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-        let mut groups: Vec<Vec<String>> = Vec::new();
-        let mut group_of: std::collections::HashMap<usize, usize> =
-            std::collections::HashMap::new();
+        let mut tensors = Vec::new();
         for method in ["named_parameters", "named_buffers"] {
             let items = module.call_method(method, (), Some(&kwargs))?;
             for item in items.try_iter()? {
                 let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
-                let id = tensor.as_ptr() as usize;
-                if let Some(&first) = seen.get(&id) {
-                    let g = *group_of.entry(id).or_insert_with(|| {
-                        groups.push(vec![sizes[first].0.clone()]);
-                        groups.len() - 1
-                    });
-                    groups[g].push(name.clone());
-                    sizes.push((name, 0));
-                    continue;
-                }
-                // `nbytes` is one attribute read (meta tensors have it too); the dtype override
-                // needs the stored dtype (`torch.bfloat16`, named as the dtype table names it)
-                // and the element count. A dtype the table lacks (complex128, quantized ints)
-                // is never a float a `torch_dtype` converts, so it keeps its bytes.
+                // `nbytes` is one attribute read (meta tensors have it too); the dtype and the
+                // element count only matter when the tensor may be re-sized.
                 let stored = match dtype {
-                    Some(_) => {
-                        dtype::parse_dtype(&tensor.getattr("dtype")?.str()?.to_string()).ok()
-                    }
+                    Some(_) => Some((
+                        tensor.getattr("dtype")?.str()?.to_string(),
+                        tensor.call_method0("numel")?.extract()?,
+                    )),
                     None => None,
                 };
-                let bytes = match stored {
-                    Some(stored) => {
-                        let elements: u64 = tensor.call_method0("numel")?.extract()?;
-                        dtype::loaded_bytes(stored, elements, dtype)
-                    }
-                    None => tensor.getattr("nbytes")?.extract()?,
-                };
-                seen.insert(id, sizes.len());
-                sizes.push((name, bytes));
+                tensors.push(ModuleTensor {
+                    name,
+                    id: tensor.as_ptr() as usize,
+                    nbytes: tensor.getattr("nbytes")?.extract()?,
+                    dtype: stored,
+                });
             }
         }
-        Ok((sizes, groups))
+        Ok(plan::module_sizes(tensors, dtype))
     })
 }
 
@@ -783,6 +704,46 @@ pub fn _module_sizes(
 #[pyfunction]
 pub fn _system_memory() -> PyResult<(Option<u64>, Option<u64>)> {
     guard("_system_memory", || {
-        Ok((plan::available_system_memory(), plan::total_system_memory()))
+        let memory = plan::system_memory();
+        Ok((memory.available, memory.total))
     })
+}
+
+/// Bytes a machine's budget keeps free on a device with `total` bytes: `reserve` is a fraction
+/// of it (a float in [0, 1)) or bytes (an int).
+#[pyfunction]
+pub fn _headroom(total: u64, reserve: &Bound<'_, PyAny>) -> PyResult<u64> {
+    guard("_headroom", || {
+        let shown = || short_repr(reserve);
+        let read = if reserve.cast::<PyBool>().is_ok() {
+            None
+        } else if let Ok(f) = reserve.cast::<PyFloat>() {
+            Some(Reserve::fraction(f.value(), &shown()).map_err(Error::from)?)
+        } else if reserve.cast::<PyInt>().is_ok() {
+            match reserve.extract::<u64>() {
+                Ok(bytes) => Some(Reserve::Bytes(bytes)),
+                Err(_) if reserve.lt(0)? => {
+                    return Err(Error::from(PlanError::NegativeReserve { shown: shown() }).into())
+                }
+                // More bytes than any device has: everything is kept free.
+                Err(_) => Some(Reserve::Bytes(u64::MAX)),
+            }
+        } else {
+            None
+        };
+        let Some(read) = read else {
+            let type_name = reserve.get_type().name()?.to_string();
+            return Err(Error::Type(format!(
+                "reserve must be a fraction (float) or bytes (int), got {type_name}"
+            ))
+            .into());
+        };
+        Ok(read.of(total))
+    })
+}
+
+/// `units::human_bytes`: bytes in binary units with one decimal (`1.5 GiB`).
+#[pyfunction]
+pub fn _human_bytes(bytes: u64) -> String {
+    crate::units::human_bytes(bytes)
 }

@@ -1,0 +1,186 @@
+//! What planning refuses: bad sizes, budgets, names and patterns, and a model that does not
+//! fit. Every message is the one users have always seen; `kind` says which Python exception
+//! each becomes (`bindings/errors.rs` makes it).
+
+use thiserror::Error;
+
+use crate::device::Device;
+use crate::error::ErrorKind;
+use crate::units::human_bytes;
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum PlanError {
+    #[error(
+        "Unknown strategy '{text}'; expected one of 'sequential', 'balanced', 'balanced_low_0'"
+    )]
+    UnknownStrategy { text: String },
+
+    /// `shown` is the key as the caller wrote it: quoted text, or a Python repr.
+    #[error(
+        "Unknown max_memory key {shown}: expected a GPU id (0, 1, ...), 'cpu', 'disk' or 'mps'"
+    )]
+    UnknownBudgetKey { shown: String },
+
+    #[error("max_memory names {device} twice")]
+    BudgetTwice { device: Device },
+
+    #[error("Invalid memory size '{text}': use bytes or a number with a unit such as '20GiB', '20GB', '512MiB'")]
+    BadMemorySize { text: String },
+
+    /// One `max_memory` value that is not a size: `key` and `shown` are reprs of the entry.
+    #[error("max_memory[{key}] = {shown}: {problem}")]
+    BadBudget {
+        key: String,
+        shown: String,
+        problem: BudgetProblem,
+    },
+
+    /// `shown` is a repr of the reserve given.
+    #[error("reserve as a fraction must be in [0, 1), got {shown}")]
+    ReserveFraction { shown: String },
+
+    #[error("reserve must be >= 0 bytes, got {shown}")]
+    NegativeReserve { shown: String },
+
+    /// `shown` is a repr of the size given.
+    #[error("Size of tensor '{name}' must be a non-negative int (bytes), got {shown}")]
+    BadSize { name: String, shown: String },
+
+    #[error("Tensor '{name}' is listed twice")]
+    NameTwice { name: String },
+
+    #[error(
+        "Invalid tensor name '{name}': expected dotted names such as 'model.layers.0.mlp.weight'"
+    )]
+    BadTensorName { name: String },
+
+    #[error("Invalid no_split pattern '{pattern}': expected a dotted module name such as 'model.layers.*'")]
+    BadNoSplit { pattern: String },
+
+    #[error("No device to plan for: max_memory is empty and no GPU or CPU budget was found")]
+    NoDevice,
+
+    #[error("Nothing to plan: the model has no tensors")]
+    NoTensors,
+
+    #[error("Every budget is zero ({}): nothing can be placed", joined(.devices))]
+    ZeroBudgets { devices: Vec<Device> },
+
+    #[error("{0}")]
+    DoesNotFit(Box<Shortfall>),
+
+    #[error("The number of stages must be at least 1")]
+    NoStages,
+
+    #[error("Cannot split {blocks} blocks into {stages} stages")]
+    TooFewBlocks { blocks: usize, stages: usize },
+}
+
+impl PlanError {
+    /// Every planning error is a `ValueError`: the input has the right type, not the right value.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Value
+    }
+}
+
+/// Why a `max_memory` value is not a size.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum BudgetProblem {
+    #[error("expected bytes (int) or a size such as '20GiB'")]
+    NotASize,
+    #[error("must be >= 0 bytes")]
+    Negative,
+    #[error("must be a finite number of bytes >= 0")]
+    NotFinite,
+    /// Text that `parse_size` refuses.
+    #[error("{0}")]
+    Text(Box<PlanError>),
+}
+
+/// By how much a model does not fit: what is left over once every device is full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Bytes of the whole model.
+    pub total: u64,
+    /// Bytes no device could take.
+    pub missing: u64,
+    /// Units left over.
+    pub blocks: usize,
+    /// The first of them.
+    pub first: String,
+    /// The budgets planned for, in fill order.
+    pub budgets: Vec<(Device, u64)>,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let budget = self
+            .budgets
+            .iter()
+            .map(|&(_, b)| b)
+            .fold(0, u64::saturating_add);
+        let each = self
+            .budgets
+            .iter()
+            .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        write!(
+            f,
+            "The model ({}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
+            human_bytes(self.total),
+            human_bytes(self.missing),
+            self.blocks,
+            self.first,
+            human_bytes(budget),
+            human_bytes(self.missing)
+        )
+    }
+}
+
+fn joined(devices: &[Device]) -> String {
+    devices
+        .iter()
+        .map(Device::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let short = Shortfall {
+            total: 30,
+            missing: 30,
+            blocks: 2,
+            first: "a".into(),
+            budgets: vec![(Device::gpu(0), 5)],
+        };
+        assert_eq!(
+            PlanError::DoesNotFit(Box::new(short)).to_string(),
+            "The model (30 B) does not fit: 30 B in 2 block(s), from 'a' on, are left over once \
+             every device is full (budgets total 5 B: cuda:0=5 B); add 30 B or more to the budgets"
+        );
+        let zero = PlanError::ZeroBudgets {
+            devices: vec![Device::gpu(0), Device::cpu()],
+        };
+        assert_eq!(
+            zero.to_string(),
+            "Every budget is zero (cuda:0, cpu): nothing can be placed"
+        );
+        let bad = PlanError::BadBudget {
+            key: "'cpu'".into(),
+            shown: "'-5GiB'".into(),
+            problem: BudgetProblem::Text(Box::new(PlanError::BadMemorySize {
+                text: "-5GiB".into(),
+            })),
+        };
+        assert!(bad
+            .to_string()
+            .starts_with("max_memory['cpu'] = '-5GiB': Invalid memory size '-5GiB'"));
+        assert_eq!(bad.kind(), ErrorKind::Value);
+    }
+}

@@ -1,0 +1,402 @@
+//! Placement: which device each unit goes to. The strategies share one shape: units in order
+//! go to contiguous ranges of accelerators, then the CPU, then disk; they differ in where the
+//! cuts between accelerators fall. Around them, the reserve that the device running offloaded
+//! blocks keeps for them.
+
+use super::budget::{is_accelerator, Budgets};
+use super::cost::Cost;
+use super::error::PlanError;
+use crate::device::{Device, DeviceType};
+
+/// How units are spread over the accelerators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    Sequential,
+    Balanced,
+    BalancedLow0,
+}
+
+impl Strategy {
+    pub const NAMES: [&'static str; 3] = ["sequential", "balanced", "balanced_low_0"];
+
+    /// A strategy by name (`"auto"` is accelerate's name for `"balanced"`).
+    pub fn parse(text: &str) -> Result<Strategy, PlanError> {
+        match text {
+            "sequential" => Ok(Strategy::Sequential),
+            "balanced" | "auto" => Ok(Strategy::Balanced),
+            "balanced_low_0" => Ok(Strategy::BalancedLow0),
+            _ => Err(PlanError::UnknownStrategy {
+                text: text.to_owned(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Greedy order-preserving fill of `sizes` into devices of `caps`, starting each unit on the
+/// current device and moving on when it does not fit. Returns each unit's device index
+/// (`caps.len()` for units that did not fit anywhere after the last device was passed).
+fn fill(sizes: &[u64], caps: &[u64]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut device = 0;
+    let mut used = 0u64;
+    for &size in sizes {
+        while device < caps.len() && used.saturating_add(size) > caps[device] {
+            device += 1;
+            used = 0;
+        }
+        if device < caps.len() {
+            used += size;
+        }
+        out.push(device);
+    }
+    out
+}
+
+/// Whether `sizes` fit, in order and contiguously, into devices of `caps`.
+fn fits(sizes: &[u64], caps: &[u64]) -> bool {
+    if caps.is_empty() {
+        return sizes.is_empty();
+    }
+    let mut device = 0;
+    let mut used = 0u64;
+    for &size in sizes {
+        while used.saturating_add(size) > caps[device] {
+            device += 1;
+            used = 0;
+            if device == caps.len() {
+                return false;
+            }
+        }
+        used += size;
+    }
+    true
+}
+
+/// Number of leading `sizes` that fit into `caps` in order (greedy is optimal for a prefix).
+fn prefix_that_fits(sizes: &[u64], caps: &[u64]) -> usize {
+    fill(sizes, caps)
+        .iter()
+        .position(|&d| d >= caps.len())
+        .unwrap_or(sizes.len())
+}
+
+const SHARE_ONE: u128 = 1 << 32;
+
+fn capped(budgets: &[u64], caps: &[u64], share: u128) -> Vec<u64> {
+    budgets
+        .iter()
+        .zip(caps)
+        .map(|(&b, &c)| ((b as u128 * share / SHARE_ONE) as u64).min(c))
+        .collect()
+}
+
+/// Assigns `sizes` (which must fit `caps`) to the devices contiguously, minimising the largest
+/// `used / budget`: binary search on that share in steps of 2^-32, each step a greedy check.
+/// Then, under that bottleneck, each device in turn takes the cut closest to its fair part of
+/// what is left (still leaving a feasible rest), so the last devices are not left under-filled
+/// as a greedy fill up to the bottleneck would leave them.
+fn balance(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
+    if caps.is_empty() {
+        return vec![0; sizes.len()];
+    }
+    let (mut low, mut high) = (0u128, SHARE_ONE);
+    while low < high {
+        let mid = (low + high) / 2;
+        if fits(sizes, &capped(budgets, caps, mid)) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    let limit = capped(budgets, caps, high);
+    if !fits(sizes, &limit) {
+        // Only when the caller broke the precondition; the greedy fill still says what fits.
+        return fill(sizes, caps);
+    }
+    let mut prefix = Vec::with_capacity(sizes.len() + 1);
+    prefix.push(0u128);
+    for &size in sizes {
+        let last = prefix[prefix.len() - 1];
+        prefix.push(last + size as u128);
+    }
+    let load = |a: usize, b: usize| prefix[b] - prefix[a];
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut start = 0;
+    for device in 0..limit.len() {
+        let end = if device + 1 == limit.len() {
+            sizes.len()
+        } else {
+            // The most this device can take, and the least that leaves a rest that fits.
+            let mut most = start;
+            while most < sizes.len() && load(start, most + 1) <= limit[device] as u128 {
+                most += 1;
+            }
+            let rest = &limit[device + 1..];
+            let (mut lo, mut hi) = (start, most);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if fits(&sizes[mid..], rest) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            let least = lo;
+            let left: u128 = budgets[device..].iter().map(|&b| b as u128).sum();
+            let target = (load(start, sizes.len()) * budgets[device] as u128)
+                .checked_div(left)
+                .unwrap_or(0);
+            // Loads grow with the cut: the first cut at or past the target, or the one before.
+            let goal = prefix[start] + target;
+            let at = prefix[least..=most].partition_point(|&p| p < goal) + least;
+            let mut best = at.min(most);
+            if best > least && goal - prefix[best - 1] <= prefix[best].saturating_sub(goal) {
+                best -= 1;
+            }
+            best
+        };
+        out.extend(std::iter::repeat(device).take(end - start));
+        start = end;
+    }
+    out
+}
+
+/// Like `balance`, but device 0 first takes only the prefix the others cannot hold.
+fn balance_low_0(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
+    if caps.len() < 2 {
+        return balance(sizes, budgets, caps);
+    }
+    // Pack from the end into devices n-1 .. 1: what is left at the front is the least that
+    // device 0 must take.
+    let mut device = caps.len() - 1;
+    let mut used = 0u64;
+    let mut first_on_others = sizes.len();
+    for (i, &size) in sizes.iter().enumerate().rev() {
+        while used.saturating_add(size) > caps[device] {
+            if device == 1 {
+                break;
+            }
+            device -= 1;
+            used = 0;
+        }
+        if used.saturating_add(size) > caps[device] {
+            break;
+        }
+        used += size;
+        first_on_others = i;
+    }
+    let mut out = vec![0; first_on_others];
+    out.extend(
+        balance(&sizes[first_on_others..], &budgets[1..], &caps[1..])
+            .into_iter()
+            .map(|d| d + 1),
+    );
+    out
+}
+
+/// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
+/// the budget of device `runner`, and accelerators before it take nothing (the runner must be
+/// the first accelerator holding a block).
+fn assign(
+    sizes: &[u64],
+    budgets: &[(Device, u64)],
+    strategy: Strategy,
+    reserve: u64,
+    runner: usize,
+) -> Vec<usize> {
+    let caps: Vec<u64> = budgets
+        .iter()
+        .enumerate()
+        .map(|(i, &(device, b))| {
+            if i == runner {
+                b.saturating_sub(reserve)
+            } else if i < runner && is_accelerator(device) {
+                0
+            } else {
+                b
+            }
+        })
+        .collect();
+    let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
+    if strategy == Strategy::Sequential || accelerators == 0 {
+        return fill(sizes, &caps);
+    }
+    let on_accelerators = prefix_that_fits(sizes, &caps[..accelerators]);
+    let plain: Vec<u64> = budgets[..accelerators].iter().map(|&(_, b)| b).collect();
+    let head = &sizes[..on_accelerators];
+    let mut out = match strategy {
+        Strategy::BalancedLow0 => balance_low_0(head, &plain, &caps[..accelerators]),
+        _ => balance(head, &plain, &caps[..accelerators]),
+    };
+    out.extend(
+        fill(&sizes[on_accelerators..], &caps[accelerators..])
+            .into_iter()
+            .map(|d| d + accelerators),
+    );
+    out
+}
+
+/// Where the units went, and what the device running offloaded blocks keeps for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    /// Device index (into the budgets) of each unit; the number of devices for a unit that
+    /// no device takes.
+    pub(super) assigned: Vec<usize>,
+    /// The device that runs offloaded blocks: the first accelerator holding a block
+    /// (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
+    pub(super) runner: usize,
+    /// Kept free on `runner` for the largest offloaded unit (0 when nothing is offloaded).
+    pub(super) reserve: u64,
+    /// Units on devices from this index on are offloaded: the CPU and disk when there are
+    /// accelerators, else the disk.
+    pub(super) offload_from: usize,
+}
+
+/// Places units of these costs, in order, onto `budgets`. When anything is offloaded, the
+/// runner keeps room for the largest offloaded unit: its weights are copied there to run.
+pub(super) fn place(costs: &[Cost], budgets: &Budgets, strategy: Strategy) -> Placement {
+    let sizes: Vec<u64> = costs.iter().map(|c| c.total()).collect();
+    let devices = &budgets.devices;
+    let accelerators = budgets.accelerators();
+    let mut runner = if accelerators > 0 {
+        0
+    } else {
+        devices
+            .iter()
+            .position(|(d, _)| d.kind == DeviceType::Cpu)
+            .unwrap_or(0)
+    };
+    let offload_from = if accelerators > 0 {
+        accelerators
+    } else {
+        runner + 1
+    };
+    let spills = |assigned: &[usize]| {
+        assigned
+            .iter()
+            .zip(&sizes)
+            .filter(|(&d, _)| d >= offload_from && d < devices.len())
+            .map(|(_, &s)| s)
+            .max()
+    };
+    let (mut assigned, mut reserve);
+    loop {
+        // The reserve changes what spills: repeat until it covers the largest spilled unit.
+        // This ends without a cap on the rounds: the reserve is always the size of some unit,
+        // and each round raises it strictly (a round runs only when a spilled unit is larger),
+        // so there are at most as many rounds as distinct unit sizes, and the reserve never
+        // passes the largest unit.
+        reserve = 0u64;
+        assigned = assign(&sizes, devices, strategy, reserve, runner);
+        while let Some(larger) = spills(&assigned).filter(|&s| s > reserve) {
+            reserve = larger;
+            assigned = assign(&sizes, devices, strategy, reserve, runner);
+        }
+        if spills(&assigned).is_none() {
+            reserve = 0;
+            break;
+        }
+        // With its reserve taken off, the runner may hold nothing (its budget left too little
+        // for the first block): then the first GPU that does hold a block runs the offloaded
+        // ones, and the reserve moves there, the GPUs before it staying empty. The runner only
+        // moves forward, so this too ends, after at most one round per accelerator.
+        match assigned.iter().copied().find(|&d| d < accelerators) {
+            Some(first) if first > runner => runner = first,
+            _ => break,
+        }
+    }
+    Placement {
+        assigned,
+        runner,
+        reserve,
+        offload_from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator, so the cases below are the same on every run.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % below
+        }
+    }
+
+    #[test]
+    fn the_reserve_always_covers_the_largest_offloaded_unit() {
+        let mut rng = Lcg(7);
+        for case in 0..2000 {
+            let units = 1 + rng.next(40) as usize;
+            let costs: Vec<Cost> = (0..units)
+                .map(|_| Cost::of_weights(1 + rng.next(1000)))
+                .collect();
+            let gpus = rng.next(4);
+            let mut devices: Vec<(Device, u64)> = (0..gpus)
+                .map(|i| (Device::gpu(i), rng.next(5000)))
+                .collect();
+            devices.push((Device::cpu(), rng.next(8000)));
+            if rng.next(2) == 0 {
+                devices.push((Device::disk(), rng.next(20000)));
+            }
+            let budgets = Budgets::new(devices).unwrap();
+            for strategy in [
+                Strategy::Sequential,
+                Strategy::Balanced,
+                Strategy::BalancedLow0,
+            ] {
+                let placed = place(&costs, &budgets, strategy);
+                let offloaded = placed
+                    .assigned
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(&d, _)| d >= placed.offload_from && d < budgets.devices.len())
+                    .map(|(_, c)| c.total())
+                    .max();
+                match offloaded {
+                    Some(largest) => assert!(
+                        placed.reserve >= largest,
+                        "case {case} {strategy:?}: {placed:?}"
+                    ),
+                    None => assert_eq!(placed.reserve, 0, "case {case}"),
+                }
+                // Nothing sits on the runner's accelerators before it, and the runner's
+                // budget holds its units and the reserve, when they fit at all.
+                let on_runner: u64 = placed
+                    .assigned
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(&d, _)| d == placed.runner)
+                    .map(|(_, c)| c.total())
+                    .sum();
+                if on_runner > 0 {
+                    let budget = budgets.devices[placed.runner].1;
+                    assert!(on_runner + placed.reserve <= budget, "case {case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strategies_by_name() {
+        for name in Strategy::NAMES {
+            assert_eq!(Strategy::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(Strategy::parse("auto").unwrap(), Strategy::Balanced);
+        assert_eq!(
+            Strategy::parse("greedy").unwrap_err().to_string(),
+            "Unknown strategy 'greedy'; expected one of 'sequential', 'balanced', 'balanced_low_0'"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The result of a plan: per-device accounting, what was offloaded or left over, the verdict,
+//! the notes saying why, and the plain-text report.
+
+use std::fmt::Write as _;
+
+use super::budget::Budgets;
+use super::cost::Cost;
+use super::error::{PlanError, Shortfall};
+use super::model::{Tensors, Units};
+use super::place::{Placement, Strategy};
+use crate::device::{Device, DeviceType};
+use crate::error::{Error, Result};
+use crate::lookup::{self, Summary};
+use crate::map::DeviceMap;
+use crate::units::{human_bytes, thousands};
+
+/// Per-device result of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceUse {
+    pub device: Device,
+    pub budget: u64,
+    /// Kept free for the largest offloaded block (on the device that runs offloaded blocks).
+    pub reserved: u64,
+    pub bytes: u64,
+    pub blocks: usize,
+    pub tensors: usize,
+}
+
+/// A unit that was placed off the accelerators, or not at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub name: String,
+    pub bytes: u64,
+    pub device: Option<Device>,
+}
+
+/// Whether the model fits, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every unit on an accelerator (or, without accelerators, in memory).
+    Fits,
+    /// Every unit placed, `blocks` of them (`bytes` in all) offloaded to the CPU or disk
+    /// (to disk, without accelerators).
+    FitsWithOffload { blocks: usize, bytes: u64 },
+    /// Some units left over once every device is full.
+    DoesNotFit(Shortfall),
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub map: DeviceMap,
+    pub strategy: Strategy,
+    pub devices: Vec<DeviceUse>,
+    pub total_bytes: u64,
+    pub tensors: usize,
+    pub blocks: usize,
+    pub largest_block: (String, u64),
+    /// Units on the CPU or disk (with accelerators present), or on disk (without), in order.
+    pub spilled: Vec<Placed>,
+    /// Units no device could take.
+    pub unplaced: Vec<Placed>,
+    pub unplaced_bytes: u64,
+    pub verdict: Verdict,
+    /// Sentences saying why things went where they went (the last one, when the model does
+    /// not fit, says by how much).
+    pub notes: Vec<String>,
+    /// The planned map looked up for every tensor (`DeviceMap.summary(sizes)`), with tied
+    /// storage counted once: per device it agrees with `devices`, which `plan` checks.
+    pub summary: Summary,
+}
+
+/// What planning decided, for the report.
+pub(super) struct Planned<'p, 'a> {
+    pub(super) strategy: Strategy,
+    pub(super) budgets: &'p Budgets,
+    pub(super) tensors: &'p Tensors<'a>,
+    pub(super) units: &'p Units<'a>,
+    /// The cost of each unit placement placed (`units.order`).
+    pub(super) costs: &'p [Cost],
+    pub(super) placement: &'p Placement,
+    /// The device of every unit (`units.list`).
+    pub(super) unit_device: &'p [usize],
+    pub(super) map: DeviceMap,
+}
+
+/// The plan: what each device holds, what was offloaded or left over and why, and the compact
+/// map checked against the placement.
+pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
+    let Planned {
+        strategy,
+        budgets,
+        tensors,
+        units,
+        costs,
+        placement,
+        unit_device,
+        map,
+    } = planned;
+    let devices = &budgets.devices;
+    let tensor_device: Vec<usize> = units
+        .of_tensor
+        .iter()
+        .map(|&u| unit_device[u as usize])
+        .collect();
+    let uses = device_uses(budgets, costs, placement, &tensor_device);
+    let mut spilled = Vec::new();
+    let mut unplaced = Vec::new();
+    for (&u, (&d, cost)) in units.order.iter().zip(placement.assigned.iter().zip(costs)) {
+        if d >= devices.len() {
+            unplaced.push(Placed {
+                name: units.name(u),
+                bytes: cost.total(),
+                device: None,
+            });
+        } else if d >= placement.offload_from {
+            spilled.push(Placed {
+                name: units.name(u),
+                bytes: cost.total(),
+                device: Some(devices[d].0),
+            });
+        }
+    }
+    let total = costs
+        .iter()
+        .fold(Cost::default(), |sum, &c| sum.saturating_add(c))
+        .total();
+    let unplaced_bytes = unplaced.iter().map(|p| p.bytes).sum();
+    let largest = costs
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, c)| (c.total(), std::cmp::Reverse(i)))
+        .map(|(i, c)| (units.name(units.order[i]), c.total()))
+        .unwrap_or_default();
+    let verdict = if !unplaced.is_empty() {
+        Verdict::DoesNotFit(Shortfall {
+            total,
+            missing: unplaced_bytes,
+            blocks: unplaced.len(),
+            first: unplaced[0].name.clone(),
+            budgets: devices.clone(),
+        })
+    } else if !spilled.is_empty() {
+        Verdict::FitsWithOffload {
+            blocks: spilled.len(),
+            bytes: spilled.iter().map(|p| p.bytes).sum(),
+        }
+    } else {
+        Verdict::Fits
+    };
+    let notes = notes(budgets, placement, &uses, &spilled, total, &verdict);
+    let summary = checked_summary(&map, &tensors.names, &tensors.bytes, &uses, &tensor_device)?;
+    Ok(Plan {
+        summary,
+        map,
+        strategy,
+        devices: uses,
+        total_bytes: total,
+        tensors: tensors.names.len(),
+        blocks: units.order.len(),
+        largest_block: largest,
+        spilled,
+        unplaced,
+        unplaced_bytes,
+        verdict,
+        notes,
+    })
+}
+
+/// Per device: its budget, the reserve it keeps, and the bytes, units and tensors placed on it.
+fn device_uses(
+    budgets: &Budgets,
+    costs: &[Cost],
+    placement: &Placement,
+    tensor_device: &[usize],
+) -> Vec<DeviceUse> {
+    let mut uses: Vec<DeviceUse> = budgets
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, &(device, budget))| DeviceUse {
+            device,
+            budget,
+            reserved: if i == placement.runner {
+                placement.reserve
+            } else {
+                0
+            },
+            bytes: 0,
+            blocks: 0,
+            tensors: 0,
+        })
+        .collect();
+    for (&d, cost) in placement.assigned.iter().zip(costs) {
+        if let Some(used) = uses.get_mut(d) {
+            used.bytes += cost.total();
+            used.blocks += 1;
+        }
+    }
+    for &d in tensor_device {
+        if let Some(used) = uses.get_mut(d) {
+            used.tensors += 1;
+        }
+    }
+    uses
+}
+
+/// Sentences for the report: what was offloaded and where, what the runner keeps for it, and
+/// by how much the model does not fit.
+fn notes(
+    budgets: &Budgets,
+    placement: &Placement,
+    uses: &[DeviceUse],
+    spilled: &[Placed],
+    total: u64,
+    verdict: &Verdict,
+) -> Vec<String> {
+    let devices = &budgets.devices;
+    let mut notes = Vec::new();
+    if !spilled.is_empty() {
+        let offload_from = placement.offload_from;
+        let on_fast: u64 = uses[..offload_from].iter().map(|u| u.bytes).sum();
+        let fast: Vec<String> = devices[..offload_from]
+            .iter()
+            .map(|(d, _)| d.to_string())
+            .collect();
+        let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
+        notes.push(format!(
+            "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
+            human_bytes(spilled_bytes),
+            human_bytes(total),
+            fast.join(", "),
+            human_bytes(on_fast),
+            spilled.len(),
+            spill_devices(spilled)
+        ));
+        let biggest = spilled
+            .iter()
+            .max_by_key(|p| p.bytes)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        notes.push(format!(
+            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run",
+            devices[placement.runner].0,
+            human_bytes(placement.reserve),
+            biggest
+        ));
+    }
+    if let Verdict::DoesNotFit(shortfall) = verdict {
+        notes.push(shortfall.to_string());
+    }
+    notes
+}
+
+fn spill_devices(spilled: &[Placed]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for p in spilled {
+        if let Some(d) = p.device {
+            let text = d.to_string();
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+    }
+    seen.join(" and ")
+}
+
+/// Looks up every tensor in the compact map, as a loader will, and checks that each lands
+/// where the planner put it: the compaction must not move anything.
+fn checked_summary(
+    map: &DeviceMap,
+    names: &[&str],
+    tensor_bytes: &[u64],
+    uses: &[DeviceUse],
+    tensor_device: &[usize],
+) -> Result<Summary> {
+    let summary =
+        lookup::summary_with_sizes(map, names.iter().copied().zip(tensor_bytes.iter().copied()))?;
+    // What no device takes is mapped to `meta` (see `compact`); nothing is left uncovered.
+    let unplaced = tensor_device.iter().filter(|&&d| d >= uses.len()).count();
+    let on_meta = summary
+        .devices
+        .iter()
+        .find(|u| u.device.kind == DeviceType::Meta)
+        .map_or(0, |u| u.tensors);
+    let mut agrees = summary.uncovered_tensors == 0 && on_meta == unplaced;
+    for used in uses {
+        let found = summary.devices.iter().find(|u| u.device == used.device);
+        let (tensors, bytes) = found.map_or((0, 0), |u| (u.tensors, u.bytes));
+        agrees &= tensors == used.tensors && bytes == used.bytes;
+    }
+    if !agrees {
+        return Err(Error::Internal(format!(
+            "the compact map places tensors elsewhere than planned (planned {:?}, map gives {:?})",
+            uses.iter()
+                .map(|u| (u.device, u.tensors, u.bytes))
+                .collect::<Vec<_>>(),
+            summary
+                .devices
+                .iter()
+                .map(|u| (u.device, u.tensors, u.bytes))
+                .collect::<Vec<_>>()
+        )));
+    }
+    Ok(summary)
+}
+
+impl Plan {
+    /// Whether everything was placed.
+    pub fn fits(&self) -> bool {
+        !matches!(self.verdict, Verdict::DoesNotFit(_))
+    }
+
+    /// `Ok` when everything was placed, else the error saying by how much it does not fit.
+    pub fn check_fits(&self) -> Result<(), PlanError> {
+        match &self.verdict {
+            Verdict::DoesNotFit(shortfall) => {
+                Err(PlanError::DoesNotFit(Box::new(shortfall.clone())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A plain-text report: one line per device, then what spilled and why.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "plan ({}): {} in {} tensors, {} blocks (largest '{}', {})",
+            self.strategy.as_str(),
+            human_bytes(self.total_bytes),
+            thousands(self.tensors as u64),
+            thousands(self.blocks as u64),
+            self.largest_block.0,
+            human_bytes(self.largest_block.1)
+        );
+        for used in &self.devices {
+            let share = if used.budget == 0 {
+                0.0
+            } else {
+                used.bytes as f64 / used.budget as f64 * 100.0
+            };
+            let entries = self
+                .summary
+                .devices
+                .iter()
+                .find(|u| u.device == used.device)
+                .map_or(0, |u| u.entries);
+            let _ = write!(
+                out,
+                "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks  {:>9} tensors  {:>6} map entries",
+                used.device.to_string(),
+                human_bytes(used.bytes),
+                human_bytes(used.budget),
+                used.blocks,
+                thousands(used.tensors as u64),
+                entries
+            );
+            if used.reserved > 0 {
+                let _ = write!(
+                    out,
+                    "  (keeps {} for offloaded blocks)",
+                    human_bytes(used.reserved)
+                );
+            }
+            out.push('\n');
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "{note}");
+        }
+        out
+    }
+}
