@@ -114,6 +114,9 @@ pub enum Error {
     /// A check of devicemap's own work failed: a bug, never the caller's input.
     #[error("internal error: {0}; please report it at the devicemap issue tracker")]
     Internal(String),
+
+    #[error(transparent)]
+    Inference(#[from] crate::inference::InferenceError),
 }
 
 /// Entries a map can hold: positions are `u32`.
@@ -128,6 +131,7 @@ impl Error {
             Error::Key(_) => ErrorKind::Key,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,
             Error::TooManyEntries { .. } => ErrorKind::Overflow,
+            Error::Inference(err) => err.kind(),
             _ => ErrorKind::Value,
         }
     }
