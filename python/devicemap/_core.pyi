@@ -20,6 +20,7 @@ __all__ = [
     "DeviceMap",
     "DeviceMapping",
     "Explanation",
+    "KvCache",
     "MapDiff",
     "MapIter",
     "MapSummary",
@@ -31,6 +32,7 @@ __all__ = [
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_tensors",
+    "_kv_defaults",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -40,6 +42,7 @@ __all__ = [
     "cuda_discover",
     "cuda_status",
     "example_model",
+    "kv_cache",
     "tensor_sizes",
 ]
 __version__: str
@@ -386,3 +389,38 @@ def _plan(
 def _stages(sizes: Any, n: int, no_split: list[str] | None = None) -> list[list[str]]: ...
 def _module_sizes(module: Any, dtype: Any = None) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
 def _system_memory() -> tuple[int | None, int | None]: ...
+
+@final
+class KvCache:
+    @property
+    def per_layer(self) -> list[int]: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def per_token(self) -> int | None: ...
+    @property
+    def layer_kinds(self) -> list[str]: ...
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def encoder_tokens(self) -> int | None: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def cache(self) -> Literal["static", "dynamic"]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+def kv_cache(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Any,
+    tokens: int,
+    *,
+    batch: int | None = None,
+    dtype: Any = None,
+    cache: Literal["static", "dynamic"] = "static",
+    encoder_tokens: int | None = None,
+) -> KvCache: ...
+def _kv_defaults() -> dict[str, dict[str, int | bool | str | None]]: ...

@@ -7,6 +7,7 @@ mod cuda;
 mod device;
 mod errors;
 mod guard;
+mod inference;
 mod keys;
 mod lookup;
 mod map;
@@ -55,6 +56,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
+    inference::register(m)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
