@@ -138,6 +138,9 @@ pub enum Error {
 
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+
+    #[error(transparent)]
+    Inference(#[from] crate::inference::InferenceError),
 }
 
 /// Entries a map can hold: positions are `u32`.
@@ -155,6 +158,7 @@ impl Error {
             Error::Panic { .. } => ErrorKind::Runtime,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,
             Error::TooManyEntries { .. } => ErrorKind::Overflow,
+            Error::Inference(err) => err.kind(),
             _ => ErrorKind::Value,
         }
     }

@@ -9,6 +9,7 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod examples;
+pub mod inference;
 pub mod lookup;
 pub mod map;
 pub mod names;

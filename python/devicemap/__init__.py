@@ -14,6 +14,7 @@ from devicemap._core import (
     DeviceMap,
     DeviceMapping,
     Explanation,
+    KvCache,
     MapDiff,
     MapSummary,
     NearMiss,
@@ -23,6 +24,7 @@ from devicemap._core import (
     cuda_devices,
     cuda_status,
     example_model,
+    kv_cache,
     tensor_sizes,
 )
 from devicemap._pick import pick_device
@@ -39,6 +41,7 @@ __all__ = [
     "DeviceMap",
     "DeviceType",
     "Explanation",
+    "KvCache",
     "MapDiff",
     "MapSummary",
     "NearMiss",
@@ -49,6 +52,7 @@ __all__ = [
     "cuda_status",
     "default_max_memory",
     "example_model",
+    "kv_cache",
     "pick_device",
     "plan",
     "plan_report",

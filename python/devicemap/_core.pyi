@@ -23,6 +23,7 @@ __all__ = [
     "DeviceMap",
     "DeviceMapping",
     "Explanation",
+    "KvCache",
     "MapDiff",
     "MapIter",
     "MapSummary",
@@ -36,6 +37,7 @@ __all__ = [
     "_example_tensors",
     "_headroom",
     "_human_bytes",
+    "_kv_defaults",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -45,6 +47,7 @@ __all__ = [
     "cuda_discover",
     "cuda_status",
     "example_model",
+    "kv_cache",
     "tensor_sizes",
 ]
 __version__: str
@@ -397,3 +400,38 @@ def _human_bytes(bytes: int) -> str: ...
 _DEFAULT_RESERVE: float
 _EXAMPLE_NAMES: tuple[str, ...]
 _STRATEGY_NAMES: tuple[str, ...]
+
+@final
+class KvCache:
+    @property
+    def per_layer(self) -> list[int]: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def per_token(self) -> int | None: ...
+    @property
+    def layer_kinds(self) -> list[str]: ...
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def encoder_tokens(self) -> int | None: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def cache(self) -> Literal["static", "dynamic"]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+def kv_cache(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Any,
+    tokens: int,
+    *,
+    batch: int | None = None,
+    dtype: Any = None,
+    cache: Literal["static", "dynamic"] = "static",
+    encoder_tokens: int | None = None,
+) -> KvCache: ...
+def _kv_defaults() -> dict[str, dict[str, int | bool | str | None]]: ...

@@ -8,6 +8,7 @@ mod device;
 mod errors;
 mod guard;
 mod haystack;
+mod inference;
 mod keys;
 mod lookup;
 mod map;
@@ -69,6 +70,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "_STRATEGY_NAMES",
         pyo3::types::PyTuple::new(m.py(), crate::plan::Strategy::NAMES)?,
     )?;
+    inference::register(m)?;
     let values: Vec<&str> = crate::device::DeviceType::ALL
         .iter()
         .map(|t| t.as_str())
