@@ -15,7 +15,7 @@ fuzz_target!(|input: &[u8]| {
     padded[..len_bytes.len()].copy_from_slice(len_bytes);
     let data_len = u64::from_le_bytes(padded) % (1 << 40);
     if let Ok(parsed) =
-        _core::safetensors::parse_header(Path::new("fuzz.safetensors"), header, data_len)
+        _core::checkpoint::parse_header(Path::new("fuzz.safetensors"), header, data_len)
     {
         let total: u128 = parsed.iter().map(|(_, t)| t.bytes as u128).sum();
         assert!(

@@ -1,6 +1,6 @@
 //! Planning for Python: `tensor_sizes`, `example_model`, `_plan`, `_stages`, `_module_sizes`,
 //! `PlanReport`, and `DeviceMap.to_hf()`. Only translation: the work is in `crate::plan`,
-//! `crate::safetensors` and `crate::examples`, done with the GIL released.
+//! `crate::checkpoint` and `crate::examples`, done with the GIL released.
 
 use std::cell::RefCell;
 use std::collections::hash_map::{Entry, HashMap};
@@ -17,11 +17,11 @@ use super::guard::guard;
 use super::keys::KeyCache;
 use super::lookup::PySummary;
 use super::map::PyDeviceMap;
+use crate::checkpoint::{self, Checkpoint, CheckpointSizes, Observed};
 use crate::device::Device;
 use crate::dtype::{self, Dtype};
 use crate::error::Error;
 use crate::plan::{self, Budgets, Model, NoSplit, Plan, Strategy};
-use crate::safetensors::{self, Checkpoint, CheckpointSizes, Observed};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
@@ -80,7 +80,7 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
         return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());
     }
     let path = path_from_py(source)?;
-    Ok(source.py().detach(|| safetensors::resolve(&path))?)
+    Ok(source.py().detach(|| checkpoint::resolve(&path))?)
 }
 
 /// One int object per distinct size: a model has a few dozen (every expert's weight is the
@@ -124,7 +124,7 @@ type OnFile<'a> = dyn FnMut(Python<'_>, Observed<'_>) -> PyResult<()> + Send + '
 
 /// A checkpoint's sizes, read with the GIL released. `progress(done, total)` is called (with
 /// the GIL) as files are read, and `on_file` with each file as `checkpoint_sizes` hands it on
-/// (see `safetensors::Observed`) while later files are still being read.
+/// (see `checkpoint::Observed`) while later files are still being read.
 fn read_checkpoint(
     py: Python<'_>,
     checkpoint: &Checkpoint,
@@ -158,7 +158,7 @@ fn read_checkpoint(
                 });
             }
         };
-        safetensors::checkpoint_sizes(
+        checkpoint::checkpoint_sizes(
             checkpoint,
             dtype,
             reader_threads(),
@@ -224,7 +224,7 @@ impl SizesBuilder {
         };
         for &at in order {
             let at = at as usize;
-            let bytes = safetensors::loaded_bytes(&observed.header.tensors[at], self.dtype);
+            let bytes = checkpoint::loaded_bytes(&observed.header.tensors[at], self.dtype);
             dict.set_item(self.names[first + at].bind(py), self.ints.get(py, bytes)?)?;
         }
         Ok(())
@@ -311,7 +311,7 @@ pub fn _checkpoint_sizes<'py>(
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
-        let tied = safetensors::config_ties(&checkpoint.dir(), &sizes)?;
+        let tied = checkpoint::config_ties(&checkpoint.dir(), &sizes)?;
         Ok((PyCheckpointSizes { sizes }, tied))
     })
 }
