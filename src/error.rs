@@ -67,13 +67,9 @@ pub enum Error {
     /// An error about one item of a sequence: says which position.
     #[error("{source} (at position {position})")]
     Position { position: usize, source: Box<Error> },
-    /// A checkpoint file (or index) that cannot be read as safetensors, naming the tensor.
-    #[error("{file}: {}{message}", tensor.as_ref().map(|t| format!("tensor '{t}': ")).unwrap_or_default())]
-    Checkpoint {
-        file: String,
-        tensor: Option<String>,
-        message: String,
-    },
+    /// A checkpoint that cannot be read (see `checkpoint::CheckpointError`).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 
     #[error("Unknown dtype '{text}'")]
     UnknownDtype { text: String },
@@ -124,6 +120,7 @@ impl Error {
         match self {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
             Error::Uncovered { .. } => ErrorKind::Key,
+            Error::Checkpoint(error) => error.kind(),
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) => ErrorKind::Key,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,

@@ -7,7 +7,6 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
 
 use ahash::RandomState;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
@@ -45,12 +44,7 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
             .iter()
             .map(|item| path_from_py(&item))
             .collect::<PyResult<Vec<_>>>()?;
-        if files.is_empty() {
-            return Err(PyValueError::new_err(
-                "The list of checkpoint files is empty",
-            ));
-        }
-        return Ok(Checkpoint::Files(files));
+        return Ok(Checkpoint::files(files)?);
     }
     if let Ok(tuple) = source.cast::<PyTuple>() {
         return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-use super::error::bad;
+use super::error::{bad, CheckpointError, Problem};
 use super::header::Header;
 use super::index::{Digest, Index, Listed};
 use super::read::Arrivals;
@@ -59,11 +59,7 @@ impl<'a> IndexTable<'a> {
         for (at, listed) in entries.iter().enumerate() {
             let same = |&other: &u32| entries[other as usize].tensor == listed.tensor;
             if by_name.find(listed.hash, same).is_some() {
-                return Err(bad(
-                    path,
-                    Some(&listed.tensor),
-                    "the index lists this tensor twice",
-                ));
+                return Err(bad(path, Some(&listed.tensor), Problem::ListedTwice));
             }
             by_name.insert_unique(listed.hash, at as u32, |&e: &u32| entries[e as usize].hash);
         }
@@ -180,15 +176,11 @@ impl<'a> Checks<'a> {
                     }
                     let named = table.entries[e].shard;
                     if named != file {
-                        return Err(bad(
-                            table.path,
-                            Some(name),
-                            format!(
-                                "the index puts this tensor in '{}', but it is in '{}'",
-                                file_name(&self.files[named]),
-                                self.files[file].display()
-                            ),
-                        ));
+                        let problem = Problem::WrongShard {
+                            named: file_name(&self.files[named]),
+                            found: self.files[file].display().to_string(),
+                        };
+                        return Err(bad(table.path, Some(name), problem));
                     }
                     table.found[e] = file as u32;
                     continue;
@@ -228,14 +220,9 @@ impl<'a> Checks<'a> {
         {
             let missing = table.found.iter().position(|&f| f == u32::MAX);
             if let Some(listed) = missing.map(|e| &table.entries[e]) {
-                return Err(bad(
-                    table.path,
-                    Some(&listed.tensor),
-                    format!(
-                        "the index puts this tensor in '{}', but no shard has it",
-                        file_name(&self.files[listed.shard])
-                    ),
-                ));
+                let named = file_name(&self.files[listed.shard]);
+                let problem = Problem::NotInShard { named };
+                return Err(bad(table.path, Some(&listed.tensor), problem));
             }
         }
         if self.per_file.iter().all(Header::is_empty) {
@@ -246,9 +233,7 @@ impl<'a> Checks<'a> {
                 .or(self.files.first().map(PathBuf::as_path))
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            return Err(Error::Invalid(format!(
-                "The checkpoint '{what}' holds no tensors"
-            )));
+            return Err(CheckpointError::NoTensors { what }.into());
         }
         Ok(self.per_file)
     }
@@ -261,14 +246,12 @@ fn file_name(path: &Path) -> String {
 }
 
 fn duplicate(files: &[PathBuf], first: usize, file: usize, name: &str) -> Error {
-    let where_ = if first == file {
-        "twice in its header".to_owned()
+    let problem = if first == file {
+        Problem::TwiceInHeader
     } else {
-        format!("also in '{}'", files[first].display())
+        Problem::AlsoIn {
+            first: files[first].display().to_string(),
+        }
     };
-    bad(
-        &files[file],
-        Some(name),
-        format!("duplicate tensor name ({where_})"),
-    )
+    bad(&files[file], Some(name), problem)
 }

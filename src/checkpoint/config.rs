@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::error::bad;
+use super::error::{bad, Problem};
 use crate::error::Result;
 
 /// Names of input embeddings, by the last two components, in the models transformers ships.
@@ -26,7 +26,7 @@ pub fn config_ties(dir: &Path, sizes: &[(String, u64)]) -> Result<Vec<Vec<String
         return Ok(Vec::new());
     };
     let config: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| bad(&config_path, None, format!("is not valid JSON: {e}")))?;
+        .map_err(|e| bad(&config_path, None, Problem::ConfigNotJson(e.to_string())))?;
     let tie = match config.get("tie_word_embeddings") {
         None | Some(serde_json::Value::Null) => true,
         Some(serde_json::Value::Bool(b)) => *b,
@@ -34,7 +34,7 @@ pub fn config_ties(dir: &Path, sizes: &[(String, u64)]) -> Result<Vec<Vec<String
             return Err(bad(
                 &config_path,
                 None,
-                format!("'tie_word_embeddings' must be true or false, got {other}"),
+                Problem::TieNotBool(other.to_string()),
             ))
         }
     };

@@ -19,7 +19,7 @@ use serde::Deserialize;
 pub use crate::dtype::Dtype;
 use crate::dtype::{dtype_bytes, from_safetensors_name};
 
-use super::error::bad;
+use super::error::{bad, Problem};
 use crate::error::{Error, Result};
 
 /// The same cap as the safetensors crate: a header above 100 MB is refused before reading it.
@@ -274,14 +274,16 @@ fn check_entry(
     name: &str,
     info: &RawInfo<'_>,
 ) -> Result<(Dtype, u64, u64)> {
-    let dtype = from_safetensors_name(info.dtype.as_ref())
-        .ok_or_else(|| bad(file, Some(name), format!("unknown dtype '{}'", info.dtype)))?;
-    let overflows = || {
+    let dtype = from_safetensors_name(info.dtype.as_ref()).ok_or_else(|| {
         bad(
             file,
             Some(name),
-            format!("shape {:?} overflows", info.shape),
+            Problem::UnknownDtype(info.dtype.to_string()),
         )
+    })?;
+    let overflows = || {
+        let shape = format!("{:?}", info.shape);
+        bad(file, Some(name), Problem::ShapeOverflows { shape })
     };
     let elements = info.shape.elements.ok_or_else(overflows)?;
     let bytes = dtype_bytes(dtype, elements).ok_or_else(overflows)?;
@@ -290,26 +292,26 @@ fn check_entry(
         return Err(bad(
             file,
             Some(name),
-            format!("data offsets [{begin}, {end}] end before they begin"),
+            Problem::OffsetsReversed { begin, end },
         ));
     }
     if end > data_len {
-        return Err(bad(
-            file,
-            Some(name),
-            format!("data offsets [{begin}, {end}] run past the end of the file (its data section is {data_len} bytes)"),
-        ));
+        let problem = Problem::OffsetsPastEnd {
+            begin,
+            end,
+            data_len,
+        };
+        return Err(bad(file, Some(name), problem));
     }
     if end - begin != bytes {
-        return Err(bad(
-            file,
-            Some(name),
-            format!(
-                "data offsets [{begin}, {end}] span {} bytes, but shape {:?} of {dtype} needs {bytes}",
-                end - begin,
-                info.shape
-            ),
-        ));
+        let problem = Problem::WrongSpan {
+            begin,
+            end,
+            shape: format!("{:?}", info.shape),
+            dtype,
+            bytes,
+        };
+        return Err(bad(file, Some(name), problem));
     }
     Ok((dtype, elements, bytes))
 }
@@ -319,24 +321,13 @@ fn check_entry(
 pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header> {
     // (`Header` keeps names by u32 offsets: the cap keeps them in range.)
     if header.len() as u64 > MAX_HEADER_SIZE {
-        return Err(bad(
-            file,
-            None,
-            format!(
-                "header of {} bytes is above the safetensors limit of {MAX_HEADER_SIZE} bytes",
-                header.len()
-            ),
-        ));
+        let len = header.len() as u64;
+        return Err(bad(file, None, Problem::HeaderTooLarge { len }));
     }
     // One UTF-8 check of the whole header (fast), then a `str` reader that does not check
     // each string again.
-    let text = std::str::from_utf8(header).map_err(|e| {
-        bad(
-            file,
-            None,
-            format!("header is not a valid safetensors JSON object: not UTF-8 ({e})"),
-        )
-    })?;
+    let text = std::str::from_utf8(header)
+        .map_err(|e| bad(file, None, Problem::HeaderNotUtf8(e.to_string())))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut failure = None;
     let visitor = HeaderVisitor {
@@ -350,13 +341,7 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header>
     let (mut parsed, mut spans) = match (parsed, failure) {
         (_, Some(error)) => return Err(error),
         (Ok(entries), None) => entries,
-        (Err(e), None) => {
-            return Err(bad(
-                file,
-                None,
-                format!("header is not a valid safetensors JSON object: {e}"),
-            ))
-        }
+        (Err(e), None) => return Err(bad(file, None, Problem::HeaderNotJson(e.to_string()))),
     };
     // Headers written by safetensors list tensors in data order already: then nothing moves.
     let in_order = spans.windows(2).all(|w| w[0] <= w[1]);
@@ -372,14 +357,9 @@ pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header>
         if let Some((last_end, last_index)) = last {
             if begin < last_end {
                 let name = |at: usize| parsed.name(&parsed.tensors[at]);
-                return Err(bad(
-                    file,
-                    Some(name(index)),
-                    format!(
-                        "data offsets [{begin}, {end}] overlap those of tensor '{}'",
-                        name(last_index)
-                    ),
-                ));
+                let other = name(last_index).to_owned();
+                let problem = Problem::Overlap { begin, end, other };
+                return Err(bad(file, Some(name(index)), problem));
             }
         }
         last = Some((end, index));

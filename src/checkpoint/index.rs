@@ -8,7 +8,7 @@ use std::path::Path;
 use ahash::RandomState;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
-use super::error::bad;
+use super::error::{bad, Problem};
 use super::header::{name_hash, Text};
 use crate::error::{Error, Result};
 
@@ -205,9 +205,5 @@ impl<'a> Index<'a> {
 }
 
 pub(super) fn not_index(path: &Path, e: &dyn fmt::Display) -> Error {
-    bad(
-        path,
-        None,
-        format!("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {e}"),
-    )
+    bad(path, None, Problem::NotIndex(e.to_string()))
 }

@@ -19,6 +19,7 @@ mod read;
 mod source;
 
 pub use config::{config_ties, HEAD};
+pub use error::{CheckpointError, Problem};
 pub use header::{
     loaded_bytes, name_hash, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE,
 };
@@ -132,12 +133,7 @@ pub fn checkpoint_sizes(
         count = u32::try_from(header.len())
             .ok()
             .and_then(|len| count.checked_add(len))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "The checkpoint holds more than {} tensors",
-                    u32::MAX
-                ))
-            })?;
+            .ok_or_else(|| Error::from(CheckpointError::TooManyTensors))?;
     }
     let mut order = Vec::with_capacity(count as usize);
     if orders.iter().all(Option::is_some) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
 use super::checks::{Checks, IndexCheck};
-use super::error::bad;
+use super::error::{bad, Problem};
 use super::header::{parse_header, Header, MAX_HEADER_SIZE};
 use super::index::{not_index, parse_index, Digest, Index, WeightMap};
 use crate::error::Result;
@@ -15,48 +15,36 @@ use crate::error::Result;
 /// read into `buffer` (a thread that reads many files keeps one buffer instead of allocating,
 /// and faulting in, fresh memory for each).
 fn read_file(path: &Path, buffer: &mut Vec<u8>) -> Result<Header> {
-    let io = |e: std::io::Error| bad(path, None, format!("cannot read: {e}"));
+    let io = |e: std::io::Error| bad(path, None, Problem::CannotRead(e.to_string()));
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     if file_len < 8 {
-        return Err(bad(
-            path,
-            None,
-            format!("file is {file_len} bytes, too short for a safetensors header (8-byte length first)"),
-        ));
+        return Err(bad(path, None, Problem::TooShort { len: file_len }));
     }
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes).map_err(io)?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_SIZE {
-        return Err(bad(
-            path,
-            None,
-            format!("header length {header_len} is above the safetensors limit of {MAX_HEADER_SIZE} bytes"),
-        ));
+        let problem = Problem::HeaderLengthTooLarge { len: header_len };
+        return Err(bad(path, None, problem));
     }
     if header_len > file_len - 8 {
-        return Err(bad(
-            path,
-            None,
-            format!(
-                "header length {header_len} runs past the end of the file ({file_len} bytes): truncated or not safetensors"
-            ),
-        ));
+        let problem = Problem::HeaderPastEnd {
+            len: header_len,
+            file_len,
+        };
+        return Err(bad(path, None, problem));
     }
     // Read into spare capacity: zeroing the buffer first would touch every page twice.
     buffer.clear();
     buffer.reserve(header_len as usize);
     file.take(header_len).read_to_end(buffer).map_err(io)?;
     if buffer.len() as u64 != header_len {
-        return Err(bad(
-            path,
-            None,
-            format!(
-                "the file ended after {} of its {header_len} header bytes",
-                buffer.len()
-            ),
-        ));
+        let problem = Problem::HeaderCut {
+            read: buffer.len() as u64,
+            len: header_len,
+        };
+        return Err(bad(path, None, problem));
     }
     parse_header(path, buffer, file_len - 8 - header_len)
 }
@@ -125,7 +113,8 @@ pub(super) fn index_headers(
     progress: &mut dyn FnMut(usize, usize),
     observe: &mut dyn FnMut(&Header, usize),
 ) -> Result<Vec<Header>> {
-    let text = std::fs::read(index).map_err(|e| bad(index, None, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read(index).map_err(|e| bad(index, None, Problem::CannotRead(e.to_string())))?;
     let text = std::str::from_utf8(&text).map_err(|e| not_index(index, &e))?;
     let dir = index.parent().unwrap_or(Path::new(""));
     read_headers(
@@ -168,15 +157,11 @@ pub(super) fn index_headers(
                         .map(|listed| listed.tensor.as_ref())
                         .min()
                         .unwrap_or("");
-                    return Err(bad(
-                        index.path,
-                        Some(tensor),
-                        format!(
-                            "the index names shard '{}', which is missing ({})",
-                            shards[by_name[at]],
-                            file.display()
-                        ),
-                    ));
+                    let problem = Problem::ShardMissing {
+                        shard: shards[by_name[at]].to_string(),
+                        path: file.display().to_string(),
+                    };
+                    return Err(bad(index.path, Some(tensor), problem));
                 }
             }
             let check = IndexCheck {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::bad;
+use super::error::{bad, CheckpointError, Problem};
 use crate::error::Result;
 
 /// The index file transformers writes beside sharded checkpoints.
@@ -18,6 +18,14 @@ pub enum Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint of the files given (at least one).
+    pub fn files(files: Vec<PathBuf>) -> Result<Checkpoint> {
+        if files.is_empty() {
+            return Err(CheckpointError::NoFiles.into());
+        }
+        Ok(Checkpoint::Files(files))
+    }
+
     /// The folder that holds the checkpoint (where `config.json` would be).
     pub fn dir(&self) -> PathBuf {
         let first = match self {
@@ -42,7 +50,7 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
         return Ok(Checkpoint::Files(vec![path.to_owned()]));
     }
     if !path.is_dir() {
-        return Err(bad(path, None, "no such file or directory"));
+        return Err(bad(path, None, Problem::NotFound));
     }
     let index = path.join(INDEX_FILE);
     if index.is_file() {
@@ -55,7 +63,7 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
     let mut indexes = Vec::new();
     let mut singles = Vec::new();
     let entries =
-        std::fs::read_dir(path).map_err(|e| bad(path, None, format!("cannot list: {e}")))?;
+        std::fs::read_dir(path).map_err(|e| bad(path, None, Problem::CannotList(e.to_string())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".safetensors.index.json") {
@@ -67,14 +75,12 @@ pub fn resolve(path: &Path) -> Result<Checkpoint> {
     match (indexes.as_slice(), singles.as_slice()) {
         ([index], _) => Ok(Checkpoint::Index(index.clone())),
         ([], [single]) => Ok(Checkpoint::Files(vec![single.clone()])),
-        _ => Err(bad(
-            path,
-            None,
-            format!(
-                "holds neither {INDEX_FILE} nor {SINGLE_FILE} (found {} index files and {} .safetensors files)",
-                indexes.len(),
-                singles.len()
-            ),
-        )),
+        _ => {
+            let problem = Problem::NoCheckpoint {
+                indexes: indexes.len(),
+                singles: singles.len(),
+            };
+            Err(bad(path, None, problem))
+        }
     }
 }
