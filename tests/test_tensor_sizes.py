@@ -298,10 +298,10 @@ def test_index_errors(tmp_path: Path) -> None:
         devicemap.tensor_sizes(tmp_path)
 
 
-def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> None:
-    """The index is first checked by a digest of its (tensor, shard) pairs; a shard holding a
-    tensor its index does not list changes the digest but is allowed, and an error met while
-    checking by digest (a name in two shards) gives way to an index error in an earlier place."""
+def test_index_checked_name_by_name(tmp_path: Path) -> None:
+    """Every name of every shard is looked up in the index, in file order: a shard holding a
+    tensor its index does not list is allowed, and of two errors the one in the earlier place
+    is reported, whichever kind it is."""
     write_raw(tmp_path / "model-1.safetensors", {"w": GOOD, "extra": {**GOOD, "data_offsets": [8, 16]}})
     write_raw(tmp_path / "model-2.safetensors", {"v": GOOD})
     index = tmp_path / "model.safetensors.index.json"
@@ -338,8 +338,8 @@ def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> N
     )
     with pytest.raises(ValueError, match=r"model-2.safetensors: tensor 'z': .*also in .*model-1.safetensors"):
         devicemap.tensor_sizes(tmp_path)
-    # The index lists 'z' twice, once for each shard that holds it: its pairs and the headers'
-    # are the same, so only the index's repeated name tells.
+    # The index lists 'z' twice, once for each shard that holds it: the index's repeated name
+    # is reported before anything about the shards.
     index.write_text(
         '{"weight_map": {"a": "model-1.safetensors", "z": "model-1.safetensors", '
         '"v": "model-2.safetensors", "z": "model-2.safetensors"}}'

@@ -10,9 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::OnceLock;
 
-use ahash::RandomState;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -34,9 +32,6 @@ pub struct TensorInfo {
     pub dtype: Dtype,
     pub elements: u64,
     pub bytes: u64,
-    /// [`name_hash`] of the name, computed by the thread that read the header so that the
-    /// duplicate check after reading does not hash 10^5 names on one thread.
-    pub name_hash: u64,
 }
 
 /// The checked tensors of one header, in file (data offset) order. Their names share one
@@ -66,14 +61,6 @@ impl Header {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
-}
-
-/// The hash that the checks across files use for tensor names: keyed with random keys, once
-/// per process, so that a checkpoint cannot be made for names whose hashes collide (which
-/// would slow the tables down, or pass the index [`Digest`] with a wrong index).
-pub fn name_hash(name: &str) -> u64 {
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
-    KEYS.get_or_init(RandomState::new).hash_one(name)
 }
 
 /// Text that borrows from the header when it holds no escapes (serde's own `Cow<str>` always
@@ -250,7 +237,6 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                     header.names.push_str(&name);
                     header.tensors.push(TensorInfo {
                         name: (begin, header.names.len() as u32),
-                        name_hash: name_hash(&name),
                         dtype,
                         elements,
                         bytes,
@@ -407,7 +393,6 @@ mod tests {
         let h = parse_header(p(), header, 8).unwrap();
         let names: Vec<&str> = h.iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["w", "x.y\"z"]);
-        assert_eq!(h.tensors[1].name_hash, name_hash("x.y\"z"));
     }
 
     #[test]

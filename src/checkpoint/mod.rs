@@ -20,9 +20,7 @@ mod source;
 
 pub use config::{config_ties, HEAD};
 pub use error::{CheckpointError, Problem};
-pub use header::{
-    loaded_bytes, name_hash, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE,
-};
+pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use source::{resolve, Checkpoint, INDEX_FILE, SINGLE_FILE};
 
 use crate::error::{Error, Result};
@@ -121,7 +119,8 @@ pub fn checkpoint_sizes(
             |submit| files.iter().for_each(|file| submit(file)),
             |(), total, arrivals| {
                 let order: Vec<usize> = (0..total).collect();
-                Checks::new(files, None).run(&order, arrivals, progress, &mut observe_file)
+                let hasher = ahash::RandomState::new();
+                Checks::new(files, &hasher, None).run(&order, arrivals, progress, &mut observe_file)
             },
         )?,
         Checkpoint::Index(index) => index_headers(index, threads, progress, &mut observe_file)?,

@@ -5,10 +5,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
-use super::checks::{Checks, IndexCheck};
+use ahash::RandomState;
+
+use super::checks::Checks;
 use super::error::{bad, Problem};
 use super::header::{parse_header, Header, MAX_HEADER_SIZE};
-use super::index::{not_index, parse_index, Digest, Index, WeightMap};
+use super::index::{not_index, parse_index, IndexTable, WeightMap};
 use crate::error::Result;
 
 /// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON,
@@ -119,18 +121,12 @@ pub(super) fn index_headers(
     let dir = index.parent().unwrap_or(Path::new(""));
     read_headers(
         threads.max(1),
-        |submit| parse_index(text, &mut |file: &str| submit(&dir.join(file)), false),
+        |submit| parse_index(text, &mut |file: &str| submit(&dir.join(file))),
         |parsed, _, arrivals| {
             let WeightMap {
                 shards,
-                digest,
-                mut hashes,
-                ..
+                mut entries,
             } = parsed.map_err(|e| not_index(index, &e))?;
-            // Names with distinct hashes are distinct: then the index lists no tensor twice.
-            hashes.sort_unstable();
-            let distinct = hashes.windows(2).all(|pair| pair[0] != pair[1]);
-            drop(hashes);
             // Shards by file name, so errors and the order of equal names do not depend on
             // the order the index happens to list them in.
             let mut by_name: Vec<usize> = (0..shards.len()).collect();
@@ -143,14 +139,11 @@ pub(super) fn index_headers(
                 .iter()
                 .map(|&id| dir.join(shards[id].as_ref()))
                 .collect();
-            let index = Index {
-                path: index,
-                text,
-                place: &place,
-            };
+            for listed in &mut entries {
+                listed.shard = place[listed.shard];
+            }
             for (at, file) in files.iter().enumerate() {
                 if !file.is_file() {
-                    let entries = index.entries()?;
                     let tensor = entries
                         .iter()
                         .filter(|listed| listed.shard == at)
@@ -161,18 +154,12 @@ pub(super) fn index_headers(
                         shard: shards[by_name[at]].to_string(),
                         path: file.display().to_string(),
                     };
-                    return Err(bad(index.path, Some(tensor), problem));
+                    return Err(bad(index, Some(tensor), problem));
                 }
             }
-            let check = IndexCheck {
-                index,
-                ids: by_name,
-                listed: digest,
-                distinct,
-                read: Digest::default(),
-                table: None,
-            };
-            Checks::new(&files, Some(check)).run(&place, arrivals, progress, observe)
+            let hasher = RandomState::new();
+            let table = IndexTable::new(index, entries, &hasher)?;
+            Checks::new(&files, &hasher, Some(table)).run(&place, arrivals, progress, observe)
         },
     )
 }
