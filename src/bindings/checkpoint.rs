@@ -44,13 +44,13 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
             .iter()
             .map(|item| path_from_py(&item))
             .collect::<PyResult<Vec<_>>>()?;
-        return Ok(Checkpoint::files(files)?);
+        return Ok(Checkpoint::local_files(&files)?);
     }
     if let Ok(tuple) = source.cast::<PyTuple>() {
         return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());
     }
     let path = path_from_py(source)?;
-    Ok(source.py().detach(|| checkpoint::resolve(&path))?)
+    Ok(source.py().detach(|| Checkpoint::local(&path))?)
 }
 
 /// One int object per distinct size: a model has a few dozen (every expert's weight is the
@@ -278,7 +278,7 @@ pub fn _checkpoint_sizes<'py>(
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
-        let tied = checkpoint::config_ties(&checkpoint.dir(), &sizes)?;
+        let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
         Ok((PyCheckpointSizes { sizes }, tied))
     })
 }

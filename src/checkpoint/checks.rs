@@ -1,7 +1,7 @@
 //! The checks across a checkpoint's files: no tensor name twice, and each where its index
 //! says.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
@@ -10,6 +10,7 @@ use super::error::{bad, CheckpointError, Problem};
 use super::header::Header;
 use super::index::IndexTable;
 use super::read::Arrivals;
+use super::source::Source;
 use crate::error::{Error, Result};
 
 /// The checks across files, fed the files in order: no tensor name twice (JSON objects may
@@ -17,7 +18,9 @@ use crate::error::{Error, Result};
 /// shard the index names and every tensor the index names found. Every name is looked up, in
 /// file order, so the first error found never depends on which file a thread finished first.
 pub(super) struct Checks<'a> {
-    files: &'a [PathBuf],
+    source: &'a dyn Source,
+    /// The files' names in `source`.
+    files: &'a [String],
     per_file: Vec<Header>,
     /// Names seen so far that the index does not list (all of them without an index), as
     /// (file, position).
@@ -29,11 +32,13 @@ pub(super) struct Checks<'a> {
 
 impl<'a> Checks<'a> {
     pub(super) fn new(
-        files: &'a [PathBuf],
+        source: &'a dyn Source,
+        files: &'a [String],
         hasher: &'a RandomState,
         index: Option<IndexTable<'a>>,
     ) -> Self {
         Checks {
+            source,
             files,
             per_file: Vec::with_capacity(files.len()),
             seen: HashTable::new(),
@@ -80,6 +85,7 @@ impl<'a> Checks<'a> {
             self.seen.reserve(guess.min(1 << 24), |_| 0);
         }
         let Checks {
+            source,
             files,
             per_file,
             seen,
@@ -100,13 +106,13 @@ impl<'a> Checks<'a> {
                 if let Some(e) = table.find(hash, name) {
                     let first = table.found[e];
                     if first != u32::MAX {
-                        return Err(duplicate(files, first as usize, file, name));
+                        return Err(duplicate(*source, files, first as usize, file, name));
                     }
                     let named = table.entries[e].shard;
                     if named != file {
                         let problem = Problem::WrongShard {
                             named: file_name(&files[named]),
-                            found: files[file].display().to_string(),
+                            found: source.show(&files[file]),
                         };
                         return Err(bad(table.path, Some(name), problem));
                     }
@@ -115,7 +121,7 @@ impl<'a> Checks<'a> {
                 }
             }
             if let Some(&(first, _)) = seen.find(hash, |&other| name_at(other) == name) {
-                return Err(duplicate(files, first as usize, file, name));
+                return Err(duplicate(*source, files, first as usize, file, name));
             }
             seen.insert_unique(hash, (file as u32, position as u32), |&other| {
                 hasher.hash_one(name_at(other))
@@ -143,9 +149,8 @@ impl<'a> Checks<'a> {
             let what = self
                 .index
                 .as_ref()
-                .map(|table| table.path)
-                .or(self.files.first().map(PathBuf::as_path))
-                .map(|p| p.display().to_string())
+                .map(|table| table.path.to_owned())
+                .or(self.files.first().map(|file| self.source.show(file)))
                 .unwrap_or_default();
             return Err(CheckpointError::NoTensors { what }.into());
         }
@@ -153,19 +158,27 @@ impl<'a> Checks<'a> {
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
+/// The last component of a file's name.
+fn file_name(name: &str) -> String {
+    Path::new(name)
+        .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-fn duplicate(files: &[PathBuf], first: usize, file: usize, name: &str) -> Error {
+fn duplicate(
+    source: &dyn Source,
+    files: &[String],
+    first: usize,
+    file: usize,
+    name: &str,
+) -> Error {
     let problem = if first == file {
         Problem::TwiceInHeader
     } else {
         Problem::AlsoIn {
-            first: files[first].display().to_string(),
+            first: source.show(&files[first]),
         }
     };
-    bad(&files[file], Some(name), problem)
+    bad(&source.show(&files[file]), Some(name), problem)
 }

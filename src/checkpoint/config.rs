@@ -1,8 +1,7 @@
 //! What `config.json` says about a checkpoint: today, which embeddings are tied.
 
-use std::path::Path;
-
 use super::error::{bad, Problem};
+use super::source::Checkpoint;
 use crate::error::Result;
 
 /// Names of input embeddings, by the last two components, in the models transformers ships.
@@ -16,15 +15,17 @@ const EMBEDDING_SUFFIXES: [&str; 5] = [
 /// The output head transformers ties to the input embeddings.
 pub const HEAD: &str = "lm_head.weight";
 
-/// The tied embedding pair of a checkpoint: when `config.json` in `dir` says
+/// The tied embedding pair of a checkpoint: when the `config.json` beside it says
 /// `tie_word_embeddings` (transformers' default when the key is absent), the input embedding
 /// and `lm_head.weight` share one tensor, which the checkpoint usually stores once. No
 /// `config.json`, or no input embedding among `sizes`: no ties.
-pub fn config_ties(dir: &Path, sizes: &[(String, u64)]) -> Result<Vec<Vec<String>>> {
-    let config_path = dir.join("config.json");
-    let Ok(text) = std::fs::read(&config_path) else {
+pub fn config_ties(checkpoint: &Checkpoint, sizes: &[(String, u64)]) -> Result<Vec<Vec<String>>> {
+    let source = checkpoint.source();
+    let name = checkpoint.config_name();
+    let Ok(text) = source.read_whole(&name) else {
         return Ok(Vec::new());
     };
+    let config_path = source.show(&name);
     let config: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| bad(&config_path, None, Problem::ConfigNotJson(e.to_string())))?;
     let tie = match config.get("tie_word_embeddings") {
@@ -55,31 +56,34 @@ pub fn config_ties(dir: &Path, sizes: &[(String, u64)]) -> Result<Vec<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::source::{Layout, LocalFiles};
 
     #[test]
     fn tied_embeddings_from_config() {
         let dir = std::env::temp_dir().join(format!("devicemap-ties-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let files = Layout::Files(vec!["model.safetensors".to_owned()]);
+        let checkpoint = Checkpoint::new(Box::new(LocalFiles::new(&dir)), files).unwrap();
         let sizes = vec![
             ("model.embed_tokens.weight".to_owned(), 8),
             ("model.norm.weight".to_owned(), 2),
         ];
         assert!(
-            config_ties(&dir, &sizes).unwrap().is_empty(),
+            config_ties(&checkpoint, &sizes).unwrap().is_empty(),
             "no config.json: no ties"
         );
         std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
         assert_eq!(
-            config_ties(&dir, &sizes).unwrap(),
+            config_ties(&checkpoint, &sizes).unwrap(),
             vec![vec![
                 "model.embed_tokens.weight".to_owned(),
                 HEAD.to_owned()
             ]]
         );
         std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": false}"#).unwrap();
-        assert!(config_ties(&dir, &sizes).unwrap().is_empty());
+        assert!(config_ties(&checkpoint, &sizes).unwrap().is_empty());
         std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": "yes"}"#).unwrap();
-        assert!(config_ties(&dir, &sizes).is_err());
+        assert!(config_ties(&checkpoint, &sizes).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,14 +2,12 @@
 //! [`CheckpointError::File`] names it, and the tensor when the error is about one, before the
 //! [`Problem`]. Every one is a `ValueError` in Python.
 
-use std::path::Path;
-
 use thiserror::Error;
 
 use super::header::MAX_HEADER_SIZE;
 use super::source::{INDEX_FILE, SINGLE_FILE};
 use crate::dtype::Dtype;
-use crate::error::{Error, ErrorKind};
+use crate::error::{quoted, Error, ErrorKind};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum CheckpointError {
@@ -116,6 +114,10 @@ pub enum Problem {
     #[error("not a safetensors index (a JSON object with a 'weight_map' object of tensor names to files): {0}")]
     NotIndex(String),
 
+    /// An entry of the index that names a file outside the checkpoint's folder.
+    #[error("the index names shard {}, a path outside the checkpoint's folder", quoted(.shard))]
+    ShardOutside { shard: String },
+
     /// `path`: where the shard was looked for.
     #[error("the index names shard '{shard}', which is missing ({path})")]
     ShardMissing { shard: String, path: String },
@@ -138,10 +140,10 @@ pub enum Problem {
     TieNotBool(String),
 }
 
-/// `problem` in `file`, about `tensor` if given.
-pub(super) fn bad(file: &Path, tensor: Option<&str>, problem: Problem) -> Error {
+/// `problem` in `file` (as the source shows it), about `tensor` if given.
+pub(super) fn bad(file: &str, tensor: Option<&str>, problem: Problem) -> Error {
     CheckpointError::File {
-        file: file.display().to_string(),
+        file: file.to_owned(),
         tensor: tensor.map(str::to_owned),
         problem,
     }

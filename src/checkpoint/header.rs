@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::Path;
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -195,7 +194,7 @@ impl<'de> Deserialize<'de> for RawInfo<'de> {
 /// read (no entry is kept in between). A parse error names the tensor; a check's error is kept
 /// in `failure` (serde's error type cannot carry it) and stops the parse.
 struct HeaderVisitor<'f> {
-    file: &'f Path,
+    file: &'f str,
     data_len: u64,
     failure: &'f mut Option<Error>,
     /// Room for the names: they are a good part of a header's text.
@@ -255,7 +254,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
 /// One entry's dtype, element count and bytes, checked against its offsets and the data
 /// section of `data_len` bytes.
 fn check_entry(
-    file: &Path,
+    file: &str,
     data_len: u64,
     name: &str,
     info: &RawInfo<'_>,
@@ -304,7 +303,7 @@ fn check_entry(
 
 /// The tensors of one header, in file (data offset) order, checked against the data section
 /// of `data_len` bytes that follows it. `file` only names the file in errors.
-pub fn parse_header(file: &Path, header: &[u8], data_len: u64) -> Result<Header> {
+pub fn parse_header(file: &str, header: &[u8], data_len: u64) -> Result<Header> {
     // (`Header` keeps names by u32 offsets: the cap keeps them in range.)
     if header.len() as u64 > MAX_HEADER_SIZE {
         let len = header.len() as u64;
@@ -375,8 +374,8 @@ pub fn loaded_bytes(tensor: &TensorInfo, dtype: Option<Dtype>) -> u64 {
 mod tests {
     use super::*;
 
-    fn p() -> &'static Path {
-        Path::new("x.safetensors")
+    fn p() -> &'static str {
+        "x.safetensors"
     }
 
     #[test]

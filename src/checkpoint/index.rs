@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
@@ -125,13 +124,14 @@ pub(super) fn parse_index<'a>(
     Ok(parsed)
 }
 
-pub(super) fn not_index(path: &Path, e: &dyn fmt::Display) -> Error {
-    bad(path, None, Problem::NotIndex(e.to_string()))
+pub(super) fn not_index(index: &str, e: &dyn fmt::Display) -> Error {
+    bad(index, None, Problem::NotIndex(e.to_string()))
 }
 
 /// An index's entries by name, and the file each was found in (`u32::MAX`: not yet).
 pub(super) struct IndexTable<'a> {
-    pub(super) path: &'a Path,
+    /// The index as messages show it.
+    pub(super) path: &'a str,
     pub(super) entries: Vec<Listed<'a>>,
     by_name: HashTable<u32>,
     pub(super) found: Vec<u32>,
@@ -141,7 +141,7 @@ impl<'a> IndexTable<'a> {
     /// The table of `entries` (their shards already places among the files), names hashed
     /// with `hasher`; an error names the first tensor the index lists twice.
     pub(super) fn new(
-        path: &'a Path,
+        path: &'a str,
         entries: Vec<Listed<'a>>,
         hasher: &RandomState,
     ) -> Result<Self> {

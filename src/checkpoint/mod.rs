@@ -1,11 +1,12 @@
 //! Per-tensor sizes from safetensors checkpoints, without reading any tensor data.
 //!
-//! - `header.rs`: one header from its bytes.
-//! - `source.rs`: what a checkpoint path names (files, or an index).
+//! - `source.rs`: where the bytes come from (the `Source` trait, local files), and which files
+//!   of a checkpoint hold its tensors.
+//! - `header.rs`: one safetensors header from its bytes.
 //! - `index.rs`: the `model.safetensors.index.json` reader.
-//! - `read.rs`: reading headers on several threads.
+//! - `read.rs`: reading the headers on several threads, and the model order of the result.
 //! - `checks.rs`: the checks across files (names, and against the index).
-//! - `order.rs`: model order of the names.
+//! - `order.rs`: model order of tensor names.
 //! - `config.rs`: what `config.json` says.
 //! - `error.rs`: the reader's errors.
 
@@ -21,17 +22,19 @@ mod source;
 pub use config::{config_ties, HEAD};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
-pub use source::{resolve, Checkpoint, INDEX_FILE, SINGLE_FILE};
+pub use source::{
+    shard_name, Checkpoint, Layout, LocalFiles, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE,
+};
 
-use crate::error::{Error, Result};
-use checks::Checks;
-use order::{model_order, FileOrder};
-use read::{index_headers, read_headers, FILES_PER_THREAD};
+use crate::error::Result;
+use order::FileOrder;
 
+/// What `checkpoint_sizes` shows its observer of each file, once it and the files before it
 /// passed the checks that can be made so far (a check against the index may only settle after
-/// the last file, and its error then ends the call): its tensors, and their model order (positions into `header.tensors`) while the files so far
-/// follow the model (see [`FileOrder`]). While every file has an `order`, the files' orders put
-/// one after another are the order of the result.
+/// the last file, and its error then ends the call): its tensors, and their model order
+/// (positions into `header.tensors`) while the files so far follow the model (see
+/// [`FileOrder`]). While every file has an `order`, the files' orders put one after another are
+/// the order of the result.
 pub struct Observed<'a> {
     pub header: &'a Header,
     pub order: Option<&'a [u32]>,
@@ -48,7 +51,7 @@ pub struct Size {
 }
 
 /// A checkpoint's checked headers and the model order of their tensors (see
-/// [`crate::order::model_order`]).
+/// [`order::model_order`]).
 #[derive(Debug)]
 pub struct CheckpointSizes {
     headers: Vec<Header>,
@@ -57,9 +60,17 @@ pub struct CheckpointSizes {
     /// Where each file's tensors start in the order the observer saw them.
     seen: Vec<u32>,
     dtype: Option<Dtype>,
+    /// Whether every file followed the model, so that the order was known file by file.
+    followed: bool,
 }
 
 impl CheckpointSizes {
+    /// Whether every file followed the model: then the order of the tensors was known file by
+    /// file, as [`Observed::order`] told (else it was made once all were read).
+    pub fn followed_model(&self) -> bool {
+        self.followed
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -113,47 +124,14 @@ pub fn checkpoint_sizes(
         });
         orders.push(order);
     };
-    let headers = match checkpoint {
-        Checkpoint::Files(files) => read_headers(
-            threads.min(files.len() / FILES_PER_THREAD),
-            |submit| files.iter().for_each(|file| submit(file)),
-            |(), total, arrivals| {
-                let order: Vec<usize> = (0..total).collect();
-                let hasher = ahash::RandomState::new();
-                Checks::new(files, &hasher, None).run(&order, arrivals, progress, &mut observe_file)
-            },
-        )?,
-        Checkpoint::Index(index) => index_headers(index, threads, progress, &mut observe_file)?,
-    };
-    let mut seen = Vec::with_capacity(headers.len());
-    let mut count = 0u32;
-    for header in &headers {
-        seen.push(count);
-        count = u32::try_from(header.len())
-            .ok()
-            .and_then(|len| count.checked_add(len))
-            .ok_or_else(|| Error::from(CheckpointError::TooManyTensors))?;
-    }
-    let mut order = Vec::with_capacity(count as usize);
-    if orders.iter().all(Option::is_some) {
-        for (file, positions) in orders.iter().flatten().enumerate() {
-            order.extend(positions.iter().map(|&at| (file as u32, at)));
-        }
-    } else {
-        let mut names = Vec::with_capacity(count as usize);
-        let mut places = Vec::with_capacity(count as usize);
-        for (file, header) in headers.iter().enumerate() {
-            for (at, (name, _)) in header.iter().enumerate() {
-                names.push(name);
-                places.push((file as u32, at as u32));
-            }
-        }
-        order.extend(model_order(&names).iter().map(|&i| places[i as usize]));
-    }
+    let headers = read::checked_headers(checkpoint, threads, progress, &mut observe_file)?;
+    let (order, seen) = read::model_order_of(&headers, &orders)?;
+    let followed = orders.iter().all(Option::is_some);
     Ok(CheckpointSizes {
         headers,
         order,
         seen,
         dtype,
+        followed,
     })
 }
