@@ -18,6 +18,8 @@ mod index;
 pub mod order;
 mod read;
 mod source;
+#[cfg(test)]
+mod tests;
 
 pub use config::{config_ties, HEAD};
 pub use error::{CheckpointError, Problem};
