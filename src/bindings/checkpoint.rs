@@ -200,17 +200,17 @@ impl SizesBuilder {
         Ok(())
     }
 
-    /// The result: the dict built as files came in when they all followed the model, else one
-    /// built now in the order of `sizes`.
+    /// The result: the dict built as files came in when they all followed the model (then
+    /// `true`), else one built now in the order of `sizes`.
     fn finish<'py>(
         mut self,
         py: Python<'py>,
         sizes: &CheckpointSizes,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
         if let Some(dict) = self.dict.take().filter(|_| self.following) {
             let dict = dict.into_bound(py);
             if dict.len() == sizes.len() {
-                return Ok(dict);
+                return Ok((dict, true));
             }
             return Err(Error::Internal(format!(
                 "the sizes built file by file hold {} tensors, not {}",
@@ -227,8 +227,23 @@ impl SizesBuilder {
             });
             (name.map(|n| n.bind(py).clone()), size.bytes)
         });
-        sizes_dict(py, sizes.len(), entries)
+        Ok((sizes_dict(py, sizes.len(), entries)?, false))
     }
+}
+
+/// The `tensor_sizes` dict, and whether it was built file by file as the files were read.
+fn sizes_of<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyDict>, bool)> {
+    let dtype = dtype_from_py(dtype)?;
+    let checkpoint = checkpoint_from_py(path)?;
+    let mut builder = SizesBuilder::new(dtype);
+    let mut on_file = |py: Python<'_>, observed: Observed<'_>| builder.add(py, observed);
+    let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut on_file))?;
+    builder.finish(py, &sizes)
 }
 
 /// Per-tensor bytes from the safetensors headers of `path`, in model order.
@@ -240,13 +255,26 @@ pub fn tensor_sizes<'py>(
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    guard("tensor_sizes", || {
-        let dtype = dtype_from_py(dtype)?;
-        let checkpoint = checkpoint_from_py(path)?;
-        let mut builder = SizesBuilder::new(dtype);
-        let mut on_file = |py: Python<'_>, observed: Observed<'_>| builder.add(py, observed);
-        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut on_file))?;
-        builder.finish(py, &sizes)
+    guard(
+        "tensor_sizes",
+        || Ok(sizes_of(py, path, dtype, progress)?.0),
+    )
+}
+
+/// For tests (only with the `testing` feature): `tensor_sizes(path, dtype)`, and which way it
+/// was built: `"by file"` (file by file as the files were read, when they follow the model)
+/// or `"at the end"` (once all were read).
+#[cfg(feature = "testing")]
+#[pyfunction]
+#[pyo3(signature = (path, dtype = None))]
+pub fn _tensor_sizes_and_path<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyDict>, &'static str)> {
+    guard("_tensor_sizes_and_path", || {
+        let (sizes, by_file) = sizes_of(py, path, dtype, None)?;
+        Ok((sizes, if by_file { "by file" } else { "at the end" }))
     })
 }
 

@@ -53,6 +53,11 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
+    #[cfg(feature = "testing")]
+    m.setattr(
+        "_tensor_sizes_and_path",
+        wrap_pyfunction!(checkpoint::_tensor_sizes_and_path, m)?,
+    )?;
     m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
