@@ -57,13 +57,14 @@ pub fn config_ties(checkpoint: &Checkpoint, sizes: &[(String, u64)]) -> Result<V
 mod tests {
     use super::*;
     use crate::checkpoint::source::{Layout, LocalFiles};
+    use crate::checkpoint::tests::Folder;
 
     #[test]
     fn tied_embeddings_from_config() {
-        let dir = std::env::temp_dir().join(format!("devicemap-ties-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let folder = Folder::new("ties");
+        let dir = folder.path();
         let files = Layout::Files(vec!["model.safetensors".to_owned()]);
-        let checkpoint = Checkpoint::new(Box::new(LocalFiles::new(&dir)), files).unwrap();
+        let checkpoint = Checkpoint::new(Box::new(LocalFiles::new(dir)), files).unwrap();
         let sizes = vec![
             ("model.embed_tokens.weight".to_owned(), 8),
             ("model.norm.weight".to_owned(), 2),
@@ -84,6 +85,5 @@ mod tests {
         assert!(config_ties(&checkpoint, &sizes).unwrap().is_empty());
         std::fs::write(dir.join("config.json"), r#"{"tie_word_embeddings": "yes"}"#).unwrap();
         assert!(config_ties(&checkpoint, &sizes).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -257,14 +257,13 @@ pub(super) fn model_order_of(
 mod tests {
     use super::*;
     use crate::checkpoint::source::LocalFiles;
+    use crate::checkpoint::tests::{raw, Folder};
 
     #[test]
     fn readers_give_results_by_submission_order() {
-        let dir = std::env::temp_dir().join(format!("devicemap-readers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let folder = Folder::new("readers");
         let files: Vec<String> = (0..20)
             .map(|i| {
-                let path = dir.join(format!("{i}.safetensors"));
                 let header = if i == 7 {
                     "[]".to_owned()
                 } else {
@@ -273,10 +272,7 @@ mod tests {
                         4 * i
                     )
                 };
-                let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-                bytes.extend_from_slice(header.as_bytes());
-                bytes.resize(bytes.len() + 4 * i, 0);
-                std::fs::write(&path, bytes).unwrap();
+                let path = folder.write(&format!("{i}.safetensors"), raw(&header, 4 * i as u64));
                 path.to_string_lossy().into_owned()
             })
             .collect();
@@ -303,6 +299,5 @@ mod tests {
                 }
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,10 +12,10 @@ use super::*;
 use crate::error::Error;
 
 /// A folder of its own under the system's temporary folder, removed when dropped.
-struct Folder(PathBuf);
+pub(super) struct Folder(PathBuf);
 
 impl Folder {
-    fn new(test: &str) -> Folder {
+    pub(super) fn new(test: &str) -> Folder {
         let path = std::env::temp_dir().join(format!(
             "devicemap-checkpoint-{}-{test}",
             std::process::id()
@@ -25,12 +25,12 @@ impl Folder {
         Folder(path)
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 
     /// Writes `bytes` as `name`, then `data` bytes more as a hole (read by no test).
-    fn write(&self, name: &str, (bytes, data): (Vec<u8>, u64)) -> PathBuf {
+    pub(super) fn write(&self, name: &str, (bytes, data): (Vec<u8>, u64)) -> PathBuf {
         let path = self.0.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &bytes).unwrap();
@@ -89,7 +89,7 @@ fn safetensors(tensors: &[(&str, &str, u64)]) -> (Vec<u8>, u64) {
 }
 
 /// A file whose header is `header` as given, and its data length.
-fn raw(header: &str, data: u64) -> (Vec<u8>, u64) {
+pub(super) fn raw(header: &str, data: u64) -> (Vec<u8>, u64) {
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
     (bytes, data)
