@@ -76,13 +76,9 @@ pub enum Error {
     /// An error about one item of a sequence: says which position.
     #[error("{source} (at position {position})")]
     Position { position: usize, source: Box<Error> },
-    /// A checkpoint file (or index) that cannot be read as safetensors, naming the tensor.
-    #[error("{file}: {}{message}", tensor.as_ref().map(|t| format!("tensor '{t}': ")).unwrap_or_default())]
-    Checkpoint {
-        file: String,
-        tensor: Option<String>,
-        message: String,
-    },
+    /// A checkpoint that cannot be read (see `checkpoint::CheckpointError`).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 
     #[error("Unknown dtype '{text}'")]
     UnknownDtype { text: String },
@@ -152,6 +148,7 @@ impl Error {
             Error::Entry { source, .. } | Error::Position { source, .. } => source.kind(),
             Error::Lookup(err) => err.kind(),
             Error::Plan(err) => err.kind(),
+            Error::Checkpoint(err) => err.kind(),
             Error::Type(_) => ErrorKind::Type,
             Error::Key(_) | Error::PopFromEmpty => ErrorKind::Key,
             Error::UnexpectedHfDevice { .. } => ErrorKind::Type,

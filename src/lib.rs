@@ -3,6 +3,7 @@
 //! the `python` feature (on by default), so `cargo test --no-default-features` proves the core
 //! builds and passes its tests without pyo3.
 
+pub mod checkpoint;
 pub mod component;
 pub mod cuda;
 pub mod device;
@@ -13,10 +14,8 @@ pub mod inference;
 pub mod lookup;
 pub mod map;
 pub mod names;
-pub mod order;
 pub mod parse;
 pub mod plan;
-pub mod safetensors;
 pub mod units;
 
 #[cfg(feature = "python")]

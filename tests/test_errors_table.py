@@ -6,10 +6,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import json
 import os
 import re
+import struct
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,37 @@ def make_namespace(tmp_path: Path) -> dict[str, object]:
     def file(text: str) -> str:
         return file_bytes(text.encode("utf-8"))
 
+    def tensor(
+        dtype: str = "F32", shape: Sequence[int] = (1,), offsets: Sequence[int] = (0, 4)
+    ) -> dict[str, object]:
+        """One tensor's header entry."""
+        return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+    def st(header: object, data: int | None = None) -> bytes:
+        """A safetensors file's bytes: 8-byte length, the header (JSON of `header`, or bytes as
+        given), and `data` bytes (by default up to the last tensor's end)."""
+        text = header if isinstance(header, bytes) else json.dumps(header).encode()
+        if data is None:
+            ends = (
+                [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                if isinstance(header, dict)
+                else []
+            )
+            data = max(ends, default=0)
+        return struct.pack("<Q", len(text)) + text + b"\0" * data
+
+    def index(weight_map: dict[str, str]) -> str:
+        """An index's text."""
+        return json.dumps({"metadata": {}, "weight_map": weight_map})
+
+    def folder(files: dict[str, str | bytes]) -> str:
+        """A temporary folder holding these files (`{name: text or bytes}`)."""
+        path = tmp_path / f"folder{next(counter)}"
+        path.mkdir()
+        for name, content in files.items():
+            (path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return str(path)
+
     def run_cli(*args: str, **environment: str) -> None:
         err = io.StringIO()
         with env(**environment), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -165,6 +198,10 @@ def make_namespace(tmp_path: Path) -> dict[str, object]:
         "file": file,
         "file_bytes": file_bytes,
         "cli": run_cli,
+        "tensor": tensor,
+        "st": st,
+        "index": index,
+        "folder": folder,
     }
 
 

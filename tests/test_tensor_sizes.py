@@ -122,12 +122,10 @@ def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
     assert layer_numbers == sorted(layer_numbers)
 
 
-@pytest.mark.parametrize("embeddings_last", [False, True])
-def test_model_order_whether_or_not_shards_follow_the_model(tmp_path: Path, embeddings_last: bool) -> None:
-    """Shards that follow the model are ordered shard by shard as they are read; a checkpoint
-    that keeps its embeddings in the last shard is ordered once all are read. The result is
-    the same model order either way, from the directory and from the list of shards, and with
-    a dtype override."""
+def write_model_checkpoint(directory: Path, embeddings_last: bool) -> tuple[list[Path], list[str]]:
+    """A checkpoint of three shards and an index, in safetensors' own order within each shard
+    (by name: `layers.10` would come before `layers.2`). Its shards follow the model, or keep
+    the embeddings in the last shard. Returns the shards and the names in model order."""
     layers = [
         {f"model.layers.{layer}.{part}": {"dtype": "BF16" if part.endswith("q") else "I8", "shape": [4]}
          for part in ("mlp.up", "attn.q")}
@@ -157,24 +155,59 @@ def test_model_order_whether_or_not_shards_follow_the_model(tmp_path: Path, embe
             header[name] = {**info, "data_offsets": [offset, offset + size]}
             offset += size
         file = f"model-{index + 1}-of-3.safetensors"
-        write_raw(tmp_path / file, header)
+        write_raw(directory / file, header)
         weight_map.update(dict.fromkeys(header, file))
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    files = sorted(tmp_path.glob("*.safetensors"))
-    expected_names = [
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    names = [
         "model.embed_tokens.weight",
         *(f"model.layers.{layer}.{part}" for layer in range(6) for part in ("attn.q", "mlp.up")),
         "model.norm.weight",
         "lm_head.weight",
     ]
+    return sorted(directory.glob("*.safetensors")), names
+
+
+def sizes_and_path(source: object, dtype: object = None) -> tuple[dict[str, int], str]:
+    """`tensor_sizes(source, dtype)` and how its result was built: `"by file"` (as the files were
+    read, while they follow the model) or `"at the end"` (once all were read). The entry point
+    exists in builds with the `testing` feature only."""
+    entry = getattr(devicemap._core, "_tensor_sizes_and_path", None)
+    assert entry is not None, "build with the 'testing' feature (scripts/test.sh does)"
+    return entry(source, dtype)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("embeddings_last", [False, True])
+def test_model_order_whether_or_not_shards_follow_the_model(tmp_path: Path, embeddings_last: bool) -> None:
+    """Shards that follow the model are ordered shard by shard as they are read; a checkpoint
+    that keeps its embeddings in the last shard is ordered once all are read. The result is
+    the same model order either way, from the directory and from the list of shards, and with
+    a dtype override."""
+    files, expected_names = write_model_checkpoint(tmp_path, embeddings_last)
     expected = expected_sizes(files)
+    halved = expected_sizes(files, dtype_bits=16)
+    path = "at the end" if embeddings_last else "by file"
     for source in (tmp_path, files):
-        sizes = devicemap.tensor_sizes(source)
-        assert list(sizes) == expected_names
-        assert sizes == expected
-        halved = devicemap.tensor_sizes(source, dtype="float16")
-        assert list(halved) == expected_names
-        assert halved == expected_sizes(files, dtype_bits=16)
+        for dtype, want in ((None, expected), ("float16", halved)):
+            sizes = devicemap.tensor_sizes(source, dtype)
+            assert list(sizes) == expected_names
+            assert sizes == want
+            built, how = sizes_and_path(source, dtype)
+            assert (list(built.items()), how) == (list(sizes.items()), path)
+
+
+def test_both_ways_of_building_the_result_agree(tmp_path: Path) -> None:
+    """The same tensors written twice, following the model and with the embeddings in the last
+    shard: one result is built file by file, the other once all files are read, and they are
+    equal, in the same order."""
+    results = {}
+    for embeddings_last in (False, True):
+        directory = tmp_path / f"embeddings_last_{embeddings_last}"
+        directory.mkdir()
+        write_model_checkpoint(directory, embeddings_last)
+        sizes, how = sizes_and_path(directory)
+        results[how] = list(sizes.items())
+    assert set(results) == {"by file", "at the end"}
+    assert results["by file"] == results["at the end"]
 
 
 def test_directory_with_one_file(tmp_path: Path) -> None:
@@ -296,12 +329,17 @@ def test_index_errors(tmp_path: Path) -> None:
     index.write_text("[]")
     with pytest.raises(ValueError, match="not a safetensors index"):
         devicemap.tensor_sizes(tmp_path)
+    # Entries that would leave the checkpoint are refused before anything reads them.
+    for entry in ("../model-1.safetensors", str(tmp_path / "model-1.safetensors"), "a/../../b"):
+        index.write_text(json.dumps({"weight_map": {"w": "model-1.safetensors", "x": entry}}))
+        with pytest.raises(ValueError, match=r"index.json: the index names shard .*, a path outside"):
+            devicemap.tensor_sizes(tmp_path)
 
 
-def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> None:
-    """The index is first checked by a digest of its (tensor, shard) pairs; a shard holding a
-    tensor its index does not list changes the digest but is allowed, and an error met while
-    checking by digest (a name in two shards) gives way to an index error in an earlier place."""
+def test_index_checked_name_by_name(tmp_path: Path) -> None:
+    """Every name of every shard is looked up in the index, in file order: a shard holding a
+    tensor its index does not list is allowed, and of two errors the one in the earlier place
+    is reported, whichever kind it is."""
     write_raw(tmp_path / "model-1.safetensors", {"w": GOOD, "extra": {**GOOD, "data_offsets": [8, 16]}})
     write_raw(tmp_path / "model-2.safetensors", {"v": GOOD})
     index = tmp_path / "model.safetensors.index.json"
@@ -338,8 +376,8 @@ def test_index_checked_name_by_name_when_its_digest_differs(tmp_path: Path) -> N
     )
     with pytest.raises(ValueError, match=r"model-2.safetensors: tensor 'z': .*also in .*model-1.safetensors"):
         devicemap.tensor_sizes(tmp_path)
-    # The index lists 'z' twice, once for each shard that holds it: its pairs and the headers'
-    # are the same, so only the index's repeated name tells.
+    # The index lists 'z' twice, once for each shard that holds it: the index's repeated name
+    # is reported before anything about the shards.
     index.write_text(
         '{"weight_map": {"a": "model-1.safetensors", "z": "model-1.safetensors", '
         '"v": "model-2.safetensors", "z": "model-2.safetensors"}}'

@@ -1,10 +1,12 @@
 //! The Python face of the core: each file here only translates between Python and `crate::*`.
 
 mod check;
+mod checkpoint;
 mod component;
 mod convert;
 mod cuda;
 mod device;
+mod dtype;
 mod errors;
 mod guard;
 mod haystack;
@@ -49,11 +51,16 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(guard::_panic_for_tests, m)?,
     )?;
     m.add_class::<plan::PyPlanReport>()?;
-    m.add_class::<plan::PyCheckpointSizes>()?;
-    m.add_function(wrap_pyfunction!(plan::tensor_sizes, m)?)?;
-    m.add_function(wrap_pyfunction!(plan::example_model, m)?)?;
-    m.add_function(wrap_pyfunction!(plan::_example_tensors, m)?)?;
-    m.add_function(wrap_pyfunction!(plan::_checkpoint_sizes, m)?)?;
+    m.add_class::<checkpoint::PyCheckpointSizes>()?;
+    m.add_function(wrap_pyfunction!(checkpoint::tensor_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
+    #[cfg(feature = "testing")]
+    m.setattr(
+        "_tensor_sizes_and_path",
+        wrap_pyfunction!(checkpoint::_tensor_sizes_and_path, m)?,
+    )?;
     m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;

@@ -1,0 +1,340 @@
+//! Checkpoints for Python: `tensor_sizes`, `_checkpoint_sizes` (`_CheckpointSizes`),
+//! `example_model` and `_example_tensors`. Only translation: the work is in `crate::checkpoint`
+//! and `crate::examples`, done with the GIL released.
+
+use std::cell::RefCell;
+use std::collections::hash_map::{Entry, HashMap};
+use std::path::PathBuf;
+
+use ahash::RandomState;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
+
+use super::convert::presized_dict;
+use super::dtype::dtype_from_py;
+use super::errors::wrong_type;
+use super::guard::guard;
+use crate::checkpoint::{self, Checkpoint, CheckpointSizes, Observed};
+use crate::dtype::Dtype;
+use crate::error::Error;
+
+/// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
+/// threads than cores would only add start-up and fresh allocator heaps (page faults).
+fn reader_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(8))
+        .unwrap_or(1)
+}
+
+fn path_from_py(value: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    let os = value.py().import("os")?;
+    let text = os
+        .call_method1("fspath", (value,))
+        .map_err(|_| wrong_type("expected a path (str or os.PathLike)", value))?;
+    match text.cast::<PyString>() {
+        Ok(s) => Ok(PathBuf::from(s.to_str()?)),
+        Err(_) => Err(wrong_type("expected a str path", value).into()),
+    }
+}
+
+/// A checkpoint path (file, index, directory) or a list of `.safetensors` files.
+pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
+    if let Ok(list) = source.cast::<PyList>() {
+        let files = list
+            .iter()
+            .map(|item| path_from_py(&item))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Checkpoint::local_files(&files)?);
+    }
+    if let Ok(tuple) = source.cast::<PyTuple>() {
+        return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());
+    }
+    let path = path_from_py(source)?;
+    Ok(source.py().detach(|| Checkpoint::local(&path))?)
+}
+
+/// One int object per distinct size: a model has a few dozen (every expert's weight is the
+/// same size), so a dict of 10^5 sizes holds a few dozen ints instead of one per tensor.
+#[derive(Default)]
+struct Ints(HashMap<u64, Py<PyInt>, RandomState>);
+
+impl Ints {
+    fn get<'a, 'py>(&'a mut self, py: Python<'py>, bytes: u64) -> PyResult<&'a Bound<'py, PyInt>> {
+        let int = match self.0.entry(bytes) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => slot.insert(bytes.into_pyobject(py)?.unbind()),
+        };
+        Ok(int.bind(py))
+    }
+}
+
+/// `{name: bytes}` from `(name, bytes)` entries, in their order.
+fn sizes_dict<'py>(
+    py: Python<'py>,
+    len: usize,
+    entries: impl Iterator<Item = (PyResult<Bound<'py, PyString>>, u64)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = presized_dict(py, len)?;
+    let mut ints = Ints::default();
+    for (key, bytes) in entries {
+        dict.set_item(key?, ints.get(py, bytes)?)?;
+    }
+    Ok(dict)
+}
+
+fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Bound<'py, PyDict>> {
+    let entries = sizes
+        .iter()
+        .map(|(name, bytes)| (Ok(PyString::new(py, name)), *bytes));
+    sizes_dict(py, sizes.len(), entries)
+}
+
+/// What `read_checkpoint` calls with each file as it is handed on (with the GIL).
+type OnFile<'a> = dyn FnMut(Python<'_>, Observed<'_>) -> PyResult<()> + Send + 'a;
+
+/// A checkpoint's sizes, read with the GIL released. `progress(done, total)` is called (with
+/// the GIL) as files are read, and `on_file` with each file as `checkpoint_sizes` hands it on
+/// (see `checkpoint::Observed`) while later files are still being read.
+fn read_checkpoint(
+    py: Python<'_>,
+    checkpoint: &Checkpoint,
+    dtype: Option<Dtype>,
+    progress: Option<&Bound<'_, PyAny>>,
+    mut on_file: Option<&mut OnFile<'_>>,
+) -> PyResult<CheckpointSizes> {
+    let progress = progress
+        .filter(|p| !p.is_none())
+        .map(|p| p.clone().unbind());
+    let mut failure: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let failure = RefCell::new(&mut failure);
+        let mut report = |done: usize, total: usize| {
+            let failed = failure.borrow().is_some();
+            if let (Some(callback), false) = (&progress, failed) {
+                Python::attach(|py| {
+                    if let Err(err) = callback.bind(py).call1((done, total)) {
+                        **failure.borrow_mut() = Some(err);
+                    }
+                });
+            }
+        };
+        let mut observe = |observed: Observed<'_>| {
+            let failed = failure.borrow().is_some();
+            if let (Some(on_file), false) = (on_file.as_deref_mut(), failed) {
+                Python::attach(|py| {
+                    if let Err(err) = on_file(py, observed) {
+                        **failure.borrow_mut() = Some(err);
+                    }
+                });
+            }
+        };
+        checkpoint::checkpoint_sizes(
+            checkpoint,
+            dtype,
+            reader_threads(),
+            &mut report,
+            &mut observe,
+        )
+    });
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    Ok(result?)
+}
+
+/// The `tensor_sizes` dict, built as the files are handed on while later ones are read:
+/// each file's names become Python strings (their hashes computed, and cached in them), and
+/// while the files follow the model, their entries go into the result in model order, so that
+/// little is left to do after the last file.
+struct SizesBuilder {
+    dtype: Option<Dtype>,
+    /// Every name so far, in file order (`Size::seen`).
+    names: Vec<Py<PyString>>,
+    /// The result, built file by file while the files follow the model.
+    dict: Option<Py<PyDict>>,
+    following: bool,
+    ints: Ints,
+}
+
+impl SizesBuilder {
+    fn new(dtype: Option<Dtype>) -> Self {
+        SizesBuilder {
+            dtype,
+            names: Vec::new(),
+            dict: None,
+            following: true,
+            ints: Ints::default(),
+        }
+    }
+
+    fn add(&mut self, py: Python<'_>, observed: Observed<'_>) -> PyResult<()> {
+        let first = self.names.len();
+        for (name, _) in observed.header.iter() {
+            let name = PyString::new(py, name);
+            name.hash()?;
+            self.names.push(name.unbind());
+        }
+        let order = match observed.order {
+            Some(order) if self.following => order,
+            _ => {
+                self.following = false;
+                self.dict = None;
+                return Ok(());
+            }
+        };
+        let dict = match &self.dict {
+            Some(dict) => dict.bind(py).clone(),
+            None => {
+                // Shards are about the same size.
+                let guess = observed.header.len().saturating_mul(observed.files);
+                let dict = presized_dict(py, guess.min(1 << 24))?;
+                self.dict = Some(dict.clone().unbind());
+                dict
+            }
+        };
+        for &at in order {
+            let at = at as usize;
+            let bytes = checkpoint::loaded_bytes(&observed.header.tensors[at], self.dtype);
+            dict.set_item(self.names[first + at].bind(py), self.ints.get(py, bytes)?)?;
+        }
+        Ok(())
+    }
+
+    /// The result: the dict built as files came in when they all followed the model (then
+    /// `true`), else one built now in the order of `sizes`.
+    fn finish<'py>(
+        mut self,
+        py: Python<'py>,
+        sizes: &CheckpointSizes,
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
+        if let Some(dict) = self.dict.take().filter(|_| self.following) {
+            let dict = dict.into_bound(py);
+            if dict.len() == sizes.len() {
+                return Ok((dict, true));
+            }
+            return Err(Error::Internal(format!(
+                "the sizes built file by file hold {} tensors, not {}",
+                dict.len(),
+                sizes.len()
+            ))
+            .into());
+        }
+        let entries = sizes.iter().map(|(_, size)| {
+            let name = self.names.get(size.seen as usize).ok_or_else(|| {
+                PyErr::from(Error::Internal(
+                    "a tensor name was not converted".to_owned(),
+                ))
+            });
+            (name.map(|n| n.bind(py).clone()), size.bytes)
+        });
+        Ok((sizes_dict(py, sizes.len(), entries)?, false))
+    }
+}
+
+/// The `tensor_sizes` dict, and whether it was built file by file as the files were read.
+fn sizes_of<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyDict>, bool)> {
+    let dtype = dtype_from_py(dtype)?;
+    let checkpoint = checkpoint_from_py(path)?;
+    let mut builder = SizesBuilder::new(dtype);
+    let mut on_file = |py: Python<'_>, observed: Observed<'_>| builder.add(py, observed);
+    let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut on_file))?;
+    builder.finish(py, &sizes)
+}
+
+/// Per-tensor bytes from the safetensors headers of `path`, in model order.
+#[pyfunction]
+#[pyo3(signature = (path, dtype = None, *, progress = None))]
+pub fn tensor_sizes<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    guard(
+        "tensor_sizes",
+        || Ok(sizes_of(py, path, dtype, progress)?.0),
+    )
+}
+
+/// For tests (only with the `testing` feature): `tensor_sizes(path, dtype)`, and which way it
+/// was built: `"by file"` (file by file as the files were read, when they follow the model)
+/// or `"at the end"` (once all were read).
+#[cfg(feature = "testing")]
+#[pyfunction]
+#[pyo3(signature = (path, dtype = None))]
+pub fn _tensor_sizes_and_path<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyDict>, &'static str)> {
+    guard("_tensor_sizes_and_path", || {
+        let (sizes, by_file) = sizes_of(py, path, dtype, None)?;
+        Ok((sizes, if by_file { "by file" } else { "at the end" }))
+    })
+}
+
+/// A checkpoint's sizes in model order, kept in Rust between reading them and planning with
+/// them: `plan(checkpoint)` hands them from `_checkpoint_sizes` to `_plan` without making 10^5
+/// Python tuples and reading them back.
+#[pyclass(frozen, module = "devicemap._core", name = "_CheckpointSizes")]
+pub struct PyCheckpointSizes {
+    pub(super) sizes: Vec<(String, u64)>,
+}
+
+#[pymethods]
+impl PyCheckpointSizes {
+    fn __len__(&self) -> usize {
+        self.sizes.len()
+    }
+}
+
+/// Sizes and tied groups (from `config.json` beside it) of a checkpoint, for `plan`.
+#[pyfunction]
+#[pyo3(signature = (path, dtype = None, progress = None))]
+pub fn _checkpoint_sizes<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
+    guard("_checkpoint_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let checkpoint = checkpoint_from_py(path)?;
+        let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
+        let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
+        Ok((PyCheckpointSizes { sizes }, tied))
+    })
+}
+
+/// The tensor sizes of a built-in example model.
+#[pyfunction]
+#[pyo3(signature = (name, dtype = None))]
+pub fn example_model<'py>(
+    py: Python<'py>,
+    name: &str,
+    dtype: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    guard("example_model", || {
+        let dtype = dtype_from_py(dtype)?;
+        let name = name.to_owned();
+        let sizes = py.detach(|| crate::examples::sizes(&name, dtype))?;
+        sizes_to_dict(py, &sizes)
+    })
+}
+
+/// The tensors of a built-in example as `(name, safetensors dtype, elements)`, for writing
+/// checkpoints with real headers (benchmarks, tests).
+#[pyfunction]
+pub fn _example_tensors(name: &str) -> PyResult<Vec<(String, String, u64)>> {
+    guard("_example_tensors", || {
+        Ok(crate::examples::tensors(name)?
+            .into_iter()
+            .map(|(n, d, e)| (n, d.to_string(), e))
+            .collect())
+    })
+}
