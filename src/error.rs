@@ -83,16 +83,12 @@ pub enum Error {
     #[error("Unknown dtype '{text}'")]
     UnknownDtype { text: String },
 
-    /// A bad argument or an impossible plan, with its whole message.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("Unknown example model '{name}'; expected one of {}", crate::examples::NAMES.map(|n| format!("'{n}'")).join(", "))]
+    UnknownExample { name: String },
 
     /// A type error raised while converting Python values, carried through the core unchanged.
     #[error("{0}")]
     Type(String),
-
-    #[error("{0}")]
-    Key(String),
 
     /// Text that is not Unicode (a Python `str` with a lone surrogate) cannot be stored.
     #[error("{what} {repr} is not valid Unicode: it holds a lone surrogate (U+{code:04X}) at index {index}")]
@@ -150,7 +146,7 @@ impl Error {
             Error::Plan(err) => err.kind(),
             Error::Checkpoint(err) => err.kind(),
             Error::Type(_) => ErrorKind::Type,
-            Error::Key(_) | Error::PopFromEmpty => ErrorKind::Key,
+            Error::PopFromEmpty => ErrorKind::Key,
             Error::UnexpectedHfDevice { .. } => ErrorKind::Type,
             Error::Panic { .. } => ErrorKind::Runtime,
             Error::ChangedDuringIteration { .. } | Error::Internal(_) => ErrorKind::Runtime,

@@ -176,10 +176,9 @@ pub fn tensors(name: &str) -> Result<Vec<ExampleTensor>> {
         "deepseek-v3" => Ok(deepseek_v3(true)),
         "deepseek-v3-bf16" => Ok(deepseek_v3(false)),
         "llama-3-70b" => Ok(llama_3_70b()),
-        _ => Err(Error::Invalid(format!(
-            "Unknown example model '{name}'; expected one of {}",
-            NAMES.map(|n| format!("'{n}'")).join(", ")
-        ))),
+        _ => Err(Error::UnknownExample {
+            name: name.to_owned(),
+        }),
     }
 }
 
