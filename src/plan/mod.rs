@@ -244,6 +244,24 @@ mod tests {
     }
 
     #[test]
+    fn tied_storage_counts_once_whichever_member_is_stored() {
+        // The stored member may come anywhere in the group: its bytes count once, and the
+        // members the sizes lack add nothing.
+        for group in [
+            vec!["model.embed_tokens.weight", "lm_head.weight"],
+            vec!["lm_head.weight", "model.embed_tokens.weight"],
+            vec!["x.weight", "model.embed_tokens.weight", "lm_head.weight"],
+        ] {
+            let mut model = layers(2, GIB);
+            model.sizes.pop();
+            let stored: u64 = model.sizes.iter().map(|&(_, b)| b).sum();
+            model.tied = vec![group.iter().map(|&n| n.to_owned()).collect()];
+            let p = plan(&model, &gpus(1, 100 * GIB), Strategy::Sequential).unwrap();
+            assert_eq!(p.total_bytes, stored, "{group:?}");
+        }
+    }
+
+    #[test]
     fn no_split_patterns() {
         let model = Model {
             no_split: Some(NoSplit::new(&["model.layers.*.mlp"]).unwrap()),

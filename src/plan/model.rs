@@ -159,7 +159,7 @@ impl<'a> Tree<'a> {
 
 /// The tensors planning sees: the model's, then tied names its sizes lack (a tied weight the
 /// checkpoint stores once), each with its bytes; a tied group's storage counts once, on its
-/// first member.
+/// first member that has a size.
 pub(super) struct Tensors<'a> {
     pub(super) names: Vec<&'a str>,
     pub(super) bytes: Vec<u64>,
@@ -181,13 +181,20 @@ impl<'a> Tensors<'a> {
         }
         let mut names: Vec<&str> = model.sizes.iter().map(|(n, _)| n.as_str()).collect();
         let mut bytes: Vec<u64> = model.sizes.iter().map(|&(_, b)| b).collect();
+        let sized = model.sizes.len();
         for group in &model.tied {
-            for (k, name) in group.iter().enumerate() {
+            // Shared storage counts once, on the first member that has a size of its own (a
+            // name the sizes lack is added with 0): the rest count 0.
+            let mut counted = false;
+            for name in group {
                 match index.entry(name.as_str()) {
-                    // Shared storage counts once, on the group's first member: the rest count 0.
                     Entry::Occupied(at) => {
-                        if k > 0 {
-                            bytes[*at.get() as usize] = 0;
+                        let at = *at.get() as usize;
+                        if at < sized {
+                            if counted {
+                                bytes[at] = 0;
+                            }
+                            counted = true;
                         }
                     }
                     Entry::Vacant(slot) => {
