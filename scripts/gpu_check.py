@@ -9,7 +9,8 @@
    `from_pretrained(device_map=plan.to_hf())`, its placement compared with the plan, and its
    logits compared with a plain CPU load.
 
-Run: `python scripts/gpu_check.py` (prints a report; exits 1 on any mismatch).
+Run: `python scripts/gpu_check.py` (prints a report; exits 1 on any mismatch);
+`--load-only` skips discovery (the load check also runs, on the CPU, where there is no GPU).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def probe(env_value: str | None) -> dict[str, object]:
 def compare(seen: dict[str, object], smi: list[dict[str, object]], failures: list[str]) -> None:
     ours = seen["devicemap"]
     theirs = seen["torch"]
-    assert isinstance(ours, list) and isinstance(theirs, list)
+    assert isinstance(ours, list)
+    assert isinstance(theirs, list)
     label = f"CUDA_VISIBLE_DEVICES={seen['env']!r}"
     print(f"\n{label}: devicemap {len(ours)} GPU(s), torch {len(theirs)}; resolved {seen['resolved']}")
     print(f"  cuda_status: {seen['status']}")
@@ -83,8 +85,13 @@ def compare(seen: dict[str, object], smi: list[dict[str, object]], failures: lis
     for d, t in zip(ours, theirs, strict=False):
         row = smi_by_uuid.get(d["uuid"], {})
         print(f"  ordinal {d['ordinal']}: {d['name']} {d['uuid']}")
-        print(f"    total bytes: devicemap {d['total']}, torch {t['total']}, nvidia-smi {row.get('total_mib')} MiB")
-        print(f"    free bytes:  devicemap {d['free']}, torch {t['free']}, nvidia-smi {row.get('free_mib')} MiB")
+        print(
+            f"    total bytes: devicemap {d['total']}, torch {t['total']}, "
+            f"nvidia-smi {row.get('total_mib')} MiB"
+        )
+        print(
+            f"    free bytes:  devicemap {d['free']}, torch {t['free']}, nvidia-smi {row.get('free_mib')} MiB"
+        )
         for key in ("name", "uuid", "total"):
             if d[key] != t[key]:
                 failures.append(f"{label} ordinal {d['ordinal']}: {key} {d[key]!r} vs torch {t[key]!r}")
@@ -117,14 +124,18 @@ def discovery(failures: list[str]) -> None:
 
 
 def load_check(failures: list[str]) -> None:
+    import devicemap
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    import devicemap
-
     config = LlamaConfig(
-        vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
-        num_attention_heads=16, num_key_value_heads=4, tie_word_embeddings=False,
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=12,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,15 +147,19 @@ def load_check(failures: list[str]) -> None:
         sizes = devicemap.tensor_sizes(model_dir, dtype="float32")
         total = sum(sizes.values())
         print(f"\nmodel: {len(sizes)} tensors, {total / 2**20:.1f} MiB as float32")
+        # The second case offloads: to the CPU where there is a GPU, else to disk.
+        fast, slow = (0, "cpu") if torch.cuda.is_available() else ("cpu", "disk")
         cases = {
             "this machine's budgets": None,
-            "GPU budget of 40% of the model": {0: int(total * 0.4), "cpu": "64GiB"},
+            f"{fast} budget of 40% of the model": {fast: int(total * 0.4), slow: "64GiB"},
         }
         for label, budgets in cases.items():
             report = devicemap.plan_report(model_dir, max_memory=budgets, dtype="float32")
             print(f"\nplan ({label}):\n{report}")
             model = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=torch.float32, device_map=report.to_hf(),
+                model_dir,
+                dtype=torch.float32,
+                device_map=report.to_hf(),
                 offload_folder=os.path.join(tmp, "offload"),
             )
             planned = report.device_map
@@ -154,11 +169,12 @@ def load_check(failures: list[str]) -> None:
                 hooked = getattr(model.get_submodule(name.rsplit(".", 1)[0]), "_hf_hook", None)
                 if want.startswith("cuda") and got != want:
                     failures.append(f"{label}: {name} on {got}, planned {want}")
-                if want == "cpu" and got not in ("cpu", "meta") and hooked is None:
-                    failures.append(f"{label}: {name} on {got}, planned cpu")
+                if want in ("cpu", "disk") and got not in ("cpu", "meta") and hooked is None:
+                    failures.append(f"{label}: {name} on {got}, planned {want}")
             counts = planned.device_counts()
             print(f"loaded; map entries per device {counts}")
-            logits = model(ids.to("cuda:0")).logits.float().cpu()
+            first = "cuda:0" if torch.cuda.is_available() else "cpu"
+            logits = model(ids.to(first)).logits.float().cpu()
             diff = (logits - expected).abs().max().item()
             print(f"max |logits - CPU logits| = {diff:.2e}")
             if diff > 1e-3:
@@ -169,7 +185,8 @@ def load_check(failures: list[str]) -> None:
 
 def main() -> int:
     failures: list[str] = []
-    discovery(failures)
+    if "--load-only" not in sys.argv:
+        discovery(failures)
     load_check(failures)
     print("\nFAILURES:" if failures else "\nall checks passed")
     for failure in failures:

@@ -36,8 +36,8 @@ if [ "${DEVICEMAP_FUZZ_SHORT:-0}" = 1 ]; then
     scripts/fuzz.sh --short
 fi
 step "ruff"
-"$venv/ruff" check python tests benches
-"$venv/ruff" format --check python tests benches
+"$venv/ruff" check python tests benches scripts
+"$venv/ruff" format --check python tests benches scripts
 step "mypy"
 "$venv/mypy"
 step "stubtest"
