@@ -257,6 +257,15 @@ def test_explain():
     assert uncovered.device is None
     assert "no key covers it" in str(uncovered)
     assert uncovered.near_misses[0].reason == "no-dot-boundary"
+    assert explanation.more_near_misses == 0
+
+
+def test_explain_counts_the_near_misses_it_does_not_list():
+    dm = DeviceMap.from_hf({f"model.layers.{i}": 0 for i in range(100, 125)})
+    explanation = dm.explain("model.layers.1.mlp")
+    assert len(explanation.near_misses) == 20
+    assert explanation.more_near_misses == 5
+    assert str(explanation).endswith("\n    ... and 5 more")
 
 
 def test_diff():

@@ -120,6 +120,7 @@ def _explain(args: argparse.Namespace) -> int:
                             {"key": m.key, "device": str(m.device), "reason": m.reason, "detail": m.detail}
                             for m in e.near_misses
                         ],
+                        "more_near_misses": e.more_near_misses,
                     }
                     for e in explanations
                 ],

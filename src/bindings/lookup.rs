@@ -492,6 +492,12 @@ impl PyExplanation {
         PyTuple::new(py, items)
     }
 
+    /// Near misses beyond those listed in `near_misses`, counted only.
+    #[getter]
+    fn more_near_misses(&self) -> usize {
+        self.0.more_near_misses
+    }
+
     fn __str__(&self) -> String {
         self.0.to_string()
     }

@@ -6,6 +6,7 @@ use super::text::quoted;
 use crate::device::Device;
 use crate::error::Result;
 use crate::map::DeviceMap;
+use crate::units::thousands;
 
 /// Why a key that does not cover a name is worth showing next to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct Explanation {
     pub shadowed: Vec<(String, Device)>,
     /// Keys that do not cover the name but nearly do, in map order (at most `NEAR_MISSES`).
     pub near_misses: Vec<NearMiss>,
+    /// Near misses found beyond the first `NEAR_MISSES`, counted, not listed.
+    pub more_near_misses: usize,
 }
 
 /// How many near misses an explanation lists.
@@ -88,10 +91,8 @@ pub fn explain(map: &DeviceMap, name: &str) -> Result<Explanation> {
     let shadowed = covering.collect();
     let name_parts: Vec<&str> = name.split('.').collect();
     let mut near_misses = Vec::new();
+    let mut more_near_misses = 0;
     for (key, device) in map.iter() {
-        if near_misses.len() == NEAR_MISSES {
-            break;
-        }
         if key.is_empty() || key == name {
             continue;
         }
@@ -111,6 +112,10 @@ pub fn explain(map: &DeviceMap, name: &str) -> Result<Explanation> {
                 None => continue,
             }
         };
+        if near_misses.len() == NEAR_MISSES {
+            more_near_misses += 1;
+            continue;
+        }
         near_misses.push(NearMiss {
             key: key.to_owned(),
             device,
@@ -122,6 +127,7 @@ pub fn explain(map: &DeviceMap, name: &str) -> Result<Explanation> {
         matched,
         shadowed,
         near_misses,
+        more_near_misses,
     })
 }
 
@@ -179,6 +185,13 @@ impl std::fmt::Display for Explanation {
                     near.miss.describe()
                 )?;
             }
+            if self.more_near_misses > 0 {
+                write!(
+                    f,
+                    "\n    ... and {} more",
+                    thousands(self.more_near_misses as u64)
+                )?;
+            }
         }
         Ok(())
     }
@@ -219,5 +232,20 @@ mod tests {
         assert_eq!(e.matched, Some((String::new(), Device::cpu())));
         assert_eq!(e.near_misses[0].key, "lm_head");
         assert!(explain(&m, "a..b").is_err());
+    }
+
+    #[test]
+    fn near_misses_past_the_cap_are_counted() {
+        let pairs: Vec<(String, Device)> = (0..NEAR_MISSES + 5)
+            .map(|i| (format!("model.layers.{}", i + 100), Device::gpu(0)))
+            .collect();
+        let pairs: Vec<(&str, Device)> = pairs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
+        let e = explain(&map(&pairs), "model.layers.1.mlp").unwrap();
+        assert_eq!(e.near_misses.len(), NEAR_MISSES);
+        assert_eq!(e.more_near_misses, 5);
+        assert!(e.to_string().ends_with("\n    ... and 5 more"));
+        let few = explain(&map(&pairs[..2]), "model.layers.1.mlp").unwrap();
+        assert_eq!((few.near_misses.len(), few.more_near_misses), (2, 0));
+        assert!(!few.to_string().contains("more"));
     }
 }
