@@ -28,36 +28,52 @@ pub fn is_floating(dtype: Dtype) -> bool {
     )
 }
 
-/// A dtype from its safetensors name (`"BF16"`) or its torch name (`"bfloat16"`,
-/// `"torch.bfloat16"`, `"float8_e4m3fn"`).
+/// A dtype from its safetensors name (`"BF16"`, any case), its torch name (`"bfloat16"`,
+/// `"torch.bfloat16"`, `"float8_e4m3fn"`) or a common short name (`"bf16"`, `"fp16"`,
+/// `"fp8"`: the E4M3 format inference engines mean by it).
 pub fn parse_dtype(text: &str) -> Result<Dtype> {
     let name = text.strip_prefix("torch.").unwrap_or(text);
     let safetensors_name = match name {
         "bool" => "BOOL",
-        "uint8" => "U8",
-        "int8" => "I8",
-        "int16" | "short" => "I16",
-        "uint16" => "U16",
-        "int32" | "int" => "I32",
-        "uint32" => "U32",
-        "int64" | "long" => "I64",
-        "uint64" => "U64",
-        "float16" | "half" => "F16",
-        "bfloat16" => "BF16",
-        "float32" | "float" => "F32",
-        "float64" | "double" => "F64",
+        "uint8" | "u8" => "U8",
+        "int8" | "i8" => "I8",
+        "int16" | "short" | "i16" => "I16",
+        "uint16" | "u16" => "U16",
+        "int32" | "int" | "i32" => "I32",
+        "uint32" | "u32" => "U32",
+        "int64" | "long" | "i64" => "I64",
+        "uint64" | "u64" => "U64",
+        "float16" | "half" | "fp16" | "f16" => "F16",
+        "bfloat16" | "bf16" => "BF16",
+        "float32" | "float" | "fp32" | "f32" => "F32",
+        "float64" | "double" | "fp64" | "f64" => "F64",
         "complex64" => "C64",
-        "float8_e4m3fn" => "F8_E4M3",
+        "float8_e4m3fn" | "fp8" | "float8" | "fp8_e4m3" | "e4m3" => "F8_E4M3",
         "float8_e4m3fnuz" => "F8_E4M3FNUZ",
-        "float8_e5m2" => "F8_E5M2",
+        "float8_e5m2" | "fp8_e5m2" | "e5m2" => "F8_E5M2",
         "float8_e5m2fnuz" => "F8_E5M2FNUZ",
         "float8_e8m0fnu" => "F8_E8M0",
-        "float4_e2m1fn_x2" => "F4",
+        "float4_e2m1fn_x2" | "fp4" => "F4",
         other => other,
     };
-    from_safetensors_name(safetensors_name).ok_or_else(|| Error::UnknownDtype {
-        text: text.to_owned(),
-    })
+    from_safetensors_name(safetensors_name)
+        .or_else(|| from_safetensors_name(&safetensors_name.to_ascii_uppercase()))
+        .ok_or_else(|| Error::UnknownDtype {
+            text: text.to_owned(),
+        })
+}
+
+/// The dtype a model is loaded in (`torch_dtype`): loading converts floating-point tensors
+/// only, so the target must be a floating-point dtype (`int8` or `bool` would re-size floats
+/// to a dtype no loader converts them to).
+pub fn parse_load_dtype(text: &str) -> Result<Dtype> {
+    let dtype = parse_dtype(text)?;
+    if !is_floating(dtype) {
+        return Err(Error::NotAFloatDtype {
+            text: text.to_owned(),
+        });
+    }
+    Ok(dtype)
 }
 
 /// A dtype from the name a safetensors header gives it (`"BF16"`, `"F8_E4M3"`).
@@ -94,6 +110,17 @@ mod tests {
         assert_eq!(parse_dtype("torch.float8_e4m3fn").unwrap(), Dtype::F8_E4M3);
         assert_eq!(parse_dtype("F16").unwrap(), Dtype::F16);
         assert!(parse_dtype("float7").is_err());
+        assert_eq!(parse_dtype("bf16").unwrap(), Dtype::BF16);
+        assert_eq!(parse_dtype("fp8").unwrap(), Dtype::F8_E4M3);
+        assert_eq!(parse_dtype("f8_e5m2").unwrap(), Dtype::F8_E5M2);
+        assert_eq!(parse_dtype("int8").unwrap(), Dtype::I8);
+        assert!(parse_dtype("int4").is_err());
+        assert_eq!(parse_load_dtype("fp16").unwrap(), Dtype::F16);
+        assert!(matches!(
+            parse_load_dtype("int8"),
+            Err(Error::NotAFloatDtype { .. })
+        ));
+        assert!(parse_load_dtype("bool").is_err());
         assert!(
             is_floating(Dtype::F8_E4M3) && !is_floating(Dtype::I64) && !is_floating(Dtype::C64)
         );

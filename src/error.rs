@@ -80,8 +80,11 @@ pub enum Error {
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
 
-    #[error("Unknown dtype '{text}'")]
+    #[error("Unknown dtype '{text}'; expected a torch name ('bfloat16', 'float16', 'float32', 'float8_e4m3fn', 'int8', ...), a safetensors name ('BF16', 'F8_E4M3', ...) or a short name ('bf16', 'fp16', 'fp32', 'fp8', 'fp8_e5m2')")]
     UnknownDtype { text: String },
+
+    #[error("dtype '{text}' is not a floating-point dtype: loading converts only floating-point tensors, to a floating-point dtype such as 'bfloat16'")]
+    NotAFloatDtype { text: String },
 
     #[error("Unknown example model '{name}'; expected one of {}", crate::examples::NAMES.map(|n| format!("'{n}'")).join(", "))]
     UnknownExample { name: String },

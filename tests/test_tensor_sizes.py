@@ -437,3 +437,13 @@ def test_progress_is_called_per_file(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="stop"):
         devicemap.tensor_sizes(files, progress=fail)
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("bf16", "bfloat16"), ("fp16", "float16"), ("fp32", "float32"), ("fp8", "float8_e4m3fn")],
+)
+def test_dtype_short_names_size_as_the_torch_names(alias: str, name: str) -> None:
+    assert devicemap.example_model("llama-3-70b", dtype=alias) == devicemap.example_model(
+        "llama-3-70b", dtype=name
+    )
