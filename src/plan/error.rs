@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 use crate::device::Device;
-use crate::error::ErrorKind;
+use crate::error::{quoted, ErrorKind};
 use crate::units::human_bytes;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -74,12 +74,47 @@ pub enum PlanError {
 
     #[error("Cannot split {blocks} blocks into {stages} stages")]
     TooFewBlocks { blocks: usize, stages: usize },
+
+    #[error("context= needs the model's config (its decoder layers and attention): pass config= (a config.json path, a dict or a transformers config), or a checkpoint with a config.json beside it")]
+    ContextWithoutConfig,
+
+    #[error("{what} needs context= (tokens per sequence), which sizes the KV cache")]
+    NeedsContext { what: &'static str },
+
+    #[error("model_type {}: the config has {layers} decoder layers, but no list of exactly {layers} numbered blocks ('<list>.0' .. '<list>.{}') is among the tensor names; numbered lists found: {}", quoted(.model_type), .layers.saturating_sub(1), or_none(.found))]
+    LayersNotFound {
+        model_type: String,
+        layers: usize,
+        found: String,
+    },
+
+    #[error("model_type {}: several lists of {layers} numbered blocks could be the decoder's layers ({found}); plan the decoder alone, or name its blocks with no_split", quoted(.model_type))]
+    LayersAmbiguous {
+        model_type: String,
+        layers: usize,
+        found: String,
+    },
+
+    #[error("batch must be >= 1, got 0")]
+    ZeroBatch,
+
+    #[error("No context fits at batch {batch}: even 1 token per sequence leaves blocks over once every device is full")]
+    NoContextFits { batch: u64 },
+
+    #[error("No batch fits at a context of {tokens} tokens: even 1 sequence leaves blocks over once every device is full")]
+    NoBatchFits { tokens: u64 },
+
+    #[error("The KV cache for {tokens} tokens x batch {batch} is larger than 2**64 bytes")]
+    CacheTooLarge { tokens: u64, batch: u64 },
 }
 
 impl PlanError {
     /// Every planning error is a `ValueError`: the input has the right type, not the right value.
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::Value
+        match self {
+            PlanError::CacheTooLarge { .. } => ErrorKind::Overflow,
+            _ => ErrorKind::Value,
+        }
     }
 }
 
@@ -100,8 +135,10 @@ pub enum BudgetProblem {
 /// By how much a model does not fit: what is left over once every device is full.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shortfall {
-    /// Bytes of the whole model.
+    /// Bytes of the whole model: its weights and, planned with a context, its KV cache.
     pub total: u64,
+    /// Of `total`, the KV cache's bytes.
+    pub cache: u64,
     /// Bytes no device could take.
     pub missing: u64,
     /// Units left over.
@@ -125,9 +162,14 @@ impl std::fmt::Display for Shortfall {
             .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
             .collect::<Vec<_>>()
             .join(", ");
+        let cache = if self.cache > 0 {
+            format!(" with a KV cache of {}", human_bytes(self.cache))
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "The model ({}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
+            "The model ({}{cache}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
             human_bytes(self.total),
             human_bytes(self.missing),
             self.blocks,
@@ -135,6 +177,14 @@ impl std::fmt::Display for Shortfall {
             human_bytes(budget),
             human_bytes(self.missing)
         )
+    }
+}
+
+fn or_none(found: &str) -> &str {
+    if found.is_empty() {
+        "none"
+    } else {
+        found
     }
 }
 
@@ -154,6 +204,7 @@ mod tests {
     fn messages() {
         let short = Shortfall {
             total: 30,
+            cache: 0,
             missing: 30,
             blocks: 2,
             first: "a".into(),
