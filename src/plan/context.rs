@@ -50,6 +50,39 @@ pub struct Context {
     pub fit: Fit,
 }
 
+/// The workload of a plan from its arguments: `None` without a context; a context needs a
+/// config, and the other arguments need a context.
+pub fn workload(
+    config: Option<&serde_json::Value>,
+    tokens: Option<u64>,
+    batch: Option<u64>,
+    dtype: Option<crate::dtype::Dtype>,
+    activation: u64,
+) -> crate::error::Result<Option<Workload>> {
+    let Some(tokens) = tokens else {
+        let given = [
+            (batch.is_some(), "batch="),
+            (dtype.is_some(), "kv_dtype="),
+            (activation > 0, "activation="),
+        ];
+        return match given.iter().find(|(g, _)| *g) {
+            Some((_, what)) => Err(PlanError::NeedsContext { what }.into()),
+            None => Ok(None),
+        };
+    };
+    let config = config.ok_or(PlanError::ContextWithoutConfig)?;
+    let batch = batch.unwrap_or(1);
+    if batch == 0 {
+        return Err(PlanError::ZeroBatch.into());
+    }
+    Ok(Some(Workload {
+        layout: crate::inference::cache_layout(config, dtype)?,
+        tokens,
+        batch,
+        activation,
+    }))
+}
+
 /// Layer indices past this are not layer lists (a name with a huge number in it).
 const MOST_LAYERS: u64 = 1 << 20;
 

@@ -95,6 +95,13 @@ pub enum PlanError {
         found: String,
     },
 
+    /// `shown` is a repr of the value given.
+    #[error("activation = {shown}: {problem}")]
+    BadActivation {
+        shown: String,
+        problem: BudgetProblem,
+    },
+
     #[error("batch must be >= 1, got 0")]
     ZeroBatch,
 

@@ -43,7 +43,7 @@ pub use budget::{
     budget_bytes, parse_budget_key, parse_size, system_memory, BudgetValue, Budgets, Reserve,
     SystemMemory, DEFAULT_RESERVE,
 };
-pub use context::{Context, Fit, Workload, MOST_TRIED};
+pub use context::{workload, Context, Fit, Workload, MOST_TRIED};
 pub use cost::Cost;
 pub use error::{BudgetProblem, PlanError, Shortfall};
 pub use model::{Model, NoSplit};
