@@ -457,6 +457,7 @@ pub fn _plan(
 /// Splits `sizes` into `n` contiguous byte-balanced stages: per stage, its module names.
 #[pyfunction]
 #[pyo3(signature = (sizes, n, no_split = None, *, config = None, context = None, batch = None, kv_dtype = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn _stages(
     py: Python<'_>,
     sizes: &Bound<'_, PyAny>,
