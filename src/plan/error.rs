@@ -169,15 +169,18 @@ impl std::fmt::Display for Shortfall {
             .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
             .collect::<Vec<_>>()
             .join(", ");
-        let cache = if self.cache > 0 {
-            format!(" with a KV cache of {}", human_bytes(self.cache))
+        let size = if self.cache > 0 {
+            format!(
+                "{} of weights and {} of KV cache",
+                human_bytes(self.total.saturating_sub(self.cache)),
+                human_bytes(self.cache)
+            )
         } else {
-            String::new()
+            human_bytes(self.total)
         };
         write!(
             f,
-            "The model ({}{cache}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
-            human_bytes(self.total),
+            "The model ({size}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
             human_bytes(self.missing),
             self.blocks,
             self.first,
