@@ -336,7 +336,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = report.to_dict()
         if args.context is not None and parse_context(args.context) is None:
-            data["max_context"] = report.context["tokens"] if report.fits else None
+            context = report.context
+            data["max_context"] = context["tokens"] if report.fits and context else None
         data["source"] = source
         data["verdict"] = verdict
         data["budgets_for"] = described
