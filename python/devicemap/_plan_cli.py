@@ -122,7 +122,11 @@ def _config(args: argparse.Namespace) -> Any:
 def _workload(args: argparse.Namespace) -> dict[str, Any]:
     """`plan_report`'s keyword arguments for --context, --batch, --kv-dtype, --activation."""
     if args.context is None:
-        for flag, value in [("--batch", args.batch), ("--kv-dtype", args.kv_dtype), ("--activation", args.activation)]:
+        for flag, value in [
+            ("--batch", args.batch),
+            ("--kv-dtype", args.kv_dtype),
+            ("--activation", args.activation),
+        ]:
             if value is not None:
                 raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
         return {}
@@ -283,9 +287,13 @@ def _longest(
         print(f"no context fits: {error}", file=sys.stderr)
         return None
     if longest is None:
-        print("every context fits: the cache stops growing (sliding windows or fixed states)", file=sys.stderr)
+        print(
+            "every context fits: the cache stops growing (sliding windows or fixed states)", file=sys.stderr
+        )
         return None
-    print(f"longest context that fits: {longest:,} tokens x batch {report.context['batch']:,}", file=sys.stderr)
+    print(
+        f"longest context that fits: {longest:,} tokens x batch {report.context['batch']:,}", file=sys.stderr
+    )
     return int(longest)
 
 
@@ -388,10 +396,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--batch", type=int, help="sequences in the batch (with --context; default 1)")
     parser.add_argument(
-        "--kv-dtype", help="dtype of the KV cache: fp8, bf16, fp16, fp32 or a torch name (default: the config's)"
+        "--kv-dtype",
+        help="dtype of the KV cache: fp8, bf16, fp16, fp32 or a torch name (default: the config's)",
     )
     parser.add_argument(
-        "--activation", help="kept free for activations on each device that runs layers, e.g. 2GiB (with --context)"
+        "--activation",
+        help="kept free for activations on each device that runs layers, e.g. 2GiB (with --context)",
     )
     parser.add_argument(
         "--config", help="the model's config.json (default: the checkpoint's, or the example's) for --context"
