@@ -269,14 +269,12 @@ impl PyPlanReport {
         py: Python<'_>,
         batch: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<u64>> {
-        let context = self.fit_context("max_context()")?;
-        let batch = match batch.filter(|b| !b.is_none()) {
-            Some(b) => count(b, "batch", 1)?,
-            None => context.batch,
-        };
-        Ok(py
-            .detach(|| context.fit.max_context(batch))
-            .map_err(Error::from)?)
+        self.search(
+            py,
+            "max_context()",
+            ("batch", 1, batch),
+            |context, batch| (batch.unwrap_or(context.batch), plan::Fit::max_context),
+        )
     }
     /// The largest batch for which this plan still fits at `context` tokens per sequence
     /// (default: the plan's): it fits, and one more sequence does not. `None` when every batch
@@ -287,14 +285,12 @@ impl PyPlanReport {
         py: Python<'_>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<u64>> {
-        let planned = self.fit_context("max_batch()")?;
-        let tokens = match context.filter(|c| !c.is_none()) {
-            Some(c) => count(c, "context", 0)?,
-            None => planned.tokens,
-        };
-        Ok(py
-            .detach(|| planned.fit.max_batch(tokens))
-            .map_err(Error::from)?)
+        self.search(
+            py,
+            "max_batch()",
+            ("context", 0, context),
+            |planned, tokens| (tokens.unwrap_or(planned.tokens), plan::Fit::max_batch),
+        )
     }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {
@@ -340,12 +336,30 @@ impl PyPlanReport {
     }
 }
 
+/// A search of `plan::Fit` at the plan's context.
+type Search = fn(&plan::Fit, u64) -> Result<Option<u64>, PlanError>;
+
 impl PyPlanReport {
-    fn fit_context(&self, what: &'static str) -> PyResult<&plan::Context> {
-        match &self.plan.context {
-            Some(context) => Ok(context),
-            None => Err(Error::from(PlanError::NeedsContext { what }).into()),
-        }
+    /// Runs the search `pick` chooses on the plan's `Fit`, with the argument `(name, least,
+    /// value)` read as a count (`pick` gets `None` when it is not given).
+    fn search(
+        &self,
+        py: Python<'_>,
+        what: &'static str,
+        (name, least, value): (&'static str, u64, Option<&Bound<'_, PyAny>>),
+        pick: impl FnOnce(&plan::Context, Option<u64>) -> (u64, Search),
+    ) -> PyResult<Option<u64>> {
+        let Some(context) = &self.plan.context else {
+            return Err(Error::from(PlanError::NeedsContext { what }).into());
+        };
+        let given = match value.filter(|v| !v.is_none()) {
+            Some(v) => Some(count(v, name, least)?),
+            None => None,
+        };
+        let (argument, run) = pick(context, given);
+        Ok(py
+            .detach(|| run(&context.fit, argument))
+            .map_err(Error::from)?)
     }
 }
 
