@@ -87,6 +87,24 @@ def test_each_layer_s_cache_lands_where_the_plan_charged_it(tmp_path: Path) -> N
         assert hook_device(model, f"model.layers.{i}") == context["layer_devices"][i]
 
 
+def test_cli_reads_the_checkpoint_s_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from devicemap.cli import main
+
+    directory = save_tiny(tmp_path)
+    capsys.readouterr()  # save_pretrained's progress
+    total = sum(devicemap.tensor_sizes(directory).values())
+    budgets = {"cpu": total // 2 + 48 * devicemap.kv_cache(directory, 1).total, "disk": 10 * total}
+    tokens = devicemap.plan_report(directory, budgets, "sequential", context=1).max_context()
+    flags = ["--max-memory", f"cpu={budgets['cpu']},disk={budgets['disk']}", "--strategy", "sequential"]
+    assert main(["plan", str(directory), *flags, "--context", "max", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"longest context that fits: {tokens:,} tokens x batch 1\n"
+    assert json.loads(out)["verdict"] == f"fits on cpu, disk at {tokens:,} tokens x batch 1"
+    assert main(["plan", str(directory), *flags, "--context", str(tokens + 1)]) == 1
+    out, _ = capsys.readouterr()
+    assert f"does not fit on the CPU at {tokens + 1:,} tokens x batch 1: " in " ".join(out.split())
+
+
 def test_offloaded_layers_are_charged_to_the_gpu_that_runs_them() -> None:
     config = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
               "num_key_value_heads": 2, "torch_dtype": "float32"}  # fmt: skip

@@ -189,7 +189,8 @@ def _verdict(report: Any, described: str) -> str:
     if gpus:
         spare = min(d["spare"] for d in gpus)
         return f"fits on {described}{at} with {_human_bytes(spare)} to spare per GPU"
-    return f"fits on {', '.join(d['device'] for d in devices if d['bytes'])}{at}"
+    used = ", ".join(d["device"] for d in devices if d["bytes"] or d["cache"])
+    return f"fits on {used}{at}"
 
 
 def _bar(share: float, width: int = 10) -> str:

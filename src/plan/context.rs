@@ -398,6 +398,18 @@ mod tests {
             "{}",
             p.text()
         );
+        // A runner too small for the cache of every offloaded layer: the last are left over.
+        let small = budgets(&[(Device::gpu(0), 4 * MIB), (Device::cpu(), 100 * MIB)]);
+        let p = run(&model("transformer.h"), &small, &workload(8192, 1));
+        let Verdict::DoesNotFit(short) = &p.verdict else {
+            panic!("{}", p.text())
+        };
+        assert_eq!(short.cache, 4 * 256 * 8192);
+        assert!(
+            p.unplaced.iter().any(|u| u.name == "lm_head"),
+            "{}",
+            p.text()
+        );
         // Without accelerators the CPU runs what is offloaded to disk.
         let devices = budgets(&[(Device::cpu(), 12 * MIB), (Device::disk(), 100 * MIB)]);
         let p = run(&model("model.layers"), &devices, &w);
