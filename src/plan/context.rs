@@ -3,8 +3,9 @@
 //!
 //! Decoder layer `i` is the numbered block `<list>.<i>` of the decoder's layer list
 //! (`model.layers.i`, `transformer.h.i`, `decoder.block.i`, `model.language_model.layers.i`):
-//! the list of numbered blocks `0 .. n-1`, `n` the config's decoder layer count. Its cache is
-//! a cost of the unit holding the first tensor of that block.
+//! the list of numbered blocks `0 .. n-1`, `n` the config's decoder layer count (a list with
+//! blocks past those, as DeepSeek-V3's multi-token-prediction layer, when none has exactly
+//! `n`). Its cache is a cost of the unit holding the first tensor of that block.
 
 use std::collections::HashMap;
 
@@ -119,11 +120,17 @@ pub(super) fn match_layers<'a>(
             }
         }
     }
-    let complete = |p: &&str| {
+    // Blocks 0 .. n-1 all present: exactly n first; else with blocks past them (DeepSeek-V3's
+    // checkpoints store the multi-token-prediction layer as `model.layers.61`, which
+    // transformers does not load: it gets no cache).
+    let starts = |p: &&str| {
         let blocks = &lists[*p];
-        blocks.len() == layers && blocks.iter().all(Option::is_some)
+        blocks.len() >= layers && blocks[..layers].iter().all(Option::is_some)
     };
-    let mut found: Vec<&str> = order.iter().copied().filter(complete).collect();
+    let mut found: Vec<&str> = order.iter().copied().filter(starts).collect();
+    if found.iter().any(|p| lists[p].len() == layers) {
+        found.retain(|p| lists[p].len() == layers);
+    }
     if found.len() > 1 {
         // A vision tower or an encoder as long as the decoder: the decoder's list wins.
         let decoder = |p: &&str| {
@@ -137,7 +144,7 @@ pub(super) fn match_layers<'a>(
     match found.as_slice() {
         [prefix] => Ok((
             (*prefix).to_owned(),
-            lists[prefix]
+            lists[prefix][..layers]
                 .iter()
                 .map(|u| u.unwrap_or_default() as usize)
                 .collect(),
@@ -495,6 +502,12 @@ mod tests {
             matches!(err, Error::Plan(PlanError::LayersAmbiguous { .. })),
             "{err}"
         );
+        // Blocks past the config's layers (DeepSeek-V3's multi-token-prediction layer): no cache.
+        let mut more = model("model.layers");
+        more.sizes
+            .push(("model.layers.4.eh_proj.weight".into(), MIB));
+        let p = run(&more, &gpu, &w);
+        assert_eq!(p.cache_bytes, 4 * 256 * 8);
         // Three layers where the config says four.
         let mut short = model("model.layers");
         short
