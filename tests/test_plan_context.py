@@ -130,6 +130,13 @@ def test_offloaded_layers_are_charged_to_the_gpu_that_runs_them() -> None:
     assert data["cache_bytes"] == report.cache_bytes
     assert data["context"]["batch"] == 2
     assert "for 1,024 tokens x batch 2: KV cache 2.0 MiB (F32)" in str(report)
+    shown = (
+        "<PlanReport sequential 18.0 MiB + 2.0 MiB KV cache at 1024 tokens x batch 2 on 2 devices, fits=True>"
+    )
+    assert repr(report) == shown
+    short = devicemap.plan_report(sizes, {0: 8 * 2**20}, context=1024, batch=2, config=config)
+    with pytest.raises(ValueError, match=r"of KV cache for 1,024 tokens x batch 2\) does not fit"):
+        short.check()
 
 
 def test_activation_is_kept_apart_from_the_cache() -> None:

@@ -326,8 +326,17 @@ impl PyPlanReport {
         self.plan.text()
     }
     fn __repr__(&self) -> String {
+        let context = match &self.plan.context {
+            Some(c) => format!(
+                " + {} KV cache at {} tokens x batch {}",
+                crate::units::human_bytes(c.cache_bytes),
+                c.tokens,
+                c.batch
+            ),
+            None => String::new(),
+        };
         format!(
-            "<PlanReport {} {} on {} devices, fits={}>",
+            "<PlanReport {} {}{context} on {} devices, fits={}>",
             self.plan.strategy.as_str(),
             crate::units::human_bytes(self.plan.total_bytes),
             self.plan.devices.len(),

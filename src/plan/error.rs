@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use crate::device::Device;
 use crate::error::{quoted, ErrorKind};
-use crate::units::human_bytes;
+use crate::units::{human_bytes, thousands};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum PlanError {
@@ -146,6 +146,8 @@ pub struct Shortfall {
     pub total: u64,
     /// Of `total`, the KV cache's bytes.
     pub cache: u64,
+    /// Planned for inference: tokens per sequence and batch.
+    pub context: Option<(u64, u64)>,
     /// Bytes no device could take.
     pub missing: u64,
     /// Units left over.
@@ -169,14 +171,15 @@ impl std::fmt::Display for Shortfall {
             .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
             .collect::<Vec<_>>()
             .join(", ");
-        let size = if self.cache > 0 {
-            format!(
-                "{} of weights and {} of KV cache",
+        let size = match self.context {
+            Some((tokens, batch)) => format!(
+                "{} of weights and {} of KV cache for {} tokens x batch {}",
                 human_bytes(self.total.saturating_sub(self.cache)),
-                human_bytes(self.cache)
-            )
-        } else {
-            human_bytes(self.total)
+                human_bytes(self.cache),
+                thousands(tokens),
+                thousands(batch)
+            ),
+            None => human_bytes(self.total),
         };
         write!(
             f,
@@ -215,6 +218,7 @@ mod tests {
         let short = Shortfall {
             total: 30,
             cache: 0,
+            context: None,
             missing: 30,
             blocks: 2,
             first: "a".into(),
@@ -225,6 +229,18 @@ mod tests {
             "The model (30 B) does not fit: 30 B in 2 block(s), from 'a' on, are left over once \
              every device is full (budgets total 5 B: cuda:0=5 B); add 30 B or more to the budgets"
         );
+        let at = Shortfall {
+            total: 30,
+            cache: 10,
+            context: Some((32768, 4)),
+            missing: 5,
+            blocks: 1,
+            first: "lm_head".into(),
+            budgets: vec![(Device::gpu(0), 25)],
+        };
+        assert!(at.to_string().starts_with(
+            "The model (20 B of weights and 10 B of KV cache for 32,768 tokens x batch 4) does not fit: 5 B"
+        ));
         let zero = PlanError::ZeroBudgets {
             devices: vec![Device::gpu(0), Device::cpu()],
         };

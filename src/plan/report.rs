@@ -151,6 +151,7 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
         Verdict::DoesNotFit(Shortfall {
             total,
             cache: sum.cache,
+            context: context.as_ref().map(|(w, ..)| (w.tokens, w.batch)),
             missing: unplaced_bytes,
             blocks: unplaced.len(),
             first: unplaced[0].name.clone(),
