@@ -14,7 +14,11 @@ Run from the repository root after a release build (`maturin develop --release`)
    8 x 40 GiB, 16 x 96 GiB, each plus 2 TiB of CPU. Quality: bytes off the GPUs, and the top
    GPU's share of its budget.
 2. `plan` at 100k tensors (a synthetic MoE of 130 layers x 256 experts x 3).
-3. `tensor_sizes` on a 163-shard checkpoint of the DeepSeek-V3 FP8 example (90,427 tensors)
+3. Plans for inference on the DeepSeek-V3 FP8 example (90,427 tensors, its config.json): `plan`
+   with `context=32768` against `plan` without (target: no slower than 2x), and
+   `PlanReport.max_context()` / `max_batch()` (target: under 100 ms), on 8 x H200 budgets. The
+   best of several alternated runs of each (the machines this runs on are often shared).
+4. `tensor_sizes` on a 163-shard checkpoint of the DeepSeek-V3 FP8 example (90,427 tensors)
    written as sparse files with real headers, against a loop over `safe_open` reading every
    tensor's shape and dtype.
 
@@ -239,16 +243,46 @@ def bench_headers(quick: bool, rows: list[list[str]]) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def bench_context(quick: bool, rows: list[list[str]]) -> None:
+    from devicemap import _core
+
+    sizes = devicemap.example_model("deepseek-v3")
+    config = json.loads(_core._example_config("deepseek-v3"))
+    budgets = dict.fromkeys(range(8), 126 * GIB)
+    repeats = 3 if quick else 11
+    report = devicemap.plan_report(sizes, budgets, context=32768, config=config)
+    # Alternated, so that both see the same load on a shared machine; the best of each compared.
+    best_weights, best_cache = [], []
+    for _ in range(repeats):
+        best_weights.append(measure(lambda: devicemap.plan_report(sizes, budgets), 1)[1])
+        best_cache.append(
+            measure(lambda: devicemap.plan_report(sizes, budgets, context=32768, config=config), 1)[1]
+        )
+    weights, with_cache = min(best_weights), min(best_cache)
+    _, longest = measure(report.max_context, repeats)
+    _, widest = measure(report.max_batch, repeats)
+    for operation, seconds, ratio in [
+        ("plan, weights only", weights, ""),
+        ("plan, context=32768", with_cache, f"{with_cache / weights:.2f}x of weights only"),
+        (f"max_context() = {report.max_context():,}", longest, ""),
+        (f"max_batch() = {report.max_batch():,}", widest, ""),
+    ]:
+        rows.append([operation, "8 x 126 GiB", f"{len(sizes):,}", "", fmt_time(seconds), ratio, "", "", ""])
+        print(" | ".join(rows[-1]), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["plan", "100k", "headers"])
+    parser.add_argument("--only", choices=["plan", "100k", "headers", "context"])
     args = parser.parse_args()
     rows: list[list[str]] = []
     if args.only in (None, "headers"):
         bench_headers(args.quick, rows)
     if args.only in (None, "100k"):
         bench_100k(args.quick, rows)
+    if args.only in (None, "context"):
+        bench_context(args.quick, rows)
     if args.only in (None, "plan"):
         bench_plan(args.quick, rows)
     header = [

@@ -9,6 +9,10 @@
 //!   90,427 tensors, 627 GiB.
 //! - `deepseek-v3-bf16`: the same model in BF16, without scales (45,395 tensors, 1.22 TiB).
 //! - `llama-3-70b`: Llama-3-70B in BF16 (80 layers, GQA with 8 KV heads; 723 tensors).
+//!
+//! Each carries its `config.json` as published on the Hub (`examples/*.json`, written here from
+//! deepseek-ai/DeepSeek-V3 and meta-llama/Meta-Llama-3-70B), so a plan for inference sizes
+//! its KV cache offline.
 
 use crate::dtype::{loaded_bytes, Dtype};
 use crate::error::{Error, Result};
@@ -182,6 +186,15 @@ pub fn tensors(name: &str) -> Result<Vec<ExampleTensor>> {
     }
 }
 
+/// The `config.json` of the example called `name`, as text.
+pub fn config(name: &str) -> Result<&'static str> {
+    match name {
+        "deepseek-v3" | "deepseek-v3-bf16" => Ok(include_str!("examples/deepseek-v3.json")),
+        "llama-3-70b" => Ok(include_str!("examples/llama-3-70b.json")),
+        _ => tensors(name).map(|_| ""),
+    }
+}
+
 /// Per-tensor bytes of an example, floating-point tensors re-sized to `dtype` if given.
 pub fn sizes(name: &str, dtype: Option<Dtype>) -> Result<Vec<(String, u64)>> {
     Ok(tensors(name)?
@@ -210,5 +223,29 @@ mod tests {
         let llama: u64 = tensors("llama-3-70b").unwrap().iter().map(|t| t.2).sum();
         assert!((70.0e9..71.0e9).contains(&(llama as f64)), "{llama}");
         assert!(sizes("gpt-5", None).is_err());
+    }
+
+    #[test]
+    fn configs_size_the_cache_of_their_layers() {
+        use crate::inference::{kv_cache, CacheMode, Request};
+        let request = Request {
+            tokens: 32768,
+            batch: 1,
+            dtype: None,
+            mode: CacheMode::Static,
+            encoder_tokens: None,
+        };
+        for (name, layers, per_token) in [
+            // MLA: the 512-wide latent and the 64-wide rotary key, BF16, 61 layers.
+            ("deepseek-v3", 61, 61 * 576 * 2),
+            // GQA: 8 KV heads of 128 for keys and values, BF16, 80 layers.
+            ("llama-3-70b", 80, 80 * 2 * 8 * 128 * 2),
+        ] {
+            let config: serde_json::Value = serde_json::from_str(config(name).unwrap()).unwrap();
+            let cache = kv_cache(&config, &request).unwrap();
+            assert_eq!(cache.per_layer.len(), layers);
+            assert_eq!(cache.per_token, Some(per_token), "{name}");
+        }
+        assert!(config("gpt-5").is_err());
     }
 }

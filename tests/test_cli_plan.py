@@ -170,3 +170,72 @@ def test_does_not_fit_exits_1_and_writes_no_map(capsys: pytest.CaptureFixture[st
     assert data["fits"] is False
     assert data["missing_bytes"] > 0
     assert data["verdict"].startswith("does not fit on 1 GPUs:")
+
+
+def test_context_verdicts_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The verdict names the context planned for; the spare room is what the API reports."""
+    config = json.loads(devicemap._core._example_config("deepseek-v3"))
+    sizes = devicemap.example_model("deepseek-v3")
+    budget = 143771 * 2**20 - int(143771 * 2**20 * 0.1)
+    budgets = dict.fromkeys(range(8), budget)
+    expected = devicemap.plan_report(sizes, budgets, context=32768, batch=4, config=config)
+    spare = min(d["spare"] for d in expected.devices)
+    code, out, err = run(
+        capsys, "--example", "deepseek-v3", "--devices", "8xH200", "--context", "32k", "--batch", "4"
+    )
+    assert code == 0, err
+    verdict = f"fits on 8 x H200 141GB at 32,768 tokens x batch 4 with {_human_bytes(spare)} to spare per GPU"
+    assert verdict in " ".join(out.split())
+    code, out, _ = run(
+        capsys,
+        "--example",
+        "deepseek-v3",
+        "--devices",
+        "8xH200",
+        "--context",
+        "32k",
+        "--batch",
+        "4",
+        "--json",
+    )
+    data = json.loads(out)
+    assert code == 0
+    assert data["verdict"] == verdict
+    assert data["cache_bytes"] == expected.cache_bytes
+    assert data["context"]["per_layer"] == expected.context["per_layer"]  # type: ignore[index]
+    # fp8 halves the cache.
+    code, out, _ = run(
+        capsys, "--example", "deepseek-v3", "--devices", "8xH200", "--context", "32k", "--batch", "4",
+        "--kv-dtype", "fp8", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["cache_bytes"] * 2 == expected.cache_bytes
+    code, out, _ = run(capsys, "--example", "deepseek-v3", "--devices", "8xH100", "--context", "32k")
+    assert code == 1
+    assert "does not fit on 8 x H100 80GB at 32,768 tokens x batch 1: " in " ".join(out.split())
+
+
+def test_context_max_plans_the_longest_that_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    config = json.loads(devicemap._core._example_config("llama-3-70b"))
+    sizes = devicemap.example_model("llama-3-70b")
+    budget = 81559 * 2**20 - int(81559 * 2**20 * 0.1)
+    probe = devicemap.plan_report(sizes, {0: budget, 1: budget}, context=1, batch=8, config=config)
+    longest = probe.max_context()
+    assert longest is not None
+    code, out, err = run(
+        capsys,
+        "--example",
+        "llama-3-70b",
+        "--devices",
+        "2xH100",
+        "--context",
+        "max",
+        "--batch",
+        "8",
+        "--json",
+    )
+    assert code == 0
+    assert err == f"longest context that fits: {longest:,} tokens x batch 8\n"
+    data = json.loads(out)
+    assert data["max_context"] == longest
+    assert data["verdict"].startswith(f"fits on 2 x H100 80GB at {longest:,} tokens x batch 8 with ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from devicemap import _core
 from devicemap._core import DeviceMap, PlanReport, cuda_devices
@@ -75,6 +76,20 @@ def _sizes_of(
     )
 
 
+def _config_of(source: Source, config: Any, context: int | None) -> Any:
+    """The model config for a plan with `context=`: `config=` as given, else the
+    `config.json` beside a checkpoint path (`None` when there is none: the core then says that a
+    context needs a config)."""
+    if config is not None or context is None:
+        return config
+    first = source[0] if isinstance(source, list | tuple) and source else source
+    if not isinstance(first, str | os.PathLike):
+        return None
+    path = Path(first)
+    candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    return str(candidate) if candidate.is_file() else None
+
+
 def plan_report(
     source: Source,
     max_memory: MaxMemory | None = None,
@@ -85,9 +100,17 @@ def plan_report(
     reserve: float | int = DEFAULT_RESERVE,
     *,
     progress: Callable[[int, int], object] | None = None,
+    context: int | None = None,
+    batch: int | None = None,
+    kv_dtype: Any = None,
+    activation: int | str | None = None,
+    config: Any = None,
 ) -> PlanReport:
-    """Like `plan`, but returns the whole report (budgets, bytes and blocks per device, what
-    spilled and why) and does not raise when the model does not fit (`report.fits`)."""
+    """Like `plan`, but returns the whole report (budgets; weights, KV cache and headroom per
+    device; what spilled and why) and does not raise when the model does not fit
+    (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
+    far the plan stretches under the same budgets."""
+    model_config = _config_of(source, config, context)
     sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress)
     if max_memory is None:
         max_memory = default_max_memory(reserve)
@@ -99,7 +122,18 @@ def plan_report(
     # have turned into one pattern per character).
     groups = tied if tied is not None else found_tied
     patterns = no_split if no_split is not None else found_no_split
-    return _core._plan(sizes, max_memory, strategy, patterns, groups)
+    return _core._plan(
+        sizes,
+        max_memory,
+        strategy,
+        patterns,
+        groups,
+        config=model_config,
+        context=context,
+        batch=batch,
+        kv_dtype=kv_dtype,
+        activation=activation,
+    )
 
 
 def plan(
@@ -110,6 +144,12 @@ def plan(
     tied: Sequence[Sequence[str]] | None = None,
     dtype: Any = None,
     reserve: float | int = DEFAULT_RESERVE,
+    *,
+    context: int | None = None,
+    batch: int | None = None,
+    kv_dtype: Any = None,
+    activation: int | str | None = None,
+    config: Any = None,
 ) -> DeviceMap:
     """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
@@ -121,17 +161,40 @@ def plan(
       parameters and buffers, `_no_split_modules` kept whole, shared parameters tied).
     - `max_memory`: HF's form, `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": "1TiB"}`.
       Only the devices named are used. Without it: this machine's GPUs (free memory) and RAM
-      (available), each less `reserve` (a fraction of its total memory, or bytes).
+      (available), each less `reserve` (a fraction of its total memory, or bytes) kept for
+      what a plan does not count: the CUDA context, allocator fragmentation, and, unless
+      planned with `context=` and `activation=`, the KV cache and activations.
     - `strategy`: `"balanced"` (the smallest possible largest share of a GPU's budget),
       `"sequential"` (fill GPU 0, then 1, ...) or `"balanced_low_0"` (GPU 0 as empty as the
       others allow).
     - `no_split`: module-name patterns kept whole (`"model.layers.*"`, `*` is one component);
       default: the outermost numbered blocks. `tied`: groups of tensor names kept together.
     - `dtype`: size floating-point tensors as loading with this `torch_dtype` would.
+    - `context`: plan for inference at this many tokens per sequence (prompt and generated),
+      for `batch` sequences (default 1): each decoder layer's KV cache (as `kv_cache` sizes
+      transformers' `StaticCache`, in `kv_dtype`, default the config's dtype) is charged to the
+      device the layer runs on: its own GPU, or for a layer offloaded to cpu/disk the GPU that
+      runs offloaded blocks. `config`: the model's config (a `config.json` path, a dict or a
+      transformers config); default: the `config.json` beside a checkpoint path.
+    - `activation`: bytes (or a size such as `"2GiB"`) kept free on each device that runs
+      layers, for activations; reported apart from the cache.
 
     `ValueError` when the model does not fit, saying by how much.
     """
-    report = plan_report(source, max_memory, strategy, no_split, tied, dtype, reserve)
+    report = plan_report(
+        source,
+        max_memory,
+        strategy,
+        no_split,
+        tied,
+        dtype,
+        reserve,
+        context=context,
+        batch=batch,
+        kv_dtype=kv_dtype,
+        activation=activation,
+        config=config,
+    )
     report.check()
     return report.device_map
 
@@ -141,14 +204,23 @@ def stages(
     n: int,
     no_split: Sequence[str] | None = None,
     dtype: Any = None,
+    *,
+    context: int | None = None,
+    batch: int | None = None,
+    kv_dtype: Any = None,
+    config: Any = None,
 ) -> list[list[str]]:
     """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
     a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
-    source gives the same split in every process."""
+    source gives the same split in every process. With `context=` (and `batch`, `kv_dtype`,
+    `config` as for `plan`), each stage's bytes include its layers' KV cache."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    model_config = _config_of(source, config, context)
     sizes, found_no_split, _ = _sizes_of(source, dtype, None)
     patterns = no_split if no_split is not None else found_no_split
-    return _core._stages(sizes, n, patterns)
+    return _core._stages(
+        sizes, n, patterns, config=model_config, context=context, batch=batch, kv_dtype=kv_dtype
+    )

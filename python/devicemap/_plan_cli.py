@@ -83,6 +83,63 @@ def parse_max_memory(text: str) -> dict[int | str, str]:
     return out
 
 
+# Short names of cache dtypes on the command line (torch names are taken as they are).
+KV_DTYPES = {
+    "fp8": "float8_e4m3fn",
+    "fp8_e4m3": "float8_e4m3fn",
+    "fp8_e5m2": "float8_e5m2",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "fp32": "float32",
+}
+
+
+def parse_context(text: str) -> int | None:
+    """`32k` -> 32768, `128K` -> 131072, `1m` -> 1048576, `4096` -> 4096; `max` -> None (the
+    longest that fits is searched). `k` and `m` are powers of 2, as context lengths are."""
+    cleaned = text.strip().lower()
+    if cleaned == "max":
+        return None
+    scale = {"k": 2**10, "m": 2**20}.get(cleaned[-1:], 1)
+    number = cleaned[:-1] if scale > 1 else cleaned
+    if not number.isdigit():
+        raise CliError(f"--context {text!r}: expected tokens such as 4096, 32k, 128k or 1m, or 'max'")
+    return int(number) * scale
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The model config a plan with --context sizes the cache from: --config, the example's,
+    or the checkpoint's config.json (`None` when there is none: the planner then says so)."""
+    if args.config:
+        return args.config
+    if not args.checkpoint:
+        return json.loads(_core._example_config(args.example or "deepseek-v3"))
+    path = Path(args.checkpoint)
+    candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    return str(candidate) if candidate.is_file() else None
+
+
+def _workload(args: argparse.Namespace) -> dict[str, Any]:
+    """`plan_report`'s keyword arguments for --context, --batch, --kv-dtype, --activation."""
+    if args.context is None:
+        for flag, value in [
+            ("--batch", args.batch),
+            ("--kv-dtype", args.kv_dtype),
+            ("--activation", args.activation),
+        ]:
+            if value is not None:
+                raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
+        return {}
+    kv_dtype = args.kv_dtype and KV_DTYPES.get(args.kv_dtype.lower(), args.kv_dtype)
+    return {
+        "context": parse_context(args.context) or 1,
+        "batch": args.batch,
+        "kv_dtype": kv_dtype,
+        "activation": args.activation,
+        "config": _config(args),
+    }
+
+
 def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
     """Budgets, a description of the GPUs, and GPUs per host (0: one host)."""
     from devicemap._plan import default_max_memory
@@ -118,19 +175,22 @@ def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
 def _verdict(report: Any, described: str) -> str:
     devices = report.devices
     gpus = [d for d in devices if d["device"] not in ("cpu", "disk")]
+    context = report.context
+    at = f" at {context['tokens']:,} tokens x batch {context['batch']:,}" if context else ""
     if not report.fits:
         return (
-            f"does not fit on {described}: {_human_bytes(report.missing_bytes)} more is needed "
+            f"does not fit on {described}{at}: {_human_bytes(report.missing_bytes)} more is needed "
             "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
         )
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
     if gpus and spilled:
         offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
-        return f"fits on {described} only with offloading: {offload}"
+        return f"fits on {described}{at} only with offloading: {offload}"
     if gpus:
-        spare = min(d["budget"] - d["bytes"] for d in gpus)
-        return f"fits on {described} with {_human_bytes(spare)} to spare per GPU"
-    return f"fits on {', '.join(d['device'] for d in devices if d['bytes'])}"
+        spare = min(d["spare"] for d in gpus)
+        return f"fits on {described}{at} with {_human_bytes(spare)} to spare per GPU"
+    used = ", ".join(d["device"] for d in devices if d["bytes"] or d["cache"])
+    return f"fits on {used}{at}"
 
 
 def _bar(share: float, width: int = 10) -> str:
@@ -149,12 +209,20 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks "
         f"(largest {name!r}, {_human_bytes(size)}), strategy {report.strategy}"
     )
+    context = report.context
+    if context:
+        console.print(
+            f"for {context['tokens']:,} tokens x batch {context['batch']:,}: KV cache "
+            f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)"
+        )
     table = Table(show_edge=False, pad_edge=False)
     if per_host:
         table.add_column("host", justify="right")
+    columns = [("device", "left"), ("placed", "right")]
+    if context:
+        columns.append(("cache", "right"))
     for column, justify in [
-        ("device", "left"),
-        ("placed", "right"),
+        *columns,
         ("budget", "right"),
         ("share", "left"),
         ("blocks", "right"),
@@ -167,14 +235,16 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         row = [
             entry["device"],
             _human_bytes(entry["bytes"]),
+            *([_human_bytes(entry["cache"])] if context else []),
             _human_bytes(entry["budget"]),
             f"{_bar(share)} {share * 100:5.1f}%",
             f"{entry['blocks']:,}",
             f"{entry['tensors']:,}",
             f"{entry['entries']:,}",
         ]
-        if entry["reserved"]:
-            row[2] += f" (keeps {_human_bytes(entry['reserved'])})"
+        kept = entry["reserved"] + entry["activation"]
+        if kept:
+            row[3 if context else 2] += f" (keeps {_human_bytes(kept)})"
         if per_host:
             device = entry["device"]
             host = str(int(device.split(":")[1]) // per_host) if device.startswith("cuda:") else ""
@@ -205,6 +275,29 @@ def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
         return _core._checkpoint_sizes(path, dtype, advance)
 
 
+def _longest(
+    report: Any, args: argparse.Namespace, sizes: Any, budgets: Any, tied: Any, workload: dict[str, Any]
+) -> int | None:
+    """For --context max: the longest context that fits (printed on stderr), to plan at; `None`
+    otherwise, or when no context fits (the plan at 1 token then says by how much)."""
+    if args.context is None or parse_context(args.context) is not None:
+        return None
+    try:
+        longest = report.max_context()
+    except ValueError as error:
+        print(f"no context fits: {error}", file=sys.stderr)
+        return None
+    if longest is None:
+        print(
+            "every context fits: the cache stops growing (sliding windows or fixed states)", file=sys.stderr
+        )
+        return None
+    print(
+        f"longest context that fits: {longest:,} tokens x batch {report.context['batch']:,}", file=sys.stderr
+    )
+    return int(longest)
+
+
 def run(args: argparse.Namespace) -> int:
     from devicemap._plan import plan_report
 
@@ -221,7 +314,11 @@ def run(args: argparse.Namespace) -> int:
             example = args.example or "deepseek-v3"
             sizes, tied = _core.example_model(example, args.dtype), []
             source = f"example {example}"
-        report = plan_report(sizes, budgets, args.strategy, tied=tied)
+        workload = _workload(args)
+        report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
+        longest = _longest(report, args, sizes, budgets, tied, workload)
+        if longest is not None:
+            report = plan_report(sizes, budgets, args.strategy, tied=tied, **{**workload, "context": longest})
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -247,6 +344,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INVALID
     if args.json:
         data = report.to_dict()
+        if args.context is not None and parse_context(args.context) is None:
+            context = report.context
+            data["max_context"] = context["tokens"] if report.fits and context else None
         data["source"] = source
         data["verdict"] = verdict
         data["budgets_for"] = described
@@ -286,7 +386,26 @@ def add_parser(commands: Any) -> None:
         "--reserve",
         type=float,
         default=_core._DEFAULT_RESERVE,
-        help="fraction of each device's memory kept free for activations (machine and --devices budgets)",
+        help="fraction of each device's memory kept free for what the plan does not count: the CUDA "
+        "context, fragmentation, and without --context the KV cache and activations "
+        "(machine and --devices budgets)",
+    )
+    parser.add_argument(
+        "--context",
+        help="plan for inference at this many tokens per sequence (4096, 32k, 128k, 1m): each layer's "
+        "KV cache is charged where the layer runs; 'max' plans at the longest context that fits",
+    )
+    parser.add_argument("--batch", type=int, help="sequences in the batch (with --context; default 1)")
+    parser.add_argument(
+        "--kv-dtype",
+        help="dtype of the KV cache: fp8, bf16, fp16, fp32 or a torch name (default: the config's)",
+    )
+    parser.add_argument(
+        "--activation",
+        help="kept free for activations on each device that runs layers, e.g. 2GiB (with --context)",
+    )
+    parser.add_argument(
+        "--config", help="the model's config.json (default: the checkpoint's, or the example's) for --context"
     )
     parser.add_argument("-o", "--output", help="write the map as JSON to this file")
     parser.add_argument("--format", choices=["hf", "haystack"], default="hf", help="form of the -o map")

@@ -94,7 +94,7 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
 
 /// `config`: a `config.json` path or a directory holding one, a dict, or an object with
 /// `to_dict()` (a transformers config; transformers is not imported).
-fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
+pub(super) fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(text) = config.cast::<PyString>() {
         let path = PathBuf::from(str_text(text, "config path")?);
         return Ok(inference::read_config(&path).map_err(Error::from)?);
@@ -120,7 +120,7 @@ fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
 }
 
 /// A count argument: an `int` (not a `bool`) at least `min`.
-fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> PyResult<u64> {
+pub(super) fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> PyResult<u64> {
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
         return Err(wrong_type(&format!("{what} must be an int"), value).into());
     }
@@ -132,7 +132,7 @@ fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> PyResult<u64
 }
 
 /// `None`, a dtype name, or a `torch.dtype` (read by its `str()`, `"torch.bfloat16"`).
-fn dtype_name(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+pub(super) fn dtype_name(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };

@@ -68,6 +68,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // What the planning command line offers, from the core, so it keeps no copies.
     m.add_function(wrap_pyfunction!(plan::_headroom, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_human_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_example_config, m)?)?;
     m.add("_DEFAULT_RESERVE", crate::plan::DEFAULT_RESERVE)?;
     m.add(
         "_EXAMPLE_NAMES",

@@ -10,6 +10,7 @@ use super::convert::map_to_hf;
 use super::dtype::dtype_from_py;
 use super::errors::{short_repr, wrong_type};
 use super::guard::guard;
+use super::inference::{config_from_py, count, dtype_name};
 use super::keys::KeyCache;
 use super::lookup::PySummary;
 use super::map::PyDeviceMap;
@@ -18,6 +19,7 @@ use crate::device::Device;
 use crate::error::Error;
 use crate::plan::{
     self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Reserve, Strategy,
+    Workload,
 };
 
 /// Tensor sizes in order, and groups of tied tensor names.
@@ -26,6 +28,19 @@ type SizesAndTies = (Vec<(String, u64)>, Vec<Vec<String>>);
 /// One `max_memory` value, read by the core's rules (`plan::budget_bytes`); `key` is the
 /// key's repr, for the message.
 fn budget_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    bytes_value(value, |shown, problem| PlanError::BadBudget {
+        key: key.to_owned(),
+        shown,
+        problem,
+    })
+}
+
+/// A byte count given as `max_memory` values are; `wrong` makes the error from the value's
+/// repr and the problem.
+fn bytes_value(
+    value: &Bound<'_, PyAny>,
+    wrong: impl FnOnce(String, plan::BudgetProblem) -> PlanError,
+) -> PyResult<u64> {
     let read = if value.cast::<PyBool>().is_ok() {
         BudgetValue::Other
     } else if value.cast::<PyInt>().is_ok() {
@@ -37,14 +52,8 @@ fn budget_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     } else {
         BudgetValue::Other
     };
-    plan::budget_bytes(read).map_err(|problem| {
-        Error::from(PlanError::BadBudget {
-            key: key.to_owned(),
-            shown: short_repr(value),
-            problem,
-        })
-        .into()
-    })
+    plan::budget_bytes(read)
+        .map_err(|problem| Error::from(wrong(short_repr(value), problem)).into())
 }
 
 /// `max_memory` in HF's form: `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": ...}`.
@@ -118,15 +127,13 @@ fn device_use_dict<'py>(
     d.set_item("budget", used.budget)?;
     d.set_item("reserved", used.reserved)?;
     d.set_item("bytes", used.bytes)?;
+    d.set_item("cache", used.cache)?;
+    d.set_item("activation", used.activation)?;
+    d.set_item("spare", used.spare())?;
     d.set_item("blocks", used.blocks)?;
     d.set_item("tensors", used.tensors)?;
     d.set_item("entries", entries)?;
-    let share = if used.budget == 0 {
-        0.0
-    } else {
-        used.bytes as f64 / used.budget as f64
-    };
-    d.set_item("share", share)?;
+    d.set_item("share", used.share())?;
     Ok(d)
 }
 
@@ -223,6 +230,68 @@ impl PyPlanReport {
     fn notes(&self) -> Vec<String> {
         self.plan.notes.clone()
     }
+    /// Bytes of the KV cache planned for (0 without a context).
+    #[getter]
+    fn cache_bytes(&self) -> u64 {
+        self.plan.cache_bytes
+    }
+    /// What a plan with `context=` was planned for: `tokens`, `batch`, `kv_dtype`,
+    /// `model_type`, `activation`, `layer_list`, `per_layer` (each decoder layer's cache),
+    /// `layer_devices` (where each is charged), `cache_bytes`; `None` without a context.
+    #[getter]
+    fn context<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(context) = &self.plan.context else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("tokens", context.tokens)?;
+        d.set_item("batch", context.batch)?;
+        d.set_item("kv_dtype", context.dtype.to_string())?;
+        d.set_item("model_type", context.model_type)?;
+        d.set_item("activation", context.activation)?;
+        d.set_item("layer_list", &context.layer_list)?;
+        d.set_item("per_layer", context.per_layer.clone())?;
+        let devices: Vec<Option<String>> = context
+            .layer_device
+            .iter()
+            .map(|d| d.map(|d| d.to_string()))
+            .collect();
+        d.set_item("layer_devices", devices)?;
+        d.set_item("cache_bytes", context.cache_bytes)?;
+        Ok(Some(d))
+    }
+    /// The longest context (tokens per sequence) for which this plan, under the same budgets,
+    /// strategy and headroom, still fits, at `batch` (default: the plan's): it fits, and one more
+    /// token does not. `None` when every context fits (a cache that stops growing).
+    #[pyo3(signature = (batch = None))]
+    fn max_context(
+        &self,
+        py: Python<'_>,
+        batch: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        self.search(
+            py,
+            "max_context()",
+            ("batch", 1, batch),
+            |context, batch| (batch.unwrap_or(context.batch), plan::Fit::max_context),
+        )
+    }
+    /// The largest batch for which this plan still fits at `context` tokens per sequence
+    /// (default: the plan's): it fits, and one more sequence does not. `None` when every batch
+    /// fits (an empty cache).
+    #[pyo3(signature = (context = None))]
+    fn max_batch(
+        &self,
+        py: Python<'_>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        self.search(
+            py,
+            "max_batch()",
+            ("context", 0, context),
+            |planned, tokens| (tokens.unwrap_or(planned.tokens), plan::Fit::max_batch),
+        )
+    }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {
         Ok(self.plan.check_fits().map_err(Error::from)?)
@@ -233,6 +302,8 @@ impl PyPlanReport {
         d.set_item("strategy", self.strategy())?;
         d.set_item("fits", self.fits())?;
         d.set_item("total_bytes", self.plan.total_bytes)?;
+        d.set_item("cache_bytes", self.plan.cache_bytes)?;
+        d.set_item("context", self.context(py)?)?;
         d.set_item("missing_bytes", self.plan.unplaced_bytes)?;
         d.set_item("tensors", self.plan.tensors)?;
         d.set_item("blocks", self.plan.blocks)?;
@@ -255,14 +326,90 @@ impl PyPlanReport {
         self.plan.text()
     }
     fn __repr__(&self) -> String {
+        let context = match &self.plan.context {
+            Some(c) => format!(
+                " + {} KV cache at {} tokens x batch {}",
+                crate::units::human_bytes(c.cache_bytes),
+                c.tokens,
+                c.batch
+            ),
+            None => String::new(),
+        };
         format!(
-            "<PlanReport {} {} on {} devices, fits={}>",
+            "<PlanReport {} {}{context} on {} devices, fits={}>",
             self.plan.strategy.as_str(),
             crate::units::human_bytes(self.plan.total_bytes),
             self.plan.devices.len(),
             if self.plan.fits() { "True" } else { "False" }
         )
     }
+}
+
+/// A search of `plan::Fit` at the plan's context.
+type Search = fn(&plan::Fit, u64) -> Result<Option<u64>, PlanError>;
+
+impl PyPlanReport {
+    /// Runs the search `pick` chooses on the plan's `Fit`, with the argument `(name, least,
+    /// value)` read as a count (`pick` gets `None` when it is not given).
+    fn search(
+        &self,
+        py: Python<'_>,
+        what: &'static str,
+        (name, least, value): (&'static str, u64, Option<&Bound<'_, PyAny>>),
+        pick: impl FnOnce(&plan::Context, Option<u64>) -> (u64, Search),
+    ) -> PyResult<Option<u64>> {
+        let Some(context) = &self.plan.context else {
+            return Err(Error::from(PlanError::NeedsContext { what }).into());
+        };
+        let given = match value.filter(|v| !v.is_none()) {
+            Some(v) => Some(count(v, name, least)?),
+            None => None,
+        };
+        let (argument, run) = pick(context, given);
+        Ok(py
+            .detach(|| run(&context.fit, argument))
+            .map_err(Error::from)?)
+    }
+}
+
+/// The workload of `_plan` and `_stages` from their keyword arguments (`plan::workload`
+/// decides what they need).
+fn workload_from_py(
+    config: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+    batch: Option<&Bound<'_, PyAny>>,
+    kv_dtype: Option<&Bound<'_, PyAny>>,
+    activation: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Workload>> {
+    fn given<'py>(value: Option<&Bound<'py, PyAny>>) -> Option<Bound<'py, PyAny>> {
+        value.filter(|v| !v.is_none()).cloned()
+    }
+    let config = match given(config) {
+        Some(c) => Some(config_from_py(&c)?),
+        None => None,
+    };
+    let tokens = given(context)
+        .map(|c| count(&c, "context", 0))
+        .transpose()?;
+    let batch = given(batch).map(|b| count(&b, "batch", 1)).transpose()?;
+    let dtype = match dtype_name(kv_dtype)? {
+        Some(name) => Some(crate::dtype::parse_dtype(&name)?),
+        None => None,
+    };
+    let activation = match given(activation) {
+        Some(a) => bytes_value(&a, |shown, problem| PlanError::BadActivation {
+            shown,
+            problem,
+        })?,
+        None => 0,
+    };
+    Ok(plan::workload(
+        config.as_ref(),
+        tokens,
+        batch,
+        dtype,
+        activation,
+    )?)
 }
 
 #[pymethods]
@@ -302,9 +449,11 @@ fn model_from_py(
     })
 }
 
-/// Plans `sizes` (`{name: bytes}` in model order) onto `max_memory`.
+/// Plans `sizes` (`{name: bytes}` in model order) onto `max_memory`; with `context`, for
+/// inference (each decoder layer's KV cache from `config`).
 #[pyfunction]
-#[pyo3(signature = (sizes, max_memory, strategy = "balanced", no_split = None, tied = None))]
+#[pyo3(signature = (sizes, max_memory, strategy = "balanced", no_split = None, tied = None, *, config = None, context = None, batch = None, kv_dtype = None, activation = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn _plan(
     py: Python<'_>,
     sizes: &Bound<'_, PyAny>,
@@ -312,28 +461,40 @@ pub fn _plan(
     strategy: &str,
     no_split: Option<&Bound<'_, PyAny>>,
     tied: Option<&Bound<'_, PyAny>>,
+    config: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+    batch: Option<&Bound<'_, PyAny>>,
+    kv_dtype: Option<&Bound<'_, PyAny>>,
+    activation: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyPlanReport> {
     guard("_plan", || {
         let strategy = Strategy::parse(strategy).map_err(Error::from)?;
         let budgets = budgets_from_py(max_memory)?;
         let model = model_from_py(sizes, no_split, tied)?;
-        let plan = py.detach(|| plan::plan(&model, &budgets, strategy))?;
+        let workload = workload_from_py(config, context, batch, kv_dtype, activation)?;
+        let plan = py.detach(|| plan::plan_for(&model, &budgets, strategy, workload.as_ref()))?;
         Ok(PyPlanReport { plan })
     })
 }
 
 /// Splits `sizes` into `n` contiguous byte-balanced stages: per stage, its module names.
 #[pyfunction]
-#[pyo3(signature = (sizes, n, no_split = None))]
+#[pyo3(signature = (sizes, n, no_split = None, *, config = None, context = None, batch = None, kv_dtype = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn _stages(
     py: Python<'_>,
     sizes: &Bound<'_, PyAny>,
     n: usize,
     no_split: Option<&Bound<'_, PyAny>>,
+    config: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+    batch: Option<&Bound<'_, PyAny>>,
+    kv_dtype: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Vec<String>>> {
     guard("_stages", || {
         let model = model_from_py(sizes, no_split, None)?;
-        Ok(py.detach(|| plan::stages(&model, n))?)
+        let workload = workload_from_py(config, context, batch, kv_dtype, None)?;
+        Ok(py.detach(|| plan::stages_for(&model, n, workload.as_ref()))?)
     })
 }
 
@@ -416,6 +577,12 @@ pub fn _headroom(total: u64, reserve: &Bound<'_, PyAny>) -> PyResult<u64> {
         };
         Ok(read.of(total))
     })
+}
+
+/// The `config.json` of a built-in example model, as text.
+#[pyfunction]
+pub fn _example_config(name: &str) -> PyResult<&'static str> {
+    guard("_example_config", || Ok(crate::examples::config(name)?))
 }
 
 /// `units::human_bytes`: bytes in binary units with one decimal (`1.5 GiB`).

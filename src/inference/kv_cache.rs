@@ -76,7 +76,7 @@ fn held(layer: &LayerCache, tokens: u64, mode: CacheMode) -> u64 {
 }
 
 /// One layer's bytes; `None` past 2**64.
-fn layer_bytes(layer: &LayerCache, request: &Request, dtype: Dtype) -> Option<u64> {
+pub(super) fn layer_bytes(layer: &LayerCache, request: &Request, dtype: Dtype) -> Option<u64> {
     if request.tokens == 0 {
         return Some(0);
     }

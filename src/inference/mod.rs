@@ -27,11 +27,9 @@ pub const DEFAULT_DTYPE: Dtype = Dtype::BF16;
 
 /// The cache transformers holds for `request` on the model `config` describes.
 pub fn kv_cache(config: &Value, request: &Request) -> Result<KvCache, InferenceError> {
-    let fields = config::decoder_fields(config)?;
-    let layers = attention::decoder_layers(&fields)?;
-    let model_type = fields.model_type();
-    let encoder_decoder = fields.family.arch == defaults::Arch::EncoderDecoder;
-    match (encoder_decoder, request.encoder_tokens) {
+    let layout = cache_layout(config, request.dtype)?;
+    let model_type = layout.model_type;
+    match (layout.encoder_decoder, request.encoder_tokens) {
         (true, None) => {
             return Err(InferenceError::NeedsEncoderTokens {
                 model_type: model_type.to_owned(),
@@ -44,11 +42,50 @@ pub fn kv_cache(config: &Value, request: &Request) -> Result<KvCache, InferenceE
         }
         _ => {}
     }
-    let dtype = match request.dtype {
+    kv_cache::size(model_type, layout.layers, request, layout.dtype)
+}
+
+/// A decoder's cache layout, read from its config once, with the cache dtype resolved: what
+/// planning sizes again for each context it tries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheLayout {
+    pub model_type: &'static str,
+    pub layers: Vec<LayerCache>,
+    pub dtype: Dtype,
+    /// Whether the model has an encoder (its decoder layers also cache cross-attention).
+    pub encoder_decoder: bool,
+}
+
+/// The layout of `config`'s decoder cache in `dtype` (default: the config's, else bfloat16).
+pub fn cache_layout(config: &Value, dtype: Option<Dtype>) -> Result<CacheLayout, InferenceError> {
+    let fields = config::decoder_fields(config)?;
+    let layers = attention::decoder_layers(&fields)?;
+    let dtype = match dtype {
         Some(dtype) => dtype,
         None => fields.dtype()?.unwrap_or(DEFAULT_DTYPE),
     };
-    kv_cache::size(model_type, layers, request, dtype)
+    if !crate::dtype::is_floating(dtype) {
+        return Err(InferenceError::NotFloating {
+            dtype: dtype.to_string(),
+        });
+    }
+    Ok(CacheLayout {
+        model_type: fields.model_type(),
+        layers,
+        dtype,
+        encoder_decoder: fields.family.arch == defaults::Arch::EncoderDecoder,
+    })
+}
+
+impl CacheLayout {
+    /// Bytes of each layer's cache for `request` (its dtype ignored: the layout's is used);
+    /// `None` past 2**64.
+    pub fn per_layer(&self, request: &Request) -> Option<Vec<u64>> {
+        self.layers
+            .iter()
+            .map(|layer| kv_cache::layer_bytes(layer, request, self.dtype))
+            .collect()
+    }
 }
 
 /// A model config from a `config.json` path, or a directory holding one.

@@ -141,8 +141,10 @@ pub fn budget_bytes(value: BudgetValue<'_>) -> Result<u64, BudgetProblem> {
     }
 }
 
-/// The part of a device's memory that budgets taken from the machine leave free (activations,
-/// the CUDA context, allocator fragmentation), as vLLM's default `gpu_memory_utilization=0.9`.
+/// The part of a device's memory that budgets taken from the machine leave free, as vLLM's
+/// default `gpu_memory_utilization=0.9`: for the CUDA context and allocator fragmentation, and,
+/// in a plan without a context, for the KV cache and activations (a plan with one counts each
+/// layer's cache, and `activation` headroom, itself).
 /// Explicit `max_memory` values are used as given.
 pub const DEFAULT_RESERVE: f64 = 0.1;
 

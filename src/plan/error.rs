@@ -5,8 +5,8 @@
 use thiserror::Error;
 
 use crate::device::Device;
-use crate::error::ErrorKind;
-use crate::units::human_bytes;
+use crate::error::{quoted, ErrorKind};
+use crate::units::{human_bytes, thousands};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum PlanError {
@@ -74,12 +74,54 @@ pub enum PlanError {
 
     #[error("Cannot split {blocks} blocks into {stages} stages")]
     TooFewBlocks { blocks: usize, stages: usize },
+
+    #[error("context= needs the model's config (its decoder layers and attention): pass config= (a config.json path, a dict or a transformers config), or a checkpoint with a config.json beside it")]
+    ContextWithoutConfig,
+
+    #[error("{what} needs context= (tokens per sequence), which sizes the KV cache")]
+    NeedsContext { what: &'static str },
+
+    #[error("model_type {}: the config has {layers} decoder layers, but no list of exactly {layers} numbered blocks ('<list>.0' .. '<list>.{}') is among the tensor names; numbered lists found: {}", quoted(.model_type), .layers.saturating_sub(1), or_none(.found))]
+    LayersNotFound {
+        model_type: String,
+        layers: usize,
+        found: String,
+    },
+
+    #[error("model_type {}: several lists of {layers} numbered blocks could be the decoder's layers ({found}); plan the decoder alone, or name its blocks with no_split", quoted(.model_type))]
+    LayersAmbiguous {
+        model_type: String,
+        layers: usize,
+        found: String,
+    },
+
+    /// `shown` is a repr of the value given.
+    #[error("activation = {shown}: {problem}")]
+    BadActivation {
+        shown: String,
+        problem: BudgetProblem,
+    },
+
+    #[error("batch must be >= 1, got 0")]
+    ZeroBatch,
+
+    #[error("No context fits at batch {batch}: even 1 token per sequence leaves blocks over once every device is full")]
+    NoContextFits { batch: u64 },
+
+    #[error("No batch fits at a context of {tokens} tokens: even 1 sequence leaves blocks over once every device is full")]
+    NoBatchFits { tokens: u64 },
+
+    #[error("The KV cache for {tokens} tokens x batch {batch} is larger than 2**64 bytes")]
+    CacheTooLarge { tokens: u64, batch: u64 },
 }
 
 impl PlanError {
     /// Every planning error is a `ValueError`: the input has the right type, not the right value.
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::Value
+        match self {
+            PlanError::CacheTooLarge { .. } => ErrorKind::Overflow,
+            _ => ErrorKind::Value,
+        }
     }
 }
 
@@ -100,8 +142,12 @@ pub enum BudgetProblem {
 /// By how much a model does not fit: what is left over once every device is full.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shortfall {
-    /// Bytes of the whole model.
+    /// Bytes of the whole model: its weights and, planned with a context, its KV cache.
     pub total: u64,
+    /// Of `total`, the KV cache's bytes.
+    pub cache: u64,
+    /// Planned for inference: tokens per sequence and batch.
+    pub context: Option<(u64, u64)>,
     /// Bytes no device could take.
     pub missing: u64,
     /// Units left over.
@@ -125,16 +171,33 @@ impl std::fmt::Display for Shortfall {
             .map(|(d, b)| format!("{d}={}", human_bytes(*b)))
             .collect::<Vec<_>>()
             .join(", ");
+        let size = match self.context {
+            Some((tokens, batch)) => format!(
+                "{} of weights and {} of KV cache for {} tokens x batch {}",
+                human_bytes(self.total.saturating_sub(self.cache)),
+                human_bytes(self.cache),
+                thousands(tokens),
+                thousands(batch)
+            ),
+            None => human_bytes(self.total),
+        };
         write!(
             f,
-            "The model ({}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
-            human_bytes(self.total),
+            "The model ({size}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
             human_bytes(self.missing),
             self.blocks,
             self.first,
             human_bytes(budget),
             human_bytes(self.missing)
         )
+    }
+}
+
+fn or_none(found: &str) -> &str {
+    if found.is_empty() {
+        "none"
+    } else {
+        found
     }
 }
 
@@ -154,6 +217,8 @@ mod tests {
     fn messages() {
         let short = Shortfall {
             total: 30,
+            cache: 0,
+            context: None,
             missing: 30,
             blocks: 2,
             first: "a".into(),
@@ -164,6 +229,18 @@ mod tests {
             "The model (30 B) does not fit: 30 B in 2 block(s), from 'a' on, are left over once \
              every device is full (budgets total 5 B: cuda:0=5 B); add 30 B or more to the budgets"
         );
+        let at = Shortfall {
+            total: 30,
+            cache: 10,
+            context: Some((32768, 4)),
+            missing: 5,
+            blocks: 1,
+            first: "lm_head".into(),
+            budgets: vec![(Device::gpu(0), 25)],
+        };
+        assert!(at.to_string().starts_with(
+            "The model (20 B of weights and 10 B of KV cache for 32,768 tokens x batch 4) does not fit: 5 B"
+        ));
         let zero = PlanError::ZeroBudgets {
             devices: vec![Device::gpu(0), Device::cpu()],
         };

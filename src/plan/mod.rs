@@ -28,6 +28,7 @@
 
 mod budget;
 mod compact;
+mod context;
 mod cost;
 mod error;
 mod model;
@@ -42,6 +43,7 @@ pub use budget::{
     budget_bytes, parse_budget_key, parse_size, system_memory, BudgetValue, Budgets, Reserve,
     SystemMemory, DEFAULT_RESERVE,
 };
+pub use context::{workload, Context, Fit, Workload, MOST_TRIED};
 pub use cost::Cost;
 pub use error::{BudgetProblem, PlanError, Shortfall};
 pub use model::{Model, NoSplit};
@@ -55,6 +57,18 @@ use report::Planned;
 /// Plans `model` onto `budgets`. Never fails for lack of room: what does not fit is listed in
 /// `Plan::unplaced` and said by `Plan::verdict` (see [`Plan::check_fits`]).
 pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan> {
+    plan_for(model, budgets, strategy, None)
+}
+
+/// Like [`plan`], for inference when `workload` is given: each decoder layer's KV cache is a
+/// cost of the unit holding the layer, charged where the layer runs, and `activation` is kept
+/// free on every device that runs layers.
+pub fn plan_for(
+    model: &Model,
+    budgets: &Budgets,
+    strategy: Strategy,
+    workload: Option<&Workload>,
+) -> Result<Plan> {
     let tensors = Tensors::new(model)?;
     if budgets.devices.is_empty() {
         return Err(PlanError::NoDevice.into());
@@ -64,7 +78,16 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
     }
     tensors.check_names()?;
     let units = Units::new(&tensors, model);
-    let costs = units.costs();
+    let mut costs = units.costs();
+    let context = match workload {
+        Some(workload) => {
+            let (costs_with_cache, context) =
+                with_cache(&tensors, &units, costs, workload, budgets, strategy)?;
+            costs = costs_with_cache;
+            Some(context)
+        }
+        None => None,
+    };
     let devices = &budgets.devices;
     let anything = costs.iter().any(|c| c.total() > 0);
     if devices.iter().all(|&(_, b)| b == 0) && anything {
@@ -73,7 +96,8 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         }
         .into());
     }
-    let placement = place::place(&costs, budgets, strategy);
+    let activation = workload.map_or(0, |w| w.activation);
+    let placement = place::place(&costs, budgets, strategy, activation);
     let unit_device = units.devices(&placement.assigned, devices.len());
     let map = compact::compact(
         &units.tree,
@@ -91,13 +115,54 @@ pub fn plan(model: &Model, budgets: &Budgets, strategy: Strategy) -> Result<Plan
         placement: &placement,
         unit_device: &unit_device,
         map,
+        context: workload
+            .zip(context)
+            .map(|(w, (list, per_layer, fit))| (w, list, per_layer, fit)),
     })
+}
+
+/// The decoder's layer list, each layer's cache, and what fitting needs.
+type LayerCaches = (String, Vec<u64>, Fit);
+
+/// The units' costs with each decoder layer's cache added, the layer list, each layer's cache
+/// and what fitting needs.
+fn with_cache(
+    tensors: &Tensors<'_>,
+    units: &Units<'_>,
+    weights: Vec<Cost>,
+    workload: &Workload,
+    budgets: &Budgets,
+    strategy: Strategy,
+) -> Result<(Vec<Cost>, LayerCaches)> {
+    let layout = &workload.layout;
+    let (list, layer_unit) =
+        context::match_layers(tensors, units, layout.layers.len(), layout.model_type)?;
+    let slots = units.order_slots();
+    let layer_slot = layer_unit.iter().map(|&u| slots[u]).collect();
+    let fit = Fit::new(weights, layer_slot, workload, budgets, strategy);
+    let per_layer =
+        fit.per_layer(workload.tokens, workload.batch)
+            .ok_or(PlanError::CacheTooLarge {
+                tokens: workload.tokens,
+                batch: workload.batch,
+            })?;
+    let costs = fit.costs(&per_layer);
+    Ok((costs, (list, per_layer, fit)))
 }
 
 /// Splits the model into `n` contiguous stages of about equal bytes (pipeline parallelism):
 /// units in order, no unit split, the largest stage as small as it can be. Returns, for each
 /// stage, the compact module names it holds.
 pub fn stages(model: &Model, n: usize) -> Result<Vec<Vec<String>>> {
+    stages_for(model, n, None)
+}
+
+/// Like [`stages`]; with `workload`, each stage's bytes include its layers' KV cache.
+pub fn stages_for(
+    model: &Model,
+    n: usize,
+    workload: Option<&Workload>,
+) -> Result<Vec<Vec<String>>> {
     if n == 0 {
         return Err(PlanError::NoStages.into());
     }
@@ -113,7 +178,7 @@ pub fn stages(model: &Model, n: usize) -> Result<Vec<Vec<String>>> {
         no_split: model.no_split.clone(),
         names_distinct: model.names_distinct,
     };
-    let planned = plan(&untied, &budgets, Strategy::Balanced)?;
+    let planned = plan_for(&untied, &budgets, Strategy::Balanced, workload)?;
     if planned.blocks < n {
         return Err(PlanError::TooFewBlocks {
             blocks: planned.blocks,

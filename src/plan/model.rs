@@ -326,6 +326,18 @@ impl<'a> Units<'a> {
         device
     }
 
+    /// For every unit of `list`, the position in `order` of the unit it was joined into.
+    pub(super) fn order_slots(&self) -> Vec<usize> {
+        let mut slot = vec![0usize; self.list.len()];
+        for (k, &u) in self.order.iter().enumerate() {
+            slot[u as usize] = k;
+        }
+        self.joined_into
+            .iter()
+            .map(|&root| slot[root as usize])
+            .collect()
+    }
+
     /// A unit's name in reports: its prefix, and those of the units tied into it.
     pub(super) fn name(&self, u: u32) -> String {
         let unit = &self.list[u as usize];

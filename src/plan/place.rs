@@ -198,20 +198,57 @@ fn balance_low_0(sizes: &[u64], budgets: &[u64], caps: &[u64]) -> Vec<usize> {
     out
 }
 
+/// Greedy fill over every device: units keep their `fast` size on the devices before
+/// `offload_from` and their `slow` size (weights only) on the CPU and disk after it. Order is
+/// kept, so the units past the fast devices are a suffix, filled into the slow ones.
+fn fill_split(fast: &[u64], slow: &[u64], caps: &[u64], offload_from: usize) -> Vec<usize> {
+    let split = offload_from.min(caps.len());
+    let mut out = fill(fast, &caps[..split]);
+    let first = out.iter().position(|&d| d >= split).unwrap_or(out.len());
+    out.truncate(first);
+    out.extend(
+        fill(&slow[first..], &caps[split..])
+            .into_iter()
+            .map(|d| d + split),
+    );
+    out
+}
+
+/// What placement needs besides the costs: the headroom for activations on each device that
+/// runs layers, and the device that runs offloaded ones.
+#[derive(Clone, Copy)]
+struct Frame {
+    activation: u64,
+    runner: usize,
+    offload_from: usize,
+}
+
 /// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
 /// the budget of device `runner`, and accelerators before it take nothing (the runner must be
-/// the first accelerator holding a block).
+/// the first accelerator holding a block). Devices that run layers (those before
+/// `offload_from`) keep `activation` free.
 fn assign(
-    sizes: &[u64],
+    sizes: (&[u64], &[u64]),
     budgets: &[(Device, u64)],
     strategy: Strategy,
     reserve: u64,
-    runner: usize,
+    frame: Frame,
 ) -> Vec<usize> {
+    let (fast, slow) = sizes;
+    let Frame {
+        activation,
+        runner,
+        offload_from,
+    } = frame;
     let caps: Vec<u64> = budgets
         .iter()
         .enumerate()
         .map(|(i, &(device, b))| {
+            let b = if i < offload_from {
+                b.saturating_sub(activation)
+            } else {
+                b
+            };
             if i == runner {
                 b.saturating_sub(reserve)
             } else if i < runner && is_accelerator(device) {
@@ -223,17 +260,20 @@ fn assign(
         .collect();
     let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
     if strategy == Strategy::Sequential || accelerators == 0 {
-        return fill(sizes, &caps);
+        return fill_split(fast, slow, &caps, offload_from);
     }
-    let on_accelerators = prefix_that_fits(sizes, &caps[..accelerators]);
-    let plain: Vec<u64> = budgets[..accelerators].iter().map(|&(_, b)| b).collect();
-    let head = &sizes[..on_accelerators];
+    let on_accelerators = prefix_that_fits(fast, &caps[..accelerators]);
+    let plain: Vec<u64> = budgets[..accelerators]
+        .iter()
+        .map(|&(_, b)| b.saturating_sub(activation))
+        .collect();
+    let head = &fast[..on_accelerators];
     let mut out = match strategy {
         Strategy::BalancedLow0 => balance_low_0(head, &plain, &caps[..accelerators]),
         _ => balance(head, &plain, &caps[..accelerators]),
     };
     out.extend(
-        fill(&sizes[on_accelerators..], &caps[accelerators..])
+        fill(&slow[on_accelerators..], &caps[accelerators..])
             .into_iter()
             .map(|d| d + accelerators),
     );
@@ -249,17 +289,37 @@ pub(super) struct Placement {
     /// The device that runs offloaded blocks: the first accelerator holding a block
     /// (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
     pub(super) runner: usize,
-    /// Kept free on `runner` for the largest offloaded unit (0 when nothing is offloaded).
+    /// Kept free on `runner` for the weights of the largest offloaded unit (0 when nothing is
+    /// offloaded).
     pub(super) reserve: u64,
+    /// The KV cache of the offloaded units, which `runner` holds (they run there).
+    pub(super) offloaded_cache: u64,
     /// Units on devices from this index on are offloaded: the CPU and disk when there are
     /// accelerators, else the disk.
     pub(super) offload_from: usize,
+    /// Kept free on every device before `offload_from` (the ones that run layers).
+    pub(super) activation: u64,
 }
 
-/// Places units of these costs, in order, onto `budgets`. When anything is offloaded, the
-/// runner keeps room for the largest offloaded unit: its weights are copied there to run.
-pub(super) fn place(costs: &[Cost], budgets: &Budgets, strategy: Strategy) -> Placement {
-    let sizes: Vec<u64> = costs.iter().map(|c| c.total()).collect();
+impl Placement {
+    /// Whether every unit was placed.
+    pub(super) fn placed_all(&self, devices: usize) -> bool {
+        self.assigned.iter().all(|&d| d < devices)
+    }
+}
+
+/// Places units of these costs, in order, onto `budgets`, keeping `activation` free on each
+/// device that runs layers. When anything is offloaded, the runner keeps room for the weights
+/// of the largest offloaded unit (copied there to run) and for the cache of every offloaded
+/// unit (its layers run there).
+pub(super) fn place(
+    costs: &[Cost],
+    budgets: &Budgets,
+    strategy: Strategy,
+    activation: u64,
+) -> Placement {
+    let fast: Vec<u64> = costs.iter().map(|c| c.total()).collect();
+    let slow: Vec<u64> = costs.iter().map(|c| c.on_offload()).collect();
     let devices = &budgets.devices;
     let accelerators = budgets.accelerators();
     let mut runner = if accelerators > 0 {
@@ -275,29 +335,39 @@ pub(super) fn place(costs: &[Cost], budgets: &Budgets, strategy: Strategy) -> Pl
     } else {
         runner + 1
     };
-    let spills = |assigned: &[usize]| {
-        assigned
-            .iter()
-            .zip(&sizes)
-            .filter(|(&d, _)| d >= offload_from && d < devices.len())
-            .map(|(_, &s)| s)
-            .max()
+    // What the runner must keep for the offloaded units: the largest one's weights, and the
+    // cache of all of them. `None` when nothing is offloaded.
+    let needs = |assigned: &[usize]| {
+        let mut largest: Option<u64> = None;
+        let mut cache = 0u64;
+        for (&d, cost) in assigned.iter().zip(costs) {
+            if d >= offload_from && d < devices.len() {
+                largest = Some(largest.unwrap_or(0).max(cost.on_offload()));
+                cache = cache.saturating_add(cost.cache);
+            }
+        }
+        largest.map(|l| (l, cache))
     };
+    let total = |(weights, cache): (u64, u64)| weights.saturating_add(cache);
+    let sizes = (fast.as_slice(), slow.as_slice());
     let (mut assigned, mut reserve);
     loop {
-        // The reserve changes what spills: repeat until it covers the largest spilled unit.
-        // This ends without a cap on the rounds: the reserve is always the size of some unit,
-        // and each round raises it strictly (a round runs only when a spilled unit is larger),
-        // so there are at most as many rounds as distinct unit sizes, and the reserve never
-        // passes the largest unit.
+        let frame = Frame {
+            activation,
+            runner,
+            offload_from,
+        };
+        // The reserve changes what spills: repeat until it covers what the spilled units need.
+        // This ends without a cap on the rounds: a larger reserve only moves more units off
+        // the accelerators (never back), so what they need only grows; each round raises the
+        // reserve strictly, and there are at most as many rounds as units.
         reserve = 0u64;
-        assigned = assign(&sizes, devices, strategy, reserve, runner);
-        while let Some(larger) = spills(&assigned).filter(|&s| s > reserve) {
+        assigned = assign(sizes, devices, strategy, reserve, frame);
+        while let Some(larger) = needs(&assigned).map(total).filter(|&s| s > reserve) {
             reserve = larger;
-            assigned = assign(&sizes, devices, strategy, reserve, runner);
+            assigned = assign(sizes, devices, strategy, reserve, frame);
         }
-        if spills(&assigned).is_none() {
-            reserve = 0;
+        if needs(&assigned).is_none() {
             break;
         }
         // With its reserve taken off, the runner may hold nothing (its budget left too little
@@ -309,11 +379,41 @@ pub(super) fn place(costs: &[Cost], budgets: &Budgets, strategy: Strategy) -> Pl
             _ => break,
         }
     }
+    // The runner holds the cache of every offloaded layer: when its budget cannot, the last
+    // offloaded units are left over (their layers would have nowhere to run).
+    let room = devices.get(runner).map_or(0, |&(_, b)| {
+        if runner < offload_from {
+            b.saturating_sub(activation)
+        } else {
+            b
+        }
+    });
+    let on_runner: u64 = assigned
+        .iter()
+        .zip(&fast)
+        .filter(|(&d, _)| d == runner)
+        .map(|(_, &s)| s)
+        .fold(0, u64::saturating_add);
+    while let Some((weights, cache)) = needs(&assigned) {
+        if cache == 0 || on_runner.saturating_add(weights).saturating_add(cache) <= room {
+            break;
+        }
+        let last = assigned
+            .iter()
+            .rposition(|&d| d >= offload_from && d < devices.len());
+        match last {
+            Some(u) => assigned[u] = devices.len(),
+            None => break,
+        }
+    }
+    let (reserve, offloaded_cache) = needs(&assigned).unwrap_or((0, 0));
     Placement {
         assigned,
         runner,
         reserve,
+        offloaded_cache,
         offload_from,
+        activation,
     }
 }
 
@@ -356,7 +456,7 @@ mod tests {
                 Strategy::Balanced,
                 Strategy::BalancedLow0,
             ] {
-                let placed = place(&costs, &budgets, strategy);
+                let placed = place(&costs, &budgets, strategy, 0);
                 let offloaded = placed
                     .assigned
                     .iter()

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::budget::Budgets;
+use super::context::{Context, Fit, Workload};
 use super::cost::Cost;
 use super::error::{PlanError, Shortfall};
 use super::model::{Tensors, Units};
@@ -19,9 +20,16 @@ use crate::units::{human_bytes, thousands};
 pub struct DeviceUse {
     pub device: Device,
     pub budget: u64,
-    /// Kept free for the largest offloaded block (on the device that runs offloaded blocks).
+    /// Kept free for the weights of the largest offloaded block (on the device that runs
+    /// offloaded blocks).
     pub reserved: u64,
+    /// Weights placed here.
     pub bytes: u64,
+    /// KV cache charged here: of the layers placed here and, on the device that runs offloaded
+    /// blocks, of the offloaded layers.
+    pub cache: u64,
+    /// Kept free for activations (on devices that run layers, when planned with `activation`).
+    pub activation: u64,
     pub blocks: usize,
     pub tensors: usize,
 }
@@ -51,7 +59,12 @@ pub struct Plan {
     pub map: DeviceMap,
     pub strategy: Strategy,
     pub devices: Vec<DeviceUse>,
+    /// Bytes of the weights.
     pub total_bytes: u64,
+    /// Bytes of the KV cache (0 without a context).
+    pub cache_bytes: u64,
+    /// What a plan for inference was planned for (`None` without a context).
+    pub context: Option<Box<Context>>,
     pub tensors: usize,
     pub blocks: usize,
     pub largest_block: (String, u64),
@@ -81,6 +94,8 @@ pub(super) struct Planned<'p, 'a> {
     /// The device of every unit (`units.list`).
     pub(super) unit_device: &'p [usize],
     pub(super) map: DeviceMap,
+    /// Planned for inference: the layer list, each layer's cache, and what fit needs.
+    pub(super) context: Option<(&'p Workload, String, Vec<u64>, Fit)>,
 }
 
 /// The plan: what each device holds, what was offloaded or left over and why, and the compact
@@ -95,6 +110,7 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
         placement,
         unit_device,
         map,
+        context,
     } = planned;
     let devices = &budgets.devices;
     let tensor_device: Vec<usize> = units
@@ -115,25 +131,27 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
         } else if d >= placement.offload_from {
             spilled.push(Placed {
                 name: units.name(u),
-                bytes: cost.total(),
+                bytes: cost.on_offload(),
                 device: Some(devices[d].0),
             });
         }
     }
-    let total = costs
+    let sum = costs
         .iter()
-        .fold(Cost::default(), |sum, &c| sum.saturating_add(c))
-        .total();
+        .fold(Cost::default(), |sum, &c| sum.saturating_add(c));
+    let total = sum.total();
     let unplaced_bytes = unplaced.iter().map(|p| p.bytes).sum();
     let largest = costs
         .iter()
         .enumerate()
-        .max_by_key(|&(i, c)| (c.total(), std::cmp::Reverse(i)))
-        .map(|(i, c)| (units.name(units.order[i]), c.total()))
+        .max_by_key(|&(i, c)| (c.weights, std::cmp::Reverse(i)))
+        .map(|(i, c)| (units.name(units.order[i]), c.weights))
         .unwrap_or_default();
     let verdict = if !unplaced.is_empty() {
         Verdict::DoesNotFit(Shortfall {
             total,
+            cache: sum.cache,
+            context: context.as_ref().map(|(w, ..)| (w.tokens, w.batch)),
             missing: unplaced_bytes,
             blocks: unplaced.len(),
             first: unplaced[0].name.clone(),
@@ -147,14 +165,38 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
     } else {
         Verdict::Fits
     };
-    let notes = notes(budgets, placement, &uses, &spilled, total, &verdict);
+    let context = context.map(|(workload, layer_list, per_layer, fit)| {
+        let layer_device = fit
+            .layer_slots()
+            .iter()
+            .map(|&slot| runs_on(placement, slot, devices.len()).map(|d| devices[d].0))
+            .collect();
+        Box::new(Context {
+            model_type: workload.layout.model_type,
+            tokens: workload.tokens,
+            batch: workload.batch,
+            dtype: workload.layout.dtype,
+            activation: workload.activation,
+            layer_list,
+            per_layer,
+            layer_device,
+            cache_bytes: sum.cache,
+            fit,
+        })
+    });
+    let mut notes = notes(budgets, placement, &uses, &spilled, sum.weights, &verdict);
+    if let Some(context) = &context {
+        notes.insert(0, cache_note(context, &uses));
+    }
     let summary = checked_summary(&map, &tensors.names, &tensors.bytes, &uses, &tensor_device)?;
     Ok(Plan {
         summary,
         map,
         strategy,
         devices: uses,
-        total_bytes: total,
+        total_bytes: sum.weights,
+        cache_bytes: sum.cache,
+        context,
         tensors: tensors.names.len(),
         blocks: units.order.len(),
         largest_block: largest,
@@ -186,14 +228,23 @@ fn device_uses(
                 0
             },
             bytes: 0,
+            cache: 0,
+            activation: if i < placement.offload_from {
+                placement.activation.min(budget)
+            } else {
+                0
+            },
             blocks: 0,
             tensors: 0,
         })
         .collect();
-    for (&d, cost) in placement.assigned.iter().zip(costs) {
+    for (slot, (&d, cost)) in placement.assigned.iter().zip(costs).enumerate() {
         if let Some(used) = uses.get_mut(d) {
-            used.bytes += cost.total();
+            used.bytes += cost.weights;
             used.blocks += 1;
+        }
+        if let Some(runs) = runs_on(placement, slot, uses.len()) {
+            uses[runs].cache += cost.cache;
         }
     }
     for &d in tensor_device {
@@ -202,6 +253,48 @@ fn device_uses(
         }
     }
     uses
+}
+
+/// The device the unit at `slot` runs on: its own, or for an offloaded unit the device that
+/// runs offloaded blocks; `None` when it was not placed.
+fn runs_on(placement: &Placement, slot: usize, devices: usize) -> Option<usize> {
+    match placement.assigned[slot] {
+        d if d >= devices => None,
+        d if d >= placement.offload_from => Some(placement.runner),
+        d => Some(d),
+    }
+}
+
+/// What the cache adds, and where.
+fn cache_note(context: &Context, uses: &[DeviceUse]) -> String {
+    let on: Vec<String> = uses
+        .iter()
+        .filter(|u| u.cache > 0)
+        .map(|u| format!("{} {}", u.device, human_bytes(u.cache)))
+        .collect();
+    let activation = if context.activation > 0 {
+        format!(
+            "; {} kept free for activations on each device that runs layers",
+            human_bytes(context.activation)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "KV cache for {} tokens x batch {} ({} {}, {} layers of '{}'): {} added ({}){activation}",
+        thousands(context.tokens),
+        thousands(context.batch),
+        context.model_type,
+        context.dtype,
+        context.per_layer.len(),
+        context.layer_list,
+        human_bytes(context.cache_bytes),
+        if on.is_empty() {
+            "nothing placed".to_owned()
+        } else {
+            on.join(", ")
+        }
+    )
 }
 
 /// Sentences for the report: what was offloaded and where, what the runner keeps for it, and
@@ -238,8 +331,16 @@ fn notes(
             .max_by_key(|p| p.bytes)
             .map(|p| p.name.clone())
             .unwrap_or_default();
+        let cache = if placement.offloaded_cache > 0 {
+            format!(
+                ", and holds the KV cache of the offloaded layers ({}), which run there",
+                human_bytes(placement.offloaded_cache)
+            )
+        } else {
+            String::new()
+        };
         notes.push(format!(
-            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run",
+            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run{cache}",
             devices[placement.runner].0,
             human_bytes(placement.reserve),
             biggest
@@ -304,6 +405,27 @@ fn checked_summary(
     Ok(summary)
 }
 
+impl DeviceUse {
+    /// Weights and cache placed here, as a share of the budget.
+    pub fn share(&self) -> f64 {
+        if self.budget == 0 {
+            0.0
+        } else {
+            (self.bytes + self.cache) as f64 / self.budget as f64
+        }
+    }
+
+    /// What the budget has left once weights, cache, the offload reserve and the activation
+    /// headroom are taken.
+    pub fn spare(&self) -> u64 {
+        self.budget
+            .saturating_sub(self.bytes)
+            .saturating_sub(self.cache)
+            .saturating_sub(self.reserved)
+            .saturating_sub(self.activation)
+    }
+}
+
 impl Plan {
     /// Whether everything was placed.
     pub fn fits(&self) -> bool {
@@ -333,12 +455,18 @@ impl Plan {
             self.largest_block.0,
             human_bytes(self.largest_block.1)
         );
+        if let Some(context) = &self.context {
+            let _ = writeln!(
+                out,
+                "for {} tokens x batch {}: KV cache {} ({})",
+                thousands(context.tokens),
+                thousands(context.batch),
+                human_bytes(self.cache_bytes),
+                context.dtype
+            );
+        }
         for used in &self.devices {
-            let share = if used.budget == 0 {
-                0.0
-            } else {
-                used.bytes as f64 / used.budget as f64 * 100.0
-            };
+            let share = used.share() * 100.0;
             let entries = self
                 .summary
                 .devices
@@ -349,17 +477,32 @@ impl Plan {
                 out,
                 "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks  {:>9} tensors  {:>6} map entries",
                 used.device.to_string(),
-                human_bytes(used.bytes),
+                human_bytes(used.bytes + used.cache),
                 human_bytes(used.budget),
                 used.blocks,
                 thousands(used.tensors as u64),
                 entries
             );
+            if self.context.is_some() && used.bytes + used.cache > 0 {
+                let _ = write!(
+                    out,
+                    "  (weights {} + cache {})",
+                    human_bytes(used.bytes),
+                    human_bytes(used.cache)
+                );
+            }
             if used.reserved > 0 {
                 let _ = write!(
                     out,
                     "  (keeps {} for offloaded blocks)",
                     human_bytes(used.reserved)
+                );
+            }
+            if used.activation > 0 {
+                let _ = write!(
+                    out,
+                    "  (keeps {} for activations)",
+                    human_bytes(used.activation)
                 );
             }
             out.push('\n');
