@@ -28,12 +28,15 @@ pub fn is_floating(dtype: Dtype) -> bool {
     )
 }
 
-/// A dtype from its safetensors name (`"BF16"`, any case), its torch name (`"bfloat16"`,
+/// A dtype from its safetensors name (`"BF16"`), its torch name (`"bfloat16"`,
 /// `"torch.bfloat16"`, `"float8_e4m3fn"`) or a common short name (`"bf16"`, `"fp16"`,
-/// `"fp8"`: the E4M3 format inference engines mean by it).
+/// `"fp8"`: the E4M3 format inference engines mean by it), in any case.
 pub fn parse_dtype(text: &str) -> Result<Dtype> {
-    let name = text.strip_prefix("torch.").unwrap_or(text);
-    let safetensors_name = match name {
+    let name = text
+        .strip_prefix("torch.")
+        .unwrap_or(text)
+        .to_ascii_lowercase();
+    let safetensors_name = match name.as_str() {
         "bool" => "BOOL",
         "uint8" | "u8" => "U8",
         "int8" | "i8" => "I8",
@@ -114,6 +117,7 @@ mod tests {
         assert_eq!(parse_dtype("fp8").unwrap(), Dtype::F8_E4M3);
         assert_eq!(parse_dtype("f8_e5m2").unwrap(), Dtype::F8_E5M2);
         assert_eq!(parse_dtype("int8").unwrap(), Dtype::I8);
+        assert_eq!(parse_dtype("FP8").unwrap(), Dtype::F8_E4M3);
         assert!(parse_dtype("int4").is_err());
         assert_eq!(parse_load_dtype("fp16").unwrap(), Dtype::F16);
         assert!(matches!(

@@ -83,17 +83,6 @@ def parse_max_memory(text: str) -> dict[int | str, str]:
     return out
 
 
-# Short names of cache dtypes on the command line (torch names are taken as they are).
-KV_DTYPES = {
-    "fp8": "float8_e4m3fn",
-    "fp8_e4m3": "float8_e4m3fn",
-    "fp8_e5m2": "float8_e5m2",
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "fp32": "float32",
-}
-
-
 def parse_context(text: str) -> int | None:
     """`32k` -> 32768, `128K` -> 131072, `1m` -> 1048576, `4096` -> 4096; `max` -> None (the
     longest that fits is searched). `k` and `m` are powers of 2, as context lengths are."""
@@ -130,11 +119,10 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
             if value is not None:
                 raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
         return {}
-    kv_dtype = args.kv_dtype and KV_DTYPES.get(args.kv_dtype.lower(), args.kv_dtype)
     return {
         "context": parse_context(args.context) or 1,
         "batch": args.batch,
-        "kv_dtype": kv_dtype,
+        "kv_dtype": args.kv_dtype,
         "activation": args.activation,
         "config": _config(args),
     }
