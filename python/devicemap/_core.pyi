@@ -30,9 +30,12 @@ __all__ = [
     "NearMiss",
     "PlanReport",
     "_CheckpointSizes",
+    "_HubCheckpoint",
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
+    "_hub_checkpoint",
+    "_is_hub_source",
     "_device_type_index",
     "_example_tensors",
     "_headroom",
@@ -369,10 +372,15 @@ class PlanReport:
     def to_hf(self) -> dict[str, int | str]: ...
 
 def tensor_sizes(
-    path: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...],
+    path: str
+    | os.PathLike[str]
+    | list[str | os.PathLike[str]]
+    | tuple[str | os.PathLike[str], ...]
+    | _HubCheckpoint,
     dtype: Any = None,
     *,
     progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
 ) -> dict[str, int]: ...
 def example_model(name: str, dtype: Any = None) -> dict[str, int]: ...
 def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
@@ -382,8 +390,24 @@ class _CheckpointSizes:
     def __len__(self) -> int: ...
 
 def _checkpoint_sizes(
-    path: Any, dtype: Any = None, progress: Callable[[int, int], object] | None = None
+    path: Any,
+    dtype: Any = None,
+    progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+@final
+class _HubCheckpoint:
+    @property
+    def source(self) -> str: ...
+    @property
+    def commit(self) -> str: ...
+    @property
+    def stats(self) -> tuple[int, int, int, int]: ...
+
+def _hub_checkpoint(
+    source: str, token: str | None = None, progress: Callable[[int, int, int], object] | None = None
+) -> _HubCheckpoint: ...
+def _is_hub_source(text: str) -> bool: ...
 def _plan(
     sizes: Any,
     max_memory: dict[Any, Any],

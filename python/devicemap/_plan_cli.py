@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devicemap import _core
+from devicemap import _core, _hub_cli
 from devicemap._cli_input import CliError
 from devicemap._core import _human_bytes
 
@@ -192,6 +192,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
 
 
 def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
+    if _hub_cli.is_hub(path):
+        return _hub_cli.read_sizes(path, dtype)
     if not sys.stderr.isatty():
         return _core._checkpoint_sizes(path, dtype, None)
     from rich.progress import Progress
@@ -266,7 +268,10 @@ def add_parser(commands: Any) -> None:
         "Exit code 1 if the model does not fit, 2 on bad input.",
     )
     parser.add_argument(
-        "checkpoint", nargs="?", help="a .safetensors file, an index, or a checkpoint directory"
+        "checkpoint",
+        nargs="?",
+        help="a .safetensors file, an index, a checkpoint directory, or a Hub repository "
+        "(org/name, hf://org/name@revision)",
     )
     parser.add_argument(
         "--example",

@@ -59,7 +59,7 @@ pub enum HubError {
     #[error("{request}: unexpected answer: {reason}")]
     BadResponse { request: String, reason: String },
 
-    #[error("HF_HUB_OFFLINE is set and {what} is not cached (looked in {looked})")]
+    #[error("HF_HUB_OFFLINE is set and {} is not cached (looked in {looked})", quoted(.what))]
     Offline { what: String, looked: String },
 
     #[error("{name} must be {expected}, got {}", quoted(.value))]

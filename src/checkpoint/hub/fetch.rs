@@ -445,7 +445,7 @@ fn get_range(
     let request = describe(&url, Some(range));
     let reply = inner
         .client
-        .get(&url, Some(range), end.saturating_sub(start))?;
+        .get(&url, Some(range), end.saturating_sub(start) + 1)?;
     let total = range_total(&reply);
     match (reply.status, total) {
         (206, Some(total)) => {
