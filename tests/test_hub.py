@@ -5,13 +5,14 @@ and the failures (a server that ignores `Range`, timeouts, dropped connections).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import devicemap
 import pytest
-from _hub_standin import COMMIT_A, COMMIT_B, BITS, Faults, Repo, StandIn, llama_tensors, write_checkpoint
+from _hub_standin import BITS, COMMIT_A, COMMIT_B, Faults, Repo, StandIn, llama_tensors, write_checkpoint
 from devicemap import _core
 
 LLAMA_CONFIG = {"model_type": "llama", "tie_word_embeddings": False}
@@ -146,7 +147,8 @@ def test_second_run_is_served_from_the_cache(hub: StandIn, env: Path) -> None:
     assert devicemap.tensor_sizes(f"hf://org/sharded@{COMMIT_A}") == first
     assert hub.requests() == []
     stats = _core._hub_checkpoint("org/sharded").stats
-    assert stats[0] == 1 and stats[2] == stats[3]
+    assert stats[0] == 1
+    assert stats[2] == stats[3]
 
 
 def test_offline(
@@ -205,7 +207,7 @@ def test_tokens(hub: StandIn, env: Path, monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_gated(hub: StandIn) -> None:
     with pytest.raises(
         ValueError,
-        match=r"'org/gated' is gated: accept its conditions on .*/org/gated, then it needs a token: pass token=",
+        match=r"'org/gated' is gated: accept its conditions on .*/org/gated, then it needs a token: pass",
     ):
         devicemap.tensor_sizes("org/gated")
     with pytest.raises(ValueError, match="the token given has no access"):
@@ -243,7 +245,7 @@ def test_a_server_that_ignores_range_is_refused(hub: StandIn) -> None:
     hub.faults = Faults(match=".safetensors", ignore_range=True)
     with pytest.raises(
         RuntimeError,
-        match=r"the server ignored the byte range and answered with the whole file \(200\); refusing to download it",
+        match=r"ignored the byte range and answered with the whole file \(200\); refusing to download it",
     ):
         devicemap.tensor_sizes("org/single")
 
@@ -292,9 +294,9 @@ def test_header_above_the_limit_as_on_disk(hub: StandIn, files: dict[str, dict[s
     path = files["single"]["model.safetensors"]
     data = bytearray(path.read_bytes()[:64])
     path.write_bytes((200_000_000).to_bytes(8, "little") + bytes(data[8:]))
-    with pytest.raises(ValueError) as on_disk:
+    with pytest.raises(ValueError, match="above the safetensors limit") as on_disk:
         devicemap.tensor_sizes(path)
-    with pytest.raises(ValueError) as on_hub:
+    with pytest.raises(ValueError, match="above the safetensors limit") as on_hub:
         devicemap.tensor_sizes("org/single")
     assert str(on_hub.value).endswith(str(on_disk.value).split(": ", 1)[1])
     assert "above the safetensors limit" in str(on_hub.value)
@@ -307,7 +309,8 @@ def test_local_paths_win_and_settings_are_checked(
     assert not _core._is_hub_source("sharded")
     shutil.copytree(folder(files["single"]), tmp_path / "org" / "single2")
     assert not _core._is_hub_source("org/single2")
-    assert _core._is_hub_source("org/single3") and _core._is_hub_source("hf://org/single2")
+    assert _core._is_hub_source("org/single3")
+    assert _core._is_hub_source("hf://org/single2")
     monkeypatch.setenv("DEVICEMAP_HUB_CONCURRENCY", "many")
     with pytest.raises(
         ValueError, match="DEVICEMAP_HUB_CONCURRENCY must be a whole number from 1 to 256, got 'many'"
@@ -331,3 +334,24 @@ def test_progress_and_stats(hub: StandIn) -> None:
     assert list(devicemap.tensor_sizes(checkpoint).items()) == list(
         devicemap.tensor_sizes("org/sharded").items()
     )
+
+
+def test_plan_command_line(
+    hub: StandIn, files: dict[str, dict[str, Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devicemap.cli import main
+
+    args = ["--max-memory", "0=300KiB,1=300KiB,cpu=10MiB", "--json"]
+    assert main(["plan", "org/sharded", *args]) == 0
+    out, err = capsys.readouterr()
+    assert f"read hf://org/sharded@main at commit {COMMIT_A}: 7 requests, " in err
+    assert main(["plan", str(folder(files["sharded"])), *args]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert {**json.loads(out), "source": ""} == {**local, "source": ""}
+    assert main(["plan", "org/sharded", *args]) == 0
+    assert "1 requests, " in capsys.readouterr().err
+    assert main(["plan", "org/nothing", *args]) == 2
+    assert capsys.readouterr().err.startswith("error: no local path 'org/nothing' and repository")
+    hub.faults = Faults(match="/api/", drop=-1)
+    assert main(["plan", "org/sharded", *args]) == 2
+    assert "failed after 3 tries" in capsys.readouterr().err

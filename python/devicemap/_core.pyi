@@ -34,12 +34,12 @@ __all__ = [
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
-    "_hub_checkpoint",
-    "_is_hub_source",
     "_device_type_index",
     "_example_tensors",
     "_headroom",
+    "_hub_checkpoint",
     "_human_bytes",
+    "_is_hub_source",
     "_kv_defaults",
     "_module_sizes",
     "_plan",
@@ -395,6 +395,7 @@ def _checkpoint_sizes(
     progress: Callable[[int, int], object] | None = None,
     token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+
 @final
 class _HubCheckpoint:
     @property
