@@ -24,6 +24,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients closing pooled connections are no error worth printing."""
+
+
 @dataclass
 class Repo:
     """A repository: files per commit, and the branches and tags pointing at commits."""
@@ -96,8 +103,7 @@ class StandIn:
             def do_GET(self) -> None:
                 standin._handle(self, hub, body=True)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self._servers.append(server)
         # The CDN is on "localhost", another origin than the Hub's "127.0.0.1".

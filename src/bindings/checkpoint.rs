@@ -407,8 +407,6 @@ pub fn _hub_checkpoint(
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyHubCheckpoint> {
     guard("_hub_checkpoint", || {
-        let repo = hub::hub_repo(source)?;
-        let options = HubOptions::from_env(token).map_err(Error::from)?;
         let progress = progress
             .filter(|p| !p.is_none())
             .map(|p| p.clone().unbind());
@@ -420,7 +418,7 @@ pub fn _hub_checkpoint(
                     failure = Python::attach(|py| callback.bind(py).call1(args).err());
                 }
             };
-            HubCheckpoint::open(&repo, &options, &mut report)
+            hub::open_hub(source, || HubOptions::from_env(token), &mut report)
         });
         if let Some(err) = failure {
             return Err(err);

@@ -153,15 +153,31 @@ pub fn locate(text: &str) -> std::result::Result<Location, HubError> {
     }
 }
 
-/// The Hub repository `text` names (see [`locate`]); an error when it names a local path.
-pub fn hub_repo(text: &str) -> Result<Repo> {
-    match locate(text)? {
-        Location::Hub { repo, .. } => Ok(repo),
-        Location::Local(_) => Err(HubError::BadRepoId {
+/// The Hub repository `text` names (see [`locate`]), opened with `options()`; an error when
+/// `text` names a local path. A repository not found by a bare `org/name` also says that no
+/// such local path exists.
+pub fn open_hub(
+    text: &str,
+    options: impl FnOnce() -> std::result::Result<HubOptions, HubError>,
+    progress: &mut dyn FnMut(Fetched),
+) -> Result<HubCheckpoint> {
+    let Location::Hub { repo, explicit } = locate(text)? else {
+        return Err(HubError::BadRepoId {
             text: text.to_owned(),
             reason: "it is a local path",
         }
+        .into());
+    };
+    match HubCheckpoint::open(&repo, &options()?, progress) {
+        Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(
+            HubError::RepoNotFound { repo, endpoint, .. },
+        ))) if !explicit => Err(HubError::RepoNotFound {
+            repo,
+            endpoint,
+            local: Some(text.to_owned()),
+        }
         .into()),
+        opened => opened,
     }
 }
 
@@ -173,20 +189,7 @@ pub fn open_any(
 ) -> Result<Checkpoint> {
     match locate(text)? {
         Location::Local(path) => Checkpoint::local(&path),
-        Location::Hub { repo, explicit } => {
-            let opened = HubCheckpoint::open(&repo, &options()?, progress);
-            match opened {
-                Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(
-                    HubError::RepoNotFound { repo, endpoint, .. },
-                ))) if !explicit => Err(HubError::RepoNotFound {
-                    repo,
-                    endpoint,
-                    local: Some(text.to_owned()),
-                }
-                .into()),
-                opened => opened?.checkpoint(),
-            }
-        }
+        Location::Hub { .. } => open_hub(text, options, progress)?.checkpoint(),
     }
 }
 
