@@ -54,6 +54,11 @@ def header_bytes(files: dict[str, Path]) -> int:
     return total
 
 
+def cold(work: Path, hf_hub_cache: str) -> None:
+    shutil.rmtree(hf_hub_cache, ignore_errors=True)
+    shutil.rmtree(work / "hf-home" / "devicemap", ignore_errors=True)
+
+
 def timed(hub: StandIn, run: Any) -> tuple[float, int, int]:
     hub.clear()
     start = time.perf_counter()
@@ -66,28 +71,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to each request")
     args = parser.parse_args()
-    from huggingface_hub import HfApi
+    work = Path(tempfile.mkdtemp(prefix="devicemap-bench-hub-"))
+    # Before huggingface_hub is imported: it reads these once.
+    os.environ["HF_HOME"] = str(work / "hf-home")
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from huggingface_hub import HfApi, constants
 
     shards = 8 if args.quick else 163
     latency = 0.005 if args.quick else args.latency
-    work = Path(tempfile.mkdtemp(prefix="devicemap-bench-hub-"))
     try:
         files = write_checkpoint(
             work / "model", tensors(2000 if args.quick else None), shards, {"model_type": "deepseek_v3"}
         )
         needed = header_bytes(files)
-        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         with StandIn({"org/dsv3": Repo({COMMIT_A: files}, {"main": COMMIT_A})}, latency=latency) as hub:
             os.environ["HF_ENDPOINT"] = hub.url
             rows = []
             for redirect in (False, True):
                 hub.redirect = redirect
-                fresh = work / f"cache-{redirect}"
-                os.environ["HF_HOME"] = str(fresh)
-                os.environ["HF_HUB_CACHE"] = str(fresh / "hub")
                 api = HfApi(endpoint=hub.url)
+                # Each client cold: nothing downloaded, no headers cached (devicemap would read
+                # the index huggingface_hub downloaded).
+                cold(work, constants.HF_HUB_CACHE)
                 theirs = timed(hub, lambda api=api: api.get_safetensors_metadata("org/dsv3"))
+                cold(work, constants.HF_HUB_CACHE)
                 ours = timed(hub, lambda: devicemap.tensor_sizes("org/dsv3"))
                 warm = timed(hub, lambda: devicemap.tensor_sizes("org/dsv3"))
                 rows.append((redirect, theirs, ours, warm))

@@ -26,6 +26,9 @@ from urllib.parse import unquote, urlsplit
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Room for every connection a client opens at once (the default, 5, drops some SYNs, which
+    # then wait a second to be sent again).
+    request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients closing pooled connections are no error worth printing."""
@@ -243,7 +246,7 @@ class StandIn:
         if path is None:
             self._error(request, 404, "EntryNotFound", "Entry not found")
             return
-        etag = '"' + hashlib.sha256(f"{commit}/{name}".encode()).hexdigest() + '"'
+        etag = '"' + _digest(path) + '"'
         headers = {"X-Repo-Commit": commit, "ETag": etag, "Accept-Ranges": "bytes"}
         if name.endswith(".safetensors"):
             headers["X-Linked-Etag"] = etag
@@ -284,6 +287,15 @@ class StandIn:
             self._answer(request, 200, headers, length=size)
         else:
             self._answer(request, 200, headers, path.read_bytes())
+
+
+def _digest(path: Path) -> str:
+    """A stand-in for the Hub's ETag (a git blob id, or an LFS file's sha256): it changes with
+    the content, as huggingface_hub's cache expects. Sparse shards are hashed by their length
+    and first megabyte (their header)."""
+    with open(path, "rb") as handle:
+        start = handle.read(1 << 20)
+    return hashlib.sha256(str(path.stat().st_size).encode() + start).hexdigest()
 
 
 # --- sparse safetensors checkpoints ---

@@ -4,6 +4,7 @@
 //! asked for), many at once. Each file comes from devicemap's cache, else huggingface_hub's
 //! downloads, else the network (never when offline).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -201,18 +202,27 @@ pub(super) fn prefetch(
         }
         .into());
     }
-    // The files `Checkpoint::find` looks at, fetched first so their errors are this one's.
-    let candidates = [super::super::INDEX_FILE, super::super::SINGLE_FILE];
-    for name in candidates
-        .into_iter()
-        .filter(|n| inner.listing.contains(*n))
-    {
-        let estimate = name.ends_with(".safetensors").then_some(FIRST_RANGE);
-        file(source, name, estimate)?;
-        if name == super::super::INDEX_FILE {
-            break;
+    // The files `Checkpoint::find` looks at, fetched first so their errors are this one's;
+    // `config.json` (always at the top, as the checkpoint is) meanwhile.
+    let config = super::super::CONFIG_FILE;
+    std::thread::scope(|scope| {
+        if inner.listing.contains(config) {
+            // Its error, if any, comes again with the other files.
+            scope.spawn(|| file(source, config, None).ok());
         }
-    }
+        let candidates = [super::super::INDEX_FILE, super::super::SINGLE_FILE];
+        for name in candidates
+            .into_iter()
+            .filter(|n| inner.listing.contains(*n))
+        {
+            let estimate = name.ends_with(".safetensors").then_some(FIRST_RANGE);
+            file(source, name, estimate)?;
+            if name == super::super::INDEX_FILE {
+                break;
+            }
+        }
+        Ok::<_, HubError>(())
+    })?;
     let layout = Checkpoint::find(Box::new(source.clone()))?.layout().clone();
     let mut jobs: Vec<Job> = match &layout {
         Layout::Files(files) => files
@@ -238,9 +248,11 @@ pub(super) fn prefetch(
 /// their tensors). An index that cannot be read gives none: the reader then says what is
 /// wrong with it, as for a folder.
 fn shard_jobs(source: &HubSource, index: &str) -> Vec<Job> {
+    // Names borrowed from the index where they hold no escapes: no allocation per tensor.
     #[derive(Deserialize)]
-    struct Index {
-        weight_map: HashMap<String, String>,
+    struct Index<'a> {
+        #[serde(borrow)]
+        weight_map: HashMap<Cow<'a, str>, Cow<'a, str>>,
     }
     let Ok(entry) = file(source, index, None) else {
         return Vec::new();
@@ -250,7 +262,7 @@ fn shard_jobs(source: &HubSource, index: &str) -> Vec<Job> {
     };
     let mut shards: HashMap<&str, u64> = HashMap::new();
     for (tensor, shard) in &parsed.weight_map {
-        *shards.entry(shard).or_insert(HEADER_EXTRA) += tensor.len() as u64 + PER_TENSOR;
+        *shards.entry(shard.as_ref()).or_insert(HEADER_EXTRA) += tensor.len() as u64 + PER_TENSOR;
     }
     let mut jobs: Vec<Job> = shards
         .into_iter()

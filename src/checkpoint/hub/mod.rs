@@ -58,6 +58,23 @@ fn truthy(value: Option<String>) -> bool {
     value.is_some_and(|v| matches!(v.to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
 }
 
+/// Environment variable `name` read by `parse`, or `default` when it is not set.
+fn setting<T>(
+    name: &'static str,
+    expected: &'static str,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+) -> std::result::Result<T, HubError> {
+    match env(name) {
+        None => Ok(default),
+        Some(value) => parse(value.trim()).ok_or(HubError::BadSetting {
+            name,
+            value,
+            expected,
+        }),
+    }
+}
+
 /// The token huggingface_hub would send: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`
 /// (default `$HF_HOME/token`); none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
 pub fn implicit_token() -> Option<String> {
@@ -78,32 +95,18 @@ impl HubOptions {
     /// `DEVICEMAP_HUB_CONCURRENCY` (default 16) and `DEVICEMAP_HUB_TIMEOUT` (seconds, default
     /// 10).
     pub fn from_env(token: Option<String>) -> std::result::Result<HubOptions, HubError> {
-        let concurrency = match env("DEVICEMAP_HUB_CONCURRENCY") {
-            None => DEFAULT_CONCURRENCY,
-            Some(text) => match text.trim().parse::<usize>() {
-                Ok(n @ 1..=256) => n,
-                _ => {
-                    return Err(HubError::BadSetting {
-                        name: "DEVICEMAP_HUB_CONCURRENCY",
-                        value: text,
-                        expected: "a whole number from 1 to 256",
-                    })
-                }
-            },
-        };
-        let timeout = match env("DEVICEMAP_HUB_TIMEOUT") {
-            None => DEFAULT_TIMEOUT,
-            Some(text) => match text.trim().parse::<f64>() {
-                Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => seconds,
-                _ => {
-                    return Err(HubError::BadSetting {
-                        name: "DEVICEMAP_HUB_TIMEOUT",
-                        value: text,
-                        expected: "seconds above 0, at most 3600",
-                    })
-                }
-            },
-        };
+        let concurrency = setting(
+            "DEVICEMAP_HUB_CONCURRENCY",
+            "a whole number from 1 to 256",
+            DEFAULT_CONCURRENCY,
+            |text| text.parse().ok().filter(|n| (1..=256).contains(n)),
+        )?;
+        let timeout = setting(
+            "DEVICEMAP_HUB_TIMEOUT",
+            "seconds above 0, at most 3600",
+            DEFAULT_TIMEOUT,
+            |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 3600.0),
+        )?;
         let cache = match env("DEVICEMAP_HUB_CACHE") {
             Some(off) if off.eq_ignore_ascii_case("off") => None,
             Some(folder) => Some(PathBuf::from(folder)),
