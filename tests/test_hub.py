@@ -116,8 +116,14 @@ def test_only_headers_are_read(hub: StandIn, files: dict[str, dict[str, Path]]) 
     assert hub.sent < 2 * headers + 20_000
 
 
-def test_huggingface_hub_reads_the_same_stand_in(hub: StandIn) -> None:
+@pytest.mark.parametrize("redirect", [False, True])
+def test_huggingface_hub_reads_the_same_stand_in(
+    hub: StandIn, redirect: bool, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hf_api = pytest.importorskip("huggingface_hub")
+    # huggingface_hub read HF_HOME when it was first imported: its downloads go here instead.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(env / "hub"))
+    hub.redirect = redirect
     ours = devicemap.tensor_sizes("org/sharded")
     theirs = hf_api.HfApi(endpoint=hub.url).get_safetensors_metadata("org/sharded")
     sizes = {}
