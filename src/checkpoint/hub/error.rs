@@ -62,6 +62,10 @@ pub enum HubError {
     #[error("HF_HUB_OFFLINE is set and {} is not cached (looked in {looked})", quoted(.what))]
     Offline { what: String, looked: String },
 
+    /// A bare `org/name` that is no local path, and whose reading from the Hub failed.
+    #[error("no local path {}, and reading it from the Hub failed: {error}", quoted(.text))]
+    NeitherLocalNorHub { text: String, error: Box<HubError> },
+
     #[error("{name} must be {expected}, got {}", quoted(.value))]
     BadSetting {
         name: &'static str,
@@ -88,6 +92,7 @@ fn token_advice(had_token: bool) -> String {
 impl HubError {
     pub fn kind(&self) -> ErrorKind {
         match self {
+            HubError::NeitherLocalNorHub { error, .. } => error.kind(),
             HubError::IgnoresRange { .. }
             | HubError::Network { .. }
             | HubError::BadResponse { .. } => ErrorKind::Runtime,

@@ -171,17 +171,29 @@ pub fn open_hub(
         }
         .into());
     };
-    match HubCheckpoint::open(&repo, &options()?, progress) {
-        Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(
-            HubError::RepoNotFound { repo, endpoint, .. },
-        ))) if !explicit => Err(HubError::RepoNotFound {
+    let opened = HubCheckpoint::open(&repo, &options()?, progress);
+    let error = match opened {
+        Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(error))) if !explicit => {
+            error
+        }
+        opened => return opened,
+    };
+    // A bare `org/name` was also a local path that does not exist: say both.
+    Err(match error {
+        HubError::RepoNotFound { repo, endpoint, .. } => HubError::RepoNotFound {
             repo,
             endpoint,
             local: Some(text.to_owned()),
+        },
+        error @ (HubError::Network { .. } | HubError::BadResponse { .. }) => {
+            HubError::NeitherLocalNorHub {
+                text: text.to_owned(),
+                error: Box::new(error),
+            }
         }
-        .into()),
-        opened => opened,
+        error => error,
     }
+    .into())
 }
 
 /// A local checkpoint path, or a Hub repository (see [`locate`]), read with `options()`.

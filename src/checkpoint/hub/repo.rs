@@ -8,6 +8,9 @@ pub const SCHEME: &str = "hf://";
 /// The branch read when no revision is given.
 pub const DEFAULT_REVISION: &str = "main";
 
+/// Endings of a bare `org/name` read as a local file rather than a Hub repository.
+const FILE_ENDINGS: [&str; 5] = [".safetensors", ".json", ".bin", ".pt", ".gguf"];
+
 /// A model repository on the Hub, and the revision asked for (a branch, a tag or a commit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repo {
@@ -34,6 +37,10 @@ impl Repo {
             None => (rest, DEFAULT_REVISION),
         };
         let id = id.trim_end_matches('/');
+        // A bare name that ends like a file is a mistyped local path, not a repository.
+        if !explicit && FILE_ENDINGS.iter().any(|ending| id.ends_with(ending)) {
+            return Ok(None);
+        }
         if let Err(reason) = check_id(id, explicit) {
             return if explicit { Err(bad(reason)) } else { Ok(None) };
         }
@@ -128,7 +135,14 @@ mod tests {
             parsed("hf://org/name@refs/pr/1", false),
             Some(("org/name".to_owned(), "refs/pr/1".to_owned()))
         );
-        for local in ["name", "a/b/c", "./x/y", "x/y.safetensors@", "/abs/path"] {
+        for local in [
+            "name",
+            "a/b/c",
+            "./x/y",
+            "x/y.safetensors@",
+            "/abs/path",
+            "d/m.safetensors",
+        ] {
             assert_eq!(parsed(local, true), None, "{local}");
         }
         for bad in [
