@@ -361,3 +361,31 @@ def test_plan_command_line(
     hub.faults = Faults(match="/api/", drop=-1)
     assert main(["plan", "org/sharded", *args]) == 2
     assert "failed after 3 tries" in capsys.readouterr().err
+
+
+def test_kv_cache_reads_config_json_from_the_hub(
+    hub: StandIn, tmp_path: Path, files: dict[str, dict[str, Path]]
+) -> None:
+    config = {
+        "model_type": "llama",
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "hidden_size": 256,
+        "torch_dtype": "bfloat16",
+    }
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps(config))
+    hub.repos["org/llama"] = Repo(
+        {COMMIT_A: {"config.json": tmp_path / "llama" / "config.json"}}, {"main": COMMIT_A}
+    )
+    local = devicemap.kv_cache(str(tmp_path / "llama"), 1024)
+    remote = devicemap.kv_cache("org/llama", 1024)
+    assert (remote.per_layer, remote.total, remote.dtype) == (local.per_layer, local.total, local.dtype)
+    assert [s.path.rsplit("/", 1)[1] for s in hub.requests()] == ["main", "config.json"]
+    weights = {"model.safetensors": files["single"]["model.safetensors"]}
+    hub.repos["org/weights-only"] = Repo({COMMIT_A: weights}, {"main": COMMIT_A})
+    with pytest.raises(
+        ValueError, match=r"^hf://org/weights-only@a{40}/config.json: no such file or directory"
+    ):
+        devicemap.kv_cache("org/weights-only", 1024)

@@ -171,14 +171,20 @@ pub fn open_hub(
         }
         .into());
     };
-    let opened = HubCheckpoint::open(&repo, &options()?, progress);
-    let error = match opened {
+    let opened = options().map_err(Into::into);
+    let opened = opened.and_then(|options| HubCheckpoint::open(&repo, &options, progress));
+    explain(text, explicit, opened)
+}
+
+/// `result` of reading `text` from the Hub; when `text` was a bare `org/name` (also a local
+/// path that does not exist), its error says both.
+fn explain<T>(text: &str, explicit: bool, result: Result<T>) -> Result<T> {
+    let error = match result {
         Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(error))) if !explicit => {
             error
         }
-        opened => return opened,
+        result => return result,
     };
-    // A bare `org/name` was also a local path that does not exist: say both.
     Err(match error {
         HubError::RepoNotFound { repo, endpoint, .. } => HubError::RepoNotFound {
             repo,
@@ -194,6 +200,28 @@ pub fn open_hub(
         error => error,
     }
     .into())
+}
+
+/// `config.json` of the Hub repository `text` names (see [`locate`]), parsed, read with the
+/// environment's settings (resolving the revision, then that file only, both cached); `None`
+/// when `text` names a local path. For `kv_cache`.
+pub fn hub_config(text: &str) -> Result<Option<serde_json::Value>> {
+    let Location::Hub { repo, explicit } = locate(text)? else {
+        return Ok(None);
+    };
+    let read = || -> Result<serde_json::Value> {
+        let source = HubSource::connect(&repo, &HubOptions::from_env(None)?)?;
+        let name = super::CONFIG_FILE;
+        let shown = source.show(name);
+        if !source.0.listing.contains(name) {
+            return Err(super::error::bad(&shown, None, super::Problem::NotFound));
+        }
+        let entry = fetch::file(&source, name, None)?;
+        serde_json::from_slice(&entry.bytes).map_err(|e| {
+            super::error::bad(&shown, None, super::Problem::ConfigNotJson(e.to_string()))
+        })
+    };
+    explain(text, explicit, read()).map(Some)
 }
 
 /// A local checkpoint path, or a Hub repository (see [`locate`]), read with `options()`.
@@ -235,24 +263,7 @@ impl HubCheckpoint {
         options: &HubOptions,
         progress: &mut dyn FnMut(Fetched),
     ) -> Result<HubCheckpoint> {
-        let client = Client::new(
-            &options.endpoint,
-            options.token.clone(),
-            options.timeout,
-            options.concurrency,
-        );
-        let cache = Cache::new(options.cache.as_deref(), &client.endpoint, repo);
-        let (commit, listing) = fetch::resolve(&client, &cache, repo, options.offline)?;
-        let source = HubSource(Arc::new(Inner {
-            client,
-            cache,
-            repo: repo.clone(),
-            commit,
-            listing: listing.into_iter().collect(),
-            entries: Mutex::default(),
-            offline: options.offline,
-            stats: Mutex::default(),
-        }));
+        let source = HubSource::connect(repo, options)?;
         let layout = fetch::prefetch(&source, options.concurrency, progress)?;
         Ok(HubCheckpoint { source, layout })
     }
@@ -304,6 +315,28 @@ struct Inner {
 }
 
 impl HubSource {
+    /// `repo` at the commit its revision resolves to, nothing else read yet.
+    fn connect(repo: &Repo, options: &HubOptions) -> Result<HubSource> {
+        let client = Client::new(
+            &options.endpoint,
+            options.token.clone(),
+            options.timeout,
+            options.concurrency,
+        );
+        let cache = Cache::new(options.cache.as_deref(), &client.endpoint, repo);
+        let (commit, listing) = fetch::resolve(&client, &cache, repo, options.offline)?;
+        Ok(HubSource(Arc::new(Inner {
+            client,
+            cache,
+            repo: repo.clone(),
+            commit,
+            listing: listing.into_iter().collect(),
+            entries: Mutex::default(),
+            offline: options.offline,
+            stats: Mutex::default(),
+        })))
+    }
+
     fn entry(&self, name: &str) -> io::Result<Arc<Entry>> {
         if !self.0.listing.contains(name) {
             let message = format!("no such file in {}", self.show(""));
