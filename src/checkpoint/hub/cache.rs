@@ -167,3 +167,37 @@ fn write(path: &Path, data: &[u8]) {
         let _ = fs::remove_file(&temporary);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_refs_and_listings_round_trip() {
+        let root = std::env::temp_dir().join(format!("devicemap-hub-cache-{}", std::process::id()));
+        let repo = Repo {
+            id: "org/name".to_owned(),
+            revision: "refs/pr/1".to_owned(),
+        };
+        let cache = Cache::new(Some(&root), "http://127.0.0.1:1", &repo);
+        let commit = "c".repeat(40);
+        assert_eq!(cache.entry(&commit, "a/b.safetensors"), None);
+        let entry = Entry {
+            len: 1 << 40,
+            bytes: b"header".to_vec(),
+        };
+        cache.set_entry(&commit, "a/b.safetensors", &entry);
+        assert_eq!(cache.entry(&commit, "a/b.safetensors"), Some(entry));
+        cache.set_commit(&repo.revision, &commit);
+        assert_eq!(cache.commit_of(&repo.revision), Some(commit.clone()));
+        let names = vec!["config.json".to_owned(), "model.safetensors".to_owned()];
+        cache.set_listing(&commit, &names);
+        assert_eq!(cache.listing(&commit), Some(names));
+        // Nothing is written into huggingface_hub's folders.
+        assert!(root
+            .join("127.0.0.1%3A1")
+            .join("models--org--name")
+            .is_dir());
+        let _ = fs::remove_dir_all(&root);
+    }
+}
