@@ -43,7 +43,7 @@ step "mypy"
 step "stubtest"
 "$venv/python" -m mypy.stubtest devicemap._core
 step "benchmarks (smoke run, no timing checks)"
-for bench in bench_maps bench_mutation bench_lookup bench_plan bench_from_pretrained; do
+for bench in bench_maps bench_mutation bench_lookup bench_plan bench_from_pretrained bench_hub; do
     "$venv/python" "benches/$bench.py" --quick >/dev/null
 done
 step "pytest"

@@ -30,6 +30,7 @@ __all__ = [
     "NearMiss",
     "PlanReport",
     "_CheckpointSizes",
+    "_HubCheckpoint",
     "__version__",
     "_check_map",
     "_checkpoint_sizes",
@@ -37,7 +38,9 @@ __all__ = [
     "_example_config",
     "_example_tensors",
     "_headroom",
+    "_hub_checkpoint",
     "_human_bytes",
+    "_is_hub_source",
     "_kv_defaults",
     "_module_sizes",
     "_plan",
@@ -378,10 +381,15 @@ class PlanReport:
     def to_hf(self) -> dict[str, int | str]: ...
 
 def tensor_sizes(
-    path: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...],
+    path: str
+    | os.PathLike[str]
+    | list[str | os.PathLike[str]]
+    | tuple[str | os.PathLike[str], ...]
+    | _HubCheckpoint,
     dtype: Any = None,
     *,
     progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
 ) -> dict[str, int]: ...
 def example_model(name: str, dtype: Any = None) -> dict[str, int]: ...
 def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
@@ -391,8 +399,25 @@ class _CheckpointSizes:
     def __len__(self) -> int: ...
 
 def _checkpoint_sizes(
-    path: Any, dtype: Any = None, progress: Callable[[int, int], object] | None = None
+    path: Any,
+    dtype: Any = None,
+    progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+
+@final
+class _HubCheckpoint:
+    @property
+    def source(self) -> str: ...
+    @property
+    def commit(self) -> str: ...
+    @property
+    def stats(self) -> tuple[int, int, int, int]: ...
+
+def _hub_checkpoint(
+    source: str, token: str | None = None, progress: Callable[[int, int, int], object] | None = None
+) -> _HubCheckpoint: ...
+def _is_hub_source(text: str) -> bool: ...
 def _plan(
     sizes: Any,
     max_memory: dict[Any, Any],

@@ -78,13 +78,15 @@ def _sizes_of(
 
 def _config_of(source: Source, config: Any, context: int | None) -> Any:
     """The model config for a plan with `context=`: `config=` as given, else the
-    `config.json` beside a checkpoint path (`None` when there is none: the core then says that a
-    context needs a config)."""
+    `config.json` beside a checkpoint path or in a Hub repository (`None` when there is none:
+    the core then says that a context needs a config)."""
     if config is not None or context is None:
         return config
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None
+    if isinstance(first, str) and _core._is_hub_source(first):
+        return first  # the repository's config.json, read from the Hub by the core
     path = Path(first)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
     return str(candidate) if candidate.is_file() else None

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devicemap import _core
+from devicemap import _core, _hub_cli
 from devicemap._cli_input import CliError
 from devicemap._core import _human_bytes
 
@@ -98,14 +98,15 @@ def parse_context(text: str) -> int | None:
 
 def _config(args: argparse.Namespace) -> Any:
     """The model config a plan with --context sizes the cache from: --config, the example's,
-    or the checkpoint's config.json (`None` when there is none: the planner then says so)."""
+    or the checkpoint's config.json, on disk or on the Hub (`None` when there is none: the
+    planner then says so)."""
     if args.config:
         return args.config
     if not args.checkpoint:
         return json.loads(_core._example_config(args.example or "deepseek-v3"))
-    path = Path(args.checkpoint)
-    candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    return str(candidate) if candidate.is_file() else None
+    from devicemap._plan import _config_of
+
+    return _config_of(args.checkpoint, None, 1)
 
 
 def _workload(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +251,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
 
 
 def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
+    if _hub_cli.is_hub(path):
+        return _hub_cli.read_sizes(path, dtype)
     if not sys.stderr.isatty():
         return _core._checkpoint_sizes(path, dtype, None)
     from rich.progress import Progress
@@ -354,7 +357,10 @@ def add_parser(commands: Any) -> None:
         "Exit code 1 if the model does not fit, 2 on bad input.",
     )
     parser.add_argument(
-        "checkpoint", nargs="?", help="a .safetensors file, an index, or a checkpoint directory"
+        "checkpoint",
+        nargs="?",
+        help="a .safetensors file, an index, a checkpoint directory, or a Hub repository "
+        "(org/name, hf://org/name@revision)",
     )
     parser.add_argument(
         "--example",

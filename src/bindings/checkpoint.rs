@@ -14,6 +14,7 @@ use super::convert::presized_dict;
 use super::dtype::dtype_from_py;
 use super::errors::wrong_type;
 use super::guard::guard;
+use crate::checkpoint::hub::{self, HubCheckpoint, HubOptions};
 use crate::checkpoint::{self, Checkpoint, CheckpointSizes, Observed};
 use crate::dtype::Dtype;
 use crate::error::Error;
@@ -37,8 +38,23 @@ fn path_from_py(value: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     }
 }
 
-/// A checkpoint path (file, index, directory) or a list of `.safetensors` files.
-pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
+/// A checkpoint path (file, index, directory), a list of `.safetensors` files, a Hub
+/// repository (`"org/name"` when no such path exists, `"hf://org/name[@revision]"`, read with
+/// `token` if given) or one fetched already (`_HubCheckpoint`).
+pub fn checkpoint_from_py(
+    source: &Bound<'_, PyAny>,
+    token: Option<String>,
+) -> PyResult<Checkpoint> {
+    if let Ok(hub) = source.cast::<PyHubCheckpoint>() {
+        return Ok(hub.get().hub.checkpoint()?);
+    }
+    if let Ok(text) = source.cast::<PyString>() {
+        let text = text.to_str()?.to_owned();
+        let options = || HubOptions::from_env(token);
+        return Ok(source
+            .py()
+            .detach(|| hub::open_any(&text, options, &mut |_| {}))?);
+    }
     if let Ok(list) = source.cast::<PyList>() {
         let files = list
             .iter()
@@ -47,7 +63,8 @@ pub fn checkpoint_from_py(source: &Bound<'_, PyAny>) -> PyResult<Checkpoint> {
         return Ok(Checkpoint::local_files(&files)?);
     }
     if let Ok(tuple) = source.cast::<PyTuple>() {
-        return checkpoint_from_py(&PyList::new(source.py(), tuple.iter())?.into_any());
+        let list = PyList::new(source.py(), tuple.iter())?;
+        return checkpoint_from_py(&list.into_any(), token);
     }
     let path = path_from_py(source)?;
     Ok(source.py().detach(|| Checkpoint::local(&path))?)
@@ -237,9 +254,10 @@ fn sizes_of<'py>(
     path: &Bound<'py, PyAny>,
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
+    token: Option<String>,
 ) -> PyResult<(Bound<'py, PyDict>, bool)> {
     let dtype = dtype_from_py(dtype)?;
-    let checkpoint = checkpoint_from_py(path)?;
+    let checkpoint = checkpoint_from_py(path, token)?;
     let mut builder = SizesBuilder::new(dtype);
     let mut on_file = |py: Python<'_>, observed: Observed<'_>| builder.add(py, observed);
     let sizes = read_checkpoint(py, &checkpoint, dtype, progress, Some(&mut on_file))?;
@@ -248,17 +266,17 @@ fn sizes_of<'py>(
 
 /// Per-tensor bytes from the safetensors headers of `path`, in model order.
 #[pyfunction]
-#[pyo3(signature = (path, dtype = None, *, progress = None))]
+#[pyo3(signature = (path, dtype = None, *, progress = None, token = None))]
 pub fn tensor_sizes<'py>(
     py: Python<'py>,
     path: &Bound<'py, PyAny>,
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
+    token: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    guard(
-        "tensor_sizes",
-        || Ok(sizes_of(py, path, dtype, progress)?.0),
-    )
+    guard("tensor_sizes", || {
+        Ok(sizes_of(py, path, dtype, progress, token)?.0)
+    })
 }
 
 /// For tests (only with the `testing` feature): `tensor_sizes(path, dtype)`, and which way it
@@ -273,7 +291,7 @@ pub fn _tensor_sizes_and_path<'py>(
     dtype: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyDict>, &'static str)> {
     guard("_tensor_sizes_and_path", || {
-        let (sizes, by_file) = sizes_of(py, path, dtype, None)?;
+        let (sizes, by_file) = sizes_of(py, path, dtype, None, None)?;
         Ok((sizes, if by_file { "by file" } else { "at the end" }))
     })
 }
@@ -295,16 +313,17 @@ impl PyCheckpointSizes {
 
 /// Sizes and tied groups (from `config.json` beside it) of a checkpoint, for `plan`.
 #[pyfunction]
-#[pyo3(signature = (path, dtype = None, progress = None))]
+#[pyo3(signature = (path, dtype = None, progress = None, token = None))]
 pub fn _checkpoint_sizes<'py>(
     py: Python<'py>,
     path: &Bound<'py, PyAny>,
     dtype: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
+    token: Option<String>,
 ) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
     guard("_checkpoint_sizes", || {
         let dtype = dtype_from_py(dtype)?;
-        let checkpoint = checkpoint_from_py(path)?;
+        let checkpoint = checkpoint_from_py(path, token)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
         Ok((PyCheckpointSizes { sizes }, tied))
@@ -336,5 +355,74 @@ pub fn _example_tensors(name: &str) -> PyResult<Vec<(String, String, u64)>> {
             .into_iter()
             .map(|(n, d, e)| (n, d.to_string(), e))
             .collect())
+    })
+}
+
+/// A Hub repository at one commit, with what the reader reads of it fetched: a source for
+/// `tensor_sizes` and `_checkpoint_sizes`, and what fetching it took (for the command line).
+#[pyclass(frozen, module = "devicemap._core", name = "_HubCheckpoint")]
+pub struct PyHubCheckpoint {
+    hub: HubCheckpoint,
+}
+
+#[pymethods]
+impl PyHubCheckpoint {
+    /// `hf://org/name@revision` as asked for.
+    #[getter]
+    fn source(&self) -> String {
+        let repo = self.hub.repo();
+        repo.show(&repo.revision)
+    }
+
+    #[getter]
+    fn commit(&self) -> &str {
+        self.hub.commit()
+    }
+
+    /// `(requests, bytes received, files read, of those from a cache)`.
+    #[getter]
+    fn stats(&self) -> (u64, u64, u64, u64) {
+        let stats = self.hub.stats();
+        (stats.requests, stats.bytes, stats.files, stats.cached)
+    }
+}
+
+/// Whether `text` names a Hub repository (`hf://...`, or `org/name` with no such local path).
+#[pyfunction]
+pub fn _is_hub_source(text: &str) -> PyResult<bool> {
+    guard("_is_hub_source", || {
+        let location = hub::locate(text).map_err(Error::from)?;
+        Ok(matches!(location, hub::Location::Hub { .. }))
+    })
+}
+
+/// Fetches a Hub repository's headers, `index` and `config.json` (see `checkpoint::hub`),
+/// calling `progress(files done, files, bytes received)` (with the GIL) as files arrive.
+#[pyfunction]
+#[pyo3(signature = (source, token = None, progress = None))]
+pub fn _hub_checkpoint(
+    py: Python<'_>,
+    source: &str,
+    token: Option<String>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyHubCheckpoint> {
+    guard("_hub_checkpoint", || {
+        let progress = progress
+            .filter(|p| !p.is_none())
+            .map(|p| p.clone().unbind());
+        let mut failure: Option<PyErr> = None;
+        let opened = py.detach(|| {
+            let mut report = |fetched: hub::Fetched| {
+                if let (Some(callback), None) = (&progress, &failure) {
+                    let args = (fetched.done, fetched.total, fetched.bytes);
+                    failure = Python::attach(|py| callback.bind(py).call1(args).err());
+                }
+            };
+            hub::open_hub(source, || HubOptions::from_env(token), &mut report)
+        });
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        Ok(PyHubCheckpoint { hub: opened? })
     })
 }

@@ -96,7 +96,15 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
 /// `to_dict()` (a transformers config; transformers is not imported).
 pub(super) fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(text) = config.cast::<PyString>() {
-        let path = PathBuf::from(str_text(text, "config path")?);
+        let text = str_text(text, "config path")?.to_owned();
+        // A Hub repository (`org/name`, `hf://...`): its config.json, read by the checkpoint room.
+        if let Some(hub) = config
+            .py()
+            .detach(|| crate::checkpoint::hub::hub_config(&text))?
+        {
+            return Ok(hub);
+        }
+        let path = PathBuf::from(text);
         return Ok(inference::read_config(&path).map_err(Error::from)?);
     }
     if config.hasattr("__fspath__")? {

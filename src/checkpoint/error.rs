@@ -27,6 +27,10 @@ pub enum CheckpointError {
 
     #[error("The list of checkpoint files is empty")]
     NoFiles,
+
+    /// Reading a checkpoint from the Hugging Face Hub.
+    #[error(transparent)]
+    Hub(#[from] super::hub::HubError),
 }
 
 fn in_tensor(tensor: &Option<String>) -> String {
@@ -38,7 +42,10 @@ fn in_tensor(tensor: &Option<String>) -> String {
 
 impl CheckpointError {
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::Value
+        match self {
+            CheckpointError::Hub(error) => error.kind(),
+            _ => ErrorKind::Value,
+        }
     }
 }
 

@@ -8,12 +8,14 @@
 //! - `checks.rs`: the checks across files (names, and against the index).
 //! - `order.rs`: model order of tensor names.
 //! - `config.rs`: what `config.json` says.
+//! - `hub/`: a checkpoint on the Hugging Face Hub, its headers read by HTTP range requests.
 //! - `error.rs`: the reader's errors.
 
 mod checks;
 mod config;
 mod error;
 mod header;
+pub mod hub;
 mod index;
 pub mod order;
 mod read;
