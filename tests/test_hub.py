@@ -418,3 +418,19 @@ def test_plans_at_a_context_read_the_config_from_the_hub(
     local_cli = json.loads(capsys.readouterr().out)
     assert {**remote_cli, "source": ""} == {**local_cli, "source": ""}
     assert remote_cli["context"]["tokens"] == 1024
+
+
+def test_plans_take_a_token_for_the_headers_and_the_config(hub: StandIn, tmp_path: Path) -> None:
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
+    files = write_checkpoint(tmp_path / "gated-ctx", llama_tensors(2), 2, config)
+    hub.repos["org/gated-ctx"] = Repo({COMMIT_A: files}, {"main": COMMIT_A}, gated=True)
+    budgets = {0: "1GiB"}
+    with pytest.raises(ValueError, match="'org/gated-ctx' is gated"):
+        devicemap.plan("org/gated-ctx", budgets)
+    with pytest.raises(ValueError, match="'org/gated-ctx' is gated"):
+        devicemap.plan_report("org/gated-ctx", budgets, context=64, config=None)
+    report = devicemap.plan_report("org/gated-ctx", budgets, context=64, token="hf_good")
+    assert report.cache_bytes == devicemap.kv_cache(config, 64).total
+    assert devicemap.plan("org/gated-ctx", budgets, token="hf_good").to_hf() == report.to_hf()
+    assert devicemap.stages("org/gated-ctx", 2, token="hf_good") == devicemap.stages(str(folder(files)), 2)
+    assert {s.authorization for s in hub.requests()} >= {"Bearer hf_good"}

@@ -39,6 +39,7 @@ __all__ = [
     "_example_tensors",
     "_headroom",
     "_hub_checkpoint",
+    "_hub_config",
     "_human_bytes",
     "_is_hub_source",
     "_kv_defaults",
@@ -417,6 +418,7 @@ class _HubCheckpoint:
 def _hub_checkpoint(
     source: str, token: str | None = None, progress: Callable[[int, int, int], object] | None = None
 ) -> _HubCheckpoint: ...
+def _hub_config(source: str, token: str | None = None) -> str | None: ...
 def _is_hub_source(text: str) -> bool: ...
 def _plan(
     sizes: Any,

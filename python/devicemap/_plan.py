@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,7 +51,10 @@ def _no_split_of(module: Any) -> list[str] | None:
 
 
 def _sizes_of(
-    source: Source, dtype: Any, progress: Callable[[int, int], object] | None
+    source: Source,
+    dtype: Any,
+    progress: Callable[[int, int], object] | None,
+    token: str | None = None,
 ) -> tuple[Any, list[str] | None, list[list[str]]]:
     """`(sizes, no_split found, tied groups found)` of a mapping, a torch module, a checkpoint,
     or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command line does)."""
@@ -68,7 +72,7 @@ def _sizes_of(
         module_sizes, tied = _core._module_sizes(source, dtype)
         return module_sizes, _no_split_of(source), tied
     if isinstance(source, str | os.PathLike | list | tuple):
-        checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress)
+        checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress, token)
         return checkpoint_sizes, None, tied
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "
@@ -76,7 +80,7 @@ def _sizes_of(
     )
 
 
-def _config_of(source: Source, config: Any, context: int | None) -> Any:
+def _config_of(source: Source, config: Any, context: int | None, token: str | None = None) -> Any:
     """The model config for a plan with `context=`: `config=` as given, else the
     `config.json` beside a checkpoint path or in a Hub repository (`None` when there is none:
     the core then says that a context needs a config)."""
@@ -86,7 +90,8 @@ def _config_of(source: Source, config: Any, context: int | None) -> Any:
     if not isinstance(first, str | os.PathLike):
         return None
     if isinstance(first, str) and _core._is_hub_source(first):
-        return first  # the repository's config.json, read from the Hub by the core
+        text = _core._hub_config(first, token)
+        return None if text is None else json.loads(text)
     path = Path(first)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
     return str(candidate) if candidate.is_file() else None
@@ -107,13 +112,14 @@ def plan_report(
     kv_dtype: Any = None,
     activation: int | str | None = None,
     config: Any = None,
+    token: str | None = None,
 ) -> PlanReport:
     """Like `plan`, but returns the whole report (budgets; weights, KV cache and headroom per
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
     far the plan stretches under the same budgets."""
-    model_config = _config_of(source, config, context)
-    sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress)
+    model_config = _config_of(source, config, context, token)
+    sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress, token)
     if max_memory is None:
         max_memory = default_max_memory(reserve)
     elif not isinstance(max_memory, dict):
@@ -152,6 +158,7 @@ def plan(
     kv_dtype: Any = None,
     activation: int | str | None = None,
     config: Any = None,
+    token: str | None = None,
 ) -> DeviceMap:
     """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
@@ -180,6 +187,9 @@ def plan(
       transformers config); default: the `config.json` beside a checkpoint path.
     - `activation`: bytes (or a size such as `"2GiB"`) kept free on each device that runs
       layers, for activations; reported apart from the cache.
+    - `token`: the Hugging Face token for a Hub repository source (`"org/name"`,
+      `"hf://org/name@revision"`); default: `HF_TOKEN`, else the token file huggingface_hub
+      writes.
 
     `ValueError` when the model does not fit, saying by how much.
     """
@@ -196,6 +206,7 @@ def plan(
         kv_dtype=kv_dtype,
         activation=activation,
         config=config,
+        token=token,
     )
     report.check()
     return report.device_map
@@ -211,17 +222,19 @@ def stages(
     batch: int | None = None,
     kv_dtype: Any = None,
     config: Any = None,
+    token: str | None = None,
 ) -> list[list[str]]:
     """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
     a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
     source gives the same split in every process. With `context=` (and `batch`, `kv_dtype`,
-    `config` as for `plan`), each stage's bytes include its layers' KV cache."""
+    `config` as for `plan`), each stage's bytes include its layers' KV cache. `token` as for
+    `plan`."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    model_config = _config_of(source, config, context)
-    sizes, found_no_split, _ = _sizes_of(source, dtype, None)
+    model_config = _config_of(source, config, context, token)
+    sizes, found_no_split, _ = _sizes_of(source, dtype, None, token)
     patterns = no_split if no_split is not None else found_no_split
     return _core._stages(
         sizes, n, patterns, config=model_config, context=context, batch=batch, kv_dtype=kv_dtype

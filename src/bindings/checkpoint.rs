@@ -396,6 +396,21 @@ pub fn _is_hub_source(text: &str) -> PyResult<bool> {
     })
 }
 
+/// The `config.json` of the Hub repository `source` names, as JSON text, read with `token` if
+/// given; `None` when `source` is a local path.
+#[pyfunction]
+#[pyo3(signature = (source, token = None))]
+pub fn _hub_config(
+    py: Python<'_>,
+    source: &str,
+    token: Option<String>,
+) -> PyResult<Option<String>> {
+    guard("_hub_config", || {
+        let config = py.detach(|| hub::hub_config(source, token))?;
+        Ok(config.map(|value| value.to_string()))
+    })
+}
+
 /// Fetches a Hub repository's headers, `index` and `config.json` (see `checkpoint::hub`),
 /// calling `progress(files done, files, bytes received)` (with the GIL) as files arrive.
 #[pyfunction]

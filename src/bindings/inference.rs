@@ -100,7 +100,7 @@ pub(super) fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
         // A Hub repository (`org/name`, `hf://...`): its config.json, read by the checkpoint room.
         if let Some(hub) = config
             .py()
-            .detach(|| crate::checkpoint::hub::hub_config(&text))?
+            .detach(|| crate::checkpoint::hub::hub_config(&text, None))?
         {
             return Ok(hub);
         }

@@ -59,6 +59,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<checkpoint::PyHubCheckpoint>()?;
     m.add_function(wrap_pyfunction!(checkpoint::_hub_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_is_hub_source, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint::_hub_config, m)?)?;
     #[cfg(feature = "testing")]
     m.setattr(
         "_tensor_sizes_and_path",

@@ -203,14 +203,14 @@ fn explain<T>(text: &str, explicit: bool, result: Result<T>) -> Result<T> {
 }
 
 /// `config.json` of the Hub repository `text` names (see [`locate`]), parsed, read with the
-/// environment's settings (resolving the revision, then that file only, both cached); `None`
-/// when `text` names a local path. For `kv_cache`.
-pub fn hub_config(text: &str) -> Result<Option<serde_json::Value>> {
+/// environment's settings and `token` if given (resolving the revision, then that file only,
+/// both cached); `None` when `text` names a local path. For `kv_cache` and plans at a context.
+pub fn hub_config(text: &str, token: Option<String>) -> Result<Option<serde_json::Value>> {
     let Location::Hub { repo, explicit } = locate(text)? else {
         return Ok(None);
     };
     let read = || -> Result<serde_json::Value> {
-        let source = HubSource::connect(&repo, &HubOptions::from_env(None)?)?;
+        let source = HubSource::connect(&repo, &HubOptions::from_env(token)?)?;
         let name = super::CONFIG_FILE;
         let shown = source.show(name);
         if !source.0.listing.contains(name) {
