@@ -280,9 +280,11 @@ impl Fit {
     }
 }
 
-/// The largest `n` in `1 ..= MOST_TRIED` with `fits(n)` and not `fits(n + 1)`, given `fits(1)`;
-/// `None` when `fits(MOST_TRIED)`. Doubling finds a bound, then a binary search keeps `fits(low)`
-/// and not `fits(high)`, so the answer is exact even where fitting is not monotone.
+/// An `n` in `1 ..= MOST_TRIED` with `fits(n)` and not `fits(n + 1)`, given `fits(1)`; `None`
+/// when `fits(MOST_TRIED)`. Doubling finds a bound, then a binary search keeps `fits(low)` and
+/// not `fits(high)`. Placement makes fitting monotone (what fits at `n` tokens fits at fewer;
+/// `fitting_is_monotone_in_the_context` checks it on random models and budgets), so that `n` is
+/// the largest that fits.
 fn largest(fits: impl Fn(u64) -> bool) -> Option<u64> {
     let mut low = 1u64;
     let mut high = 2u64;
@@ -377,6 +379,96 @@ mod tests {
         // Without the cache the third layer would fit on cuda:0 as well.
         let weights_only = crate::plan::plan(&model("model.layers"), &gpus, Strategy::Sequential);
         assert_eq!(weights_only.unwrap().devices[0].bytes, 13 * MIB);
+    }
+
+    /// The reviewer's case: at 9 tokens `balanced_low_0` held GPU 0 back, the runner moved to
+    /// GPU 1 and its reserve left blocks over, though the model fit at 8 and at 10 tokens.
+    /// Fitting must not come and go as the context grows.
+    #[test]
+    fn balanced_low_0_fits_at_every_context_up_to_its_largest() {
+        let weights = [3584u64, 5376, 512, 1792, 256, 1280];
+        let mut sizes = vec![("model.embed_tokens.weight".to_owned(), weights[0])];
+        for (i, &w) in weights[1..5].iter().enumerate() {
+            sizes.push((format!("model.layers.{i}.w"), w));
+        }
+        sizes.push(("lm_head.weight".to_owned(), weights[5]));
+        let model = Model {
+            sizes,
+            ..Model::default()
+        };
+        let devices = budgets(&[
+            (Device::gpu(0), 11008),
+            (Device::gpu(1), 14080),
+            (Device::gpu(2), 5632),
+            (Device::gpu(3), 768),
+            (Device::cpu(), 6144),
+        ]);
+        let fitting: Vec<u64> = (1..=16).filter(|&t| p_fits(&model, &devices, t)).collect();
+        let last = *fitting.last().unwrap();
+        assert!(last >= 10, "{fitting:?}");
+        assert_eq!(fitting, (1..=last).collect::<Vec<_>>());
+    }
+
+    /// Random models and budgets, every strategy: what fits at `t` tokens fits at `t - 1`, and
+    /// `max_context` is the largest `t` that fits.
+    #[test]
+    fn fitting_is_monotone_in_the_context() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..800 {
+            let weights: Vec<u64> = (0..6).map(|_| (next(40) + 1) * 256).collect();
+            let mut sizes = vec![("model.embed_tokens.weight".to_owned(), weights[0])];
+            for (i, &w) in weights[1..5].iter().enumerate() {
+                sizes.push((format!("model.layers.{i}.w"), w));
+            }
+            sizes.push(("lm_head.weight".to_owned(), weights[5]));
+            let model = Model {
+                sizes,
+                ..Model::default()
+            };
+            let mut devices: Vec<(Device, u64)> = (0..next(4) + 1)
+                .map(|g| (Device::gpu(g), (next(60) + 1) * 256))
+                .collect();
+            if next(10) < 7 {
+                devices.push((Device::cpu(), next(60) * 256));
+            }
+            if next(10) < 3 {
+                devices.push((Device::disk(), next(60) * 256));
+            }
+            let devices = budgets(&devices);
+            let strategy = [
+                Strategy::Sequential,
+                Strategy::Balanced,
+                Strategy::BalancedLow0,
+            ][next(3) as usize];
+            let fits = |t: u64| {
+                let p = plan_for(&model, &devices, strategy, Some(&workload(t, 1))).unwrap();
+                p.unplaced.is_empty()
+            };
+            let fitting: Vec<u64> = (1..=24).filter(|&t| fits(t)).collect();
+            if let Some(&last) = fitting.last() {
+                let case = format!("{:?} {strategy:?}: {fitting:?}", devices.devices);
+                assert_eq!(fitting, (1..=last).collect::<Vec<_>>(), "{case}");
+                if last < 24 {
+                    assert_eq!(largest(fits), Some(last), "{case}");
+                }
+            }
+        }
+    }
+
+    fn p_fits(model: &Model, devices: &Budgets, tokens: u64) -> bool {
+        let p = plan_for(
+            model,
+            devices,
+            Strategy::BalancedLow0,
+            Some(&workload(tokens, 1)),
+        );
+        p.unwrap().unplaced.is_empty()
     }
 
     #[test]

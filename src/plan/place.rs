@@ -306,6 +306,16 @@ impl Placement {
     pub(super) fn placed_all(&self, devices: usize) -> bool {
         self.assigned.iter().all(|&d| d < devices)
     }
+
+    /// Bytes (weights and cache) of the units none of the `devices` took.
+    fn left_over(&self, costs: &[Cost], devices: usize) -> u64 {
+        self.assigned
+            .iter()
+            .zip(costs)
+            .filter(|(&d, _)| d >= devices)
+            .map(|(_, c)| c.total())
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// Places units of these costs, in order, onto `budgets`, keeping `activation` free on each
@@ -318,6 +328,23 @@ pub(super) fn place(
     strategy: Strategy,
     activation: u64,
 ) -> Placement {
+    let placed = place_with(costs, budgets, strategy, activation);
+    // `balanced_low_0` keeps GPU 0 as empty as the others allow; when its placement leaves
+    // something over (GPU 0 held back while the runner's reserve and the offloaded layers'
+    // cache crowd the others), `balanced`'s placement, which GPU 0 may share, is allowed too
+    // if it leaves less over.
+    let devices = budgets.devices.len();
+    let over = placed.left_over(costs, devices);
+    if strategy == Strategy::BalancedLow0 && over > 0 {
+        let balanced = place_with(costs, budgets, Strategy::Balanced, activation);
+        if balanced.left_over(costs, devices) < over {
+            return balanced;
+        }
+    }
+    placed
+}
+
+fn place_with(costs: &[Cost], budgets: &Budgets, strategy: Strategy, activation: u64) -> Placement {
     let fast: Vec<u64> = costs.iter().map(|c| c.total()).collect();
     let slow: Vec<u64> = costs.iter().map(|c| c.on_offload()).collect();
     let devices = &budgets.devices;
@@ -350,8 +377,8 @@ pub(super) fn place(
     };
     let total = |(weights, cache): (u64, u64)| weights.saturating_add(cache);
     let sizes = (fast.as_slice(), slow.as_slice());
-    let (mut assigned, mut reserve);
-    loop {
+    // The placement with device `runner` running the offloaded units.
+    let settle = |runner: usize| {
         let frame = Frame {
             activation,
             runner,
@@ -361,12 +388,44 @@ pub(super) fn place(
         // This ends without a cap on the rounds: a larger reserve only moves more units off
         // the accelerators (never back), so what they need only grows; each round raises the
         // reserve strictly, and there are at most as many rounds as units.
-        reserve = 0u64;
-        assigned = assign(sizes, devices, strategy, reserve, frame);
+        let mut reserve = 0u64;
+        let mut assigned = assign(sizes, devices, strategy, reserve, frame);
         while let Some(larger) = needs(&assigned).map(total).filter(|&s| s > reserve) {
             reserve = larger;
             assigned = assign(sizes, devices, strategy, reserve, frame);
         }
+        // The runner holds the cache of every offloaded layer: when its budget cannot, the
+        // last offloaded units are left over (their layers would have nowhere to run).
+        let room = devices.get(runner).map_or(0, |&(_, b)| {
+            if runner < offload_from {
+                b.saturating_sub(activation)
+            } else {
+                b
+            }
+        });
+        let on_runner: u64 = assigned
+            .iter()
+            .zip(&fast)
+            .filter(|(&d, _)| d == runner)
+            .map(|(_, &s)| s)
+            .fold(0, u64::saturating_add);
+        while let Some((weights, cache)) = needs(&assigned) {
+            if cache == 0 || on_runner.saturating_add(weights).saturating_add(cache) <= room {
+                break;
+            }
+            let last = assigned
+                .iter()
+                .rposition(|&d| d >= offload_from && d < devices.len());
+            match last {
+                Some(u) => assigned[u] = devices.len(),
+                None => break,
+            }
+        }
+        assigned
+    };
+    let mut assigned;
+    loop {
+        assigned = settle(runner);
         if needs(&assigned).is_none() {
             break;
         }
@@ -379,31 +438,30 @@ pub(super) fn place(
             _ => break,
         }
     }
-    // The runner holds the cache of every offloaded layer: when its budget cannot, the last
-    // offloaded units are left over (their layers would have nowhere to run).
-    let room = devices.get(runner).map_or(0, |&(_, b)| {
-        if runner < offload_from {
-            b.saturating_sub(activation)
-        } else {
-            b
-        }
-    });
-    let on_runner: u64 = assigned
-        .iter()
-        .zip(&fast)
-        .filter(|(&d, _)| d == runner)
-        .map(|(_, &s)| s)
-        .fold(0, u64::saturating_add);
-    while let Some((weights, cache)) = needs(&assigned) {
-        if cache == 0 || on_runner.saturating_add(weights).saturating_add(cache) <= room {
+    // Moving forward can skip the runner that places most (a reserve that empties GPU 0 at
+    // one size may not at another, so whether a plan fits would not grow monotonically with
+    // the cache). When something is left over, every accelerator is tried as the runner, and
+    // a placement that leaves fewer bytes over wins, provided its runner is the first
+    // accelerator holding a block (where `dispatch_model` runs offloaded blocks).
+    let left_over = |assigned: &[usize]| -> u64 {
+        assigned
+            .iter()
+            .zip(&fast)
+            .filter(|(&d, _)| d >= devices.len())
+            .map(|(_, &s)| s)
+            .fold(0, u64::saturating_add)
+    };
+    let mut worst = left_over(&assigned);
+    for candidate in 0..accelerators {
+        if worst == 0 {
             break;
         }
-        let last = assigned
-            .iter()
-            .rposition(|&d| d >= offload_from && d < devices.len());
-        match last {
-            Some(u) => assigned[u] = devices.len(),
-            None => break,
+        let tried = settle(candidate);
+        let first = tried.iter().copied().find(|&d| d < accelerators);
+        let valid = needs(&tried).is_none() || first == Some(candidate);
+        let over = left_over(&tried);
+        if valid && over < worst {
+            (assigned, runner, worst) = (tried, candidate, over);
         }
     }
     let (reserve, offloaded_cache) = needs(&assigned).unwrap_or((0, 0));
