@@ -30,6 +30,13 @@ impl Budgets {
             .filter(|(d, _)| is_accelerator(*d))
             .count()
     }
+
+    /// Whether any device can run layers (an accelerator or the CPU; the disk only stores).
+    pub(super) fn runs_layers(&self) -> bool {
+        self.devices
+            .iter()
+            .any(|(d, _)| is_accelerator(*d) || d.kind == DeviceType::Cpu)
+    }
 }
 
 fn fill_rank(device: Device) -> u8 {

@@ -81,6 +81,9 @@ pub enum PlanError {
     #[error("{what} needs context= (tokens per sequence), which sizes the KV cache")]
     NeedsContext { what: &'static str },
 
+    #[error("context= needs a device that runs layers and holds their KV cache (a GPU or 'cpu') in max_memory; it names only {devices}")]
+    NoDeviceRunsLayers { devices: String },
+
     #[error("model_type {}: the config has {layers} decoder layers, but no list of exactly {layers} numbered blocks ('<list>.0' .. '<list>.{}') is among the tensor names; numbered lists found: {}", quoted(.model_type), .layers.saturating_sub(1), or_none(.found))]
     LayersNotFound {
         model_type: String,

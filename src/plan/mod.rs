@@ -80,6 +80,13 @@ pub fn plan_for(
     let units = Units::new(&tensors, model);
     let mut costs = units.costs();
     let context = match workload {
+        Some(_) if !budgets.runs_layers() => {
+            let names: Vec<String> = budgets.devices.iter().map(|(d, _)| d.to_string()).collect();
+            return Err(PlanError::NoDeviceRunsLayers {
+                devices: names.join(", "),
+            }
+            .into());
+        }
         Some(workload) => {
             let (costs_with_cache, context) =
                 with_cache(&tensors, &units, costs, workload, budgets, strategy)?;
