@@ -83,7 +83,7 @@ impl PyDeviceMap {
 
     /// Reads the current content under the lock: for short, pure-Rust reads, which then make
     /// no snapshot that a writer would have to copy around.
-    fn read<T>(&self, f: impl FnOnce(&DeviceMap) -> T) -> T {
+    pub(super) fn read<T>(&self, f: impl FnOnce(&DeviceMap) -> T) -> T {
         f(&self.lock().map)
     }
 
