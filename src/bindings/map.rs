@@ -45,15 +45,35 @@ impl Content {
     }
 }
 
+/// A map's content behind its lock, with everything done to it. Shared by the `DeviceMap` and
+/// its `mapping` view, so the view needs no reference to the map object (which keeps the view:
+/// `dm.mapping` makes no object per access, and no reference cycle is formed).
+pub struct MapCell {
+    content: Mutex<Content>,
+}
+
 #[pyclass(frozen, subclass, weakref, module = "devicemap", name = "DeviceMap")]
 pub struct PyDeviceMap {
-    content: Mutex<Content>,
+    cell: Arc<MapCell>,
+    /// The `mapping` view, made on first access.
+    view: PyOnceLock<Py<MappingView>>,
+}
+
+impl std::ops::Deref for PyDeviceMap {
+    type Target = MapCell;
+
+    fn deref(&self) -> &MapCell {
+        &self.cell
+    }
 }
 
 impl PyDeviceMap {
     pub fn new_shared(map: Arc<DeviceMap>, keys: KeyCache) -> Self {
         PyDeviceMap {
-            content: Mutex::new(Content { map, keys }),
+            cell: Arc::new(MapCell {
+                content: Mutex::new(Content { map, keys }),
+            }),
+            view: PyOnceLock::new(),
         }
     }
 
@@ -61,7 +81,9 @@ impl PyDeviceMap {
     pub fn from_map(map: DeviceMap) -> Self {
         PyDeviceMap::new_shared(Arc::new(map), KeyCache::empty())
     }
+}
 
+impl MapCell {
     /// The lock. A panic while it was held (a bug: nothing under it calls Python or fails on
     /// input) poisons it; the content is still a whole map, so carry on with it.
     fn lock(&self) -> MutexGuard<'_, Content> {
@@ -205,6 +227,43 @@ impl PyDeviceMap {
             .call1((batches,))
     }
 
+    fn getitem<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
+        match self.get_device(key)? {
+            Some(device) => device_to_py(key.py(), device),
+            None => Err(missing_key(key)),
+        }
+    }
+
+    fn delitem(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.remove(key)? {
+            Some(_) => Ok(()),
+            None => Err(missing_key(key)),
+        }
+    }
+
+    fn get_or<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.get_device(key)? {
+            Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
+            None => Ok(default),
+        }
+    }
+
+    fn pop_or<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match (self.remove(key)?, default.len()) {
+            (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
+            (None, 0) => Err(missing_key(key)),
+            (None, _) => default.get_item(0),
+        }
+    }
+
     /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
     fn update_from(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
         // Read `other` whole before taking the lock: reading it runs Python code (and it may
@@ -295,10 +354,7 @@ impl PyDeviceMap {
     }
 
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        guard("DeviceMap.__getitem__", || match self.get_device(key)? {
-            Some(device) => device_to_py(key.py(), device),
-            None => Err(missing_key(key)),
-        })
+        guard("DeviceMap.__getitem__", || self.getitem(key))
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -306,10 +362,7 @@ impl PyDeviceMap {
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.__delitem__", || match self.remove(key)? {
-            Some(_) => Ok(()),
-            None => Err(missing_key(key)),
-        })
+        guard("DeviceMap.__delitem__", || self.delitem(key))
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -333,10 +386,7 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guard("DeviceMap.get", || match self.get_device(key)? {
-            Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
-            None => Ok(default),
-        })
+        guard("DeviceMap.get", || self.get_or(key, default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -357,13 +407,7 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guard("DeviceMap.pop", || {
-            match (self.remove(key)?, default.len()) {
-                (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
-                (None, 0) => Err(missing_key(key)),
-                (None, _) => default.get_item(0),
-            }
-        })
+        guard("DeviceMap.pop", || self.pop_or(key, default))
     }
 
     fn clear(&self) -> PyResult<()> {
@@ -457,9 +501,17 @@ impl PyDeviceMap {
     /// A live view of the entries as a `MutableMapping[str, Device]`: `dm.mapping` in Haystack
     /// is the underlying dict, and writes through this view reach the map.
     #[getter]
-    fn mapping(slf: Bound<'_, Self>) -> PyResult<MappingView> {
+    fn mapping(&self, py: Python<'_>) -> PyResult<Py<MappingView>> {
         guard("DeviceMap.mapping", || {
-            Ok(MappingView { map: slf.unbind() })
+            let view = self.view.get_or_try_init(py, || {
+                Py::new(
+                    py,
+                    MappingView {
+                        map: self.cell.clone(),
+                    },
+                )
+            })?;
+            Ok(view.clone_ref(py))
         })
     }
 
@@ -641,42 +693,42 @@ impl MapIter {
 /// `DeviceMap.mapping`: the dict-shaped face of a map (iterating yields keys).
 #[pyclass(module = "devicemap", name = "DeviceMapping", frozen)]
 pub struct MappingView {
-    map: Py<PyDeviceMap>,
+    map: Arc<MapCell>,
 }
 
 #[pymethods]
 impl MappingView {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
         guard("DeviceMap.mapping.__getitem__", || {
-            self.map.get().__getitem__(key)
+            self.map.getitem(key)
         })
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         guard("DeviceMap.mapping.__setitem__", || {
-            self.map.get().set(key, value)
+            self.map.set(key, value)
         })
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
         guard("DeviceMap.mapping.__delitem__", || {
-            self.map.get().__delitem__(key)
+            self.map.delitem(key)
         })
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         guard("DeviceMap.mapping.__contains__", || {
-            self.map.get().__contains__(key)
+            Ok(self.map.get_device(key)?.is_some())
         })
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        self.map.get().__len__()
+        guard("DeviceMap.mapping.__len__", || Ok(self.map.read(DeviceMap::len)))
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         guard("DeviceMap.mapping.__iter__", || {
-            self.map.get().iterate(py, IterKind::Keys)
+            self.map.iterate(py, IterKind::Keys)
         })
     }
 
@@ -686,21 +738,21 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guard("DeviceMap.mapping.get", || self.map.get().get(key, default))
+        guard("DeviceMap.mapping.get", || self.map.get_or(key, default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.keys", || self.map.get().keys_list(py))
+        guard("DeviceMap.mapping.keys", || self.map.keys_list(py))
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         guard("DeviceMap.mapping.values", || {
-            self.map.get().values_list(py)
+            self.map.values_list(py)
         })
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.items", || self.map.get().items_list(py))
+        guard("DeviceMap.mapping.items", || self.map.items_list(py))
     }
 
     // The rest of `MutableMapping`'s methods, which registering the class does not supply.
@@ -711,12 +763,12 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guard("DeviceMap.mapping.pop", || self.map.get().pop(key, default))
+        guard("DeviceMap.mapping.pop", || self.map.pop_or(key, default))
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
         guard("DeviceMap.mapping.popitem", || {
-            match self.map.get().pop_last() {
+            match self.map.pop_last() {
                 Some((key, device)) => Ok((key, device_to_py(py, device)?)),
                 None => Err(Error::PopFromEmpty.into()),
             }
@@ -735,18 +787,21 @@ impl MappingView {
             let none = py.None().into_bound(py);
             // Checked before taking the lock (no Python code runs), raised only if it is stored.
             let default = device_value(text, default.unwrap_or(&none));
-            let device = self.map.get().set_default(text, default)?;
+            let device = self.map.set_default(text, default)?;
             device_to_py(py, device)
         })
     }
 
     fn clear(&self) -> PyResult<()> {
-        self.map.get().clear()
+        guard("DeviceMap.mapping.clear", || {
+            self.map.replace(DeviceMap::new());
+            Ok(())
+        })
     }
 
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
         guard("DeviceMap.mapping.update", || {
-            self.map.get().update_from(other)
+            self.map.update_from(other)
         })
     }
 
