@@ -699,21 +699,15 @@ pub struct MappingView {
 #[pymethods]
 impl MappingView {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        guard("DeviceMap.mapping.__getitem__", || {
-            self.map.getitem(key)
-        })
+        guard("DeviceMap.mapping.__getitem__", || self.map.getitem(key))
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.__setitem__", || {
-            self.map.set(key, value)
-        })
+        guard("DeviceMap.mapping.__setitem__", || self.map.set(key, value))
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.__delitem__", || {
-            self.map.delitem(key)
-        })
+        guard("DeviceMap.mapping.__delitem__", || self.map.delitem(key))
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -723,7 +717,9 @@ impl MappingView {
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        guard("DeviceMap.mapping.__len__", || Ok(self.map.read(DeviceMap::len)))
+        guard("DeviceMap.mapping.__len__", || {
+            Ok(self.map.read(DeviceMap::len))
+        })
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -746,9 +742,7 @@ impl MappingView {
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.values", || {
-            self.map.values_list(py)
-        })
+        guard("DeviceMap.mapping.values", || self.map.values_list(py))
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -767,11 +761,9 @@ impl MappingView {
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
-        guard("DeviceMap.mapping.popitem", || {
-            match self.map.pop_last() {
-                Some((key, device)) => Ok((key, device_to_py(py, device)?)),
-                None => Err(Error::PopFromEmpty.into()),
-            }
+        guard("DeviceMap.mapping.popitem", || match self.map.pop_last() {
+            Some((key, device)) => Ok((key, device_to_py(py, device)?)),
+            None => Err(Error::PopFromEmpty.into()),
         })
     }
 
@@ -800,9 +792,7 @@ impl MappingView {
     }
 
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.update", || {
-            self.map.update_from(other)
-        })
+        guard("DeviceMap.mapping.update", || self.map.update_from(other))
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
