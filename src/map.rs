@@ -743,6 +743,22 @@ mod tests {
     }
 
     #[test]
+    fn key_depths_are_kept_up_to_date_once_computed() {
+        let mut m = map(&[("a.b", Device::cpu()), ("", Device::disk())]);
+        assert_eq!(m.known_key_depths(), None);
+        assert_eq!(m.key_depths(), 1 << 2);
+        m.insert("x.y.z.w", Device::gpu(0));
+        assert_eq!(m.known_key_depths(), Some((1 << 2) | (1 << 4)));
+        let deep = vec!["k"; 70].join(".");
+        m.insert(&deep, Device::gpu(1));
+        assert_eq!(m.key_depths() >> 63, 1, "63 or more components share the top bit");
+        m.remove("a.b");
+        assert_eq!(m.key_depths() & (1 << 2), 1 << 2, "a superset after removals");
+        let position = m.position("x.y.z.w").unwrap();
+        assert_eq!(m.slot_at(position), Some(m.intern(Device::gpu(0))));
+    }
+
+    #[test]
     fn counts_in_order_of_appearance() {
         let m = map(&[
             ("a", Device::gpu(1)),
