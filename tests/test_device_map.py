@@ -481,7 +481,7 @@ def test_iteration_across_batches_matches_the_entries() -> None:
     m["new"] = Device.disk()
     rest = list(it)
     assert rest == expected[3:], "an iterator keeps the snapshot it started with"
-    assert list(m)[0] == ("layer.0", Device.cpu())
+    assert next(iter(m)) == ("layer.0", Device.cpu())
     assert list(m)[-1] == ("new", Device.disk())
 
 
@@ -490,7 +490,7 @@ def test_keys_are_fresh_lists_sharing_key_objects(dm: DeviceMap) -> None:
     first.append("zzz")
     assert dm.keys() == ["a", "b", "c"]
     assert all(a is b for a, b in zip(dm.keys(), dm.keys(), strict=True))
-    assert [k for k, _ in dm][0] is dm.keys()[0]
+    assert next(k for k, _ in dm) is dm.keys()[0]
 
 
 def test_mapping_view_is_kept_and_keeps_the_content() -> None:
