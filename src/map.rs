@@ -751,9 +751,17 @@ mod tests {
         assert_eq!(m.known_key_depths(), Some((1 << 2) | (1 << 4)));
         let deep = vec!["k"; 70].join(".");
         m.insert(&deep, Device::gpu(1));
-        assert_eq!(m.key_depths() >> 63, 1, "63 or more components share the top bit");
+        assert_eq!(
+            m.key_depths() >> 63,
+            1,
+            "63 or more components share the top bit"
+        );
         m.remove("a.b");
-        assert_eq!(m.key_depths() & (1 << 2), 1 << 2, "a superset after removals");
+        assert_eq!(
+            m.key_depths() & (1 << 2),
+            1 << 2,
+            "a superset after removals"
+        );
         let position = m.position("x.y.z.w").unwrap();
         assert_eq!(m.slot_at(position), Some(m.intern(Device::gpu(0))));
     }

@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
+use super::component::glue;
 use super::convert::{
     device_objects, device_value, key_str, map_from_devices, map_from_hf, map_from_strings,
     map_to_strings, OnError,
@@ -222,7 +223,7 @@ impl MapCell {
     fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
         let (map, keys) = self.shared();
         let batches = Bound::new(py, MapIter::new(py, map, keys, kind)?)?;
-        builtin(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
+        glue(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
             .getattr(pyo3::intern!(py, "from_iterable"))?
             .call1((batches,))
     }
@@ -595,18 +596,6 @@ const BATCH: usize = 512;
 static CHAIN_FROM_ITERABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ZIP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn builtin<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
-    module: &str,
-    name: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    Ok(cell
-        .get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))?
-        .bind(py)
-        .clone())
-}
-
 /// Iterates a snapshot: changing the map while iterating neither fails nor shows the change.
 ///
 /// Each step hands out a batch of ready Python objects (the map's shared key objects and the
@@ -676,7 +665,7 @@ impl MapIter {
                         .map(|device| device_to_py(py, device))
                         .collect::<PyResult<Vec<_>>>()?;
                     let devices = PyList::new(py, devices)?;
-                    builtin(py, &ZIP, "builtins", "zip")?.call1((keys, devices))?
+                    glue(py, &ZIP, "builtins", "zip")?.call1((keys, devices))?
                 }
             }))
         })
