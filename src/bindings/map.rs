@@ -222,7 +222,7 @@ impl MapCell {
     /// objects (see [`MapIter`]).
     fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
         let (map, keys) = self.shared();
-        let batches = Bound::new(py, MapIter::new(py, map, keys, kind)?)?;
+        let batches = Bound::new(py, MapIter::new(py, map, keys, kind))?;
         glue(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
             .getattr(pyo3::intern!(py, "from_iterable"))?
             .call1((batches,))
@@ -588,8 +588,7 @@ enum IterKind {
     Keys,
 }
 
-/// Entries per batch of an iterator: large enough that Python's `chain` does nearly all the
-/// stepping, small enough that breaking out of a loop early makes few objects.
+/// Entries per batch: enough for `chain` to do nearly all the stepping, few for an early `break`.
 const BATCH: usize = 512;
 
 /// `itertools.chain` and `zip`, looked up once.
@@ -597,14 +596,10 @@ static CHAIN_FROM_ITERABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ZIP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Iterates a snapshot: changing the map while iterating neither fails nor shows the change.
-///
-/// Each step hands out a batch of ready Python objects (the map's shared key objects and the
-/// interned devices) as a list of keys or a `zip` of keys and devices; `iter(dm)` is
-/// `itertools.chain.from_iterable` over these batches, so the per-item step runs in CPython's
-/// C code, with no call into this extension and no object made per key (a `str` and a call per
-/// item cost 4-8x the time of iterating a dict). Frozen with its cursor behind a mutex, held
-/// only to take the next batch's entries, so two threads may share one iterator, each entry
-/// going to exactly one of them.
+/// Each step hands out a batch of ready objects (the shared key objects and interned devices)
+/// as a list of keys or a `zip` of keys and devices, for `itertools.chain` to step through in
+/// C (docs/design.md, "Iteration"). The cursor's mutex is held only to take a batch, so
+/// threads sharing one iterator get each entry once.
 #[pyclass(frozen, module = "devicemap")]
 pub struct MapIter {
     map: Arc<DeviceMap>,
@@ -616,14 +611,16 @@ pub struct MapIter {
 }
 
 impl MapIter {
-    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> PyResult<Self> {
+    /// Makes the key objects now, so that taking a batch only shares them.
+    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> Self {
         keys.get_or_fill(py, &map);
-        Ok(MapIter {
+        let cursor = Mutex::new((0, 0));
+        MapIter {
             map,
             keys,
-            cursor: Mutex::new((0, 0)),
+            cursor,
             kind,
-        })
+        }
     }
 
     /// The next batch's first live index and devices, taken under the cursor's lock.
