@@ -189,7 +189,7 @@ impl MapCell {
 
     fn keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let (map, keys) = self.shared();
-        PyList::new(py, keys.get_or_fill(py, &map).iter().map(|k| k.bind(py)))
+        keys.slice(py, &map, 0, map.len())
     }
 
     fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -202,18 +202,10 @@ impl MapCell {
         let (map, keys) = self.shared();
         let devices = device_objects(py, &map)?;
         let pairs = keys
-            .get_or_fill(py, &map)
+            .slice(py, &map, 0, map.len())?
             .iter()
             .zip(map.slots())
-            .map(|(key, slot)| {
-                PyTuple::new(
-                    py,
-                    [
-                        key.bind(py).clone().into_any(),
-                        devices[slot as usize].clone().into_any(),
-                    ],
-                )
-            })
+            .map(|(key, slot)| PyTuple::new(py, [key, devices[slot as usize].clone().into_any()]))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, pairs)
     }
@@ -222,7 +214,7 @@ impl MapCell {
     /// objects (see [`MapIter`]).
     fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
         let (map, keys) = self.shared();
-        let batches = Bound::new(py, MapIter::new(py, map, keys, kind))?;
+        let batches = Bound::new(py, MapIter::new(py, map, keys, kind)?)?;
         glue(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
             .getattr(pyo3::intern!(py, "from_iterable"))?
             .call1((batches,))
@@ -612,15 +604,15 @@ pub struct MapIter {
 
 impl MapIter {
     /// Makes the key objects now, so that taking a batch only shares them.
-    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> Self {
-        keys.get_or_fill(py, &map);
+    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> PyResult<Self> {
+        keys.slice(py, &map, 0, 0)?;
         let cursor = Mutex::new((0, 0));
-        MapIter {
+        Ok(MapIter {
             map,
             keys,
             cursor,
             kind,
-        }
+        })
     }
 
     /// The next batch's first live index and devices, taken under the cursor's lock.
@@ -652,8 +644,9 @@ impl MapIter {
             if devices.is_empty() {
                 return Ok(None);
             }
-            let keys = &self.keys.get_or_fill(py, &self.map)[first..first + devices.len()];
-            let keys = PyList::new(py, keys.iter().map(|k| k.bind(py)))?;
+            let keys = self
+                .keys
+                .slice(py, &self.map, first, first + devices.len())?;
             Ok(Some(match self.kind {
                 IterKind::Keys => keys.into_any(),
                 IterKind::Items => {
