@@ -119,10 +119,10 @@ pub fn device_to_py(py: Python<'_>, device: Device) -> PyResult<Bound<'_, PyDevi
     if let Some(object) = cell.get(py) {
         return Ok(object.bind(py).clone());
     }
-    let object = cell.get_or_try_init(py, || {
-        Bound::new(py, PyDevice { inner: device }).map(Bound::unbind)
-    })?;
-    Ok(object.bind(py).clone())
+    // Offered rather than made in `get_or_init`, which lets go of the GIL and takes it back.
+    let object = Bound::new(py, PyDevice { inner: device })?;
+    let _ = cell.set(py, object.clone().unbind());
+    Ok(cell.get(py).map_or(object, |kept| kept.bind(py).clone()))
 }
 
 pub fn device_repr(device: Device) -> String {

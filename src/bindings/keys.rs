@@ -51,10 +51,18 @@ impl KeyCache {
         start: usize,
         end: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let list = self.0.get_or_try_init(py, || {
-            PyList::new(py, map.iter().map(|(key, _)| PyString::new(py, key))).map(Bound::unbind)
-        })?;
-        Ok(list.bind(py).get_slice(start, end))
+        // Made with the GIL held and offered, not through `get_or_init`, which lets go of the
+        // GIL and takes it back (a wait behind every other thread when many share the map);
+        // two threads filling at once both make the list and the second one's is dropped.
+        let list = match self.0.get(py) {
+            Some(list) => list.bind(py).clone(),
+            None => {
+                let made = PyList::new(py, map.iter().map(|(key, _)| PyString::new(py, key)))?;
+                let _ = self.0.set(py, made.clone().unbind());
+                self.0.get(py).map_or(made, |list| list.bind(py).clone())
+            }
+        };
+        Ok(list.get_slice(start, end))
     }
 
     /// Keeps the key objects a conversion made, in entry order, unless another conversion
