@@ -275,6 +275,168 @@ def memory_section(n: int, judge: bool) -> None:
     )
 
 
+# --- single items: the calls users write in a loop ---------------------------------------------
+
+
+def single_item_section(n: int, probes: int, rounds: int) -> None:
+    """Per-item cost of lookups, iteration and name lookups against Haystack's dict, in rounds
+    that interleave the rows (the machine is noisy); medians over the rounds.
+
+    The probe keys are equal to the map's keys but other objects (as names from
+    `named_parameters()` or a checkpoint are), each hashed once before timing, as a program's
+    own strings would be by their first use."""
+    import random
+
+    import devicemap as dm
+    import haystack.utils.device as hay
+
+    hf = hf_map(n)
+    keys = list(hf)
+    rng = random.Random(0)
+    probe = ["".join(list(keys[rng.randrange(n)])) for _ in range(probes)]
+    assert all(p is not k for p, k in zip(probe[:100], keys, strict=False))
+    for k in probe:
+        hash(k)
+    hay_map = hay.DeviceMap.from_hf(hf)
+    hdict = hay_map.mapping
+    ours = dm.DeviceMap.from_hf(hf)
+    assert probe[0] in ours  # builds the key index outside the clock
+    # Deep names: a key per layer and the full tensor names, five components below the keys.
+    per_layer = dm.DeviceMap.from_hf({f"model.layers.{i}": i % GPUS for i in range(layers_for(n))})
+    names = ["".join(list(k)) for k in keys]
+
+    def get(m: Any) -> None:
+        for k in probe:
+            m[k]
+
+    def get_method(m: Any) -> None:
+        g = m.get
+        for k in probe:
+            g(k)
+
+    def contains(m: Any) -> None:
+        for k in probe:
+            k in m  # noqa: B015
+
+    def via_mapping(m: Any) -> None:
+        for k in probe:
+            m.mapping[k]
+
+    def device_for(m: Any) -> None:
+        f = m.device_for
+        for k in probe:
+            f(k)
+
+    def loop(iterable: Any) -> None:
+        for _ in iterable:
+            pass
+
+    def loop_pairs(iterable: Any) -> None:
+        for _k, _d in iterable:
+            pass
+
+    per_probe = 1 / probes
+    per_entry = 1 / n
+    # (row, per-item scale, haystack's call, ours, target as a multiple of haystack's time)
+    lookups: list[tuple[str, float, Callable[[], Any], Callable[[], Any], float]] = [
+        ("dm[k] vs mapping[k]", per_probe, lambda: get(hdict), lambda: get(ours), 1.3),
+        ("dm.get(k) vs mapping.get(k)", per_probe, lambda: get_method(hdict), lambda: get_method(ours), 1.3),
+        ("dm.get(k) vs mapping[k]", per_probe, lambda: get(hdict), lambda: get_method(ours), 1.3),
+        ("k in dm vs k in mapping", per_probe, lambda: contains(hdict), lambda: contains(ours), 1.3),
+        ("dm.mapping[k] vs mapping[k]", per_probe, lambda: get(hdict), lambda: via_mapping(ours), 1.3),
+        (
+            "dm.mapping[k] vs hdm.mapping[k]",
+            per_probe,
+            lambda: via_mapping(hay_map),
+            lambda: via_mapping(ours),
+            1.3,
+        ),
+        ("for k, d in dm", per_entry, lambda: loop_pairs(hay_map), lambda: loop_pairs(ours), 2),
+        ("dm.keys()", per_entry, lambda: loop(hdict.keys()), lambda: loop(ours.keys()), 2),
+        ("dm.values()", per_entry, lambda: loop(hdict.values()), lambda: loop(ours.values()), 2),
+        ("dm.items()", per_entry, lambda: loop_pairs(hdict.items()), lambda: loop_pairs(ours.items()), 2),
+        ("dm.mapping (keys)", per_entry, lambda: loop(hdict), lambda: loop(ours.mapping), 2),
+        ("dm.mapping.keys()", per_entry, lambda: loop(hdict.keys()), lambda: loop(ours.mapping.keys()), 2),
+        (
+            "dm.mapping.values()",
+            per_entry,
+            lambda: loop(hdict.values()),
+            lambda: loop(ours.mapping.values()),
+            2,
+        ),
+        (
+            "dm.mapping.items()",
+            per_entry,
+            lambda: loop_pairs(hdict.items()),
+            lambda: loop_pairs(ours.mapping.items()),
+            2,
+        ),
+    ]
+    # (row, per-item scale, ours, limit in seconds per item or None, "relative to dm[k]")
+    names_rows: list[tuple[str, float, Callable[[], Any], float | None, bool]] = [
+        ("dm[k]", per_probe, lambda: get(ours), None, False),
+        ("device_for(k), exact keys", per_probe, lambda: device_for(ours), 1.3, True),
+        ("devices_for, exact keys", per_entry, lambda: ours.devices_for(names), 60e-9, False),
+        ("devices_for, deep names", per_entry, lambda: per_layer.devices_for(names), 60e-9, False),
+        ("group_by_device, exact keys", per_entry, lambda: ours.group_by_device(names), 60e-9, False),
+        ("group_by_device, deep names", per_entry, lambda: per_layer.group_by_device(names), 60e-9, False),
+    ]
+
+    def once(fn: Callable[[], Any]) -> float:
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            result = fn()
+            elapsed = time.perf_counter() - start
+        finally:
+            gc.enable()
+        del result
+        return elapsed
+
+    hay_times: dict[str, list[float]] = {row[0]: [] for row in lookups}
+    our_times: dict[str, list[float]] = {row[0]: [] for row in lookups + names_rows}
+    for r in range(rounds):
+        gc.collect()
+        for label, scale, theirs, mine, _ in lookups:
+            # Alternate which side goes first from one round to the next.
+            pair = [(hay_times, theirs), (our_times, mine)]
+            for times, fn in pair if r % 2 == 0 else pair[::-1]:
+                times[label].append(once(fn) * scale)
+        for label, scale, mine, _, _ in names_rows:
+            our_times[label].append(once(mine) * scale)
+
+    def ns(seconds: float) -> str:
+        return f"{seconds * 1e9:.0f} ns"
+
+    print(
+        f"\nSingle items on a {n:,}-entry map ({probes:,} random probe keys equal to the map's keys,"
+        f" other objects; medians of {rounds} interleaved rounds)"
+    )
+    lines = [("row", "haystack dict", "devicemap", "ours/theirs", "target")]
+    for label, _, _, _, target in lookups:
+        theirs_t = statistics.median(hay_times[label])
+        mine_t = statistics.median(our_times[label])
+        ratio = mine_t / theirs_t
+        verdict = "PASS" if ratio <= target else "FAIL"
+        lines.append((label, ns(theirs_t), ns(mine_t), f"{ratio:.2f}x", f"<= {target:g}x {verdict}"))
+    base = statistics.median(our_times["dm[k]"])
+    for label, _, _, limit, relative in names_rows:
+        mine_t = statistics.median(our_times[label])
+        if limit is None:
+            continue
+        if relative:
+            ratio = mine_t / base
+            target = f"<= {limit:g}x dm[k]: {ratio:.2f}x {'PASS' if ratio <= limit else 'FAIL'}"
+        else:
+            target = f"< {ns(limit)}/name {'PASS' if mine_t < limit else 'FAIL'}"
+        lines.append((label, "-", ns(mine_t), "-", target))
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+    for i, line in enumerate(lines):
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -413,6 +575,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small maps, few repeats; a smoke run")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 7, quick 2)")
+    parser.add_argument(
+        "--single", action="store_true", help="only the single-item rows (lookups, iteration, names)"
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -422,6 +587,9 @@ def main() -> None:
     import devicemap as dm
 
     judge = not args.quick
+    if args.single:
+        single_item_section(*((10_000, 20_000, 3) if args.quick else (100_000, 200_000, 7)))
+        return
     repeats = args.repeats or (2 if args.quick else 7)
     big_repeats = max(1, repeats // 2) if not args.quick else 1
     sizes = [("DSV3 46,848", 61 * 256 * 3), ("1M", 1_000_000)]
@@ -454,6 +622,7 @@ def main() -> None:
         "`accelerate.utils.modeling.clean_device_map` merges entries by module prefix, a different job."
     )
     memory_section(sizes[-1][1], judge)
+    single_item_section(*((10_000, 20_000, 3) if args.quick else (100_000, 200_000, 7)))
 
 
 def _version(dist: str) -> str:

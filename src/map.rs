@@ -68,6 +68,9 @@ pub struct DeviceMap {
     hasher: RandomState,
     /// Sum of the entry hashes, once someone asked for the fingerprint.
     hash_sum: OnceLock<u128>,
+    /// Which key depths (in components) occur, as bits (see [`key_depths`](Self::key_depths));
+    /// absent until a batch lookup needs it, then kept up to date by appends.
+    depths: OnceLock<u64>,
 }
 
 impl DeviceMap {
@@ -139,6 +142,31 @@ impl DeviceMap {
         index
     }
 
+    /// Bit `d` is set when some key has `d` components (`d` < 63; bit 63 stands for 63 or
+    /// more; the empty key sets none). Computed on first request, then kept up to date by
+    /// appends; removals leave their bits set, so it may claim a depth no key has any more
+    /// (a lookup then makes a probe that finds nothing), never miss one.
+    pub fn key_depths(&self) -> u64 {
+        *self.depths.get_or_init(|| {
+            self.live()
+                .fold(0, |bits, entry| bits | depth_bit(self.key_of(entry)))
+        })
+    }
+
+    /// The key depths if already computed.
+    pub fn known_key_depths(&self) -> Option<u64> {
+        self.depths.get().copied()
+    }
+
+    /// The slot of the entry at a position from [`position`](Self::position).
+    #[inline]
+    pub fn slot_at(&self, position: usize) -> Option<Slot> {
+        self.entries
+            .get(position)
+            .filter(|entry| entry.is_live())
+            .map(|entry| entry.slot)
+    }
+
     fn index(&self) -> &HashTable<u32> {
         self.index.get_or_init(|| self.build_index())
     }
@@ -198,6 +226,9 @@ impl DeviceMap {
             slot,
         };
         self.text.push_str(key);
+        if let Some(depths) = self.depths.get_mut() {
+            *depths |= depth_bit(key);
+        }
         let position = u32::try_from(self.entries.len()).expect("more than 2^32 entries");
         self.entries.push(entry);
         if let Some(index) = self.index.get_mut() {
@@ -451,6 +482,16 @@ fn key_in<'a>(text: &'a str, entry: &Entry) -> &'a str {
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
+/// `key`'s bit in [`DeviceMap::key_depths`].
+#[inline]
+fn depth_bit(key: &str) -> u64 {
+    if key.is_empty() {
+        return 0;
+    }
+    let depth = 1 + key.bytes().filter(|&b| b == b'.').count();
+    1 << depth.min(63)
+}
+
 /// Hash of one entry. `0xFF` never occurs in UTF-8, so it separates key from device unambiguously.
 fn entry_hash(key: &str, device_text: &str) -> u128 {
     let mut buf = [0u8; 192];
@@ -699,6 +740,30 @@ mod tests {
                 assert_eq!(m.fingerprint(), rebuilt.fingerprint());
             }
         }
+    }
+
+    #[test]
+    fn key_depths_are_kept_up_to_date_once_computed() {
+        let mut m = map(&[("a.b", Device::cpu()), ("", Device::disk())]);
+        assert_eq!(m.known_key_depths(), None);
+        assert_eq!(m.key_depths(), 1 << 2);
+        m.insert("x.y.z.w", Device::gpu(0));
+        assert_eq!(m.known_key_depths(), Some((1 << 2) | (1 << 4)));
+        let deep = vec!["k"; 70].join(".");
+        m.insert(&deep, Device::gpu(1));
+        assert_eq!(
+            m.key_depths() >> 63,
+            1,
+            "63 or more components share the top bit"
+        );
+        m.remove("a.b");
+        assert_eq!(
+            m.key_depths() & (1 << 2),
+            1 << 2,
+            "a superset after removals"
+        );
+        let position = m.position("x.y.z.w").unwrap();
+        assert_eq!(m.slot_at(position), Some(m.intern(Device::gpu(0))));
     }
 
     #[test]

@@ -463,3 +463,47 @@ def test_updates_from_the_map_itself_or_its_view(dm):
     with pytest.raises(TypeError):
         dm.__setstate__(dm.mapping)  # state holds strings, not Devices
     assert dm.to_dict() == before
+
+
+def test_iteration_across_batches_matches_the_entries() -> None:
+    # Past one batch of the iterator (512 entries), with a deletion leaving a tombstone inside.
+    m = DeviceMap.from_hf({f"layer.{i}": i % 3 for i in range(1500)})
+    del m["layer.700"]
+    expected = [(f"layer.{i}", Device.gpu(i % 3)) for i in range(1500) if i != 700]
+    assert list(m) == expected
+    assert m.items() == expected
+    assert m.keys() == [k for k, _ in expected]
+    assert list(m.mapping) == [k for k, _ in expected]
+    assert dict(m) == dict(expected)
+    it = iter(m)
+    assert [next(it) for _ in range(3)] == expected[:3]
+    m["layer.0"] = Device.cpu()
+    m["new"] = Device.disk()
+    rest = list(it)
+    assert rest == expected[3:], "an iterator keeps the snapshot it started with"
+    assert next(iter(m)) == ("layer.0", Device.cpu())
+    assert list(m)[-1] == ("new", Device.disk())
+
+
+def test_keys_are_fresh_lists_sharing_key_objects(dm: DeviceMap) -> None:
+    first = dm.keys()
+    first.append("zzz")
+    assert dm.keys() == ["a", "b", "c"]
+    assert all(a is b for a, b in zip(dm.keys(), dm.keys(), strict=True))
+    assert next(k for k, _ in dm) is dm.keys()[0]
+
+
+def test_mapping_view_is_kept_and_keeps_the_content() -> None:
+    import gc
+    import weakref
+
+    m = DeviceMap({"a": Device.cpu()})
+    view = m.mapping
+    assert m.mapping is view
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None, "the view holds no reference back to the map object"
+    assert view["a"] == Device.cpu()
+    view["b"] = Device.gpu(0)
+    assert dict(view) == {"a": Device.cpu(), "b": Device.gpu(0)}

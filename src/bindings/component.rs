@@ -42,8 +42,9 @@ fn make_with_keys(
     Bound::new(py, PyComponentDevice { inner, keys })
 }
 
-/// Calls a function of the Python glue (`devicemap._torch`, `devicemap._resolve`), imported once.
-fn glue<'py>(
+/// An attribute of a Python module (`devicemap._torch.torch_device`, `itertools.chain`),
+/// imported once.
+pub(super) fn glue<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyAny>>,
     module: &str,

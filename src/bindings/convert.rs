@@ -494,8 +494,8 @@ fn entries_to_dict<'py>(
             map.len(),
             "a key cache paired with another map"
         );
-        for (key, slot) in cached.iter().zip(map.slots()) {
-            dict.set_item(key.bind(py), &values[slot as usize])?;
+        for (key, slot) in cached.zip(map.slots()) {
+            dict.set_item(key, &values[slot as usize])?;
         }
         return Ok(dict);
     }
@@ -507,7 +507,7 @@ fn entries_to_dict<'py>(
         dict.set_item(&key, &values[slot as usize])?;
         made.push(key.unbind());
     }
-    keys.offer(py, made);
+    keys.offer(py, made)?;
     Ok(dict)
 }
 

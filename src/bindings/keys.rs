@@ -2,6 +2,10 @@
 //! mostly a new `str` per key and its hash; the first conversion keeps the objects it made, and
 //! later ones reuse them, hash included, as Haystack's dict reuses its keys.
 //!
+//! Iterating a map (`for k, d in dm`, `keys()`, `items()`, the `mapping` view) fills it too,
+//! so that a loop over the map hands out the same key objects each time instead of making a
+//! `str` per key per loop (most of the cost of iterating).
+//!
 //! Not filled from the input dict's own keys: once that dict is freed they would be all that
 //! is left of its memory, scattered among its freed values, and cost more than the map.
 
@@ -9,13 +13,17 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyString;
+use pyo3::types::{PyList, PyString};
 
-/// Key objects for one map's keys and order (values may change under it). Holders of the same
-/// keys share the cell, so the first conversion fills it for all of them; a holder whose keys
-/// change takes a fresh cell rather than emptying the shared one.
+use crate::map::DeviceMap;
+
+/// Key objects for one map's keys and order (values may change under it), as one Python
+/// list that never leaves this module (callers get slices of it, which are new lists, so it
+/// never changes once filled). Holders of the same keys share the cell, so the first
+/// conversion fills it for all of them; a holder whose keys change takes a fresh cell rather
+/// than emptying the shared one.
 #[derive(Clone)]
-pub struct KeyCache(Arc<PyOnceLock<Box<[Py<PyString>]>>>);
+pub struct KeyCache(Arc<PyOnceLock<Py<PyList>>>);
 
 impl KeyCache {
     /// Filled on first use.
@@ -23,14 +31,76 @@ impl KeyCache {
         KeyCache(Arc::new(PyOnceLock::new()))
     }
 
-    /// The key objects, if a conversion has made them.
-    pub fn get<'a>(&'a self, py: Python<'_>) -> Option<&'a [Py<PyString>]> {
-        self.0.get(py).map(|keys| &**keys)
+    /// The key objects in entry order, if a conversion or iteration has made them.
+    pub fn get<'a, 'py>(&'a self, py: Python<'py>) -> Option<CachedKeys<'a, 'py>> {
+        let list = self.0.get(py)?.bind_borrowed(py);
+        Some(CachedKeys {
+            list,
+            next: 0,
+            len: list.len(),
+        })
+    }
+
+    /// The key objects of entries `start..end` of `map` (the map this cache belongs to) as a
+    /// new list, making every key object now if no conversion or iteration has yet: copying
+    /// a slice of ready objects is C's work, with nothing made per key.
+    pub fn slice<'py>(
+        &self,
+        py: Python<'py>,
+        map: &DeviceMap,
+        start: usize,
+        end: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Made with the GIL held and offered, not through `get_or_init`, which lets go of the
+        // GIL and takes it back (a wait behind every other thread when many share the map);
+        // two threads filling at once both make the list and the second one's is dropped.
+        let list = match self.0.get(py) {
+            Some(list) => list.bind(py).clone(),
+            None => {
+                let made = PyList::new(py, map.iter().map(|(key, _)| PyString::new(py, key)))?;
+                let _ = self.0.set(py, made.clone().unbind());
+                self.0.get(py).map_or(made, |list| list.bind(py).clone())
+            }
+        };
+        Ok(list.get_slice(start, end))
     }
 
     /// Keeps the key objects a conversion made, in entry order, unless another conversion
     /// (another thread, while this one let go of the GIL) got there first.
-    pub fn offer(&self, py: Python<'_>, keys: Vec<Py<PyString>>) {
-        let _ = self.0.set(py, keys.into_boxed_slice());
+    pub fn offer(&self, py: Python<'_>, keys: Vec<Py<PyString>>) -> PyResult<()> {
+        let _ = self.0.set(py, PyList::new(py, keys)?.unbind());
+        Ok(())
     }
 }
+
+/// The items of a filled [`KeyCache`], borrowed.
+pub struct CachedKeys<'a, 'py> {
+    list: Borrowed<'a, 'py, PyList>,
+    next: usize,
+    len: usize,
+}
+
+impl<'a, 'py> Iterator for CachedKeys<'a, 'py> {
+    type Item = Borrowed<'a, 'py, PyAny>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next == self.len {
+            return None;
+        }
+        let i = self.next as pyo3::ffi::Py_ssize_t;
+        self.next += 1;
+        // SAFETY: `i` is below the length of a list that never changes once filled (see
+        // `KeyCache`), so the item exists and lives as long as the list the cache holds.
+        unsafe {
+            let item = pyo3::ffi::PyList_GetItem(self.list.as_ptr(), i);
+            Some(Borrowed::from_ptr(self.list.py(), item))
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.len - self.next, Some(self.len - self.next))
+    }
+}
+
+impl ExactSizeIterator for CachedKeys<'_, '_> {}

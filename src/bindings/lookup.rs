@@ -182,8 +182,9 @@ impl PyDeviceMap {
     /// The device of the key that is the longest prefix of `name` at a dot boundary.
     fn device_for<'py>(&self, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
         guard("DeviceMap.device_for", || {
-            let map = self.snapshot();
-            let device = lookup::require_device(&map, name_str(name)?)?;
+            let name_text = name_str(name)?;
+            // Under the lock, as `dm[k]` is: a short, pure-Rust read makes no snapshot.
+            let device = self.read(|map| lookup::require_device(map, name_text))?;
             device_to_py(name.py(), device)
         })
     }

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
+use super::component::glue;
 use super::convert::{
     device_objects, device_value, key_str, map_from_devices, map_from_hf, map_from_strings,
     map_to_strings, OnError,
@@ -44,15 +46,35 @@ impl Content {
     }
 }
 
+/// A map's content behind its lock, with everything done to it. Shared by the `DeviceMap` and
+/// its `mapping` view, so the view needs no reference to the map object (which keeps the view:
+/// `dm.mapping` makes no object per access, and no reference cycle is formed).
+pub struct MapCell {
+    content: Mutex<Content>,
+}
+
 #[pyclass(frozen, subclass, weakref, module = "devicemap", name = "DeviceMap")]
 pub struct PyDeviceMap {
-    content: Mutex<Content>,
+    cell: Arc<MapCell>,
+    /// The `mapping` view, made on first access.
+    view: PyOnceLock<Py<MappingView>>,
+}
+
+impl std::ops::Deref for PyDeviceMap {
+    type Target = MapCell;
+
+    fn deref(&self) -> &MapCell {
+        &self.cell
+    }
 }
 
 impl PyDeviceMap {
     pub fn new_shared(map: Arc<DeviceMap>, keys: KeyCache) -> Self {
         PyDeviceMap {
-            content: Mutex::new(Content { map, keys }),
+            cell: Arc::new(MapCell {
+                content: Mutex::new(Content { map, keys }),
+            }),
+            view: PyOnceLock::new(),
         }
     }
 
@@ -60,7 +82,9 @@ impl PyDeviceMap {
     pub fn from_map(map: DeviceMap) -> Self {
         PyDeviceMap::new_shared(Arc::new(map), KeyCache::empty())
     }
+}
 
+impl MapCell {
     /// The lock. A panic while it was held (a bug: nothing under it calls Python or fails on
     /// input) poisons it; the content is still a whole map, so carry on with it.
     fn lock(&self) -> MutexGuard<'_, Content> {
@@ -83,7 +107,7 @@ impl PyDeviceMap {
 
     /// Reads the current content under the lock: for short, pure-Rust reads, which then make
     /// no snapshot that a writer would have to copy around.
-    fn read<T>(&self, f: impl FnOnce(&DeviceMap) -> T) -> T {
+    pub(super) fn read<T>(&self, f: impl FnOnce(&DeviceMap) -> T) -> T {
         f(&self.lock().map)
     }
 
@@ -164,8 +188,8 @@ impl PyDeviceMap {
     }
 
     fn keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let map = self.snapshot();
-        PyList::new(py, map.iter().map(|(key, _)| key))
+        let (map, keys) = self.shared();
+        keys.slice(py, &map, 0, map.len())
     }
 
     fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -175,21 +199,62 @@ impl PyDeviceMap {
     }
 
     fn items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let map = self.snapshot();
+        let (map, keys) = self.shared();
         let devices = device_objects(py, &map)?;
-        let pairs = map
-            .iter_slots()
-            .map(|(key, slot)| {
-                PyTuple::new(
-                    py,
-                    [
-                        PyString::new(py, key).into_any(),
-                        devices[slot as usize].clone().into_any(),
-                    ],
-                )
-            })
+        let pairs = keys
+            .slice(py, &map, 0, map.len())?
+            .iter()
+            .zip(map.slots())
+            .map(|(key, slot)| PyTuple::new(py, [key, devices[slot as usize].clone().into_any()]))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, pairs)
+    }
+
+    /// An iterator over the current content: Python's `itertools.chain` over batches of ready
+    /// objects (see [`MapIter`]).
+    fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
+        let (map, keys) = self.shared();
+        let batches = Bound::new(py, MapIter::new(py, map, keys, kind)?)?;
+        glue(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
+            .getattr(pyo3::intern!(py, "from_iterable"))?
+            .call1((batches,))
+    }
+
+    fn getitem<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
+        match self.get_device(key)? {
+            Some(device) => device_to_py(key.py(), device),
+            None => Err(missing_key(key)),
+        }
+    }
+
+    fn delitem(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.remove(key)? {
+            Some(_) => Ok(()),
+            None => Err(missing_key(key)),
+        }
+    }
+
+    fn get_or<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.get_device(key)? {
+            Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
+            None => Ok(default),
+        }
+    }
+
+    fn pop_or<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match (self.remove(key)?, default.len()) {
+            (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
+            (None, 0) => Err(missing_key(key)),
+            (None, _) => default.get_item(0),
+        }
     }
 
     /// Sets every entry of `other` (a mapping of `str` to `Device`, or a `DeviceMap`), all or none.
@@ -282,10 +347,7 @@ impl PyDeviceMap {
     }
 
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        guard("DeviceMap.__getitem__", || match self.get_device(key)? {
-            Some(device) => device_to_py(key.py(), device),
-            None => Err(missing_key(key)),
-        })
+        guard("DeviceMap.__getitem__", || self.getitem(key))
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -293,10 +355,7 @@ impl PyDeviceMap {
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.__delitem__", || match self.remove(key)? {
-            Some(_) => Ok(()),
-            None => Err(missing_key(key)),
-        })
+        guard("DeviceMap.__delitem__", || self.delitem(key))
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -310,10 +369,8 @@ impl PyDeviceMap {
     }
 
     /// Yields `(key, Device)` pairs, as Haystack's does, so `dict(dm)` works.
-    fn __iter__(&self) -> PyResult<MapIter> {
-        guard("DeviceMap.__iter__", || {
-            Ok(MapIter::new(self.snapshot(), IterKind::Items))
-        })
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.__iter__", || self.iterate(py, IterKind::Items))
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -322,10 +379,7 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guard("DeviceMap.get", || match self.get_device(key)? {
-            Some(device) => Ok(Some(device_to_py(key.py(), device)?.into_any())),
-            None => Ok(default),
-        })
+        guard("DeviceMap.get", || self.get_or(key, default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -346,13 +400,7 @@ impl PyDeviceMap {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guard("DeviceMap.pop", || {
-            match (self.remove(key)?, default.len()) {
-                (Some(device), _) => Ok(device_to_py(key.py(), device)?.into_any()),
-                (None, 0) => Err(missing_key(key)),
-                (None, _) => default.get_item(0),
-            }
-        })
+        guard("DeviceMap.pop", || self.pop_or(key, default))
     }
 
     fn clear(&self) -> PyResult<()> {
@@ -446,9 +494,17 @@ impl PyDeviceMap {
     /// A live view of the entries as a `MutableMapping[str, Device]`: `dm.mapping` in Haystack
     /// is the underlying dict, and writes through this view reach the map.
     #[getter]
-    fn mapping(slf: Bound<'_, Self>) -> PyResult<MappingView> {
+    fn mapping(&self, py: Python<'_>) -> PyResult<Py<MappingView>> {
         guard("DeviceMap.mapping", || {
-            Ok(MappingView { map: slf.unbind() })
+            let view = self.view.get_or_try_init(py, || {
+                Py::new(
+                    py,
+                    MappingView {
+                        map: self.cell.clone(),
+                    },
+                )
+            })?;
+            Ok(view.clone_ref(py))
         })
     }
 
@@ -524,23 +580,55 @@ enum IterKind {
     Keys,
 }
 
+/// Entries per batch: enough for `chain` to do nearly all the stepping, few for an early `break`.
+const BATCH: usize = 512;
+
+/// `itertools.chain` and `zip`, looked up once.
+static CHAIN_FROM_ITERABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ZIP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 /// Iterates a snapshot: changing the map while iterating neither fails nor shows the change.
-/// Frozen with its cursor behind a mutex, so two threads may share one iterator, each entry
-/// going to exactly one of them.
+/// Each step hands out a batch of ready objects (the shared key objects and interned devices)
+/// as a list of keys or a `zip` of keys and devices, for `itertools.chain` to step through in
+/// C (docs/design.md, "Iteration"). The cursor's mutex is held only to take a batch, so
+/// threads sharing one iterator get each entry once.
 #[pyclass(frozen, module = "devicemap")]
 pub struct MapIter {
     map: Arc<DeviceMap>,
-    cursor: Mutex<usize>,
+    keys: KeyCache,
+    /// Where the next batch starts: a cursor for [`DeviceMap::next_from`] and the number of
+    /// live entries before it (an index into the key objects).
+    cursor: Mutex<(usize, usize)>,
     kind: IterKind,
 }
 
 impl MapIter {
-    fn new(map: Arc<DeviceMap>, kind: IterKind) -> Self {
-        MapIter {
+    /// Makes the key objects now, so that taking a batch only shares them.
+    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> PyResult<Self> {
+        keys.slice(py, &map, 0, 0)?;
+        let cursor = Mutex::new((0, 0));
+        Ok(MapIter {
             map,
-            cursor: Mutex::new(0),
+            keys,
+            cursor,
             kind,
+        })
+    }
+
+    /// The next batch's first live index and devices, taken under the cursor's lock.
+    fn take_batch(&self) -> (usize, Vec<Device>) {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut at, first) = *cursor;
+        let mut devices = Vec::with_capacity(BATCH.min(self.map.len()));
+        while devices.len() < BATCH {
+            let Some((after, _, device)) = self.map.next_from(at) else {
+                break;
+            };
+            devices.push(device);
+            at = after;
         }
+        *cursor = (at, first + devices.len());
+        (first, devices)
     }
 }
 
@@ -552,33 +640,31 @@ impl MapIter {
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         guard("DeviceMap iterator.__next__", || {
-            let next = {
-                let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-                let next = self.map.next_from(*cursor);
-                if let Some((after, _, _)) = next {
-                    *cursor = after;
-                }
-                next
-            };
-            let Some((_, key, device)) = next else {
+            let (first, devices) = self.take_batch();
+            if devices.is_empty() {
                 return Ok(None);
-            };
+            }
+            let keys = self
+                .keys
+                .slice(py, &self.map, first, first + devices.len())?;
             Ok(Some(match self.kind {
-                IterKind::Keys => PyString::new(py, key).into_any(),
-                IterKind::Items => (key, device_to_py(py, device)?)
-                    .into_pyobject(py)?
-                    .into_any(),
+                IterKind::Keys => keys.into_any(),
+                IterKind::Items => {
+                    let devices = devices
+                        .into_iter()
+                        .map(|device| device_to_py(py, device))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    let devices = PyList::new(py, devices)?;
+                    glue(py, &ZIP, "builtins", "zip")?.call1((keys, devices))?
+                }
             }))
         })
     }
 
     fn __length_hint__(&self) -> PyResult<usize> {
         guard("DeviceMap iterator.__length_hint__", || {
-            Ok({
-                let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-                // Entries at or after the cursor: exact for a fresh iterator, an estimate after.
-                self.map.len().saturating_sub(cursor.min(self.map.len()))
-            })
+            let (_, before) = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(self.map.len().saturating_sub(before))
         })
     }
 }
@@ -586,42 +672,38 @@ impl MapIter {
 /// `DeviceMap.mapping`: the dict-shaped face of a map (iterating yields keys).
 #[pyclass(module = "devicemap", name = "DeviceMapping", frozen)]
 pub struct MappingView {
-    map: Py<PyDeviceMap>,
+    map: Arc<MapCell>,
 }
 
 #[pymethods]
 impl MappingView {
     fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
-        guard("DeviceMap.mapping.__getitem__", || {
-            self.map.get().__getitem__(key)
-        })
+        guard("DeviceMap.mapping.__getitem__", || self.map.getitem(key))
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.__setitem__", || {
-            self.map.get().set(key, value)
-        })
+        guard("DeviceMap.mapping.__setitem__", || self.map.set(key, value))
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.__delitem__", || {
-            self.map.get().__delitem__(key)
-        })
+        guard("DeviceMap.mapping.__delitem__", || self.map.delitem(key))
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         guard("DeviceMap.mapping.__contains__", || {
-            self.map.get().__contains__(key)
+            Ok(self.map.get_device(key)?.is_some())
         })
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        self.map.get().__len__()
+        guard("DeviceMap.mapping.__len__", || {
+            Ok(self.map.read(DeviceMap::len))
+        })
     }
 
-    fn __iter__(&self) -> PyResult<MapIter> {
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         guard("DeviceMap.mapping.__iter__", || {
-            Ok(MapIter::new(self.map.get().snapshot(), IterKind::Keys))
+            self.map.iterate(py, IterKind::Keys)
         })
     }
 
@@ -631,21 +713,19 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guard("DeviceMap.mapping.get", || self.map.get().get(key, default))
+        guard("DeviceMap.mapping.get", || self.map.get_or(key, default))
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.keys", || self.map.get().keys_list(py))
+        guard("DeviceMap.mapping.keys", || self.map.keys_list(py))
     }
 
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.values", || {
-            self.map.get().values_list(py)
-        })
+        guard("DeviceMap.mapping.values", || self.map.values_list(py))
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.items", || self.map.get().items_list(py))
+        guard("DeviceMap.mapping.items", || self.map.items_list(py))
     }
 
     // The rest of `MutableMapping`'s methods, which registering the class does not supply.
@@ -656,15 +736,13 @@ impl MappingView {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guard("DeviceMap.mapping.pop", || self.map.get().pop(key, default))
+        guard("DeviceMap.mapping.pop", || self.map.pop_or(key, default))
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<(String, Bound<'py, PyDevice>)> {
-        guard("DeviceMap.mapping.popitem", || {
-            match self.map.get().pop_last() {
-                Some((key, device)) => Ok((key, device_to_py(py, device)?)),
-                None => Err(Error::PopFromEmpty.into()),
-            }
+        guard("DeviceMap.mapping.popitem", || match self.map.pop_last() {
+            Some((key, device)) => Ok((key, device_to_py(py, device)?)),
+            None => Err(Error::PopFromEmpty.into()),
         })
     }
 
@@ -680,19 +758,20 @@ impl MappingView {
             let none = py.None().into_bound(py);
             // Checked before taking the lock (no Python code runs), raised only if it is stored.
             let default = device_value(text, default.unwrap_or(&none));
-            let device = self.map.get().set_default(text, default)?;
+            let device = self.map.set_default(text, default)?;
             device_to_py(py, device)
         })
     }
 
     fn clear(&self) -> PyResult<()> {
-        self.map.get().clear()
+        guard("DeviceMap.mapping.clear", || {
+            self.map.replace(DeviceMap::new());
+            Ok(())
+        })
     }
 
     fn update(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        guard("DeviceMap.mapping.update", || {
-            self.map.get().update_from(other)
-        })
+        guard("DeviceMap.mapping.update", || self.map.update_from(other))
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {

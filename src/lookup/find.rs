@@ -39,8 +39,6 @@ pub struct Finder<'m> {
     map: &'m DeviceMap,
     /// Bit `d` is set when some key has `d` components (`d` < 63); bit 63 stands for 63 or more.
     depths: u64,
-    /// Each entry's slot, by position; empty for a batch too small to pay for it.
-    slots: Vec<Slot>,
 }
 
 /// Dots remembered per name on the fast path; deeper names take the plain path.
@@ -96,28 +94,16 @@ fn find_dots(bytes: &[u8], dots: &mut [u32; FAST_DOTS]) -> Option<usize> {
 }
 
 impl<'m> Finder<'m> {
-    /// For a batch of `names` names: a batch much smaller than the map skips the O(keys) scan
-    /// and probes every prefix.
+    /// For a batch of `names` names: the map's key depths, computed once per map (O(keys))
+    /// and kept by it; a batch much smaller than a map that has not computed them yet probes
+    /// every prefix instead.
     pub fn new(map: &'m DeviceMap, names: usize) -> Self {
-        if names.saturating_mul(4) < map.len() {
-            return Finder {
-                map,
-                depths: u64::MAX,
-                slots: Vec::new(),
-            };
-        }
-        let mut depths = 0u64;
-        for (key, _) in map.iter() {
-            if !key.is_empty() {
-                let depth = 1 + key.bytes().filter(|&b| b == b'.').count();
-                depths |= 1 << depth.min(63);
-            }
-        }
-        Finder {
-            map,
-            depths,
-            slots: map.slots().collect(),
-        }
+        let depths = match map.known_key_depths() {
+            Some(depths) => depths,
+            None if names.saturating_mul(4) < map.len() => u64::MAX,
+            None => map.key_depths(),
+        };
+        Finder { map, depths }
     }
 
     #[inline]
@@ -125,18 +111,10 @@ impl<'m> Finder<'m> {
         depth >= 63 || self.depths & (1 << depth) != 0
     }
 
-    /// The slot of the entry at `position`.
+    /// The slot of the entry at `position` (a position this finder returned).
     #[inline]
     pub fn slot(&self, position: usize) -> Slot {
-        if let Some(&slot) = self.slots.get(position) {
-            return slot;
-        }
-        let device = self.map.get_index(position).map(|(_, device)| device);
-        self.map
-            .table()
-            .iter()
-            .position(|d| Some(*d) == device)
-            .unwrap_or(0) as Slot
+        self.map.slot_at(position).unwrap_or(0)
     }
 
     /// [`check_name`] then [`find`], in one pass over the name where it can.
