@@ -12,6 +12,7 @@ that ignores `Range`, dropped connections, answers that stall. Every request is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -292,10 +293,17 @@ class StandIn:
 def _digest(path: Path) -> str:
     """A stand-in for the Hub's ETag (a git blob id, or an LFS file's sha256): it changes with
     the content, as huggingface_hub's cache expects. Sparse shards are hashed by their length
-    and first megabyte (their header)."""
+    and first megabyte (their header). Kept per file version, as the Hub keeps it rather than
+    hashing on each request (which would make the stand-in, not the clients, what is timed)."""
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as handle:
         start = handle.read(1 << 20)
-    return hashlib.sha256(str(path.stat().st_size).encode() + start).hexdigest()
+    return hashlib.sha256(str(size).encode() + start).hexdigest()
 
 
 # --- sparse safetensors checkpoints ---

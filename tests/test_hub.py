@@ -157,6 +157,46 @@ def test_second_run_is_served_from_the_cache(hub: StandIn, env: Path) -> None:
     assert stats[2] == stats[3]
 
 
+def test_a_branch_that_moved_is_read_at_its_new_commit(
+    hub: StandIn, files: dict[str, dict[str, Path]]
+) -> None:
+    sharded = list(devicemap.tensor_sizes("org/sharded").items())
+    assert sharded == list(devicemap.tensor_sizes(folder(files["sharded"])).items())
+    # main moves to the single-file commit: what is cached of the old one is not used.
+    hub.repos["org/sharded"].refs["main"] = COMMIT_B
+    hub.clear()
+    assert list(devicemap.tensor_sizes("org/sharded").items()) == list(
+        devicemap.tensor_sizes(folder(files["single"])).items()
+    )
+    paths = [s.path for s in hub.requests()]
+    assert paths[0] == "/api/models/org/sharded/revision/main"
+    assert {p.rsplit("/", 1)[1] for p in paths[1:]} == {"config.json", "model.safetensors"}
+    assert all(f"/resolve/{COMMIT_B}/" in p for p in paths[1:])
+    # And back: the first commit's cache serves it again, with the one resolving request.
+    hub.repos["org/sharded"].refs["main"] = COMMIT_A
+    hub.clear()
+    assert list(devicemap.tensor_sizes("org/sharded").items()) == sharded
+    assert [s.path for s in hub.requests()] == ["/api/models/org/sharded/revision/main"]
+
+
+def test_a_file_missing_from_the_cache_is_fetched_again(hub: StandIn, env: Path) -> None:
+    first = devicemap.tensor_sizes("org/sharded")
+    commit = next((env / "devicemap").glob(f"*/models--org--sharded/{COMMIT_A}"))
+    assert (commit / "prefetched-1.json").is_file()
+    (commit / "model-00002-of-00004.safetensors.entry").unlink()
+    hub.clear()
+    assert devicemap.tensor_sizes("org/sharded") == first
+    paths = [s.path for s in hub.requests()]
+    assert paths[0] == "/api/models/org/sharded/revision/main"
+    assert [p.rsplit("/", 1)[1] for p in paths[1:]] == ["model-00002-of-00004.safetensors"] * (len(paths) - 1)
+    assert all(f"/resolve/{COMMIT_A}/" in p for p in paths[1:])
+    # A record that cannot be read is no record: the checkpoint is looked for again.
+    (commit / "prefetched-1.json").write_text("{")
+    hub.clear()
+    assert devicemap.tensor_sizes("org/sharded") == first
+    assert [s.path for s in hub.requests()] == ["/api/models/org/sharded/revision/main"]
+
+
 def test_offline(
     hub: StandIn, env: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, dict[str, Path]]
 ) -> None:

@@ -4,14 +4,30 @@
 //! file listing and each file read (a safetensors file's header bytes and length; a small
 //! file whole). Also where huggingface_hub keeps downloaded files, read when present.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::repo::{encode, Repo};
 
 /// The start of every cached file entry, with its format's version.
 const MAGIC: &[u8; 8] = b"DMHUB\x001\n";
+
+/// What planning a commit fetched, recorded once it all was: its layout (an index, or the
+/// files), and every file read. A commit's files never change, so neither does this: a later
+/// plan of it fetches these files (from the cache) without looking for the checkpoint again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prefetched {
+    pub index: Option<String>,
+    pub files: Vec<String>,
+    pub fetched: Vec<String>,
+}
+
+/// The record's file in a commit's folder (its format's version in the name).
+const PREFETCHED: &str = "prefetched-1.json";
 
 /// A file as read: its length, and its first bytes (a safetensors file's length prefix and
 /// header) or all of it.
@@ -129,6 +145,33 @@ impl Cache {
         })
     }
 
+    /// What planning `commit` fetched, if it was recorded.
+    pub fn prefetched(&self, commit: &str) -> Option<Prefetched> {
+        let text = fs::read(self.folder.as_ref()?.join(commit).join(PREFETCHED)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub fn set_prefetched(&self, commit: &str, record: &Prefetched) {
+        if let (Some(folder), Ok(text)) = (&self.folder, serde_json::to_vec(record)) {
+            write(&folder.join(commit).join(PREFETCHED), &text);
+        }
+    }
+
+    /// Every file devicemap read of `commit` (of those its cached listing names).
+    pub fn entries(&self, commit: &str) -> HashMap<String, Entry> {
+        let listing = match &self.folder {
+            Some(folder) => fs::read(folder.join(commit).join("listing.json")).ok(),
+            None => None,
+        };
+        let names: Vec<String> = listing
+            .and_then(|text| serde_json::from_slice(&text).ok())
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|name| self.entry(commit, &name).map(|entry| (name, entry)))
+            .collect()
+    }
+
     pub fn set_entry(&self, commit: &str, file: &str, entry: &Entry) {
         if let Some(folder) = &self.folder {
             let mut data = Vec::with_capacity(16 + entry.bytes.len());
@@ -187,12 +230,26 @@ mod tests {
             bytes: b"header".to_vec(),
         };
         cache.set_entry(&commit, "a/b.safetensors", &entry);
-        assert_eq!(cache.entry(&commit, "a/b.safetensors"), Some(entry));
+        assert_eq!(cache.entry(&commit, "a/b.safetensors"), Some(entry.clone()));
         cache.set_commit(&repo.revision, &commit);
         assert_eq!(cache.commit_of(&repo.revision), Some(commit.clone()));
         let names = vec!["config.json".to_owned(), "model.safetensors".to_owned()];
         cache.set_listing(&commit, &names);
         assert_eq!(cache.listing(&commit), Some(names));
+        // Of the listed files, those read: none of `model.safetensors`.
+        let read = cache.entries(&commit);
+        assert_eq!(read.len(), 0);
+        cache.set_entry(&commit, "config.json", &entry);
+        let read = cache.entries(&commit);
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["config.json"]);
+        assert_eq!(cache.prefetched(&commit), None);
+        let record = Prefetched {
+            index: None,
+            files: vec!["model.safetensors".to_owned()],
+            fetched: vec!["config.json".to_owned(), "model.safetensors".to_owned()],
+        };
+        cache.set_prefetched(&commit, &record);
+        assert_eq!(cache.prefetched(&commit), Some(record));
         // Nothing is written into huggingface_hub's folders.
         assert!(root
             .join("127.0.0.1%3A1")

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 
 use serde::Deserialize;
 
-use super::cache::{Cache, Entry};
+use super::cache::{Cache, Entry, Prefetched};
 use super::client::{describe, Client, Reply};
 use super::error::HubError;
 use super::repo::{encode, is_commit, Repo};
@@ -186,12 +186,43 @@ fn formats(listing: &[String]) -> String {
 /// One file to fetch: its name, and how many bytes to ask for first (`None`: whole).
 type Job = (String, Option<u64>);
 
-/// Finds the checkpoint (as in a folder) and fetches all that the reader will read.
+/// Finds the checkpoint (as in a folder) and fetches all that the reader will read; for a
+/// commit planned before, the files that plan fetched (see [`Prefetched`]).
 pub(super) fn prefetch(
     source: &HubSource,
     concurrency: usize,
     progress: &mut dyn FnMut(Fetched),
 ) -> Result<Layout> {
+    let inner = &source.0;
+    if let Some(record) = inner.cache.prefetched(&inner.commit) {
+        let jobs: Vec<Job> = record.fetched.iter().map(|n| (n.clone(), None)).collect();
+        fetch_all(source, &jobs, concurrency, progress)?;
+        return Ok(match record.index {
+            Some(index) => Layout::Index(index),
+            None => Layout::Files(record.files),
+        });
+    }
+    let (layout, jobs) = find(source)?;
+    fetch_all(source, &jobs, concurrency, progress)?;
+    let fetched = match inner.entries.lock() {
+        Ok(entries) => entries.keys().cloned().collect(),
+        Err(_) => return Ok(layout),
+    };
+    let (index, files) = match &layout {
+        Layout::Index(index) => (Some(index.clone()), Vec::new()),
+        Layout::Files(files) => (None, files.clone()),
+    };
+    let record = Prefetched {
+        index,
+        files,
+        fetched,
+    };
+    inner.cache.set_prefetched(&inner.commit, &record);
+    Ok(layout)
+}
+
+/// The checkpoint's layout, found as in a folder, and the files the reader will read.
+fn find(source: &HubSource) -> Result<(Layout, Vec<Job>)> {
     let inner = &source.0;
     let listing: Vec<String> = inner.listing.iter().cloned().collect();
     if !listing.iter().any(|name| name.ends_with(".safetensors")) {
@@ -240,8 +271,7 @@ pub(super) fn prefetch(
         jobs.push((config, None));
     }
     jobs.retain(|(name, _)| inner.listing.contains(name));
-    fetch_all(source, &jobs, concurrency, progress)?;
-    Ok(layout)
+    Ok((layout, jobs))
 }
 
 /// The shards an index names, with how long their headers will be about (from the names of
@@ -341,7 +371,9 @@ pub(super) fn file(
         return Ok(entry);
     }
     let header_only = name.ends_with(".safetensors");
-    let (entry, cached) = if let Some(entry) = inner.cache.entry(&inner.commit, name) {
+    let preloaded = inner.preloaded.lock().ok().and_then(|mut p| p.remove(name));
+    let cached = preloaded.or_else(|| inner.cache.entry(&inner.commit, name));
+    let (entry, cached) = if let Some(entry) = cached {
         (entry, true)
     } else if let Some(path) = inner.cache.downloaded(&inner.commit, name) {
         (

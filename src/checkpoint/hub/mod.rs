@@ -310,6 +310,9 @@ struct Inner {
     commit: String,
     listing: HashSet<String>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// devicemap's cache of this commit, read while the revision was resolved; taken from
+    /// here by [`fetch::file`] instead of reading the cache.
+    preloaded: Mutex<HashMap<String, Entry>>,
     offline: bool,
     stats: Mutex<HubStats>,
 }
@@ -324,7 +327,23 @@ impl HubSource {
             options.concurrency,
         );
         let cache = Cache::new(options.cache.as_deref(), &client.endpoint, repo);
-        let (commit, listing) = fetch::resolve(&client, &cache, repo, options.offline)?;
+        // What was cached of the commit the branch resolved to last time is read while the Hub
+        // is asked, and used only when the answer is that same commit.
+        let guess = if options.offline || is_commit(&repo.revision) {
+            None
+        } else {
+            cache.commit_of(&repo.revision)
+        };
+        let (resolved, read) = std::thread::scope(|scope| {
+            let reading = guess.map(|commit| scope.spawn(|| (cache.entries(&commit), commit)));
+            let resolved = fetch::resolve(&client, &cache, repo, options.offline);
+            (resolved, reading.and_then(|r| r.join().ok()))
+        });
+        let (commit, listing) = resolved?;
+        let preloaded = read
+            .filter(|(_, guessed)| *guessed == commit)
+            .map(|(entries, _)| entries)
+            .unwrap_or_default();
         Ok(HubSource(Arc::new(Inner {
             client,
             cache,
@@ -332,6 +351,7 @@ impl HubSource {
             commit,
             listing: listing.into_iter().collect(),
             entries: Mutex::default(),
+            preloaded: Mutex::new(preloaded),
             offline: options.offline,
             stats: Mutex::default(),
         })))
