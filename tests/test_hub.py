@@ -474,3 +474,21 @@ def test_plans_take_a_token_for_the_headers_and_the_config(hub: StandIn, tmp_pat
     assert devicemap.plan("org/gated-ctx", budgets, token="hf_good").to_hf() == report.to_hf()
     assert devicemap.stages("org/gated-ctx", 2, token="hf_good") == devicemap.stages(str(folder(files)), 2)
     assert {s.authorization for s in hub.requests()} >= {"Bearer hf_good"}
+
+
+def test_a_partial_huggingface_hub_snapshot_is_not_taken_for_the_listing(
+    hub: StandIn, env: Path, files: dict[str, dict[str, Path]]
+) -> None:
+    # transformers downloads config.json first: a snapshot holding only it is not the commit's
+    # file list. Online, the Hub is asked; offline, the snapshot's files are all there is.
+    snapshot = env / "hub" / "models--org--sharded" / "snapshots" / COMMIT_A
+    snapshot.mkdir(parents=True)
+    shutil.copy(files["sharded"]["config.json"], snapshot / "config.json")
+    pinned = f"hf://org/sharded@{COMMIT_A}"
+    assert devicemap.tensor_sizes(pinned) == devicemap.tensor_sizes(folder(files["sharded"]))
+    assert next(s.path for s in hub.requests()) == f"/api/models/org/sharded/revision/{COMMIT_A}"
+
+
+def test_a_revision_cannot_step_out_of_the_refs_folder() -> None:
+    with pytest.raises(ValueError, match=r"the revision may not hold '\.' or '\.\.' parts"):
+        devicemap.tensor_sizes("hf://org/name@../../x")

@@ -109,8 +109,10 @@ impl Cache {
         }
     }
 
-    /// The file listing of `commit`: devicemap's, else what huggingface_hub downloaded of it.
-    pub fn listing(&self, commit: &str) -> Option<Vec<String>> {
+    /// The file listing of `commit`: devicemap's (the Hub's whole listing, as read), else, when
+    /// `offline`, what huggingface_hub downloaded of it (the files under its snapshot folder,
+    /// which may be only some: online, the Hub is asked instead).
+    pub fn listing(&self, commit: &str, offline: bool) -> Option<Vec<String>> {
         if let Some(folder) = &self.folder {
             if let Ok(text) = fs::read(folder.join(commit).join("listing.json")) {
                 if let Ok(names) = serde_json::from_slice(&text) {
@@ -118,13 +120,12 @@ impl Cache {
                 }
             }
         }
-        let names = fs::read_dir(self.hf.join("snapshots").join(commit)).ok()?;
-        Some(
-            names
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-        )
+        if !offline {
+            return None;
+        }
+        let mut names = Vec::new();
+        walk(&self.hf.join("snapshots").join(commit), "", &mut names);
+        (!names.is_empty()).then_some(names)
     }
 
     pub fn set_listing(&self, commit: &str, names: &[String]) {
@@ -189,6 +190,33 @@ impl Cache {
     }
 }
 
+/// The files under `folder`, as `/`-joined names relative to it (`prefix` is the folder's own
+/// name so far); names that are not Unicode are left out, and the depth is bounded.
+fn walk(folder: &Path, prefix: &str, names: &mut Vec<String>) {
+    if prefix.matches('/').count() >= 16 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let name = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, &name, names);
+        } else {
+            names.push(name);
+        }
+    }
+}
+
 fn entry_name(file: &str) -> String {
     format!("{}.entry", encode(file, true))
 }
@@ -235,7 +263,7 @@ mod tests {
         assert_eq!(cache.commit_of(&repo.revision), Some(commit.clone()));
         let names = vec!["config.json".to_owned(), "model.safetensors".to_owned()];
         cache.set_listing(&commit, &names);
-        assert_eq!(cache.listing(&commit), Some(names));
+        assert_eq!(cache.listing(&commit, false), Some(names));
         // Of the listed files, those read: none of `model.safetensors`.
         let read = cache.entries(&commit);
         assert_eq!(read.len(), 0);

@@ -107,7 +107,7 @@ pub(super) fn resolve(
         None => None,
     };
     if let Some(commit) = commit {
-        if let Some(listing) = cache.listing(&commit) {
+        if let Some(listing) = cache.listing(&commit, offline) {
             return Ok((commit, listing));
         }
     }
@@ -298,7 +298,9 @@ fn shard_jobs(source: &HubSource, index: &str) -> Vec<Job> {
         .into_iter()
         .filter_map(|(shard, estimate)| {
             let name = shard_name(source, index, shard).ok()?;
-            Some((name, Some(8 + estimate)))
+            // An index may list more tensors than a shard's header holds: the first request
+            // never asks past the largest header a file may have, so it cannot pull weights.
+            Some((name, Some(8 + estimate.min(MAX_HEADER_SIZE))))
         })
         .collect();
     jobs.sort_unstable();

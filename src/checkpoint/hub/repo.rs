@@ -50,6 +50,14 @@ impl Repo {
         if revision.chars().any(|c| c.is_control() || c == ' ') {
             return Err(bad("the revision holds a space or a control character"));
         }
+        // A revision names a file under huggingface_hub's `refs/` (`refs/pr/1`): no part of it
+        // may step out of that folder.
+        if revision.starts_with('/') || revision.split('/').any(|part| part == ".." || part == ".")
+        {
+            return Err(bad(
+                "the revision may not hold '.' or '..' parts or start with '/'",
+            ));
+        }
         Ok(Some(Repo {
             id: id.to_owned(),
             revision: revision.to_owned(),
