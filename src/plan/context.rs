@@ -386,16 +386,7 @@ mod tests {
     /// Fitting must not come and go as the context grows.
     #[test]
     fn balanced_low_0_fits_at_every_context_up_to_its_largest() {
-        let weights = [3584u64, 5376, 512, 1792, 256, 1280];
-        let mut sizes = vec![("model.embed_tokens.weight".to_owned(), weights[0])];
-        for (i, &w) in weights[1..5].iter().enumerate() {
-            sizes.push((format!("model.layers.{i}.w"), w));
-        }
-        sizes.push(("lm_head.weight".to_owned(), weights[5]));
-        let model = Model {
-            sizes,
-            ..Model::default()
-        };
+        let model = six_units(&[3584, 5376, 512, 1792, 256, 1280]);
         let devices = budgets(&[
             (Device::gpu(0), 11008),
             (Device::gpu(1), 14080),
@@ -422,15 +413,7 @@ mod tests {
         };
         for _ in 0..800 {
             let weights: Vec<u64> = (0..6).map(|_| (next(40) + 1) * 256).collect();
-            let mut sizes = vec![("model.embed_tokens.weight".to_owned(), weights[0])];
-            for (i, &w) in weights[1..5].iter().enumerate() {
-                sizes.push((format!("model.layers.{i}.w"), w));
-            }
-            sizes.push(("lm_head.weight".to_owned(), weights[5]));
-            let model = Model {
-                sizes,
-                ..Model::default()
-            };
+            let model = six_units(&weights);
             let mut devices: Vec<(Device, u64)> = (0..next(4) + 1)
                 .map(|g| (Device::gpu(g), (next(60) + 1) * 256))
                 .collect();
@@ -458,6 +441,19 @@ mod tests {
                     assert_eq!(largest(fits), Some(last), "{case}");
                 }
             }
+        }
+    }
+
+    /// An embedding, 4 layers and a head of these sizes (the `workload` config's 4 layers).
+    fn six_units(weights: &[u64]) -> Model {
+        let mut sizes = vec![("model.embed_tokens.weight".to_owned(), weights[0])];
+        for (i, &w) in weights[1..5].iter().enumerate() {
+            sizes.push((format!("model.layers.{i}.w"), w));
+        }
+        sizes.push(("lm_head.weight".to_owned(), weights[5]));
+        Model {
+            sizes,
+            ..Model::default()
         }
     }
 

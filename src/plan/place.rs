@@ -438,32 +438,18 @@ fn place_with(costs: &[Cost], budgets: &Budgets, strategy: Strategy, activation:
             _ => break,
         }
     }
-    // Moving forward can skip the runner that places most (a reserve that empties GPU 0 at
-    // one size may not at another, so whether a plan fits would not grow monotonically with
-    // the cache). When something is left over, every accelerator is tried as the runner, and
-    // a placement that leaves fewer bytes over wins, provided its runner is the first
-    // accelerator holding a block (where `dispatch_model` runs offloaded blocks).
-    let left_over = |assigned: &[usize]| -> u64 {
-        assigned
-            .iter()
-            .zip(&fast)
-            .filter(|(&d, _)| d >= devices.len())
-            .map(|(_, &s)| s)
-            .fold(0, u64::saturating_add)
+    let runs_offloaded = |tried: &[usize], candidate: usize| {
+        needs(tried).is_none()
+            || tried.iter().copied().find(|&d| d < accelerators) == Some(candidate)
     };
-    let mut worst = left_over(&assigned);
-    for candidate in 0..accelerators {
-        if worst == 0 {
-            break;
-        }
-        let tried = settle(candidate);
-        let first = tried.iter().copied().find(|&d| d < accelerators);
-        let valid = needs(&tried).is_none() || first == Some(candidate);
-        let over = left_over(&tried);
-        if valid && over < worst {
-            (assigned, runner, worst) = (tried, candidate, over);
-        }
-    }
+    (assigned, runner) = fewest_left_over(
+        (assigned, runner),
+        accelerators,
+        &fast,
+        devices.len(),
+        settle,
+        runs_offloaded,
+    );
     let (reserve, offloaded_cache) = needs(&assigned).unwrap_or((0, 0));
     Placement {
         assigned,
@@ -473,6 +459,43 @@ fn place_with(costs: &[Cost], budgets: &Budgets, strategy: Strategy, activation:
         offload_from,
         activation,
     }
+}
+
+/// Moving the runner forward can skip the runner that places most (a reserve that empties GPU 0
+/// at one size may not at another, so whether a plan fits would not grow monotonically with
+/// the cache). When `found` leaves something over, every accelerator is tried as the runner
+/// (`settle`), and a placement that leaves fewer bytes over wins, provided its runner is the
+/// first accelerator holding a block (`runs_offloaded`: where `dispatch_model` runs offloaded
+/// blocks).
+fn fewest_left_over(
+    found: (Vec<usize>, usize),
+    accelerators: usize,
+    fast: &[u64],
+    devices: usize,
+    settle: impl Fn(usize) -> Vec<usize>,
+    runs_offloaded: impl Fn(&[usize], usize) -> bool,
+) -> (Vec<usize>, usize) {
+    let left_over = |assigned: &[usize]| -> u64 {
+        assigned
+            .iter()
+            .zip(fast)
+            .filter(|(&d, _)| d >= devices)
+            .map(|(_, &s)| s)
+            .fold(0, u64::saturating_add)
+    };
+    let (mut assigned, mut runner) = found;
+    let mut worst = left_over(&assigned);
+    for candidate in 0..accelerators {
+        if worst == 0 {
+            break;
+        }
+        let tried = settle(candidate);
+        let over = left_over(&tried);
+        if over < worst && runs_offloaded(&tried, candidate) {
+            (assigned, runner, worst) = (tried, candidate, over);
+        }
+    }
+    (assigned, runner)
 }
 
 #[cfg(test)]
