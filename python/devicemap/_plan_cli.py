@@ -182,9 +182,11 @@ def _verdict(report: Any, described: str) -> str:
     return f"fits on {used}{at}"
 
 
-def _bar(share: float, width: int = 10) -> str:
+def _share(share: float, width: int) -> str:
+    """`62.3%`, after a bar of `width` characters when there is room for one."""
     filled = round(min(max(share, 0.0), 1.0) * width)
-    return "#" * filled + "." * (width - filled)
+    bar = "#" * filled + "." * (width - filled)
+    return f"{bar} {share * 100:5.1f}%" if width else f"{share * 100:5.1f}%"
 
 
 def _print_table(report: Any, described: str, per_host: int, source: str, verdict: str) -> None:
@@ -218,7 +220,9 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         ("tensors", "right"),
         ("entries", "right"),
     ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # A row is one line: a narrow terminal drops the share bar rather than wrap cells.
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    bar = 10 if console.width >= 100 else 0
     for entry in report.devices:
         share = entry["share"]
         row = [
@@ -226,7 +230,7 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
             _human_bytes(entry["bytes"]),
             *([_human_bytes(entry["cache"])] if context else []),
             _human_bytes(entry["budget"]),
-            f"{_bar(share)} {share * 100:5.1f}%",
+            _share(share, bar),
             f"{entry['blocks']:,}",
             f"{entry['tensors']:,}",
             f"{entry['entries']:,}",
