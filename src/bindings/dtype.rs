@@ -3,26 +3,34 @@
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use super::errors::wrong_type;
+use super::errors::{str_text, wrong_type};
 use crate::dtype::{self, Dtype};
 
-/// The dtype a model is loaded in: `None`, a floating-point torch dtype or its name
-/// (`torch.bfloat16`, `"bfloat16"`, `"BF16"`, `"bf16"`).
-pub fn dtype_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dtype>> {
+/// The name a dtype argument gives: `None`, a name (`"bfloat16"`, `"BF16"`, `"bf16"`), or a
+/// `torch.dtype` (read by its `str()`, `"torch.bfloat16"`). The core parses it.
+pub fn dtype_name(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
     if let Ok(text) = value.cast::<PyString>() {
-        return Ok(Some(dtype::parse_load_dtype(text.to_str()?)?));
+        return Ok(Some(str_text(text, "dtype")?.to_owned()));
     }
     // A torch.dtype prints as "torch.bfloat16"; anything else is refused by name.
-    let type_name = value.get_type().name()?.to_string();
-    if type_name == "dtype" {
-        return Ok(Some(dtype::parse_load_dtype(&value.str()?.to_string())?));
+    if value.get_type().name()? == "dtype" {
+        return Ok(Some(value.str()?.to_string()));
     }
     Err(wrong_type(
         "dtype must be a torch.dtype or its name such as 'bfloat16'",
         value,
     )
     .into())
+}
+
+/// The dtype a model is loaded in: `None`, a floating-point torch dtype or its name
+/// (`torch.bfloat16`, `"bfloat16"`, `"BF16"`, `"bf16"`).
+pub fn dtype_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dtype>> {
+    match dtype_name(value)? {
+        Some(name) => Ok(Some(dtype::parse_load_dtype(&name)?)),
+        None => Ok(None),
+    }
 }

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
+use super::dtype::dtype_name;
 use super::errors::{str_text, wrong_type};
 use super::guard::guard;
 use crate::dtype;
@@ -137,24 +138,6 @@ pub(super) fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> P
         Ok(n) if n >= min => Ok(n),
         _ => Err(Error::from(InferenceError::TooSmall { what, min, got: n }).into()),
     }
-}
-
-/// `None`, a dtype name, or a `torch.dtype` (read by its `str()`, `"torch.bfloat16"`).
-pub(super) fn dtype_name(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    if let Ok(text) = value.cast::<PyString>() {
-        return Ok(Some(str_text(text, "dtype")?.to_owned()));
-    }
-    if value.get_type().name()? == "dtype" {
-        return Ok(Some(value.str()?.to_string()));
-    }
-    Err(wrong_type(
-        "dtype must be a torch.dtype or its name such as 'bfloat16'",
-        value,
-    )
-    .into())
 }
 
 /// The bytes transformers' cache holds per decoder layer once `tokens` positions are written.

@@ -7,10 +7,10 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use super::checkpoint::PyCheckpointSizes;
 use super::convert::map_to_hf;
-use super::dtype::dtype_from_py;
+use super::dtype::{dtype_from_py, dtype_name};
 use super::errors::{short_repr, wrong_type};
 use super::guard::guard;
-use super::inference::{config_from_py, count, dtype_name};
+use super::inference::{config_from_py, count};
 use super::keys::KeyCache;
 use super::lookup::PySummary;
 use super::map::PyDeviceMap;
