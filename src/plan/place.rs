@@ -489,6 +489,9 @@ fn fewest_left_over(
         if worst == 0 {
             break;
         }
+        if candidate == runner {
+            continue; // the best placement so far is this runner's
+        }
         let tried = settle(candidate);
         let over = left_over(&tried);
         if over < worst && runs_offloaded(&tried, candidate) {
