@@ -45,6 +45,8 @@ __all__ = [
     "_kv_defaults",
     "_module_sizes",
     "_plan",
+    "_pytorch_files",
+    "_pytorch_sizes",
     "_stages",
     "_system_memory",
     "cuda_device_count",
@@ -405,6 +407,8 @@ def _checkpoint_sizes(
     progress: Callable[[int, int], object] | None = None,
     token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+def _pytorch_files(source: Any) -> list[str] | None: ...
+def _pytorch_sizes(source: Any, states: list[Any], dtype: Any = None, as_dict: bool = False) -> Any: ...
 
 @final
 class _HubCheckpoint:

@@ -413,17 +413,17 @@ fn index_errors() {
         );
     }
 
-    // A shard that is a folder is missing.
+    // A shard that is a folder cannot be read (and is not called missing).
     std::fs::create_dir(folder.path().join("s3.safetensors")).unwrap();
     let index = [("w", "s1.safetensors"), ("z", "s3.safetensors")];
     let (_, tensor, found, _) = problem(two_shards(&folder, &index));
     assert_eq!(tensor.as_deref(), Some("z"));
-    assert!(matches!(found, Problem::ShardMissing { .. }), "{found:?}");
-    // The missing shard is found before the index's repeated name.
+    assert!(matches!(found, Problem::ShardUnreadable { .. }), "{found:?}");
+    // The unreadable shard is found before the index's repeated name.
     let index = [("w", "s3.safetensors"), ("w", "s1.safetensors")];
     assert!(matches!(
         problem(two_shards(&folder, &index)).2,
-        Problem::ShardMissing { .. }
+        Problem::ShardUnreadable { .. }
     ));
 
     for text in [
