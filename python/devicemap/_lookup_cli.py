@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from devicemap._cli_input import CliError, load_map, load_names
+from devicemap._cli_input import VALID_LINE, CliError, load_map, load_names
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -66,12 +66,13 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
         return validate(args)
     if args.file == "-" and args.names == "-":
         raise CliError("the map and --names cannot both be read from standard input")
+    # The map's own summary is held back until the names are checked: its last line ("all
+    # entries are valid") is a verdict, and it is printed only when the names pass too.
     report = io.StringIO()
-    with contextlib.redirect_stdout(report) if args.json else contextlib.nullcontext():
+    with contextlib.redirect_stdout(report):
         code = validate(args)
     if code != EXIT_OK:
-        if args.json:
-            sys.stdout.write(report.getvalue())
+        sys.stdout.write(report.getvalue())
         return code
     # Read again: standard input is kept from the first read, so `-` works.
     device_map = load_map(args.file)
@@ -92,6 +93,10 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
     # The text's last line is about unused keys when there are any (see `Coverage.__str__`).
     lines = str(coverage).splitlines()
     unused_line = lines.pop() if coverage.unused_keys else None
+    summary_lines = report.getvalue().splitlines()
+    if failed and summary_lines and summary_lines[-1] == VALID_LINE:
+        summary_lines[-1] = "the entries are valid, but the map fails the --names check:"
+    print("\n".join(summary_lines))
     if coverage.complete:
         print(lines[0])
     else:

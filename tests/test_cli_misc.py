@@ -1,0 +1,125 @@
+"""Command-line items of issue 14: `-o -`, duplicate keys in map files, `check-map --names`
+output that agrees with its exit code, and `DEVICEMAP_DEVICE` naming a GPU this process does
+not see."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from devicemap import ComponentDevice, Device
+from devicemap._resolve import UnseenDeviceWarning
+from devicemap.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_output_dash_is_standard_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "plan", "--example", "llama-3-70b", "--devices", "2xH100", "-o", "-")
+    assert code == 0, err
+    assert not (tmp_path / "-").exists()
+    # Standard output is the map alone (the table went to standard error).
+    data = json.loads(out)
+    assert set(data.values()) == {0, 1}
+    assert "fits on 2 x H100" in err
+    code, _out, written = run(
+        capsys, "plan", "--example", "llama-3-70b", "--devices", "2xH100", "-o", "map.json"
+    )
+    assert code == 0, written
+    assert json.loads((tmp_path / "map.json").read_text()) == data
+
+
+def test_duplicate_keys_in_a_map_file_are_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "map.json"
+    path.write_text('{"model.embed": 0, "lm_head": 1, "model.embed": "cpu"}')
+    for args in (["check-map", str(path)], ["explain", str(path), "lm_head"], ["diff", str(path), str(path)]):
+        code, out, err = run(capsys, *args)
+        assert code == 2, (args, out, err)
+        assert f'{path}: the key "model.embed" appears twice in one object' in err
+    path.write_text('{"model.embed": 0, "lm_head": 1}')
+    assert run(capsys, "check-map", str(path))[0] == 0
+
+
+def test_check_map_names_prints_no_success_line_when_it_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "map.json"
+    path.write_text('{"model": 0}')
+    names = tmp_path / "names.txt"
+    names.write_text("model.x\nlm_head.weight\n")
+    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    assert code == 2
+    assert "all entries are valid" not in out
+    assert "the entries are valid, but the map fails the --names check" in out
+    assert "1 of 2 tensor names is not covered" in err
+    names.write_text("model.x\n")
+    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    assert (code, err) == (0, "")
+    assert "all entries are valid" in out
+
+
+def test_check_map_names_keeps_the_exit_code_of_a_bad_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "map.json"
+    path.write_text('{"model": "gpu"}')
+    names = tmp_path / "names.txt"
+    names.write_text("model.x\n")
+    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    assert code == 2
+    assert "map.json: 1 entries" in out
+    assert "Unknown device type string 'gpu'" in err
+
+
+def test_an_unseen_cuda_override_warns_and_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("DEVICEMAP_DEVICE", "cuda:3")
+    with pytest.warns(
+        UnseenDeviceWarning, match=r"DEVICEMAP_DEVICE='cuda:3' names CUDA device 3, but this"
+    ) as seen:
+        device = ComponentDevice.resolve_device().to_torch_str()
+    assert device == "cuda:3"
+    # The warning points at the caller, not into devicemap.
+    assert seen[0].filename == __file__
+    monkeypatch.setenv("DEVICEMAP_DEVICE", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ComponentDevice.resolve_device().to_torch_str() == "cpu"
+
+
+def test_the_command_line_says_it_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("DEVICEMAP_DEVICE", "cuda:1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, err = run(capsys, "resolve")
+    assert code == 0
+    assert out.startswith("cuda:1")
+    assert err.count("warning: DEVICEMAP_DEVICE='cuda:1' names CUDA device 1") == 1, err
+
+
+def test_device_override_of_a_seen_device_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devicemap._resolve import from_environment
+
+    monkeypatch.setenv("DEVICEMAP_DEVICE", "cuda:0")
+    monkeypatch.setattr("devicemap._resolve.cuda_device_count", lambda: 1)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolution = from_environment()
+    assert resolution is not None
+    assert resolution.device == Device.gpu(0)
