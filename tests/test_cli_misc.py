@@ -123,3 +123,47 @@ def test_device_override_of_a_seen_device_is_silent(monkeypatch: pytest.MonkeyPa
         resolution = from_environment()
     assert resolution is not None
     assert resolution.device == Device.gpu(0)
+
+
+def test_diff_of_maps_that_place_every_name_the_same_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole, full, names = tmp_path / "whole.json", tmp_path / "full.json", tmp_path / "names.txt"
+    whole.write_text('{"": 0}')
+    full.write_text('{"model.embed_tokens": 0, "model.layers": 0, "model.norm": 0, "lm_head": 0}')
+    names.write_text(
+        "model.embed_tokens.weight\nmodel.layers.0.w\nmodel.layers.1.w\nmodel.norm.weight\nlm_head.weight\n"
+    )
+    # Without names: `""` covers names the full map does not, and the text says just that.
+    code, out, _ = run(capsys, "diff", str(whole), str(full))
+    assert code == 1
+    assert out.startswith("4 added, 1 removed, 0 moved\n")
+    assert out.rstrip().endswith(
+        "every name both maps cover goes to the same device; only the old map covers names under ''"
+    )
+    # On the model's names they are equivalent: exit 0.
+    code, out, _ = run(capsys, "diff", str(whole), str(full), "--names", str(names))
+    assert code == 0
+    assert out.rstrip().endswith("equivalent: both maps place 5 names given the same way")
+    code, out, _ = run(capsys, "diff", str(whole), str(full), "--names", str(names), "--json")
+    data = json.loads(out)
+    assert (code, data["equivalent"], data["compared"], data["placed_differently"]) == (0, True, "names", {})
+    # A name placed elsewhere is listed, with exit 1.
+    full.write_text('{"model.embed_tokens": 0, "model.layers": 0, "model.norm": "cpu", "lm_head": 0}')
+    code, out, _ = run(capsys, "diff", str(whole), str(full), "--names", str(names))
+    assert code == 1
+    assert out.rstrip().endswith("placed differently: 1 of 5 names\n  'model.norm.weight': cuda:0 -> cpu")
+
+
+def test_diff_api_compares_placement(tmp_path: Path) -> None:
+    from devicemap import DeviceMap
+
+    split = DeviceMap.from_hf({"model": 0, "lm_head": 0})
+    finer = DeviceMap.from_hf({"model": 0, "model.norm": 0, "lm_head": 0})
+    diff = split.diff(finer)
+    assert bool(diff)  # a key was added
+    assert diff.equivalent
+    assert diff.placed_differently == ()
+    moved = split.diff({"model": Device.gpu(0), "lm_head": Device.cpu()}, names=["lm_head.weight", "model.x"])
+    assert not moved.equivalent
+    assert moved.placed_differently == (("lm_head.weight", Device.gpu(0), Device.cpu()),)

@@ -141,18 +141,26 @@ def _explain(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     if args.a == "-" and args.b == "-":
         raise CliError("only one of A and B can be read from standard input")
+    if args.names == "-" and "-" in (args.a, args.b):
+        raise CliError("a map and --names cannot both be read from standard input")
     old, new = load_map(args.a), load_map(args.b)
-    diff = old.diff(new)
+    diff = old.diff(new, None if args.names is None else load_names(args.names))
     if args.json:
         data: dict[str, Any] = {
             "added": {key: str(device) for key, device in diff.added},
             "removed": {key: str(device) for key, device in diff.removed},
             "moved": {key: [str(before), str(after)] for key, before, after in diff.moved},
+            "equivalent": diff.equivalent,
+            "compared": "names" if args.names is not None else "keys",
+            "placed_differently": {
+                name: [None if a is None else str(a), None if b is None else str(b)]
+                for name, a, b in diff.placed_differently
+            },
         }
         print(json.dumps(data, indent=2))
     else:
         print(diff)
-    return EXIT_DIFFERENT if diff else EXIT_OK
+    return EXIT_OK if diff.equivalent else EXIT_DIFFERENT
 
 
 def register(commands: Any) -> None:
@@ -171,11 +179,22 @@ def register(commands: Any) -> None:
 
     diff = commands.add_parser(
         "diff",
-        help="list the keys added, removed and moved between two device maps",
-        description="Compare device map A to B. Exit code 0 if they are equal, 1 if they differ, "
-        "2 if either cannot be read.",
+        help="list the keys added, removed and moved between two device maps, and whether they "
+        "place names the same way",
+        description="Compare device map A to B: the keys added, removed and moved, then whether "
+        'the two place names the same way (maps with other keys can: {"": 0} and '
+        '{"model": 0, "lm_head": 0} place every name of a model on GPU 0). Without --names every '
+        "possible name is compared (through the keys of both maps); with --names, those names. "
+        "Exit code 0 if they place every name compared the same way, 1 if not, 2 if either "
+        "cannot be read.",
     )
     diff.add_argument("a", metavar="A", help="the old map (JSON), or - for standard input")
     diff.add_argument("b", metavar="B", help="the new map (JSON), or - for standard input")
+    diff.add_argument(
+        "--names",
+        metavar="NAMES",
+        help="compare the placement of these tensor names: a text file with one name a line, or a "
+        "JSON list; - for standard input",
+    )
     diff.add_argument("--json", action="store_true", help="print JSON for scripts")
     diff.set_defaults(run=_guarded(_diff))

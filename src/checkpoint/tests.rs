@@ -418,7 +418,10 @@ fn index_errors() {
     let index = [("w", "s1.safetensors"), ("z", "s3.safetensors")];
     let (_, tensor, found, _) = problem(two_shards(&folder, &index));
     assert_eq!(tensor.as_deref(), Some("z"));
-    assert!(matches!(found, Problem::ShardUnreadable { .. }), "{found:?}");
+    assert!(
+        matches!(found, Problem::ShardUnreadable { .. }),
+        "{found:?}"
+    );
     // The unreadable shard is found before the index's repeated name.
     let index = [("w", "s3.safetensors"), ("w", "s1.safetensors")];
     assert!(matches!(
