@@ -52,32 +52,28 @@ def test_duplicate_keys_in_a_map_file_are_refused_naming_the_key(
     assert run(capsys, "check-map", str(path))[0] == 0
 
 
+def check_with_names(
+    folder: Path, capsys: pytest.CaptureFixture[str], content: str, names: str
+) -> tuple[int, str, str]:
+    """`check-map` of a map holding `content` with `--names` of a file holding `names`."""
+    (folder / "map.json").write_text(content)
+    (folder / "names.txt").write_text(names)
+    return run(capsys, "check-map", str(folder / "map.json"), "--names", str(folder / "names.txt"))
+
+
 def test_check_map_names_prints_no_success_line_when_it_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "map.json"
-    path.write_text('{"model": 0}')
-    names = tmp_path / "names.txt"
-    names.write_text("model.x\nlm_head.weight\n")
-    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    code, out, err = check_with_names(tmp_path, capsys, '{"model": 0}', "model.x\nlm_head.weight\n")
     assert code == 2
     assert "all entries are valid" not in out
     assert "the entries are valid, but the map fails the --names check" in out
     assert "1 of 2 tensor names is not covered" in err
-    names.write_text("model.x\n")
-    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    code, out, err = check_with_names(tmp_path, capsys, '{"model": 0}', "model.x\n")
     assert (code, err) == (0, "")
     assert "all entries are valid" in out
-
-
-def test_check_map_names_keeps_the_exit_code_of_a_bad_map(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "map.json"
-    path.write_text('{"model": "gpu"}')
-    names = tmp_path / "names.txt"
-    names.write_text("model.x\n")
-    code, out, err = run(capsys, "check-map", str(path), "--names", str(names))
+    # A bad map keeps its own exit code and summary.
+    code, out, err = check_with_names(tmp_path, capsys, '{"model": "gpu"}', "model.x\n")
     assert code == 2
     assert "map.json: 1 entries" in out
     assert "Unknown device type string 'gpu'" in err

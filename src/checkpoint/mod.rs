@@ -133,13 +133,24 @@ pub fn checkpoint_sizes(
         orders.push(order);
     };
     let headers = read::checked_headers(checkpoint, threads, progress, &mut observe_file)?;
-    let (order, seen) = read::model_order_of(&headers, &orders)?;
-    let followed = orders.iter().all(Option::is_some);
-    Ok(CheckpointSizes {
-        headers,
-        order,
-        seen,
-        dtype,
-        followed,
-    })
+    CheckpointSizes::new(headers, &orders, dtype)
+}
+
+impl CheckpointSizes {
+    /// The sizes of `headers`, given each file's model order while the files followed the
+    /// model (see [`read::model_order_of`]).
+    fn new(
+        headers: Vec<Header>,
+        orders: &[Option<Vec<u32>>],
+        dtype: Option<Dtype>,
+    ) -> Result<CheckpointSizes> {
+        let (order, seen) = read::model_order_of(&headers, orders)?;
+        Ok(CheckpointSizes {
+            headers,
+            order,
+            seen,
+            dtype,
+            followed: orders.iter().all(Option::is_some),
+        })
+    }
 }

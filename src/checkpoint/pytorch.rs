@@ -9,7 +9,7 @@ use ahash::RandomState;
 
 use super::error::{bad, Problem};
 use super::order::FileOrder;
-use super::{read, CheckpointSizes, Dtype, Header};
+use super::{CheckpointSizes, Dtype, Header};
 use crate::error::Result;
 
 /// One file's tensors, as its archive's metadata tells them.
@@ -78,15 +78,7 @@ pub fn sizes_of_files(files: Vec<PytorchFile>, dtype: Option<Dtype>) -> Result<C
         .iter()
         .map(|header| file_order.add(&header.iter().map(|(name, _)| name).collect::<Vec<_>>()))
         .collect();
-    let (order, seen) = read::model_order_of(&headers, &orders)?;
-    let followed = orders.iter().all(Option::is_some);
-    Ok(CheckpointSizes {
-        headers,
-        order,
-        seen,
-        dtype,
-        followed,
-    })
+    CheckpointSizes::new(headers, &orders, dtype)
 }
 
 #[cfg(test)]
