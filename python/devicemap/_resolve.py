@@ -117,12 +117,10 @@ def _warn_if_unseen(value: str, index: int) -> None:
     without the GPU, `CUDA_VISIBLE_DEVICES` hiding it): say so, once per place it is asked from.
     Asked of the process's torch when it is imported already, else of NVML."""
     torch = sys.modules.get("torch")
-    if torch is not None:
-        count, why = torch.cuda.device_count(), "torch"
-    else:
-        count, why = cuda_device_count(), cuda_status().rstrip(".")
+    count = torch.cuda.device_count() if torch is not None else cuda_device_count()
     if index < count:
         return
+    why = "torch" if torch is not None else cuda_status().rstrip(".")
     import warnings
 
     plural = "device" if count == 1 else "devices"
