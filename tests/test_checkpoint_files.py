@@ -194,3 +194,17 @@ def test_index_entries_outside_the_checkpoint_are_refused(tmp_path: Path, entry:
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": entry}}))
     with pytest.raises(ValueError, match="a path outside the checkpoint's folder"):
         devicemap.tensor_sizes(tmp_path)
+
+
+def test_a_plan_from_bin_files_loads_with_from_pretrained(tmp_path: Path) -> None:
+    model = tiny_llama(tie=True)
+    _st, pt = save_both(model, tmp_path, shards=2)
+    total = sum(devicemap.tensor_sizes(pt).values())
+    device_map = devicemap.plan(pt, {"cpu": total * 2 // 3, "disk": "1GiB"}).to_hf()
+    assert set(device_map.values()) == {"cpu", "disk"}
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        pt, device_map=device_map, offload_folder=str(tmp_path / "offload")
+    )
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits)
