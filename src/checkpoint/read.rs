@@ -34,10 +34,13 @@ fn read_file(source: &dyn Source, name: &str, buffer: &mut Vec<u8>) -> Result<He
     let Ok(len_bytes) = <[u8; 8]>::try_from(buffer.as_slice()) else {
         return Err(bad(&file, None, cut(buffer.len(), 8)));
     };
-    if let Some(format) = format_of(&len_bytes) {
+    let header_len = u64::from_le_bytes(len_bytes);
+    // A file that is not safetensors is named by its format where its first bytes show one,
+    // only when they make no possible header length (so a safetensors file never is).
+    let impossible = header_len > MAX_HEADER_SIZE || header_len > file_len - 8;
+    if let Some(format) = format_of(&len_bytes).filter(|_| impossible) {
         return Err(not_safetensors(source, name, format));
     }
-    let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_SIZE {
         let problem = Problem::HeaderLengthTooLarge { len: header_len };
         return Err(bad(&file, None, problem));

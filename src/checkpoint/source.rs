@@ -337,7 +337,9 @@ pub fn pytorch_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
     let source = LocalFiles::new(root);
     let files = if name.ends_with(".bin.index.json") {
         pytorch_shards(&source, &name)?
-    } else if from_folder || sniff(&source, &name) == Some(Format::TorchZip) {
+    } else if from_folder
+        || !name.ends_with(".safetensors") && sniff(&source, &name) == Some(Format::TorchZip)
+    {
         vec![name]
     } else {
         return Ok(None);
