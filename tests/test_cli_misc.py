@@ -163,3 +163,15 @@ def test_diff_api_compares_placement(tmp_path: Path) -> None:
     moved = split.diff({"model": Device.gpu(0), "lm_head": Device.cpu()}, names=["lm_head.weight", "model.x"])
     assert not moved.equivalent
     assert moved.placed_differently == (("lm_head.weight", Device.gpu(0), Device.cpu()),)
+
+
+def test_check_map_names_json_keeps_the_error_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("a\n")
+    missing = str(tmp_path / "missing.json")
+    code, out, err = run(capsys, "check-map", missing, "--names", str(names), "--json")
+    assert code == 2
+    assert json.loads(out) == {"file": missing, "error": f"cannot read {missing}: No such file or directory"}
+    assert err.startswith("error: cannot read")

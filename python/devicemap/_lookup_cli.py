@@ -69,8 +69,12 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
     # The map's own summary is held back until the names are checked: its last line ("all
     # entries are valid") is a verdict, and it is printed only when the names pass too.
     report = io.StringIO()
-    with contextlib.redirect_stdout(report):
-        code = validate(args)
+    try:
+        with contextlib.redirect_stdout(report):
+            code = validate(args)
+    except CliError:
+        sys.stdout.write(report.getvalue())  # `--json`'s {"file": ..., "error": ...}
+        raise
     if code != EXIT_OK:
         sys.stdout.write(report.getvalue())
         return code
