@@ -57,6 +57,9 @@ def test_bin_sizes_are_the_safetensors_sizes(tmp_path: Path, shards: int) -> Non
     # The same model order of blocks (within a block, each file's own order).
     blocks = [".".join(name.split(".")[:3]) for name in sizes]
     assert blocks == [".".join(name.split(".")[:3]) for name in expected]
+    calls: list[tuple[int, int]] = []
+    assert devicemap.tensor_sizes(pt, progress=lambda done, total: calls.append((done, total))) == sizes
+    assert calls == [(done, shards) for done in range(1, shards + 1)]
     half = devicemap.tensor_sizes(pt, dtype="bfloat16")
     assert half == devicemap.tensor_sizes(st, dtype="bfloat16")
     assert sum(half.values()) * 2 == sum(expected.values())

@@ -16,16 +16,27 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _states(files: list[str]) -> list[Any] | None:
-    """The state dicts of `files` on the meta device; `None` without torch."""
+def _states(files: list[str], progress: Callable[[int, int], object] | None) -> list[Any] | None:
+    """The state dicts of `files` on the meta device, calling `progress(done, total)` after
+    each; `None` without torch."""
     try:
         import torch
     except ImportError:
         return None
-    return [torch.load(file, map_location="meta", weights_only=True) for file in files]
+    states = []
+    for file in files:
+        states.append(torch.load(file, map_location="meta", weights_only=True))
+        if progress is not None:
+            progress(len(states), len(files))
+    return states
 
 
-def pytorch_sizes(source: Any, dtype: Any, as_dict: bool = False) -> Any:
+def pytorch_sizes(
+    source: Any,
+    dtype: Any,
+    as_dict: bool = False,
+    progress: Callable[[int, int], object] | None = None,
+) -> Any:
     """`_core._pytorch_sizes` of `source` when it is a PyTorch checkpoint and torch is
     installed, else `None` (the safetensors reader takes it, and refuses a PyTorch one)."""
     if isinstance(source, _core._CheckpointSizes | list | tuple):
@@ -35,7 +46,7 @@ def pytorch_sizes(source: Any, dtype: Any, as_dict: bool = False) -> Any:
     files = _core._pytorch_files(source)
     if files is None:
         return None
-    states = _states(files)
+    states = _states(files, progress)
     if states is None:
         return None
     return _core._pytorch_sizes(source, states, dtype, as_dict)
@@ -53,7 +64,7 @@ def tensor_sizes(
     a PyTorch checkpoint (`pytorch_model.bin`, sharded or not) read on the meta device where
     torch is installed. `dtype` re-sizes floating-point tensors as loading with that
     `torch_dtype` would."""
-    sizes = pytorch_sizes(path, dtype, as_dict=True)
+    sizes = pytorch_sizes(path, dtype, as_dict=True, progress=progress)
     if sizes is not None:
         return sizes  # type: ignore[no-any-return]
     return _core.tensor_sizes(path, dtype, progress=progress, token=token)

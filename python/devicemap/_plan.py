@@ -72,7 +72,7 @@ def _sizes_of(
         module_sizes, tied = _core._module_sizes(source, dtype)
         return module_sizes, _no_split_of(source), tied
     if isinstance(source, str | os.PathLike | list | tuple):
-        found = _bin.pytorch_sizes(source, dtype)  # a pytorch_model.bin checkpoint (issue 14)
+        found = _bin.pytorch_sizes(source, dtype, progress=progress)  # pytorch_model.bin (issue 14)
         checkpoint_sizes, tied = found or _core._checkpoint_sizes(source, dtype, progress, token)
         return checkpoint_sizes, None, tied
     raise TypeError(
