@@ -135,6 +135,13 @@ def test_diff(files, capsys):
         "added": {"lm_head": "cpu"},
         "removed": {"model.layers.1": "cuda:1", "lm_hea": "cpu"},
         "moved": {},
+        "equivalent": False,
+        "compared": "keys",
+        "placed_differently": {
+            "model.layers.1": ["cuda:1", "cuda:0"],
+            "lm_hea": ["cpu", None],
+            "lm_head": [None, "cpu"],
+        },
     }
 
 

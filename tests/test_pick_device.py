@@ -56,7 +56,7 @@ def test_policies(tmp_path: Path) -> None:
         ({}, ["local_rank"], {}),  # unset: rank 0
         ({"LOCAL_RANK": "1"}, ["local_rank"], {"min_free_memory": 50 * GIB}),
         ({"CUDA_VISIBLE_DEVICES": "2,0"}, ["most_free_memory"], {}),
-        ({"DEVICEMAP_DEVICE": "cuda:2", "CUDA_VISIBLE_DEVICES": ""}, ["most_free_memory"], {}),
+        ({"DEVICEMAP_DEVICE": "cuda:1"}, ["most_free_memory"], {}),  # the policy alone: cuda:0
     ]
     assert pick_many(tmp_path, _machine(), cases) == [
         "cuda:0",
@@ -68,7 +68,7 @@ def test_policies(tmp_path: Path) -> None:
         "cuda:0",
         "cuda:1",
         "cuda:0",  # cuda:0 is NVML's GPU 2 here, with 30 GiB free against 10
-        "cuda:2",
+        "cuda:1",
     ]
 
 

@@ -67,6 +67,7 @@ def test_override_in_subprocess_does_not_import_torch(tmp_path: Path) -> None:
     assert report["reason"] == "DEVICEMAP_DEVICE is set to 'cuda:1'"
 
 
+@pytest.mark.filterwarnings("ignore::devicemap._resolve.UnseenDeviceWarning")  # cuda:1 unseen
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("cuda:1", Device.gpu(1)), ("cpu", Device.cpu()), ("mps", Device.mps()), ("xpu", Device.xpu())],

@@ -6,6 +6,7 @@ A drop-in for Haystack's `haystack.utils.device` (`DeviceType`, `Device`, `Devic
 
 from collections.abc import MutableMapping
 
+from devicemap._bin import tensor_sizes
 from devicemap._core import (
     ComponentDevice,
     Coverage,
@@ -25,7 +26,6 @@ from devicemap._core import (
     cuda_status,
     example_model,
     kv_cache,
-    tensor_sizes,
 )
 from devicemap._pick import pick_device
 from devicemap._plan import default_max_memory, plan, plan_report, stages

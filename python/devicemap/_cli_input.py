@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from devicemap import DeviceMap
 
 
+# The last line of `check-map`'s text summary when every entry is valid.
+VALID_LINE = "all entries are valid"
+
+
 class CliError(Exception):
     """A problem with the input or the environment: one `error:` line, exit 2."""
 
@@ -33,6 +37,16 @@ def read_bytes(path: str) -> bytes:
         raise CliError(f"cannot read {path}: {error.strerror or error}") from None
 
 
+def write_output(path: str, text: str) -> None:
+    """Writes `text` to the file `path`, or to standard output for `-` (as `-` reads standard
+    input)."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(path).write_text(text, encoding="utf-8")
+
+
 def read_text(path: str) -> str:
     """UTF-8 text, with or without a byte order mark."""
     try:
@@ -41,9 +55,24 @@ def read_text(path: str) -> str:
         raise CliError(f"{path} is not UTF-8 text: {error}") from None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct: a key given twice is refused, naming it (JSON's
+    own rule, last one wins, would drop an entry without a word)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise CliError(f"the key {json.dumps(twice)} appears twice in one object")
+    return data
+
+
 def load_json(path: str) -> Any:
+    """JSON of a file (a map, names), objects with distinct keys."""
+    text = read_text(path)
     try:
-        return json.loads(read_text(path))
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except CliError as error:
+        raise CliError(f"{path}: {error}") from None
     except json.JSONDecodeError as error:
         raise CliError(f"{path} is not valid JSON: {error}") from None
     except RecursionError:

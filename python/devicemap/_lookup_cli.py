@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from devicemap._cli_input import CliError, load_map, load_names
+from devicemap._cli_input import VALID_LINE, CliError, load_map, load_names
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -66,12 +66,17 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
         return validate(args)
     if args.file == "-" and args.names == "-":
         raise CliError("the map and --names cannot both be read from standard input")
+    # The map's own summary is held back until the names are checked: its last line ("all
+    # entries are valid") is a verdict, and it is printed only when the names pass too.
     report = io.StringIO()
-    with contextlib.redirect_stdout(report) if args.json else contextlib.nullcontext():
-        code = validate(args)
+    try:
+        with contextlib.redirect_stdout(report):
+            code = validate(args)
+    except CliError:
+        sys.stdout.write(report.getvalue())  # `--json`'s {"file": ..., "error": ...}
+        raise
     if code != EXIT_OK:
-        if args.json:
-            sys.stdout.write(report.getvalue())
+        sys.stdout.write(report.getvalue())
         return code
     # Read again: standard input is kept from the first read, so `-` works.
     device_map = load_map(args.file)
@@ -92,6 +97,10 @@ def _check_map_with_names(args: argparse.Namespace, validate: Run) -> int:
     # The text's last line is about unused keys when there are any (see `Coverage.__str__`).
     lines = str(coverage).splitlines()
     unused_line = lines.pop() if coverage.unused_keys else None
+    summary_lines = report.getvalue().splitlines()
+    if failed and summary_lines and summary_lines[-1] == VALID_LINE:
+        summary_lines[-1] = "the entries are valid, but the map fails the --names check:"
+    print("\n".join(summary_lines))
     if coverage.complete:
         print(lines[0])
     else:
@@ -136,18 +145,26 @@ def _explain(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     if args.a == "-" and args.b == "-":
         raise CliError("only one of A and B can be read from standard input")
+    if args.names == "-" and "-" in (args.a, args.b):
+        raise CliError("a map and --names cannot both be read from standard input")
     old, new = load_map(args.a), load_map(args.b)
-    diff = old.diff(new)
+    diff = old.diff(new, None if args.names is None else load_names(args.names))
     if args.json:
         data: dict[str, Any] = {
             "added": {key: str(device) for key, device in diff.added},
             "removed": {key: str(device) for key, device in diff.removed},
             "moved": {key: [str(before), str(after)] for key, before, after in diff.moved},
+            "equivalent": diff.equivalent,
+            "compared": "names" if args.names is not None else "keys",
+            "placed_differently": {
+                name: [None if a is None else str(a), None if b is None else str(b)]
+                for name, a, b in diff.placed_differently
+            },
         }
         print(json.dumps(data, indent=2))
     else:
         print(diff)
-    return EXIT_DIFFERENT if diff else EXIT_OK
+    return EXIT_OK if diff.equivalent else EXIT_DIFFERENT
 
 
 def register(commands: Any) -> None:
@@ -166,11 +183,22 @@ def register(commands: Any) -> None:
 
     diff = commands.add_parser(
         "diff",
-        help="list the keys added, removed and moved between two device maps",
-        description="Compare device map A to B. Exit code 0 if they are equal, 1 if they differ, "
-        "2 if either cannot be read.",
+        help="list the keys added, removed and moved between two device maps, and whether they "
+        "place names the same way",
+        description="Compare device map A to B: the keys added, removed and moved, then whether "
+        'the two place names the same way (maps with other keys can: {"": 0} and '
+        '{"model": 0, "lm_head": 0} place every name of a model on GPU 0). Without --names every '
+        "possible name is compared (through the keys of both maps); with --names, those names. "
+        "Exit code 0 if they place every name compared the same way, 1 if not, 2 if either "
+        "cannot be read.",
     )
     diff.add_argument("a", metavar="A", help="the old map (JSON), or - for standard input")
     diff.add_argument("b", metavar="B", help="the new map (JSON), or - for standard input")
+    diff.add_argument(
+        "--names",
+        metavar="NAMES",
+        help="compare the placement of these tensor names: a text file with one name a line, or a "
+        "JSON list; - for standard input",
+    )
     diff.add_argument("--json", action="store_true", help="print JSON for scripts")
     diff.set_defaults(run=_guarded(_diff))

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from devicemap import _core
+from devicemap import _bin, _core
 from devicemap._core import DeviceMap, PlanReport, cuda_devices
 
 # Not `typing.TYPE_CHECKING`: importing `typing` costs a few ms of a cold start, and mypy
@@ -72,7 +72,8 @@ def _sizes_of(
         module_sizes, tied = _core._module_sizes(source, dtype)
         return module_sizes, _no_split_of(source), tied
     if isinstance(source, str | os.PathLike | list | tuple):
-        checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress, token)
+        found = _bin.pytorch_sizes(source, dtype, progress=progress)  # pytorch_model.bin (issue 14)
+        checkpoint_sizes, tied = found or _core._checkpoint_sizes(source, dtype, progress, token)
         return checkpoint_sizes, None, tied
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from devicemap import _core, _hub_cli
-from devicemap._cli_input import CliError
+from devicemap import _bin, _core, _hub_cli
+from devicemap._cli_input import CliError, write_output
 from devicemap._core import _human_bytes
 
 EXIT_OK = 0
@@ -257,6 +257,9 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
 def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
     if _hub_cli.is_hub(path):
         return _hub_cli.read_sizes(path, dtype)
+    found = _bin.pytorch_sizes(path, dtype)  # a pytorch_model.bin checkpoint (issue 14)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
     if not sys.stderr.isatty():
         return _core._checkpoint_sizes(path, dtype, None)
     from rich.progress import Progress
@@ -297,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
     from devicemap._plan import plan_report
 
     try:
+        if args.output == "-" and args.json:
+            raise CliError("-o - and --json both write to standard output; give one of them")
         if args.checkpoint and args.example:
             raise CliError("give a CHECKPOINT or --example, not both")
         if not 0.0 <= args.reserve < 1.0:
@@ -333,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             data = report.to_hf()
         try:
-            Path(args.output).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            write_output(args.output, json.dumps(data, indent=2) + "\n")
         except OSError as error:
             print(f"error: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
             return EXIT_INVALID
@@ -347,7 +352,9 @@ def run(args: argparse.Namespace) -> int:
         data["budgets_for"] = described
         print(json.dumps(data, indent=2))
     else:
-        _print_table(report, described, per_host, source, verdict)
+        # With `-o -` the map is standard output, and the table goes to standard error.
+        with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
+            _print_table(report, described, per_host, source, verdict)
     return EXIT_OK if report.fits else EXIT_DOES_NOT_FIT
 
 
@@ -405,7 +412,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--config", help="the model's config.json (default: the checkpoint's, or the example's) for --context"
     )
-    parser.add_argument("-o", "--output", help="write the map as JSON to this file")
+    parser.add_argument("-o", "--output", help="write the map as JSON to this file (- for standard output)")
     parser.add_argument("--format", choices=["hf", "haystack"], default="hf", help="form of the -o map")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.set_defaults(run=run)

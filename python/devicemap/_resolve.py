@@ -2,7 +2,8 @@
 
 Order (docs/cuda-numbering.md has the details):
 
-1. `DEVICEMAP_DEVICE`, a device string such as `cuda:1` or `cpu`, validated, overrides all.
+1. `DEVICEMAP_DEVICE`, a device string such as `cuda:1` or `cpu`, validated, overrides all
+   (a CUDA device this process does not see is used as given, with an `UnseenDeviceWarning`).
 2. If torch is already imported, torch decides, with Haystack's precedence (CUDA, XPU, MPS,
    CPU), so the process agrees with its own torch (and with tests that patch it).
 3. Otherwise, without importing torch: a CUDA device found through NVML gives `cuda:0`.
@@ -101,7 +102,44 @@ def from_environment() -> Resolution | None:
             f"{OVERRIDE_VARIABLE}={shown(value)} names the disk, "
             "which can only be used as a part of device maps"
         )
+    if device.type is DeviceType.GPU:
+        _warn_if_unseen(value, device.id or 0)
     return Resolution(device, f"{OVERRIDE_VARIABLE} is set to {shown(value)}")
+
+
+class UnseenDeviceWarning(UserWarning):
+    """`DEVICEMAP_DEVICE` names a CUDA device this process does not see."""
+
+
+def _warn_if_unseen(value: str, index: int) -> None:
+    """The override is used as given (it is how a user says "this device, whatever you find"),
+    but naming a CUDA device this process does not see is almost always a mistake (a machine
+    without the GPU, `CUDA_VISIBLE_DEVICES` hiding it): say so, once per place it is asked from.
+    Asked of the process's torch when it is imported already, else of NVML."""
+    torch = sys.modules.get("torch")
+    count = torch.cuda.device_count() if torch is not None else cuda_device_count()
+    if index < count:
+        return
+    why = "torch" if torch is not None else cuda_status().rstrip(".")
+    import warnings
+
+    plural = "device" if count == 1 else "devices"
+    warnings.warn(
+        f"{OVERRIDE_VARIABLE}={shown(value)} names CUDA device {index}, but this process sees "
+        f"{count} CUDA {plural} ({why}); using it as given",
+        UnseenDeviceWarning,
+        stacklevel=_outside_level(),
+    )
+
+
+def _outside_level() -> int:
+    """The `stacklevel` of the nearest caller outside devicemap, for `_warn_if_unseen`'s
+    warning (Python 3.12's `skip_file_prefixes`, for 3.10 and 3.11)."""
+    package = os.path.dirname(__file__)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _intel_render_node() -> bool:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from devicemap._cli_input import CliError, load_json, map_entries
+from devicemap._cli_input import VALID_LINE, CliError, load_json, map_entries
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -25,12 +25,20 @@ SHOWN_ERRORS = 20
 
 def _check_override() -> None:
     """`DEVICEMAP_DEVICE`, if set, must name a usable device before anything is resolved."""
-    from devicemap._resolve import from_environment
+    import warnings
 
-    try:
-        from_environment()
-    except ValueError as error:
-        raise CliError(str(error)) from None
+    from devicemap._resolve import UnseenDeviceWarning, from_environment
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenDeviceWarning)
+        try:
+            from_environment()
+        except ValueError as error:
+            raise CliError(str(error)) from None
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    # Said once: the resolution that follows reads the variable again.
+    warnings.simplefilter("ignore", UnseenDeviceWarning)
 
 
 def _resolve(args: argparse.Namespace) -> int:
@@ -100,7 +108,7 @@ def _print_check_summary(summary: dict[str, Any], errors: list[tuple[str, str, s
             print(f"... and {invalid - len(shown)} more invalid entries", file=sys.stderr)
         print(f"{invalid} of {summary['entries']} entries are invalid", file=sys.stderr)
     else:
-        print("all entries are valid")
+        print(VALID_LINE)
 
 
 def build_parser() -> argparse.ArgumentParser:

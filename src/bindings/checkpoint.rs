@@ -32,9 +32,9 @@ fn path_from_py(value: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     let text = os
         .call_method1("fspath", (value,))
         .map_err(|_| wrong_type("expected a path (str or os.PathLike)", value))?;
-    match text.cast::<PyString>() {
-        Ok(s) => Ok(PathBuf::from(s.to_str()?)),
-        Err(_) => Err(wrong_type("expected a str path", value).into()),
+    match super::pytorch::path_bytes(&text)? {
+        Some(path) => Ok(path),
+        None => Err(wrong_type("expected a str path", value).into()),
     }
 }
 
@@ -48,8 +48,9 @@ pub fn checkpoint_from_py(
     if let Ok(hub) = source.cast::<PyHubCheckpoint>() {
         return Ok(hub.get().hub.checkpoint()?);
     }
-    if let Ok(text) = source.cast::<PyString>() {
-        let text = text.to_str()?.to_owned();
+    // A str that is not UTF-8 (a file name `os.fsdecode` made) is a local path.
+    if let Some(text) = source.cast::<PyString>().ok().and_then(|s| s.to_str().ok()) {
+        let text = text.to_owned();
         let options = || HubOptions::from_env(token);
         return Ok(source
             .py()
@@ -99,7 +100,10 @@ fn sizes_dict<'py>(
     Ok(dict)
 }
 
-fn sizes_to_dict<'py>(py: Python<'py>, sizes: &[(String, u64)]) -> PyResult<Bound<'py, PyDict>> {
+pub(super) fn sizes_to_dict<'py>(
+    py: Python<'py>,
+    sizes: &[(String, u64)],
+) -> PyResult<Bound<'py, PyDict>> {
     let entries = sizes
         .iter()
         .map(|(name, bytes)| (Ok(PyString::new(py, name)), *bytes));

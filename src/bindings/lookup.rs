@@ -284,8 +284,14 @@ impl PyDeviceMap {
         })
     }
 
-    /// What changed from this map to `other`: keys added, removed, and moved to another device.
-    fn diff(&self, other: &Bound<'_, PyAny>) -> PyResult<PyMapDiff> {
+    /// What changed from this map to `other`: keys added, removed, and moved to another device;
+    /// and whether the two place every name the same way (on `names` when given).
+    #[pyo3(signature = (other, names = None))]
+    fn diff(
+        &self,
+        other: &Bound<'_, PyAny>,
+        names: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyMapDiff> {
         guard("DeviceMap.diff", || {
             let theirs = match other.cast::<PyDeviceMap>() {
                 Ok(map) => map.borrow().snapshot(),
@@ -299,7 +305,12 @@ impl PyDeviceMap {
                 }
             };
             let mine = self.snapshot();
-            Ok(PyMapDiff(lookup::diff(&mine, &theirs)))
+            let Some(names) = names.filter(|n| !n.is_none()) else {
+                return Ok(PyMapDiff(lookup::diff(&mine, &theirs)));
+            };
+            let buffer = NameTexts::read(names)?;
+            let texts = buffer.strs();
+            Ok(PyMapDiff(lookup::diff_on_names(&mine, &theirs, &texts)?))
         })
     }
 
@@ -553,7 +564,29 @@ impl PyMapDiff {
         PyTuple::new(py, items)
     }
 
-    /// True when anything changed.
+    /// Whether the two maps place every name compared (the names given, else every name) the
+    /// same way, whatever their keys.
+    #[getter]
+    fn equivalent(&self) -> bool {
+        self.0.equivalent()
+    }
+
+    /// The names (or keys, without names) placed differently, as `(name, old Device or None,
+    /// new Device or None)`; `None` where the map does not cover it.
+    #[getter]
+    fn placed_differently<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let device = |d: Option<Device>| d.map(|d| device_to_py(py, d)).transpose();
+        let items = self
+            .0
+            .placement
+            .different
+            .iter()
+            .map(|(name, old, new)| (name.as_str(), device(*old)?, device(*new)?).into_pyobject(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, items)
+    }
+
+    /// True when any key changed.
     fn __bool__(&self) -> bool {
         !self.0.is_empty()
     }

@@ -15,6 +15,7 @@ mod keys;
 mod lookup;
 mod map;
 mod plan;
+mod pytorch;
 mod sizes;
 
 use pyo3::prelude::*;
@@ -56,6 +57,8 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(pytorch::_pytorch_files, m)?)?;
+    m.add_function(wrap_pyfunction!(pytorch::_pytorch_sizes, m)?)?;
     m.add_class::<checkpoint::PyHubCheckpoint>()?;
     m.add_function(wrap_pyfunction!(checkpoint::_hub_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_is_hub_source, m)?)?;

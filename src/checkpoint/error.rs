@@ -139,6 +139,33 @@ pub enum Problem {
     #[error("the index puts this tensor in '{named}', but no shard has it")]
     NotInShard { named: String },
 
+    // Paths and formats that are not safetensors (issue 14).
+    #[error("is {kind}, not a checkpoint file or folder")]
+    NotAFile { kind: &'static str },
+
+    #[error("the file name is not UTF-8; rename it")]
+    NameNotUtf8,
+
+    #[error("holds a PyTorch checkpoint ('{file}'), not safetensors: reading its sizes needs torch (pip install torch)")]
+    PytorchFolder { file: String },
+
+    #[error("is a PyTorch checkpoint (torch.save's zip archive), not safetensors: reading its sizes needs torch (pip install torch)")]
+    TorchZip,
+
+    #[error("is a pickle (torch.save's legacy format before PyTorch 1.6), not safetensors: its sizes cannot be read without loading its tensors; save it again with torch.save or as safetensors")]
+    Pickle,
+
+    #[error("is neither torch.save's zip archive nor safetensors")]
+    NotPytorch,
+
+    /// `path`: where the shard was looked for; `reason`: the system's words.
+    #[error("the index names shard '{shard}', which cannot be read ({path}: {reason})")]
+    ShardUnreadable {
+        shard: String,
+        path: String,
+        reason: String,
+    },
+
     #[error("is not valid JSON: {0}")]
     ConfigNotJson(String),
 

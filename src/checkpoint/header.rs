@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub use crate::dtype::Dtype;
 use crate::dtype::{dtype_bytes, from_safetensors_name};
 
-use super::error::{bad, Problem};
+use super::error::{bad, CheckpointError, Problem};
 use crate::error::{Error, Result};
 
 /// The same cap as the safetensors crate: a header above 100 MB is refused before reading it.
@@ -59,6 +59,31 @@ impl Header {
 
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
+    }
+
+    /// Adds a tensor read elsewhere than a safetensors header (a PyTorch checkpoint's
+    /// metadata) of file `file`: its name, dtype and shape. A shape whose bytes overflow is
+    /// refused, naming the tensor.
+    pub fn push(&mut self, file: &str, name: &str, dtype: Dtype, shape: &[u64]) -> Result<()> {
+        let shown = || format!("{shape:?}");
+        let overflows = || bad(file, Some(name), Problem::ShapeOverflows { shape: shown() });
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .ok_or_else(overflows)?;
+        let bytes = dtype_bytes(dtype, elements).ok_or_else(overflows)?;
+        let begin = self.names.len();
+        self.names.push_str(name);
+        let end = self.names.len();
+        let range = u32::try_from(begin).ok().zip(u32::try_from(end).ok());
+        let (begin, end) = range.ok_or_else(|| Error::from(CheckpointError::TooManyTensors))?;
+        self.tensors.push(TensorInfo {
+            name: (begin, end),
+            dtype,
+            elements,
+            bytes,
+        });
+        Ok(())
     }
 }
 

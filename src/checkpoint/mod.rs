@@ -8,6 +8,7 @@
 //! - `checks.rs`: the checks across files (names, and against the index).
 //! - `order.rs`: model order of tensor names.
 //! - `config.rs`: what `config.json` says.
+//! - `pytorch.rs`: PyTorch (`torch.save`) checkpoints, from the metadata of their archives.
 //! - `hub/`: a checkpoint on the Hugging Face Hub, its headers read by HTTP range requests.
 //! - `error.rs`: the reader's errors.
 
@@ -18,6 +19,7 @@ mod header;
 pub mod hub;
 mod index;
 pub mod order;
+mod pytorch;
 mod read;
 mod source;
 #[cfg(test)]
@@ -26,8 +28,10 @@ mod tests;
 pub use config::{config_ties, HEAD};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
+pub use pytorch::{sizes_of_files, PytorchFile};
 pub use source::{
-    shard_name, Checkpoint, Layout, LocalFiles, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE,
+    format_of, pytorch_checkpoint, shard_name, shown_path, Checkpoint, Format, Layout, LocalFiles,
+    Source, CONFIG_FILE, INDEX_FILE, PYTORCH_FILE, PYTORCH_INDEX_FILE, SINGLE_FILE,
 };
 
 use crate::error::Result;
@@ -129,13 +133,24 @@ pub fn checkpoint_sizes(
         orders.push(order);
     };
     let headers = read::checked_headers(checkpoint, threads, progress, &mut observe_file)?;
-    let (order, seen) = read::model_order_of(&headers, &orders)?;
-    let followed = orders.iter().all(Option::is_some);
-    Ok(CheckpointSizes {
-        headers,
-        order,
-        seen,
-        dtype,
-        followed,
-    })
+    CheckpointSizes::new(headers, &orders, dtype)
+}
+
+impl CheckpointSizes {
+    /// The sizes of `headers`, given each file's model order while the files followed the
+    /// model (see [`read::model_order_of`]).
+    fn new(
+        headers: Vec<Header>,
+        orders: &[Option<Vec<u32>>],
+        dtype: Option<Dtype>,
+    ) -> Result<CheckpointSizes> {
+        let (order, seen) = read::model_order_of(&headers, orders)?;
+        Ok(CheckpointSizes {
+            headers,
+            order,
+            seen,
+            dtype,
+            followed: orders.iter().all(Option::is_some),
+        })
+    }
 }

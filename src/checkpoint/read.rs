@@ -10,7 +10,9 @@ use super::error::{bad, CheckpointError, Problem};
 use super::header::{parse_header, Header, MAX_HEADER_SIZE};
 use super::index::{not_index, parse_index, IndexTable, WeightMap};
 use super::order::model_order;
-use super::source::{shard_name, Checkpoint, Layout, Source};
+use super::source::{
+    format_of, not_safetensors, shard_name, shard_problem, Checkpoint, Layout, Source,
+};
 use crate::error::{Error, Result};
 
 /// Reads and parses the header of one safetensors file: 8 bytes of length, then the JSON,
@@ -33,6 +35,12 @@ fn read_file(source: &dyn Source, name: &str, buffer: &mut Vec<u8>) -> Result<He
         return Err(bad(&file, None, cut(buffer.len(), 8)));
     };
     let header_len = u64::from_le_bytes(len_bytes);
+    // A file that is not safetensors is named by its format where its first bytes show one,
+    // only when they make no possible header length (so a safetensors file never is).
+    let impossible = header_len > MAX_HEADER_SIZE || header_len > file_len - 8;
+    if let Some(format) = format_of(&len_bytes).filter(|_| impossible) {
+        return Err(not_safetensors(source, name, format));
+    }
     if header_len > MAX_HEADER_SIZE {
         let problem = Problem::HeaderLengthTooLarge { len: header_len };
         return Err(bad(&file, None, problem));
@@ -192,17 +200,13 @@ fn index_headers(
                 listed.shard = place[listed.shard];
             }
             for (at, file) in files.iter().enumerate() {
-                if source.len(file).is_err() {
+                if let Some(problem) = shard_problem(source, file, &shards[by_name[at]]) {
                     let tensor = entries
                         .iter()
                         .filter(|listed| listed.shard == at)
                         .map(|listed| listed.tensor.as_ref())
                         .min()
                         .unwrap_or("");
-                    let problem = Problem::ShardMissing {
-                        shard: shards[by_name[at]].to_string(),
-                        path: source.show(file),
-                    };
                     return Err(bad(&shown, Some(tensor), problem));
                 }
             }

@@ -413,17 +413,20 @@ fn index_errors() {
         );
     }
 
-    // A shard that is a folder is missing.
+    // A shard that is a folder cannot be read (and is not called missing).
     std::fs::create_dir(folder.path().join("s3.safetensors")).unwrap();
     let index = [("w", "s1.safetensors"), ("z", "s3.safetensors")];
     let (_, tensor, found, _) = problem(two_shards(&folder, &index));
     assert_eq!(tensor.as_deref(), Some("z"));
-    assert!(matches!(found, Problem::ShardMissing { .. }), "{found:?}");
-    // The missing shard is found before the index's repeated name.
+    assert!(
+        matches!(found, Problem::ShardUnreadable { .. }),
+        "{found:?}"
+    );
+    // The unreadable shard is found before the index's repeated name.
     let index = [("w", "s3.safetensors"), ("w", "s1.safetensors")];
     assert!(matches!(
         problem(two_shards(&folder, &index)).2,
-        Problem::ShardMissing { .. }
+        Problem::ShardUnreadable { .. }
     ));
 
     for text in [
@@ -769,4 +772,32 @@ fn the_reader_reads_only_through_its_source() {
     let checkpoint = Checkpoint::new(Box::new(memory), files).unwrap();
     let (_, _, found, _) = problem(read_with(&checkpoint, 0));
     assert_eq!(found, Problem::HeaderCut { read: 2, len: 12 });
+}
+
+#[test]
+fn other_formats_are_named_but_never_a_safetensors_file() {
+    let folder = Folder::new("formats");
+    // A header of 640 bytes starts 0x80 0x02, as a pickle does: it is still read.
+    let header = r#"{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#;
+    let header = format!("{header:<640}");
+    let path = folder.write("pickle-like.safetensors", raw(&header, 4));
+    assert_eq!(&std::fs::read(&path).unwrap()[..2], &[0x80, 0x02]);
+    assert_eq!(read(&local(&path)).unwrap().0, vec![("w".to_owned(), 4)]);
+    // A pickle and a zip archive are named by their format.
+    let pickle = folder.write(
+        "legacy.bin",
+        (vec![0x80, 0x02, 0x8a, 0x0a, 1, 2, 3, 4, 5, 6], 0),
+    );
+    assert_eq!(problem(read(&local(&pickle))).2, Problem::Pickle);
+    let zip = folder.write("archive.bin", (b"PK\x03\x04\x14\x00\x00\x00".to_vec(), 100));
+    assert_eq!(problem(read(&local(&zip))).2, Problem::TorchZip);
+    // A folder of PyTorch files is named as one.
+    let torch = Folder::new("formats-folder");
+    torch.write(PYTORCH_FILE, (b"PK\x03\x04\x14\x00\x00\x00".to_vec(), 100));
+    let found = problem(Checkpoint::local(torch.path()).map(|_| ())).2;
+    let file = PYTORCH_FILE.to_owned();
+    assert_eq!(found, Problem::PytorchFolder { file });
+    let files = pytorch_checkpoint(torch.path()).unwrap().unwrap();
+    assert!(matches!(files.layout(), Layout::Files(names) if names == &[PYTORCH_FILE]));
+    assert!(pytorch_checkpoint(&path).unwrap().is_none());
 }

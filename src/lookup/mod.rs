@@ -25,7 +25,7 @@ mod text;
 mod testing;
 
 pub use coverage::{check, coverage, coverage_text, Coverage, Unused, TEXT_MAX_LINES};
-pub use diff::{diff, Diff};
+pub use diff::{diff, diff_on_names, Diff, Placement};
 pub use error::{LookupError, NameProblem};
 pub use explain::{explain, Explanation, Miss, NearMiss, NEAR_MISSES};
 pub use find::{
