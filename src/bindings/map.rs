@@ -25,7 +25,7 @@ use super::errors::{missing_key, wrong_type};
 use super::guard::guard;
 use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
-use super::map_iter::{IterKind, MapIter};
+use super::map_iter::{self, device_list, IterKind};
 use crate::device::Device;
 use crate::error::Error;
 use crate::map::DeviceMap;
@@ -194,9 +194,7 @@ impl MapCell {
     }
 
     fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let map = self.snapshot();
-        let devices = device_objects(py, &map)?;
-        PyList::new(py, map.slots().map(|slot| &devices[slot as usize]))
+        device_list(py, &self.snapshot())
     }
 
     fn items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -211,11 +209,10 @@ impl MapCell {
         PyList::new(py, pairs)
     }
 
-    /// An iterator over the current content: Python's `itertools.chain` over batches of ready
-    /// objects (see [`MapIter`]).
+    /// An iterator over the current content (see [`map_iter::iterate`]).
     fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
         let (map, keys) = self.shared();
-        MapIter::chain(py, map, keys, kind)
+        map_iter::iterate(py, map, keys, kind)
     }
 
     fn getitem<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
@@ -650,6 +647,14 @@ impl MappingView {
     fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         guard("DeviceMap.mapping.items", || {
             view(slf, &ITEMS_VIEW, "DeviceMappingItems")
+        })
+    }
+
+    // The views' `__iter__` (through `_ViewIter`, see `map_iter.rs`).
+
+    fn _iter_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.keys().__iter__", || {
+            self.map.iterate(py, IterKind::Keys)
         })
     }
 
