@@ -600,11 +600,7 @@ mod tests {
             in_order.extend(m.iter().map(|(key, _)| key.to_owned()));
             in_order.retain(|name| check_name(name).is_ok());
             for batch in [&names, &in_order] {
-                let slots = slots_for(&m, batch).unwrap();
-                for (name, slot) in batch.iter().zip(slots) {
-                    let device = slot.map(|slot| m.table()[slot as usize]);
-                    assert_eq!(device, reference(&m, name), "{name:?} in {m:?}");
-                }
+                assert_batch_agrees(&m, batch);
             }
             // Coverage: a name is uncovered iff the definition finds no key; a key is unused
             // iff it covers no name by the definition.
@@ -657,11 +653,16 @@ mod tests {
             big.insert(&format!("other.{i}"), Device::gpu(7));
         }
         for (map, batch) in [(&m, &names[..]), (&big, &names[..2])] {
-            let slots = slots_for(map, batch).unwrap();
-            for (name, slot) in batch.iter().zip(slots) {
-                let device = slot.map(|slot| map.table()[slot as usize]);
-                assert_eq!(device, reference(map, name), "{name:?}");
-            }
+            assert_batch_agrees(map, batch);
+        }
+    }
+
+    /// Each name's slot from one batch gives the definition's device.
+    fn assert_batch_agrees<S: AsRef<str>>(map: &DeviceMap, batch: &[S]) {
+        let slots = slots_for(map, batch).unwrap();
+        for (name, slot) in batch.iter().zip(slots) {
+            let device = slot.map(|slot| map.table()[slot as usize]);
+            assert_eq!(device, reference(map, name.as_ref()), "{:?}", name.as_ref());
         }
     }
 
