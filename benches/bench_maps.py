@@ -304,6 +304,11 @@ def single_item_section(n: int, probes: int, rounds: int) -> None:
     # Deep names: a key per layer and the full tensor names, five components below the keys.
     per_layer = dm.DeviceMap.from_hf({f"model.layers.{i}": i % GPUS for i in range(layers_for(n))})
     names = ["".join(list(k)) for k in keys]
+    # The same names in random order: batch lookups first try the previous name's position,
+    # which settles names in the map's order (as a model's parameters against a map made from
+    # it come); these rows show the cost without that help.
+    shuffled = names[:]
+    rng.shuffle(shuffled)
 
     def get(m: Any) -> None:
         for k in probe:
@@ -380,6 +385,8 @@ def single_item_section(n: int, probes: int, rounds: int) -> None:
         ("devices_for, deep names", per_entry, lambda: per_layer.devices_for(names), 60e-9, False),
         ("group_by_device, exact keys", per_entry, lambda: ours.group_by_device(names), 60e-9, False),
         ("group_by_device, deep names", per_entry, lambda: per_layer.group_by_device(names), 60e-9, False),
+        ("devices_for, exact, shuffled", per_entry, lambda: ours.devices_for(shuffled), None, False),
+        ("devices_for, deep, shuffled", per_entry, lambda: per_layer.devices_for(shuffled), None, False),
     ]
 
     def once(fn: Callable[[], Any]) -> float:
@@ -423,6 +430,8 @@ def single_item_section(n: int, probes: int, rounds: int) -> None:
     for label, _, _, limit, relative in names_rows:
         mine_t = statistics.median(our_times[label])
         if limit is None:
+            if label != "dm[k]":
+                lines.append((label, "-", ns(mine_t), "-", "(no target)"))
             continue
         if relative:
             ratio = mine_t / base

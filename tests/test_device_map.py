@@ -320,8 +320,8 @@ def test_mapping_is_a_live_view(dm):
     assert "a" in view
     assert view["b"] == Device.gpu(1)
     assert dict(view.items()) == {"a": Device.cpu(), "b": Device.gpu(1), "c": Device.disk()}
-    assert view.keys() == ["a", "b", "c"]
-    assert view.values() == [Device.cpu(), Device.gpu(1), Device.disk()]
+    assert list(view.keys()) == ["a", "b", "c"]
+    assert list(view.values()) == [Device.cpu(), Device.gpu(1), Device.disk()]
     assert view.get("zz") is None
     assert view == {"a": Device.cpu(), "b": Device.gpu(1), "c": Device.disk()}
     view["d"] = Device.xpu()

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyIterator, PyList, PyString};
 
 use crate::map::DeviceMap;
 
 /// Key objects for one map's keys and order (values may change under it), as one Python
-/// list that never leaves this module (callers get slices of it, which are new lists, so it
-/// never changes once filled). Holders of the same keys share the cell, so the first
+/// list that never leaves this module (callers get slices of it, which are new lists, or an
+/// iterator over it, which cannot change it), so it never changes once filled. Holders of the same keys share the cell, so the first
 /// conversion fills it for all of them; a holder whose keys change takes a fresh cell rather
 /// than emptying the shared one.
 #[derive(Clone)]
@@ -51,18 +51,29 @@ impl KeyCache {
         start: usize,
         end: usize,
     ) -> PyResult<Bound<'py, PyList>> {
+        Ok(self.list(py, map)?.get_slice(start, end))
+    }
+
+    /// The list itself, made now if need be: only for reading within this module.
+    fn list<'py>(&self, py: Python<'py>, map: &DeviceMap) -> PyResult<Bound<'py, PyList>> {
         // Made with the GIL held and offered, not through `get_or_init`, which lets go of the
         // GIL and takes it back (a wait behind every other thread when many share the map);
         // two threads filling at once both make the list and the second one's is dropped.
-        let list = match self.0.get(py) {
+        Ok(match self.0.get(py) {
             Some(list) => list.bind(py).clone(),
             None => {
                 let made = PyList::new(py, map.iter().map(|(key, _)| PyString::new(py, key)))?;
                 let _ = self.0.set(py, made.clone().unbind());
                 self.0.get(py).map_or(made, |list| list.bind(py).clone())
             }
-        };
-        Ok(list.get_slice(start, end))
+        })
+    }
+
+    /// An iterator over all the key objects of `map` (the map this cache belongs to), making
+    /// them now if no conversion or iteration has yet. A list iterator cannot change its
+    /// list, so handing one out keeps the list as it is; nothing is copied.
+    pub fn iter<'py>(&self, py: Python<'py>, map: &DeviceMap) -> PyResult<Bound<'py, PyIterator>> {
+        self.list(py, map)?.try_iter()
     }
 
     /// Keeps the key objects a conversion made, in entry order, unless another conversion

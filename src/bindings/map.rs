@@ -25,6 +25,7 @@ use super::errors::{missing_key, wrong_type};
 use super::guard::guard;
 use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
+use super::map_iter::{self, device_list, IterKind};
 use crate::device::Device;
 use crate::error::Error;
 use crate::map::DeviceMap;
@@ -193,9 +194,7 @@ impl MapCell {
     }
 
     fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let map = self.snapshot();
-        let devices = device_objects(py, &map)?;
-        PyList::new(py, map.slots().map(|slot| &devices[slot as usize]))
+        device_list(py, &self.snapshot())
     }
 
     fn items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -210,14 +209,10 @@ impl MapCell {
         PyList::new(py, pairs)
     }
 
-    /// An iterator over the current content: Python's `itertools.chain` over batches of ready
-    /// objects (see [`MapIter`]).
+    /// An iterator over the current content (see [`map_iter::iterate`]).
     fn iterate<'py>(&self, py: Python<'py>, kind: IterKind) -> PyResult<Bound<'py, PyAny>> {
         let (map, keys) = self.shared();
-        let batches = Bound::new(py, MapIter::new(py, map, keys, kind)?)?;
-        glue(py, &CHAIN_FROM_ITERABLE, "itertools", "chain")?
-            .getattr(pyo3::intern!(py, "from_iterable"))?
-            .call1((batches,))
+        map_iter::iterate(py, map, keys, kind)
     }
 
     fn getitem<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDevice>> {
@@ -574,99 +569,18 @@ impl PyDeviceMap {
     }
 }
 
-#[derive(Clone, Copy)]
-enum IterKind {
-    Items,
-    Keys,
-}
+/// The view classes of `devicemap._views`, looked up once.
+static KEYS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static VALUES_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ITEMS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Entries per batch: enough for `chain` to do nearly all the stepping, few for an early `break`.
-const BATCH: usize = 512;
-
-/// `itertools.chain` and `zip`, looked up once.
-static CHAIN_FROM_ITERABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static ZIP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// Iterates a snapshot: changing the map while iterating neither fails nor shows the change.
-/// Each step hands out a batch of ready objects (the shared key objects and interned devices)
-/// as a list of keys or a `zip` of keys and devices, for `itertools.chain` to step through in
-/// C (docs/design.md, "Iteration"). The cursor's mutex is held only to take a batch, so
-/// threads sharing one iterator get each entry once.
-#[pyclass(frozen, module = "devicemap")]
-pub struct MapIter {
-    map: Arc<DeviceMap>,
-    keys: KeyCache,
-    /// Where the next batch starts: a cursor for [`DeviceMap::next_from`] and the number of
-    /// live entries before it (an index into the key objects).
-    cursor: Mutex<(usize, usize)>,
-    kind: IterKind,
-}
-
-impl MapIter {
-    /// Makes the key objects now, so that taking a batch only shares them.
-    fn new(py: Python<'_>, map: Arc<DeviceMap>, keys: KeyCache, kind: IterKind) -> PyResult<Self> {
-        keys.slice(py, &map, 0, 0)?;
-        let cursor = Mutex::new((0, 0));
-        Ok(MapIter {
-            map,
-            keys,
-            cursor,
-            kind,
-        })
-    }
-
-    /// The next batch's first live index and devices, taken under the cursor's lock.
-    fn take_batch(&self) -> (usize, Vec<Device>) {
-        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut at, first) = *cursor;
-        let mut devices = Vec::with_capacity(BATCH.min(self.map.len()));
-        while devices.len() < BATCH {
-            let Some((after, _, device)) = self.map.next_from(at) else {
-                break;
-            };
-            devices.push(device);
-            at = after;
-        }
-        *cursor = (at, first + devices.len());
-        (first, devices)
-    }
-}
-
-#[pymethods]
-impl MapIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guard("DeviceMap iterator.__next__", || {
-            let (first, devices) = self.take_batch();
-            if devices.is_empty() {
-                return Ok(None);
-            }
-            let keys = self
-                .keys
-                .slice(py, &self.map, first, first + devices.len())?;
-            Ok(Some(match self.kind {
-                IterKind::Keys => keys.into_any(),
-                IterKind::Items => {
-                    let devices = devices
-                        .into_iter()
-                        .map(|device| device_to_py(py, device))
-                        .collect::<PyResult<Vec<_>>>()?;
-                    let devices = PyList::new(py, devices)?;
-                    glue(py, &ZIP, "builtins", "zip")?.call1((keys, devices))?
-                }
-            }))
-        })
-    }
-
-    fn __length_hint__(&self) -> PyResult<usize> {
-        guard("DeviceMap iterator.__length_hint__", || {
-            let (_, before) = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(self.map.len().saturating_sub(before))
-        })
-    }
+/// A new view of `mapping` of the class `name` of `devicemap._views`.
+fn view<'py>(
+    mapping: &Bound<'py, MappingView>,
+    class: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    glue(mapping.py(), class, "devicemap._views", name)?.call1((mapping,))
 }
 
 /// `DeviceMap.mapping`: the dict-shaped face of a map (iterating yields keys).
@@ -716,16 +630,44 @@ impl MappingView {
         guard("DeviceMap.mapping.get", || self.map.get_or(key, default))
     }
 
-    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.keys", || self.map.keys_list(py))
+    // Live views, as a dict's (`devicemap._views`), iterating through the two methods below.
+
+    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.keys", || {
+            view(slf, &KEYS_VIEW, "DeviceMappingKeys")
+        })
     }
 
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.values", || self.map.values_list(py))
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.values", || {
+            view(slf, &VALUES_VIEW, "DeviceMappingValues")
+        })
     }
 
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.mapping.items", || self.map.items_list(py))
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.items", || {
+            view(slf, &ITEMS_VIEW, "DeviceMappingItems")
+        })
+    }
+
+    // The views' `__iter__` (through `_ViewIter`, see `map_iter.rs`).
+
+    fn _iter_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.keys().__iter__", || {
+            self.map.iterate(py, IterKind::Keys)
+        })
+    }
+
+    fn _iter_values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.values().__iter__", || {
+            self.map.iterate(py, IterKind::Values)
+        })
+    }
+
+    fn _iter_items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.items().__iter__", || {
+            self.map.iterate(py, IterKind::Items)
+        })
     }
 
     // The rest of `MutableMapping`'s methods, which registering the class does not supply.
@@ -777,14 +719,14 @@ impl MappingView {
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         guard("DeviceMap.mapping.__richcmp__", || {
             let py = other.py();
-            let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
+            let mine = PyDict::from_sequence(&self.map.items_list(py)?.into_any())?;
             mine.into_any().rich_compare(other, op).map(Bound::unbind)
         })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         guard("DeviceMap.mapping.__repr__", || {
-            let mine = PyDict::from_sequence(&self.items(py)?.into_any())?;
+            let mine = PyDict::from_sequence(&self.map.items_list(py)?.into_any())?;
             Ok(mine.repr()?.to_string())
         })
     }

@@ -14,6 +14,7 @@ mod inference;
 mod keys;
 mod lookup;
 mod map;
+mod map_iter;
 mod plan;
 mod pytorch;
 mod sizes;
@@ -29,7 +30,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::PyDevice>()?;
     m.add_class::<map::PyDeviceMap>()?;
     m.add_class::<map::MappingView>()?;
-    m.add_class::<map::MapIter>()?;
+    m.add_class::<map_iter::ViewIter>()?;
     m.add_class::<component::PyComponentDevice>()?;
     m.add_function(wrap_pyfunction!(device::_device_type_index, m)?)?;
     m.add_class::<cuda::PyCudaDevice>()?;

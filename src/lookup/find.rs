@@ -7,6 +7,12 @@
 //! a key per layer, 503 vs 121 ns with a key per expert, because the deepest key is usually a
 //! few components from the end of the name and hashing a whole prefix costs about as much as
 //! hashing one component.
+//!
+//! A batch first tries the position found for the previous name ([`Finder::near`]): names
+//! listed in the map's order are the next key, or share the previous name's covering key, and
+//! then cost a comparison of text instead of hashes and probes (devices_for on 100k names in
+//! order, release build, loaded machine, best of 40: 202-214 -> 96-109 ns per name with a key
+//! per tensor, 106-128 -> 56-71 with a key per layer).
 
 use super::error::{LookupError, NameProblem};
 use crate::device::Device;
@@ -120,6 +126,14 @@ impl<'m> Finder<'m> {
     /// [`check_name`] then [`find`], in one pass over the name where it can.
     #[inline]
     pub fn find_checked(&self, name: &str) -> Result<Option<usize>> {
+        self.find_checked_after(name, None)
+    }
+
+    /// [`find_checked`](Self::find_checked) for the next name of a batch, given the position
+    /// found for an earlier one (`previous`): where that position settles the answer (see
+    /// [`near`](Self::near)) no key is hashed or probed.
+    #[inline]
+    pub fn find_checked_after(&self, name: &str, previous: Option<usize>) -> Result<Option<usize>> {
         let bytes = name.as_bytes();
         let mut dots = [0u32; FAST_DOTS];
         let found = if bytes.is_empty() || bytes.len() > MAX_NAME_BYTES {
@@ -140,6 +154,9 @@ impl<'m> Finder<'m> {
             check_name(name)?;
             return Ok(self.find(name));
         }
+        if let Some(position) = previous.and_then(|p| self.near(name, dots_seen, p)) {
+            return Ok(Some(position));
+        }
         let depth = count + 1;
         if self.may_have(depth) {
             if let Some(position) = self.map.position(name) {
@@ -155,6 +172,39 @@ impl<'m> Finder<'m> {
             }
         }
         Ok(self.map.position(""))
+    }
+
+    /// The position covering `name` (a checked name whose dots are at `dots`) read off the
+    /// position found for the previous name, where that settles it without a probe; `None`
+    /// where it does not. Names listed in the map's own order (a model's parameters against a
+    /// map made from that model) are the next key, or share the previous name's covering key:
+    /// - the key at `previous`, or the next live entry's key, is `name` itself: an exact key;
+    /// - the key at `previous` is a dot-prefix of `name` and no key has a depth between the two
+    ///   (the finder knows the depths), so no longer key can cover `name`.
+    ///
+    /// Names in another order cost one or two comparisons of text just read, then the probes.
+    #[inline]
+    fn near(&self, name: &str, dots: &[u32], previous: usize) -> Option<usize> {
+        let (key, _) = self.map.get_index(previous)?;
+        let depth = dots.len() + 1;
+        if self.may_have(depth) {
+            if key == name {
+                return Some(previous);
+            }
+            if let Some((after, next, _)) = self.map.next_from(previous + 1) {
+                if next == name {
+                    return Some(after - 1);
+                }
+            }
+        }
+        // The key's depth, if it ends at one of the name's dots, and then whether it is the
+        // name's prefix; keys of depths `key_depth + 1 ..= depth` could cover `name` better.
+        let key_depth = dots.iter().position(|&dot| dot as usize == key.len())? + 1;
+        if depth >= 63 || !name.as_bytes().starts_with(key.as_bytes()) {
+            return None;
+        }
+        let deeper = ((1u64 << (depth + 1)) - 1) & !((1u64 << (key_depth + 1)) - 1);
+        (self.depths & deeper == 0).then_some(previous)
     }
 
     /// Same answer as [`find`], without checking the name.
@@ -282,13 +332,15 @@ pub fn require_device(map: &DeviceMap, name: &str) -> Result<Device> {
 /// first bad name is an error naming its position.
 pub fn slots_for<S: AsRef<str>>(map: &DeviceMap, names: &[S]) -> Result<Vec<Option<Slot>>> {
     let finder = Finder::new(map, names.len());
+    let mut previous = None;
     names
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let found = finder
-                .find_checked(name.as_ref())
+                .find_checked_after(name.as_ref(), previous)
                 .map_err(|e| e.at_position(i))?;
+            previous = found.or(previous);
             Ok(found.map(|position| finder.slot(position)))
         })
         .collect()
@@ -541,6 +593,15 @@ mod tests {
                     "{name:?} in {m:?}"
                 );
             }
+            // A batch, as given and in the map's order (where the previous position settles
+            // most names): each name's slot is the definition's device.
+            let mut in_order = names.clone();
+            in_order.sort_by_key(|name| find(&m, name));
+            in_order.extend(m.iter().map(|(key, _)| key.to_owned()));
+            in_order.retain(|name| check_name(name).is_ok());
+            for batch in [&names, &in_order] {
+                assert_batch_agrees(&m, batch);
+            }
             // Coverage: a name is uncovered iff the definition finds no key; a key is unused
             // iff it covers no name by the definition.
             let cov = coverage(&m, &names).unwrap();
@@ -562,6 +623,47 @@ mod tests {
         key.is_empty()
             || key == name
             || (name.starts_with(key) && name.as_bytes()[key.len()] == b'.')
+    }
+
+    #[test]
+    fn the_previous_names_key_never_hides_a_longer_one() {
+        let m = map(&[
+            ("model.layers.0", Device::gpu(0)),
+            ("model.layers.1", Device::gpu(1)),
+            ("model.layers.1.mlp", Device::cpu()),
+            ("model.layers.2", Device::gpu(2)),
+            ("", Device::disk()),
+        ]);
+        let names = [
+            "model.layers.1.attn.w",
+            "model.layers.1.mlp.w", // the previous key covers it, a longer one wins
+            "model.layers.1.attn.b",
+            "model.layers.1",
+            "model.layers.1.mlp", // the next entry's key exactly
+            "model.layers.1.mlp",
+            "model.layers.2.x",
+            "model.layers.0.x", // out of order
+            "lm_head",
+            "model.layers.0.y",
+        ];
+        // A big batch (the map's key depths known) and, through a map too big for the batch
+        // to compute them, one that probes every depth.
+        let mut big = m.clone();
+        for i in 0..100 {
+            big.insert(&format!("other.{i}"), Device::gpu(7));
+        }
+        for (map, batch) in [(&m, &names[..]), (&big, &names[..2])] {
+            assert_batch_agrees(map, batch);
+        }
+    }
+
+    /// Each name's slot from one batch gives the definition's device.
+    fn assert_batch_agrees<S: AsRef<str>>(map: &DeviceMap, batch: &[S]) {
+        let slots = slots_for(map, batch).unwrap();
+        for (name, slot) in batch.iter().zip(slots) {
+            let device = slot.map(|slot| map.table()[slot as usize]);
+            assert_eq!(device, reference(map, name.as_ref()), "{:?}", name.as_ref());
+        }
     }
 
     #[test]
