@@ -222,8 +222,9 @@ fn device_uses(
         .map(|(i, &(device, budget))| DeviceUse {
             device,
             budget,
+            // What the budget can keep: a reserve above it is said in the notes.
             reserved: if i == placement.runner {
-                placement.reserve
+                placement.reserve.min(budget)
             } else {
                 0
             },
@@ -339,12 +340,22 @@ fn notes(
         } else {
             String::new()
         };
-        notes.push(format!(
-            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run{cache}",
-            devices[placement.runner].0,
-            human_bytes(placement.reserve),
-            biggest
-        ));
+        let (runner, budget) = devices[placement.runner];
+        notes.push(if placement.reserve > budget {
+            format!(
+                "{runner} needs {} free to run the largest offloaded block '{biggest}', which is \
+                 copied there to run{cache}: more than its {} budget, so it holds no weights \
+                 and running offloaded blocks there needs more memory than the budget allows",
+                human_bytes(placement.reserve),
+                human_bytes(budget),
+            )
+        } else {
+            format!(
+                "{runner} keeps {} free for the largest offloaded block '{biggest}', which is \
+                 copied there to run{cache}",
+                human_bytes(placement.reserve),
+            )
+        });
     }
     if let Verdict::DoesNotFit(shortfall) = verdict {
         notes.push(shortfall.to_string());
