@@ -107,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     from devicemap import __version__
 
     parser = argparse.ArgumentParser(
-        prog="devicemap", description="Inspect devices and validate device maps for ML code."
+        prog="devicemap",
+        description="Inspect devices, validate device maps, and plan where each part of a model "
+        "goes (from its safetensors headers, on this machine or on cards you are about to rent) "
+        "for ML code.",
+        epilog="examples: devicemap plan /models/Llama-3-70B --devices 2xH100; "
+        "devicemap plan --example deepseek-v3 --devices 8xH200 --context 32k; "
+        "devicemap plan --list-devices; devicemap COMMAND --help for each command's options",
     )
     parser.add_argument("--version", action="version", version=f"devicemap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -331,7 +331,7 @@ impl PyPlanReport {
     /// `hosts(gpus_per_host)` as text: one line per host, then how the maps are meant to be used.
     fn hosts_text(&self, gpus_per_host: u64) -> PyResult<String> {
         let hosts = plan::hosts(&self.plan, gpus_per_host).map_err(Error::from)?;
-        Ok(plan::hosts_text(&hosts))
+        Ok(plan::hosts_text(&hosts, gpus_per_host))
     }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {

@@ -82,31 +82,56 @@ pub fn hosts(plan: &Plan, per_host: u64) -> Result<Vec<Host>, PlanError> {
     Ok(hosts)
 }
 
-/// One line per host: its GPUs, its bytes and what it holds, then how to use the maps.
-pub fn hosts_text(hosts: &[Host]) -> String {
+/// `cuda:0..cuda:7`, `cuda:3`, or `no GPU`.
+fn range(devices: &[Device]) -> String {
+    match (devices.first(), devices.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first}..{last}"),
+        (Some(only), _) => only.to_string(),
+        _ => "no GPU".to_owned(),
+    }
+}
+
+/// One line per host: its bytes and what it holds; then how each host names its GPUs and how
+/// the maps are meant to be used.
+pub fn hosts_text(hosts: &[Host], per_host: u64) -> String {
     let mut out = String::new();
+    let mut renamed = Vec::new();
     for host in hosts {
-        let gpus = match (host.devices.first(), host.devices.last()) {
-            (Some(first), Some(last)) if first != last => format!("{first}..{last}"),
-            (Some(only), _) => only.to_string(),
-            _ => "no GPU".to_owned(),
-        };
         let held: Vec<&str> = host.modules.iter().map(|g| g.pattern.as_str()).collect();
+        let held = if held.is_empty() {
+            "nothing".to_owned()
+        } else {
+            held.join(", ")
+        };
         let _ = writeln!(
             out,
-            "host {} ({gpus}, {}): {}",
+            "host {} ({}): {held}",
             host.index,
-            human_bytes(host.bytes),
-            if held.is_empty() {
-                "nothing".to_owned()
-            } else {
-                held.join(", ")
-            }
+            human_bytes(host.bytes)
         );
+        let local: Vec<Device> = host
+            .devices
+            .iter()
+            .filter_map(|&d| host_of(d, per_host).map(|(_, local)| local))
+            .collect();
+        if local != host.devices {
+            renamed.push(format!(
+                "host {}'s are the plan's {}",
+                host.index,
+                range(&host.devices)
+            ));
+        }
+    }
+    let own = (0..per_host.min(1 << 16))
+        .map(Device::gpu)
+        .collect::<Vec<_>>();
+    let _ = write!(out, "each host's map names its own GPUs {}", range(&own));
+    if !renamed.is_empty() {
+        let _ = write!(out, " ({})", renamed.join(", "));
     }
     out.push_str(
-        "each host's map names its own GPUs cuda:0, cuda:1, ...: it is for an engine that loads \
-         one stage per host, not a from_pretrained map of the whole model",
+        ": it is for an engine that loads one stage per host, not a from_pretrained map of the \
+         whole model",
     );
     out
 }
@@ -141,8 +166,18 @@ mod tests {
             planned.map.len()
         );
         assert_eq!(hosts.iter().map(|h| h.bytes).sum::<u64>(), 81);
-        let text = hosts_text(&hosts);
-        assert!(text.starts_with("host 0 (cuda:0..cuda:1, "), "{text}");
+        let text = hosts_text(&hosts, 2);
+        assert!(
+            text.starts_with("host 0 (60 B): model.layers.{0..5}\nhost 1 (21 B): "),
+            "{text}"
+        );
+        // Global cuda:2 is host 1's own cuda:0.
+        assert_eq!(planned.map.get("model.layers.6"), Some(Device::gpu(2)));
+        assert_eq!(hosts[1].map.get("model.layers.6"), Some(Device::gpu(0)));
+        assert!(
+            text.contains("own GPUs cuda:0..cuda:1 (host 1's are the plan's cuda:2..cuda:3)"),
+            "{text}"
+        );
         assert!(text.contains("model.layers.{"), "{text}");
         assert_eq!(
             super::hosts(&planned, 0).unwrap_err(),
