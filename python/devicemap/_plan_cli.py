@@ -242,9 +242,67 @@ def _on_host(device: str, per_host: int) -> tuple[str, str]:
     return f"cuda:{number % per_host}", str(number // per_host)
 
 
+# Dropped, in this order, when the table would be wider than the terminal (--json has them).
+OPTIONAL_COLUMNS = ["entries", "tensors", "blocks"]
+
+
+def _table(report: Any, per_host: int, width: int) -> Any:
+    """The per-device table, one line per row: a narrow terminal drops the share bar, then the
+    counts in OPTIONAL_COLUMNS, rather than wrap or cut cells."""
+    from rich.table import Table
+
+    context = report.context
+    kept_any = any(entry["reserved"] + entry["activation"] for entry in report.devices)
+    bar = 10 if width >= 100 else 0
+    rows: list[dict[str, str]] = []
+    for entry in report.devices:
+        device, host = _on_host(entry["device"], per_host) if per_host else (entry["device"], "")
+        row = {"host": host, "device": device, "placed": _human_bytes(entry["bytes"])}
+        row["cache"] = _human_bytes(entry["cache"])
+        row["budget"] = _human_bytes(entry["budget"])
+        row["kept"] = _kept(entry["reserved"] + entry["activation"])
+        row["share"] = _share(entry["share"], bar)
+        row.update(blocks=f"{entry['blocks']:,}", tensors=f"{entry['tensors']:,}")
+        row["entries"] = f"{entry['entries']:,}"
+        rows.append(row)
+    shown = [
+        column
+        for column in [
+            "host",
+            "device",
+            "placed",
+            "cache",
+            "budget",
+            "kept",
+            "share",
+            "blocks",
+            "tensors",
+            "entries",
+        ]
+        if (column != "host" or per_host)
+        and (column != "cache" or context)
+        and (column != "kept" or kept_any)
+    ]
+
+    def needed(columns: list[str]) -> int:
+        cells = [max(len(c), *(len(row[c]) for row in rows)) for c in columns]
+        return sum(cells) + 3 * (len(cells) - 1)
+
+    for optional in OPTIONAL_COLUMNS:
+        if needed(shown) <= width:
+            break
+        shown.remove(optional)
+    table = Table(show_edge=False, pad_edge=False)
+    for column in shown:
+        justify = "left" if column in ("device", "share") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(row[column] for column in shown))
+    return table
+
+
 def _print_table(report: Any, described: str, per_host: int, source: str, verdict: str) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
     total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
@@ -258,37 +316,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
             f"for {context['tokens']:,} tokens x batch {context['batch']:,}: KV cache "
             f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)"
         )
-    entries = report.devices
-    kept_any = any(entry["reserved"] + entry["activation"] for entry in entries)
-    table = Table(show_edge=False, pad_edge=False)
-    columns = [("host", "right")] if per_host else []
-    columns += [("device", "left"), ("placed", "right")]
-    columns += [("cache", "right")] if context else []
-    columns += [("budget", "right")] + ([("kept", "right")] if kept_any else [])
-    columns += [("share", "left"), ("blocks", "right"), ("tensors", "right"), ("entries", "right")]
-    for column, justify in columns:
-        # A row is one line: a narrow terminal drops the share bar rather than wrap cells.
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    bar = 10 if console.width >= 100 else 0
-    for entry in entries:
-        device = entry["device"]
-        if per_host:
-            device, host = _on_host(device, per_host)
-        row = [
-            *([host] if per_host else []),
-            device,
-            _human_bytes(entry["bytes"]),
-            *([_human_bytes(entry["cache"])] if context else []),
-            _human_bytes(entry["budget"]),
-            *([_kept(entry["reserved"] + entry["activation"])] if kept_any else []),
-            _share(entry["share"], bar),
-            f"{entry['blocks']:,}",
-            f"{entry['tensors']:,}",
-            f"{entry['entries']:,}",
-        ]
-        table.add_row(*row)
-    console.print(table)
-    if kept_any:
+    console.print(_table(report, per_host, console.width))
+    if any(entry["reserved"] + entry["activation"] for entry in report.devices):
         console.print("kept: free for running offloaded blocks and for activations")
     spilled = report.spilled
     if spilled:

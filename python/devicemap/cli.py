@@ -108,12 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="devicemap",
-        description="Inspect devices, validate device maps, and plan where each part of a model "
-        "goes (from its safetensors headers, on this machine or on cards you are about to rent) "
-        "for ML code.",
-        epilog="examples: devicemap plan /models/Llama-3-70B --devices 2xH100; "
-        "devicemap plan --example deepseek-v3 --devices 8xH200 --context 32k; "
-        "devicemap plan --list-devices; devicemap COMMAND --help for each command's options",
+        description="Inspect devices, validate device maps, and plan where each part of a model\n"
+        "goes (from its safetensors headers alone), on this machine or on cards you are\n"
+        "about to rent, and whether it fits.",
+        epilog="examples:\n"
+        "  devicemap plan /models/Llama-3-70B --devices 2xH100\n"
+        "  devicemap plan --example deepseek-v3 --devices 8xH200 --context 32k\n"
+        "  devicemap plan --list-devices       the cards --devices knows\n"
+        "  devicemap COMMAND --help            each command's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"devicemap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
