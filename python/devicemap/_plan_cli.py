@@ -69,7 +69,8 @@ def parse_devices(text: str) -> tuple[int, int, str, int]:
         numbers.append(int(count))
         rest = tail
     card = rest
-    if not card or (card.isdigit() and card not in ALIASES):
+    more = card.partition("x")
+    if not card or (card.isdigit() and card not in ALIASES) or (more[1] and more[0].isdigit()):
         raise CliError(
             f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100"
         )

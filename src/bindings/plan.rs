@@ -310,8 +310,13 @@ impl PyPlanReport {
     /// host, `host`, `devices` (its GPUs as the plan names them), `bytes`, `modules` (what it
     /// holds, grouped) and `device_map` (its entries, in the host's own GPU names, HF's form).
     /// For engines that load one stage per host, not a `from_pretrained` map.
-    fn hosts<'py>(&self, py: Python<'py>, gpus_per_host: u64) -> PyResult<Bound<'py, PyList>> {
-        let hosts = plan::hosts(&self.plan, gpus_per_host).map_err(Error::from)?;
+    fn hosts<'py>(
+        &self,
+        py: Python<'py>,
+        gpus_per_host: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let per_host = count(gpus_per_host, "gpus_per_host", 1)?;
+        let hosts = plan::hosts(&self.plan, per_host).map_err(Error::from)?;
         let items = hosts
             .iter()
             .map(|host| {
@@ -329,9 +334,10 @@ impl PyPlanReport {
         PyList::new(py, items)
     }
     /// `hosts(gpus_per_host)` as text: one line per host, then how the maps are meant to be used.
-    fn hosts_text(&self, gpus_per_host: u64) -> PyResult<String> {
-        let hosts = plan::hosts(&self.plan, gpus_per_host).map_err(Error::from)?;
-        Ok(plan::hosts_text(&hosts, gpus_per_host))
+    fn hosts_text(&self, gpus_per_host: &Bound<'_, PyAny>) -> PyResult<String> {
+        let per_host = count(gpus_per_host, "gpus_per_host", 1)?;
+        let hosts = plan::hosts(&self.plan, per_host).map_err(Error::from)?;
+        Ok(plan::hosts_text(&hosts, per_host))
     }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {
