@@ -2,6 +2,10 @@
 //! names a tensor the model has, and every `no_split` pattern names a module the model has.
 //! A typo in either would otherwise be ignored and the plan made without it.
 
+use std::collections::HashMap;
+
+use ahash::RandomState;
+
 use super::error::PlanError;
 use super::model::{Model, NoSplit};
 
@@ -22,33 +26,75 @@ pub(super) fn check(model: &Model, has: impl Fn(&str) -> bool) -> Result<(), Pla
     Ok(())
 }
 
-/// Every pattern matches some prefix (at a dot) of some tensor name; the scan stops once all
-/// have matched.
+/// Every pattern matches some prefix (at a dot) of some tensor name. Exact patterns are looked
+/// up by prefix (a model's own module list can hold hundreds), wildcards compared by component;
+/// the scan stops once all have matched.
 fn check_no_split(model: &Model, no_split: &NoSplit) -> Result<(), PlanError> {
     let patterns = no_split.patterns();
-    let mut hit = vec![false; patterns.len()];
-    let mut left = patterns.len();
+    let joined: Vec<String> = patterns.iter().map(|p| p.join(".")).collect();
+    let mut exact: HashMap<&str, usize, RandomState> = HashMap::default();
+    let mut wildcard: Vec<usize> = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        if pattern.iter().any(|c| c == "*") {
+            wildcard.push(i);
+        } else {
+            exact.insert(joined[i].as_str(), i);
+        }
+    }
+    // Exact patterns are looked up only at the depths they have (`model.layers.3`: 3), and
+    // only for a prefix the name before did not have: names in model order share prefixes, so
+    // this is one comparison for most names.
+    let mut depths: Vec<usize> = exact.keys().map(|p| p.split('.').count()).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let mut last: Vec<&str> = vec![""; depths.len()];
     let mut components: Vec<&str> = Vec::new();
     for (name, _) in &model.sizes {
-        if left == 0 {
-            break;
+        if exact.is_empty() && wildcard.is_empty() {
+            return Ok(());
         }
-        components.clear();
-        for component in name.split('.') {
-            components.push(component);
-            for (pattern, seen) in patterns.iter().zip(hit.iter_mut()) {
-                if !*seen && matches(pattern, &components) {
-                    *seen = true;
-                    left -= 1;
+        if !exact.is_empty() {
+            for (&depth, seen) in depths.iter().zip(last.iter_mut()) {
+                if !seen.is_empty() && within(name, seen) {
+                    continue;
+                }
+                if let Some(prefix) = prefix_at(name, depth) {
+                    *seen = prefix;
+                    exact.remove(prefix);
                 }
             }
         }
+        if !wildcard.is_empty() {
+            components.clear();
+            for component in name.split('.') {
+                components.push(component);
+                wildcard.retain(|&i| !matches(&patterns[i], &components));
+            }
+        }
     }
-    match hit.iter().position(|seen| !seen) {
-        Some(missed) => Err(PlanError::NoSplitUnmatched {
-            pattern: patterns[missed].join("."),
+    // The first in text order, so that the message is the same in every process.
+    let first = exact
+        .values()
+        .chain(&wildcard)
+        .min_by_key(|&&i| joined[i].as_str());
+    match first {
+        Some(&missed) => Err(PlanError::NoSplitUnmatched {
+            pattern: joined[missed].clone(),
         }),
         None => Ok(()),
+    }
+}
+
+/// Whether `name` is `prefix` or lies inside it (`prefix.` ...).
+fn within(name: &str, prefix: &str) -> bool {
+    name.starts_with(prefix) && matches!(name.as_bytes().get(prefix.len()), None | Some(b'.'))
+}
+
+/// The first `depth` components of `name`, if it has that many.
+fn prefix_at(name: &str, depth: usize) -> Option<&str> {
+    match name.match_indices('.').nth(depth - 1) {
+        Some((end, _)) => Some(&name[..end]),
+        None => (name.split('.').count() == depth).then_some(name),
     }
 }
 
@@ -107,9 +153,21 @@ mod tests {
 
     #[test]
     fn every_no_split_pattern_matches_a_module() {
-        let fine = ["model.layers.*", "model.embed", "lm_head.weight"];
+        let fine = [
+            "model.layers.*",
+            "model.embed",
+            "lm_head.weight",
+            "model.layers.0.w",
+            "model",
+        ];
         assert_eq!(check(&model(&[], Some(&fine)), has), Ok(()));
-        for missing in ["model.layer.*", "model.layers.*.*.*", "decoder"] {
+        for missing in [
+            "model.layer.*",
+            "model.layers.*.*.*",
+            "decoder",
+            "model.layers.1",
+            "model.layers.0.w.x",
+        ] {
             let err = check(&model(&[], Some(&["model", missing])), has).unwrap_err();
             assert_eq!(
                 err,
