@@ -24,7 +24,8 @@
 //! needs on its device), `place.rs` (3, 4: the strategies and the reserve), `compact.rs` (5),
 //! `report.rs` (accounting, verdict, notes, text), `budget.rs` (budgets, `max_memory` values,
 //! the reserve of a machine's budgets, system memory), `module.rs` (sizes and ties of a torch
-//! module's tensors), `error.rs` (what planning refuses).
+//! module's tensors), `validate.rs` (`tied` and `no_split` checked against the model),
+//! `hosts.rs` (a plan split per host), `error.rs` (what planning refuses).
 
 mod budget;
 mod compact;
