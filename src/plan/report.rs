@@ -313,16 +313,13 @@ fn notes(
     if !spilled.is_empty() {
         let offload_from = placement.offload_from;
         let on_fast: u64 = uses[..offload_from].iter().map(|u| u.bytes).sum();
-        let fast: Vec<String> = devices[..offload_from]
-            .iter()
-            .map(|(d, _)| d.to_string())
-            .collect();
+        let fast = device_list(&devices[..offload_from]);
         let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
         notes.push(format!(
             "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
             human_bytes(spilled_bytes),
             human_bytes(total),
-            fast.join(", "),
+            fast,
             human_bytes(on_fast),
             spilled.len(),
             spill_devices(spilled)
@@ -361,6 +358,24 @@ fn notes(
         notes.push(shortfall.to_string());
     }
     notes
+}
+
+/// `cuda:0, cuda:1`; three or more GPUs numbered in a row as `cuda:0..cuda:11`.
+fn device_list(devices: &[(Device, u64)]) -> String {
+    let ids: Vec<Option<u64>> = devices
+        .iter()
+        .map(|(d, _)| (d.kind == DeviceType::Gpu).then_some(d.id).flatten())
+        .collect();
+    let in_a_row = ids.len() >= 3
+        && ids.iter().all(Option::is_some)
+        && ids.windows(2).all(|w| w[1] == w[0].map(|id| id + 1));
+    match (in_a_row, devices.first(), devices.last()) {
+        (true, Some((first, _)), Some((last, _))) => format!("{first}..{last}"),
+        _ => {
+            let names: Vec<String> = devices.iter().map(|(d, _)| d.to_string()).collect();
+            names.join(", ")
+        }
+    }
 }
 
 fn spill_devices(spilled: &[Placed]) -> String {
@@ -580,6 +595,17 @@ mod tests {
         let mut long = String::new();
         wrap(&mut long, "averyveryverylongword x", 5);
         assert_eq!(long, "averyveryverylongword\n  x\n");
+    }
+
+    #[test]
+    fn gpus_in_a_row_read_as_a_range() {
+        let gpus = |ids: &[u64]| -> Vec<(Device, u64)> {
+            ids.iter().map(|&i| (Device::gpu(i), 1)).collect()
+        };
+        assert_eq!(device_list(&gpus(&[0, 1, 2, 3])), "cuda:0..cuda:3");
+        assert_eq!(device_list(&gpus(&[0, 1])), "cuda:0, cuda:1");
+        assert_eq!(device_list(&gpus(&[0, 2, 3])), "cuda:0, cuda:2, cuda:3");
+        assert_eq!(device_list(&[(Device::mps(), 1)]), "mps");
     }
 
     #[test]
