@@ -469,7 +469,9 @@ def add_parser(commands: Any) -> None:
         help="plan where each part of a model goes (safetensors headers only) and whether it fits",
         description="Read a checkpoint's safetensors headers (or use a built-in example), plan where "
         "each block goes on this machine or on --devices, and print a per-device table with a verdict. "
-        "Exit code 1 if the model does not fit, 2 on bad input.",
+        "Exit code 1 if the model does not fit, 2 on bad input. For several hosts (--devices 2x8xH100) "
+        'the report says what each host holds, and -o writes one JSON object keyed by host ("0", "1", '
+        "...), each host's map in its own GPU names (cuda:0.. on every host).",
     )
     parser.add_argument(
         "checkpoint",
@@ -522,12 +524,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--config", help="the model's config.json (default: the checkpoint's, or the example's) for --context"
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        help="write the map as JSON to this file; for several hosts (2x8xH100) one object keyed by "
-        'host ("0", "1", ...), each host\'s map in its own GPU names',
-    )
+    parser.add_argument("-o", "--output", help="write the map as JSON to this file")
     parser.add_argument("--format", choices=["hf", "haystack"], default="hf", help="form of the -o map")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.set_defaults(run=run)
