@@ -119,6 +119,9 @@ def plan_report(
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
     far the plan stretches under the same budgets."""
+    # The core checks `reserve` (a fraction in [0, 1) or bytes) even where explicit budgets
+    # leave it unused, so `reserve=1.5` is refused rather than ignored.
+    _core._headroom(0, reserve)
     model_config = _config_of(source, config, context, token)
     sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress, token)
     if max_memory is None:

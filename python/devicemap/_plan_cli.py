@@ -19,67 +19,91 @@ EXIT_INVALID = 2
 
 MIB = 2**20
 
-# Memory per card as the driver reports it (bytes), for planning a machine you are not on.
-CATALOGUE: dict[str, tuple[str, int]] = {
-    "h100": ("H100 80GB", 81559 * MIB),
-    "h100-nvl": ("H100 NVL 94GB", 95830 * MIB),
-    "h200": ("H200 141GB", 143771 * MIB),
-    "h20": ("H20 96GB", 97871 * MIB),
-    "b200": ("B200 180GB", 183359 * MIB),
-    "a100": ("A100 80GB", 81920 * MIB),
-    "a100-80gb": ("A100 80GB", 81920 * MIB),
-    "a100-40gb": ("A100 40GB", 40960 * MIB),
-    "l40s": ("L40S 48GB", 46068 * MIB),
-    "l40": ("L40 48GB", 46068 * MIB),
-    "l4": ("L4 24GB", 23034 * MIB),
-    "a10g": ("A10G 24GB", 23028 * MIB),
-    "a10": ("A10 24GB", 23028 * MIB),
-    "rtx4090": ("RTX 4090 24GB", 24564 * MIB),
-    "rtx3090": ("RTX 3090 24GB", 24576 * MIB),
-    "rtx6000ada": ("RTX 6000 Ada 48GB", 49140 * MIB),
-    "v100": ("V100 32GB", 32768 * MIB),
-    "t4": ("T4 16GB", 15360 * MIB),
-    "mi300x": ("MI300X 192GB", 196592 * MIB),
-    "mi325x": ("MI325X 256GB", 262128 * MIB),
+# Memory per card as the driver reports it (bytes), for planning a machine you are not on:
+# key -> (name, bytes, vendor). `devicemap plan --list-devices` prints it.
+CATALOGUE: dict[str, tuple[str, int, str]] = {
+    "h100": ("H100 80GB", 81559 * MIB, "NVIDIA"),
+    "h100-nvl": ("H100 NVL 94GB", 95830 * MIB, "NVIDIA"),
+    "h200": ("H200 141GB", 143771 * MIB, "NVIDIA"),
+    "h20": ("H20 96GB", 97871 * MIB, "NVIDIA"),
+    "b200": ("B200 180GB", 183359 * MIB, "NVIDIA"),
+    "a100": ("A100 80GB", 81920 * MIB, "NVIDIA"),
+    "a100-80gb": ("A100 80GB", 81920 * MIB, "NVIDIA"),
+    "a100-40gb": ("A100 40GB", 40960 * MIB, "NVIDIA"),
+    "l40s": ("L40S 48GB", 46068 * MIB, "NVIDIA"),
+    "l40": ("L40 48GB", 46068 * MIB, "NVIDIA"),
+    "l4": ("L4 24GB", 23034 * MIB, "NVIDIA"),
+    "a10g": ("A10G 24GB", 23028 * MIB, "NVIDIA"),
+    "a10": ("A10 24GB", 23028 * MIB, "NVIDIA"),
+    "rtx4090": ("RTX 4090 24GB", 24564 * MIB, "NVIDIA"),
+    "rtx3090": ("RTX 3090 24GB", 24576 * MIB, "NVIDIA"),
+    "rtx6000ada": ("RTX 6000 Ada 48GB", 49140 * MIB, "NVIDIA"),
+    "v100": ("V100 32GB", 32768 * MIB, "NVIDIA"),
+    "t4": ("T4 16GB", 15360 * MIB, "NVIDIA"),
+    "mi300x": ("MI300X 192GB", 196592 * MIB, "AMD"),
+    "mi325x": ("MI325X 256GB", 262128 * MIB, "AMD"),
 }
 ALIASES = {"h100-80gb": "h100", "h200-141gb": "h200", "a10g-24gb": "a10g", "4090": "rtx4090"}
 
 
+def catalogue_text() -> str:
+    """The cards `--devices` knows, one per line: the name to type, the card, its memory."""
+    lines = [f"{'--devices':<12} {'card':<18} {'vendor':<7} memory"]
+    for key, (name, memory, vendor) in CATALOGUE.items():
+        lines.append(f"{key:<12} {name:<18} {vendor:<7} {_human_bytes(memory)}")
+    aliases = ", ".join(f"{alias} = {key}" for alias, key in ALIASES.items())
+    lines.append(f"also: {aliases}")
+    lines.append("write COUNTxCARD (8xH100) or HOSTSxCOUNTxCARD (2x8xH100)")
+    return "\n".join(lines)
+
+
 def parse_devices(text: str) -> tuple[int, int, str, int]:
-    """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts."""
-    parts = text.strip().lower().split("x")
-    *counts, card = parts
-    if len(counts) > 2 or not card:
+    """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts.
+    Counts are the leading `<digits>x` parts, so card names may hold an `x` (`8xMI300X`)."""
+    rest = text.strip().lower().replace(" ", "")
+    numbers: list[int] = []
+    while len(numbers) < 2:
+        count, sep, tail = rest.partition("x")
+        if not sep or not count.isdigit() or not tail:
+            break
+        numbers.append(int(count))
+        rest = tail
+    card = rest
+    more = card.partition("x")
+    if not card or (card.isdigit() and card not in ALIASES) or (more[1] and more[0].isdigit()):
         raise CliError(
             f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100"
         )
-    try:
-        numbers = [int(c) for c in counts]
-    except ValueError:
-        raise CliError(f"--devices {text!r}: counts must be integers, e.g. 8xH100") from None
     if any(n < 1 for n in numbers):
         raise CliError(f"--devices {text!r}: counts must be >= 1")
-    hosts, per_host = (1, 1) if not numbers else (1, numbers[0]) if len(numbers) == 1 else tuple(numbers)
-    key = ALIASES.get(card.replace(" ", ""), card.replace(" ", ""))
+    hosts, per_host = (1, numbers[0] if numbers else 1) if len(numbers) < 2 else (numbers[0], numbers[1])
+    key = ALIASES.get(card, card)
     if key not in CATALOGUE:
-        known = ", ".join(sorted({name for name, _ in CATALOGUE.values()}))
-        raise CliError(f"--devices {text!r}: unknown card {card!r}; known cards: {known}")
-    name, memory = CATALOGUE[key]
+        raise CliError(
+            f"--devices {text!r}: unknown card {card!r}; known cards: {', '.join(CATALOGUE)} "
+            "(devicemap plan --list-devices shows each one's memory)"
+        )
+    name, memory, _ = CATALOGUE[key]
     return hosts, per_host, name, memory
 
 
 def parse_max_memory(text: str) -> dict[int | str, str]:
     """`0=70GiB,1=70GiB,cpu=200GiB` -> `{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}` (values are
-    checked by the planner, which names a bad entry)."""
+    checked by the planner, which names a bad entry). A key given twice is refused."""
     out: dict[int | str, str] = {}
+    given: dict[int | str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise CliError(f"--max-memory entry {item!r}: expected KEY=SIZE, e.g. 0=70GiB or cpu=200GiB")
         key = key.strip()
-        out[int(key) if key.isdigit() else key] = value.strip()
+        parsed: int | str = int(key) if key.isdigit() else key
+        if parsed in out:
+            raise CliError(f"--max-memory names {key!r} twice: {given[parsed]!r} and {item!r}")
+        out[parsed] = value.strip()
+        given[parsed] = item
     if not out:
-        raise CliError("--max-memory is empty; expected e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+        raise CliError(f"--max-memory {text!r} is empty; expected e.g. 0=70GiB,1=70GiB,cpu=200GiB")
     return out
 
 
@@ -129,8 +153,13 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
 def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
-    """Budgets, a description of the GPUs, and GPUs per host (0: one host)."""
+    """Budgets, a description of the GPUs ("" when only the plan's devices can say), and GPUs
+    per host (0: one host)."""
     from devicemap._plan import default_max_memory
 
     budgets: dict[int | str, Any] = {}
@@ -144,21 +173,24 @@ def _budgets(args: argparse.Namespace) -> tuple[dict[int | str, Any], str, int]:
         described = f"{per_host} x {name}" if hosts == 1 else f"{hosts} hosts x {per_host} x {name}"
         if hosts == 1:
             per_host = 0
-    if args.max_memory:
+    if args.max_memory is not None:
         budgets.update(parse_max_memory(args.max_memory))
-    if not args.devices and not args.max_memory:
+    if not args.devices and args.max_memory is None:
         from devicemap import cuda_devices
 
         budgets = dict(default_max_memory(args.reserve))
         names = sorted({device.name for device in cuda_devices()})
         count = sum(1 for key in budgets if isinstance(key, int))
-        described = (
-            f"{count} x {names[0]}" if len(names) == 1 else f"{count} GPUs" if count else "this machine"
-        )
-    if not described:
-        count = sum(1 for key in budgets if isinstance(key, int))
-        described = f"{count} GPUs" if count else "the CPU"
+        described = f"{count} x {names[0]}" if len(names) == 1 else _gpus(count) if count else "this machine"
     return budgets, described, per_host
+
+
+def _described(report: Any) -> str:
+    """The accelerators the plan had, as the verdict names them (`2 GPUs`, `cuda:0`)."""
+    fast = [d["device"] for d in report.devices if d["device"] not in ("cpu", "disk")]
+    if not fast:
+        return "the CPU" if any(d["device"] == "cpu" for d in report.devices) else "disk"
+    return fast[0] if len(fast) == 1 else _gpus(len(fast))
 
 
 def _verdict(report: Any, described: str) -> str:
@@ -172,12 +204,20 @@ def _verdict(report: Any, described: str) -> str:
             "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
         )
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
+    offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
+    if gpus and spilled and not any(d["bytes"] for d in gpus):
+        return f"nothing fits on {described}{at}: {offload}; the GPUs hold no weights (see above)"
     if gpus and spilled:
-        offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
         return f"fits on {described}{at} only with offloading: {offload}"
     if gpus:
-        spare = min(d["spare"] for d in gpus)
-        return f"fits on {described}{at} with {_human_bytes(spare)} to spare per GPU"
+        spare = sorted(d["spare"] for d in gpus)
+        low, high = _human_bytes(spare[0]), _human_bytes(spare[-1])
+        if len(spare) == 1 or low == high:
+            each = "" if len(spare) == 1 else " per GPU"
+            return f"fits on {described}{at} with {low} to spare{each}"
+        number, _, unit = low.partition(" ")
+        spread = f"{number}-{high}" if high.endswith(f" {unit}") else f"at least {low}"
+        return f"fits on {described}{at} with {spread} to spare per GPU"
     used = ", ".join(d["device"] for d in devices if d["bytes"] or d["cache"])
     return f"fits on {used}{at}"
 
@@ -186,64 +226,100 @@ def _share(share: float, width: int) -> str:
     """`62.3%`, after a bar of `width` characters when there is room for one."""
     filled = round(min(max(share, 0.0), 1.0) * width)
     bar = "#" * filled + "." * (width - filled)
-    return f"{bar} {share * 100:5.1f}%" if width else f"{share * 100:5.1f}%"
+    # Something placed never reads as nothing: a tiny model's share is "<0.1%", not "0.0%".
+    percent = " <0.1%" if 0 < share < 0.0005 else f"{share * 100:5.1f}%"
+    return f"{bar} {percent}" if width else percent
+
+
+def _kept(n: int) -> str:
+    return _human_bytes(n) if n else ""
+
+
+def _on_host(device: str, per_host: int) -> tuple[str, str]:
+    """A GPU's name on its own host, and the host (cpu and disk: host 0, as `hosts()` says)."""
+    if not device.startswith("cuda:"):
+        return device, "0"
+    number = int(device.split(":")[1])
+    return f"cuda:{number % per_host}", str(number // per_host)
+
+
+# Dropped, in this order, when the table would be wider than the terminal (--json has them).
+OPTIONAL_COLUMNS = ["entries", "tensors", "blocks"]
+
+
+def _table(report: Any, per_host: int, width: int) -> Any:
+    """The per-device table, one line per row: a narrow terminal drops the share bar, then the
+    counts in OPTIONAL_COLUMNS, rather than wrap or cut cells."""
+    from rich.table import Table
+
+    context = report.context
+    kept_any = any(entry["reserved"] + entry["activation"] for entry in report.devices)
+    bar = 10 if width >= 100 else 0
+    rows: list[dict[str, str]] = []
+    for entry in report.devices:
+        device, host = _on_host(entry["device"], per_host) if per_host else (entry["device"], "")
+        row = {"host": host, "device": device, "placed": _human_bytes(entry["bytes"])}
+        row["cache"] = _human_bytes(entry["cache"])
+        row["budget"] = _human_bytes(entry["budget"])
+        row["kept"] = _kept(entry["reserved"] + entry["activation"])
+        row["share"] = _share(entry["share"], bar)
+        row.update(blocks=f"{entry['blocks']:,}", tensors=f"{entry['tensors']:,}")
+        row["entries"] = f"{entry['entries']:,}"
+        rows.append(row)
+    shown = [
+        column
+        for column in [
+            "host",
+            "device",
+            "placed",
+            "cache",
+            "budget",
+            "kept",
+            "share",
+            "blocks",
+            "tensors",
+            "entries",
+        ]
+        if (column != "host" or per_host)
+        and (column != "cache" or context)
+        and (column != "kept" or kept_any)
+    ]
+
+    def needed(columns: list[str]) -> int:
+        cells = [max(len(c), *(len(row[c]) for row in rows)) for c in columns]
+        return sum(cells) + 3 * (len(cells) - 1)
+
+    for optional in OPTIONAL_COLUMNS:
+        if needed(shown) <= width:
+            break
+        shown.remove(optional)
+    table = Table(show_edge=False, pad_edge=False)
+    for column in shown:
+        justify = "left" if column in ("device", "share") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(row[column] for column in shown))
+    return table
 
 
 def _print_table(report: Any, described: str, per_host: int, source: str, verdict: str) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
     total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
     name, size = report.largest_block
-    console.print(
-        f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks "
-        f"(largest {name!r}, {_human_bytes(size)}), strategy {report.strategy}"
-    )
+    # Two short lines rather than one that wraps at 80 columns.
+    console.print(f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks")
+    console.print(f"largest block {name!r} ({_human_bytes(size)}), strategy {report.strategy}")
     context = report.context
     if context:
         console.print(
             f"for {context['tokens']:,} tokens x batch {context['batch']:,}: KV cache "
             f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)"
         )
-    table = Table(show_edge=False, pad_edge=False)
-    if per_host:
-        table.add_column("host", justify="right")
-    columns = [("device", "left"), ("placed", "right")]
-    if context:
-        columns.append(("cache", "right"))
-    for column, justify in [
-        *columns,
-        ("budget", "right"),
-        ("share", "left"),
-        ("blocks", "right"),
-        ("tensors", "right"),
-        ("entries", "right"),
-    ]:
-        # A row is one line: a narrow terminal drops the share bar rather than wrap cells.
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    bar = 10 if console.width >= 100 else 0
-    for entry in report.devices:
-        share = entry["share"]
-        row = [
-            entry["device"],
-            _human_bytes(entry["bytes"]),
-            *([_human_bytes(entry["cache"])] if context else []),
-            _human_bytes(entry["budget"]),
-            _share(share, bar),
-            f"{entry['blocks']:,}",
-            f"{entry['tensors']:,}",
-            f"{entry['entries']:,}",
-        ]
-        kept = entry["reserved"] + entry["activation"]
-        if kept:
-            row[3 if context else 2] += f" (keeps {_human_bytes(kept)})"
-        if per_host:
-            device = entry["device"]
-            host = str(int(device.split(":")[1]) // per_host) if device.startswith("cuda:") else ""
-            row.insert(0, host)
-        table.add_row(*row)
-    console.print(table)
+    console.print(_table(report, per_host, console.width))
+    if any(entry["reserved"] + entry["activation"] for entry in report.devices):
+        console.print("kept: free for running offloaded blocks and for activations")
     spilled = report.spilled
     if spilled:
         shown = ", ".join(f"{n} ({_human_bytes(b)}) -> {d}" for n, b, d in spilled[:6])
@@ -251,6 +327,8 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
         console.print(f"spilled: {shown}{more}")
     for note in report.notes:
         console.print(note)
+    if per_host:
+        console.print(report.hosts_text(per_host))
     console.print(f"[bold]{verdict}[/bold]")
 
 
@@ -296,9 +374,55 @@ def _longest(
     return int(longest)
 
 
-def run(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
+    """The report and the source's description; budgets read as bits are warned about on
+    stderr (`warning: ...`), once."""
+    import warnings
+
     from devicemap._plan import plan_report
 
+    if args.checkpoint:
+        sizes, tied = _read_sizes(args.checkpoint, args.dtype)
+        source = args.checkpoint
+    else:
+        example = args.example or "deepseek-v3"
+        sizes, tied = _core.example_model(example, args.dtype), []
+        source = f"example {example}"
+    workload = _workload(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    longest = _longest(report, args, sizes, budgets, tied, workload)
+    if longest is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = plan_report(sizes, budgets, args.strategy, tied=tied, **{**workload, "context": longest})
+    return report, source
+
+
+def _map_data(report: Any, args: argparse.Namespace, per_host: int) -> Any:
+    """What `-o` writes: the map in HF's or Haystack's form; for several hosts, one object
+    keyed by host number ("0", "1", ...), each the map of that host's modules in its own
+    GPU names."""
+
+    def form(hf: dict[str, Any]) -> Any:
+        if args.format != "haystack":
+            return hf
+        from devicemap import ComponentDevice, DeviceMap
+
+        return ComponentDevice.from_multiple(DeviceMap.from_hf(hf)).to_dict()
+
+    if per_host:
+        return {str(host["host"]): form(host["device_map"]) for host in report.hosts(per_host)}
+    return form(report.to_hf())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        print(catalogue_text())
+        return EXIT_OK
     try:
         if args.output == "-" and args.json:
             raise CliError("-o - and --json both write to standard output; give one of them")
@@ -307,18 +431,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.reserve < 1.0:
             raise CliError(f"--reserve must be a fraction in [0, 1), got {args.reserve}")
         budgets, described, per_host = _budgets(args)
-        if args.checkpoint:
-            sizes, tied = _read_sizes(args.checkpoint, args.dtype)
-            source = args.checkpoint
-        else:
-            example = args.example or "deepseek-v3"
-            sizes, tied = _core.example_model(example, args.dtype), []
-            source = f"example {example}"
-        workload = _workload(args)
-        report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
-        longest = _longest(report, args, sizes, budgets, tied, workload)
-        if longest is not None:
-            report = plan_report(sizes, budgets, args.strategy, tied=tied, **{**workload, "context": longest})
+        report, source = _plan(args, budgets)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -326,17 +439,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
 
+    described = described or _described(report)
     verdict = _verdict(report, described)
     if args.output:
         if not report.fits:
             print(f"error: not writing {args.output}: {verdict}", file=sys.stderr)
             return EXIT_DOES_NOT_FIT
-        if args.format == "haystack":
-            from devicemap import ComponentDevice
-
-            data: Any = ComponentDevice.from_multiple(report.device_map).to_dict()
-        else:
-            data = report.to_hf()
+        data: Any = _map_data(report, args, per_host)
         try:
             write_output(args.output, json.dumps(data, indent=2) + "\n")
         except OSError as error:
@@ -347,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
         if args.context is not None and parse_context(args.context) is None:
             context = report.context
             data["max_context"] = context["tokens"] if report.fits and context else None
+        if per_host:
+            data["hosts"] = report.hosts(per_host)
         data["source"] = source
         data["verdict"] = verdict
         data["budgets_for"] = described
@@ -365,7 +476,9 @@ def add_parser(commands: Any) -> None:
         help="plan where each part of a model goes (safetensors headers only) and whether it fits",
         description="Read a checkpoint's safetensors headers (or use a built-in example), plan where "
         "each block goes on this machine or on --devices, and print a per-device table with a verdict. "
-        "Exit code 1 if the model does not fit, 2 on bad input.",
+        "Exit code 1 if the model does not fit, 2 on bad input. For several hosts (--devices 2x8xH100) "
+        'the report says what each host holds, and -o writes one JSON object keyed by host ("0", "1", '
+        "...), each host's map in its own GPU names (cuda:0.. on every host).",
     )
     parser.add_argument(
         "checkpoint",
@@ -381,7 +494,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-memory", help="budgets, e.g. 0=70GiB,1=70GiB,cpu=200GiB,disk=1TiB")
     parser.add_argument(
         "--devices",
-        help="plan for cards you are not on: 8xH100, 2x8xH100 (hosts), 4xA100-40GB, 8xH200, 8xMI300X ...",
+        help="plan for cards you are not on: 8xH100, 2x8xH100 (hosts), 4xA100-40GB, 8xH200, 8xMI300X ... "
+        "(--list-devices shows the cards known)",
+    )
+    parser.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="print the cards --devices knows, with their memory, and exit",
     )
     parser.add_argument("--strategy", default="balanced", choices=_core._STRATEGY_NAMES)
     parser.add_argument(

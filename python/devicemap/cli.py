@@ -115,7 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     from devicemap import __version__
 
     parser = argparse.ArgumentParser(
-        prog="devicemap", description="Inspect devices and validate device maps for ML code."
+        prog="devicemap",
+        description="Inspect devices, validate device maps, and plan where each part of a model\n"
+        "goes (from its safetensors headers alone), on this machine or on cards you are\n"
+        "about to rent, and whether it fits.",
+        epilog="examples:\n"
+        "  devicemap plan /models/Llama-3-70B --devices 2xH100\n"
+        "  devicemap plan --example deepseek-v3 --devices 8xH200 --context 32k\n"
+        "  devicemap plan --list-devices       the cards --devices knows\n"
+        "  devicemap COMMAND --help            each command's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"devicemap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -8,7 +8,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use super::checkpoint::PyCheckpointSizes;
 use super::convert::map_to_hf;
 use super::dtype::{dtype_from_py, dtype_name};
-use super::errors::{short_repr, wrong_type};
+use super::errors::{short_repr, user_warning, wrong_type};
 use super::guard::guard;
 use super::inference::{config_from_py, count};
 use super::keys::KeyCache;
@@ -57,11 +57,13 @@ fn bytes_value(
 }
 
 /// `max_memory` in HF's form: `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": ...}`.
+/// Sizes read as bits (a lowercase `b`, accelerate's rule) are warned about, once.
 fn budgets_from_py(max_memory: &Bound<'_, PyAny>) -> PyResult<Budgets> {
     let dict = max_memory
         .cast::<PyDict>()
         .map_err(|_| wrong_type("max_memory must be a dict", max_memory))?;
     let mut devices = Vec::with_capacity(dict.len());
+    let mut bits = Vec::new();
     for (key, value) in dict.iter() {
         let shown = short_repr(&key);
         let device = if key.cast::<PyBool>().is_ok() {
@@ -76,9 +78,20 @@ fn budgets_from_py(max_memory: &Bound<'_, PyAny>) -> PyResult<Budgets> {
         let Some(device) = device else {
             return Err(Error::from(PlanError::UnknownBudgetKey { shown }).into());
         };
-        devices.push((device, budget_value(&shown, &value)?));
+        let bytes = budget_value(&shown, &value)?;
+        if let Ok(text) = value.cast::<PyString>() {
+            let text = text.to_str()?;
+            if plan::size_in_bits(text) {
+                bits.push(format!("{}={text}", key.str()?));
+            }
+        }
+        devices.push((shown, device, bytes));
     }
-    Ok(Budgets::new(devices).map_err(Error::from)?)
+    let budgets = Budgets::keyed(devices).map_err(Error::from)?;
+    if let Some(message) = plan::bits_warning(&bits) {
+        user_warning(max_memory.py(), &message)?;
+    }
+    Ok(budgets)
 }
 
 fn strings(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<String>>> {
@@ -291,6 +304,40 @@ impl PyPlanReport {
             ("context", 0, context),
             |planned, tokens| (tokens.unwrap_or(planned.tokens), plan::Fit::max_batch),
         )
+    }
+    /// The plan split over hosts of `gpus_per_host` GPUs each (GPU `i` is GPU
+    /// `i % gpus_per_host` of host `i // gpus_per_host`; cpu and disk belong to host 0): per
+    /// host, `host`, `devices` (its GPUs as the plan names them), `bytes`, `modules` (what it
+    /// holds, grouped) and `device_map` (its entries, in the host's own GPU names, HF's form).
+    /// For engines that load one stage per host, not a `from_pretrained` map.
+    fn hosts<'py>(
+        &self,
+        py: Python<'py>,
+        gpus_per_host: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let per_host = count(gpus_per_host, "gpus_per_host", 1)?;
+        let hosts = plan::hosts(&self.plan, per_host).map_err(Error::from)?;
+        let items = hosts
+            .iter()
+            .map(|host| {
+                let d = PyDict::new(py);
+                d.set_item("host", host.index)?;
+                let devices: Vec<String> = host.devices.iter().map(|d| d.to_string()).collect();
+                d.set_item("devices", devices)?;
+                d.set_item("bytes", host.bytes)?;
+                let modules: Vec<&str> = host.modules.iter().map(|g| g.pattern.as_str()).collect();
+                d.set_item("modules", modules)?;
+                d.set_item("device_map", map_to_hf(py, &host.map, &KeyCache::empty())?)?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+    /// `hosts(gpus_per_host)` as text: one line per host, then how the maps are meant to be used.
+    fn hosts_text(&self, gpus_per_host: &Bound<'_, PyAny>) -> PyResult<String> {
+        let per_host = count(gpus_per_host, "gpus_per_host", 1)?;
+        let hosts = plan::hosts(&self.plan, per_host).map_err(Error::from)?;
+        Ok(plan::hosts_text(&hosts, per_host))
     }
     /// `ValueError` saying by how much the model does not fit, if it does not.
     fn check(&self) -> PyResult<()> {

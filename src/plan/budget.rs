@@ -14,13 +14,30 @@ pub struct Budgets {
 impl Budgets {
     /// Budgets in fill order from `(device, bytes)` pairs in any order. A device given twice
     /// is an error.
-    pub fn new(mut devices: Vec<(Device, u64)>) -> Result<Budgets, PlanError> {
-        devices.sort_by_key(|(device, _)| (fill_rank(*device), device.id));
-        for pair in devices.windows(2) {
-            if pair[0].0 == pair[1].0 {
-                return Err(PlanError::BudgetTwice { device: pair[0].0 });
+    pub fn new(devices: Vec<(Device, u64)>) -> Result<Budgets, PlanError> {
+        Budgets::keyed(
+            devices
+                .into_iter()
+                .map(|(device, bytes)| (device.to_string(), device, bytes))
+                .collect(),
+        )
+    }
+
+    /// Like [`Budgets::new`], from `(key as the caller wrote it, device, bytes)`: a device
+    /// given twice (`0` and `'cuda:0'`) is an error naming both keys.
+    pub fn keyed(mut keyed: Vec<(String, Device, u64)>) -> Result<Budgets, PlanError> {
+        // A stable sort: of two keys for one device, the one given first comes first.
+        keyed.sort_by_key(|(_, device, _)| (fill_rank(*device), device.id));
+        for pair in keyed.windows(2) {
+            if pair[0].1 == pair[1].1 {
+                return Err(PlanError::BudgetTwice {
+                    device: pair[0].1,
+                    first: pair[0].0.clone(),
+                    second: pair[1].0.clone(),
+                });
             }
         }
+        let devices = keyed.into_iter().map(|(_, d, b)| (d, b)).collect();
         Ok(Budgets { devices })
     }
 
@@ -98,6 +115,29 @@ pub fn parse_size(text: &str) -> Result<u64, PlanError> {
     }
     let bytes = bytes as u64;
     Ok(if bits { bytes / 8 } else { bytes })
+}
+
+/// Whether `text` is a size in bits by accelerate's rule: a decimal unit ending in a lowercase
+/// `b` (`"80gb"`, `"8Gb"`: an eighth of the bytes `"80GB"` means).
+pub fn size_in_bits(text: &str) -> bool {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    trimmed.ends_with('b')
+        && ["TB", "GB", "MB", "KB"].iter().any(|u| upper.ends_with(u))
+        && !upper.ends_with("IB")
+}
+
+/// The one warning for budgets read as bits: `entries` are `key=value` as the caller wrote
+/// them (`None` when there are none).
+pub fn bits_warning(entries: &[String]) -> Option<String> {
+    if entries.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "max_memory {} read as bits, as accelerate reads a lowercase 'b' (80gb is 10 GB of bytes); \
+         write GB or GiB for bytes",
+        entries.join(", ")
+    ))
 }
 
 /// A `max_memory` key: a GPU id (`0`, `"0"`, `"cuda:0"`), `"cpu"`, `"disk"` or `"mps"`.
@@ -237,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn lowercase_b_is_bits() {
+        for bits in ["80gb", "8Gb", " 1.5 tb ", "10kb"] {
+            assert!(size_in_bits(bits), "{bits}");
+        }
+        for bytes in ["80GB", "80GiB", "80gib", "80", "80b", "80B"] {
+            assert!(!size_in_bits(bytes), "{bytes}");
+        }
+        assert_eq!(parse_size("80gb").unwrap(), 10_000_000_000);
+        assert_eq!(bits_warning(&[]), None);
+        let text = bits_warning(&["0=80gb".into()]).unwrap();
+        assert!(text.starts_with("max_memory 0=80gb read as bits"), "{text}");
+    }
+
+    #[test]
     fn budget_values() {
         assert_eq!(budget_bytes(BudgetValue::Int(Some(5))), Ok(5));
         assert_eq!(
@@ -281,10 +335,13 @@ mod tests {
             ]
         );
         assert_eq!(budgets.accelerators(), 2);
-        let twice = Budgets::new(vec![(Device::gpu(0), 1), (Device::gpu(0), 2)]);
+        let twice = Budgets::keyed(vec![
+            ("'cuda:0'".into(), Device::gpu(0), 1),
+            ("0".into(), Device::gpu(0), 2),
+        ]);
         assert_eq!(
             twice.unwrap_err().to_string(),
-            "max_memory names cuda:0 twice"
+            "max_memory names cuda:0 twice: 'cuda:0' and 0"
         );
     }
 

@@ -21,8 +21,13 @@ pub enum PlanError {
     )]
     UnknownBudgetKey { shown: String },
 
-    #[error("max_memory names {device} twice")]
-    BudgetTwice { device: Device },
+    /// `first` and `second` are the two keys as the caller wrote them.
+    #[error("max_memory names {device} twice: {first} and {second}")]
+    BudgetTwice {
+        device: Device,
+        first: String,
+        second: String,
+    },
 
     #[error("Invalid memory size '{text}': use bytes or a number with a unit such as '20GiB', '20GB', '512MiB'")]
     BadMemorySize { text: String },
@@ -57,6 +62,13 @@ pub enum PlanError {
     #[error("Invalid no_split pattern '{pattern}': expected a dotted module name such as 'model.layers.*'")]
     BadNoSplit { pattern: String },
 
+    /// `names` are the group's names, quoted (at most three, then how many more).
+    #[error("tied group {names} names no tensor of the model; at least one name must be one of its tensors")]
+    TiedUnknown { names: String },
+
+    #[error("no_split pattern '{pattern}' matches no module or tensor of the model")]
+    NoSplitUnmatched { pattern: String },
+
     #[error("No device to plan for: max_memory is empty and no GPU or CPU budget was found")]
     NoDevice,
 
@@ -68,6 +80,9 @@ pub enum PlanError {
 
     #[error("{0}")]
     DoesNotFit(Box<Shortfall>),
+
+    #[error("gpus_per_host must be >= 1, got 0")]
+    ZeroGpusPerHost,
 
     #[error("The number of stages must be at least 1")]
     NoStages,

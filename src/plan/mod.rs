@@ -24,28 +24,32 @@
 //! needs on its device), `place.rs` (3, 4: the strategies and the reserve), `compact.rs` (5),
 //! `report.rs` (accounting, verdict, notes, text), `budget.rs` (budgets, `max_memory` values,
 //! the reserve of a machine's budgets, system memory), `module.rs` (sizes and ties of a torch
-//! module's tensors), `error.rs` (what planning refuses).
+//! module's tensors), `validate.rs` (`tied` and `no_split` checked against the model),
+//! `hosts.rs` (a plan split per host), `error.rs` (what planning refuses).
 
 mod budget;
 mod compact;
 mod context;
 mod cost;
 mod error;
+mod hosts;
 mod model;
 mod module;
 mod place;
 mod report;
+mod validate;
 
 use crate::device::Device;
 use crate::error::Result;
 
 pub use budget::{
-    budget_bytes, parse_budget_key, parse_size, system_memory, BudgetValue, Budgets, Reserve,
-    SystemMemory, DEFAULT_RESERVE,
+    bits_warning, budget_bytes, parse_budget_key, parse_size, size_in_bits, system_memory,
+    BudgetValue, Budgets, Reserve, SystemMemory, DEFAULT_RESERVE,
 };
 pub use context::{workload, Context, Fit, Workload, MOST_TRIED};
 pub use cost::Cost;
 pub use error::{BudgetProblem, PlanError, Shortfall};
+pub use hosts::{hosts, hosts_text, Host};
 pub use model::{Model, NoSplit};
 pub use module::{module_sizes, ModuleTensor};
 pub use place::Strategy;
@@ -77,6 +81,11 @@ pub fn plan_for(
         return Err(PlanError::NoTensors.into());
     }
     tensors.check_names()?;
+    // A tied name is the model's when the sizes hold it (not only the ties' own additions).
+    let sized = model.sizes.len();
+    validate::check(model, |name| {
+        tensors.position(name).is_some_and(|i| i < sized)
+    })?;
     let units = Units::new(&tensors, model);
     let mut costs = units.costs();
     let context = match workload {

@@ -37,6 +37,15 @@ impl NoSplit {
         Ok(no_split)
     }
 
+    /// Every pattern, split at dots (for `validate.rs`).
+    pub(super) fn patterns(&self) -> Vec<Vec<String>> {
+        let exact = self
+            .exact
+            .iter()
+            .map(|p| p.split('.').map(str::to_owned).collect());
+        exact.chain(self.wildcard.iter().cloned()).collect()
+    }
+
     pub(super) fn matches(&self, prefix: &str, components: &[&str]) -> bool {
         self.exact.contains(prefix)
             || self.wildcard.iter().any(|p| {
@@ -210,6 +219,12 @@ impl<'a> Tensors<'a> {
             bytes,
             index,
         })
+    }
+
+    /// Where `name` is among the names (built only with ties or when names are checked for
+    /// being listed twice; `None` otherwise).
+    pub(super) fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).map(|&i| i as usize)
     }
 
     /// Every name is dotted: no empty name, no empty component.

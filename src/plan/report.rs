@@ -222,8 +222,9 @@ fn device_uses(
         .map(|(i, &(device, budget))| DeviceUse {
             device,
             budget,
+            // What the budget can keep: a reserve above it is said in the notes.
             reserved: if i == placement.runner {
-                placement.reserve
+                placement.reserve.min(budget)
             } else {
                 0
             },
@@ -312,16 +313,13 @@ fn notes(
     if !spilled.is_empty() {
         let offload_from = placement.offload_from;
         let on_fast: u64 = uses[..offload_from].iter().map(|u| u.bytes).sum();
-        let fast: Vec<String> = devices[..offload_from]
-            .iter()
-            .map(|(d, _)| d.to_string())
-            .collect();
+        let fast = device_list(&devices[..offload_from]);
         let spilled_bytes: u64 = spilled.iter().map(|p| p.bytes).sum();
         notes.push(format!(
             "{} of {} did not fit on {} ({} placed there); {} block(s) go to {}",
             human_bytes(spilled_bytes),
             human_bytes(total),
-            fast.join(", "),
+            fast,
             human_bytes(on_fast),
             spilled.len(),
             spill_devices(spilled)
@@ -339,17 +337,45 @@ fn notes(
         } else {
             String::new()
         };
-        notes.push(format!(
-            "{} keeps {} free for the largest offloaded block '{}', which is copied there to run{cache}",
-            devices[placement.runner].0,
-            human_bytes(placement.reserve),
-            biggest
-        ));
+        let (runner, budget) = devices[placement.runner];
+        notes.push(if placement.reserve > budget {
+            format!(
+                "{runner} needs {} free to run the largest offloaded block '{biggest}', which is \
+                 copied there to run{cache}: more than its {} budget, so it holds no weights \
+                 and running offloaded blocks there needs more memory than the budget allows",
+                human_bytes(placement.reserve),
+                human_bytes(budget),
+            )
+        } else {
+            format!(
+                "{runner} keeps {} free for the largest offloaded block '{biggest}', which is \
+                 copied there to run{cache}",
+                human_bytes(placement.reserve),
+            )
+        });
     }
     if let Verdict::DoesNotFit(shortfall) = verdict {
         notes.push(shortfall.to_string());
     }
     notes
+}
+
+/// `cuda:0, cuda:1`; three or more GPUs numbered in a row as `cuda:0..cuda:11`.
+fn device_list(devices: &[(Device, u64)]) -> String {
+    let ids: Vec<Option<u64>> = devices
+        .iter()
+        .map(|(d, _)| (d.kind == DeviceType::Gpu).then_some(d.id).flatten())
+        .collect();
+    let in_a_row = ids.len() >= 3
+        && ids.iter().all(Option::is_some)
+        && ids.windows(2).all(|w| w[1] == w[0].map(|id| id + 1));
+    match (in_a_row, devices.first(), devices.last()) {
+        (true, Some((first, _)), Some((last, _))) => format!("{first}..{last}"),
+        _ => {
+            let names: Vec<String> = devices.iter().map(|(d, _)| d.to_string()).collect();
+            names.join(", ")
+        }
+    }
 }
 
 fn spill_devices(spilled: &[Placed]) -> String {
@@ -442,16 +468,21 @@ impl Plan {
         }
     }
 
-    /// A plain-text report: one line per device, then what spilled and why.
+    /// A plain-text report that reads at 80 columns: the model, one table row per device,
+    /// then the notes (wrapped) saying what spilled and why.
     pub fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "plan ({}): {} in {} tensors, {} blocks (largest '{}', {})",
+            "plan ({}): {} in {} tensors, {} blocks",
             self.strategy.as_str(),
             human_bytes(self.total_bytes),
             thousands(self.tensors as u64),
             thousands(self.blocks as u64),
+        );
+        let _ = writeln!(
+            out,
+            "largest block '{}' ({})",
             self.largest_block.0,
             human_bytes(self.largest_block.1)
         );
@@ -465,51 +496,122 @@ impl Plan {
                 context.dtype
             );
         }
+        let cache = self.context.is_some();
+        let _ = writeln!(
+            out,
+            "  {:<7} {:>10}{} {:>10} {:>6} {:>7} {:>8} {:>12}",
+            "device",
+            if cache { "weights" } else { "placed" },
+            if cache { "      cache" } else { "" },
+            "budget",
+            "share",
+            "blocks",
+            "tensors",
+            "map entries"
+        );
         for used in &self.devices {
-            let share = used.share() * 100.0;
             let entries = self
                 .summary
                 .devices
                 .iter()
                 .find(|u| u.device == used.device)
                 .map_or(0, |u| u.entries);
-            let _ = write!(
+            let cache_cell = if cache {
+                format!(" {:>10}", human_bytes(used.cache))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
                 out,
-                "  {:<8} {:>11} of {:>11} ({share:5.1}%)  {:>6} blocks  {:>9} tensors  {:>6} map entries",
+                "  {:<7} {:>10}{cache_cell} {:>10} {:>6} {:>7} {:>8} {:>12}",
                 used.device.to_string(),
-                human_bytes(used.bytes + used.cache),
+                human_bytes(used.bytes),
                 human_bytes(used.budget),
-                used.blocks,
+                share(used.share()),
+                thousands(used.blocks as u64),
                 thousands(used.tensors as u64),
-                entries
+                thousands(entries as u64)
             );
-            if self.context.is_some() && used.bytes + used.cache > 0 {
-                let _ = write!(
-                    out,
-                    "  (weights {} + cache {})",
-                    human_bytes(used.bytes),
-                    human_bytes(used.cache)
-                );
-            }
-            if used.reserved > 0 {
-                let _ = write!(
-                    out,
-                    "  (keeps {} for offloaded blocks)",
-                    human_bytes(used.reserved)
-                );
-            }
-            if used.activation > 0 {
-                let _ = write!(
-                    out,
-                    "  (keeps {} for activations)",
-                    human_bytes(used.activation)
-                );
-            }
-            out.push('\n');
         }
         for note in &self.notes {
-            let _ = writeln!(out, "{note}");
+            wrap(&mut out, note, 80);
         }
         out
+    }
+}
+
+/// A share of a budget as a percentage; something placed never reads as `0.0%`.
+fn share(share: f64) -> String {
+    if share > 0.0 && share < 0.0005 {
+        "<0.1%".to_owned()
+    } else {
+        format!("{:.1}%", share * 100.0)
+    }
+}
+
+/// Appends `text` cut at spaces into lines of at most `width` characters (a longer word stays
+/// whole, and a size keeps its unit: `4.5 MiB`), the lines after the first indented by two
+/// spaces.
+fn wrap(out: &mut String, text: &str, width: usize) {
+    let mut words: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        let unit = word.trim_end_matches([',', ')', ';', ':', '.']);
+        let after_number = words
+            .last()
+            .is_some_and(|w| w.ends_with(|c: char| c.is_ascii_digit()));
+        if after_number && ["B", "KiB", "MiB", "GiB", "TiB", "PiB"].contains(&unit) {
+            if let Some(last) = words.last_mut() {
+                last.push(' ');
+                last.push_str(word);
+            }
+        } else {
+            words.push(word.to_owned());
+        }
+    }
+    let mut line = String::new();
+    for word in &words {
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = "  ".to_owned();
+        } else if !line.trim().is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_wrap_at_spaces_and_keep_sizes_whole() {
+        let mut out = String::new();
+        wrap(&mut out, "aaaa bbbb cccc 4.5 MiB, dddd", 14);
+        assert_eq!(out, "aaaa bbbb cccc\n  4.5 MiB,\n  dddd\n");
+        let mut long = String::new();
+        wrap(&mut long, "averyveryverylongword x", 5);
+        assert_eq!(long, "averyveryverylongword\n  x\n");
+    }
+
+    #[test]
+    fn gpus_in_a_row_read_as_a_range() {
+        let gpus = |ids: &[u64]| -> Vec<(Device, u64)> {
+            ids.iter().map(|&i| (Device::gpu(i), 1)).collect()
+        };
+        assert_eq!(device_list(&gpus(&[0, 1, 2, 3])), "cuda:0..cuda:3");
+        assert_eq!(device_list(&gpus(&[0, 1])), "cuda:0, cuda:1");
+        assert_eq!(device_list(&gpus(&[0, 2, 3])), "cuda:0, cuda:2, cuda:3");
+        assert_eq!(device_list(&[(Device::mps(), 1)]), "mps");
+    }
+
+    #[test]
+    fn a_share_above_zero_never_reads_as_zero() {
+        assert_eq!(share(0.0), "0.0%");
+        assert_eq!(share(1e-6), "<0.1%");
+        assert_eq!(share(0.5), "50.0%");
     }
 }
