@@ -33,6 +33,7 @@ __all__ = [
     "_HubCheckpoint",
     "__version__",
     "_check_map",
+    "_checkpoint_names_note",
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_config",
@@ -43,6 +44,7 @@ __all__ = [
     "_human_bytes",
     "_is_hub_source",
     "_kv_defaults",
+    "_loaded_sizes",
     "_module_sizes",
     "_plan",
     "_stages",
@@ -398,6 +400,7 @@ def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
 @final
 class _CheckpointSizes:
     def __len__(self) -> int: ...
+    def names(self) -> list[str]: ...
 
 def _checkpoint_sizes(
     path: Any,
@@ -405,6 +408,14 @@ def _checkpoint_sizes(
     progress: Callable[[int, int], object] | None = None,
     token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+def _loaded_sizes(
+    checkpoint: _CheckpointSizes,
+    renamed: list[str],
+    state: Any,
+    shared: list[list[str]],
+    dtype: Any = None,
+) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+def _checkpoint_names_note(why: str) -> str: ...
 
 @final
 class _HubCheckpoint:
@@ -432,6 +443,7 @@ def _plan(
     batch: int | None = None,
     kv_dtype: Any = None,
     activation: int | float | str | None = None,
+    note: str | None = None,
 ) -> PlanReport: ...
 def _stages(
     sizes: Any,

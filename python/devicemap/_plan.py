@@ -55,25 +55,33 @@ def _sizes_of(
     dtype: Any,
     progress: Callable[[int, int], object] | None,
     token: str | None = None,
-) -> tuple[Any, list[str] | None, list[list[str]]]:
-    """`(sizes, no_split found, tied groups found)` of a mapping, a torch module, a checkpoint,
-    or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command line does)."""
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
+) -> tuple[Any, list[str] | None, list[list[str]], str | None]:
+    """`(sizes, no_split found, tied groups found, note)` of a mapping, a torch module, a
+    checkpoint, or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command
+    line does). A checkpoint's sizes are in the names of the model `from_pretrained` builds
+    where torch and transformers can build it (`_loaded`); else in its own names, and `note`
+    says why."""
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
     if isinstance(source, _core._CheckpointSizes):
-        return source, None, []
+        return source, None, [], None
     if isinstance(source, Mapping) or pairs:
         if dtype is not None:
             raise ValueError(
                 "dtype= re-sizes tensors by their dtype, which a mapping of bytes does not carry; "
                 "pass a checkpoint path or a module, or convert the sizes yourself"
             )
-        return source, None, []
+        return source, None, [], None
     if hasattr(source, "named_parameters") and hasattr(source, "named_buffers"):
         module_sizes, tied = _core._module_sizes(source, dtype)
-        return module_sizes, _no_split_of(source), tied
-    if isinstance(source, str | os.PathLike | list | tuple):
+        return module_sizes, _no_split_of(source), tied, None
+    if isinstance(source, str | os.PathLike | list | tuple | _core._HubCheckpoint):
+        from devicemap._loaded import loaded
+
         checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress, token)
-        return checkpoint_sizes, None, tied
+        found = loaded(source, checkpoint_sizes, tied, dtype, model_class, key_mapping, token)
+        return found.sizes, found.no_split, found.tied, found.note
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "
         f"got {type(source).__name__}"
@@ -113,13 +121,16 @@ def plan_report(
     activation: int | str | None = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> PlanReport:
     """Like `plan`, but returns the whole report (budgets; weights, KV cache and headroom per
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
     far the plan stretches under the same budgets."""
     model_config = _config_of(source, config, context, token)
-    sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress, token)
+    found = _sizes_of(source, dtype, progress, token, model_class, key_mapping)
+    sizes, found_no_split, found_tied, note = found
     if max_memory is None:
         max_memory = default_max_memory(reserve)
     elif not isinstance(max_memory, dict):
@@ -141,6 +152,7 @@ def plan_report(
         batch=batch,
         kv_dtype=kv_dtype,
         activation=activation,
+        note=note,
     )
 
 
@@ -159,6 +171,8 @@ def plan(
     activation: int | str | None = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> DeviceMap:
     """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
@@ -207,6 +221,8 @@ def plan(
         activation=activation,
         config=config,
         token=token,
+        model_class=model_class,
+        key_mapping=key_mapping,
     )
     report.check()
     return report.device_map
@@ -223,6 +239,8 @@ def stages(
     kv_dtype: Any = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> list[list[str]]:
     """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
     a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
@@ -234,7 +252,7 @@ def stages(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     model_config = _config_of(source, config, context, token)
-    sizes, found_no_split, _ = _sizes_of(source, dtype, None, token)
+    sizes, found_no_split, _, _ = _sizes_of(source, dtype, None, token, model_class, key_mapping)
     patterns = no_split if no_split is not None else found_no_split
     return _core._stages(
         sizes, n, patterns, config=model_config, context=context, batch=batch, kv_dtype=kv_dtype

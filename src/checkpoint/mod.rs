@@ -8,6 +8,7 @@
 //! - `checks.rs`: the checks across files (names, and against the index).
 //! - `order.rs`: model order of tensor names.
 //! - `config.rs`: what `config.json` says.
+//! - `loaded.rs`: sizes in the names of the model the loader builds.
 //! - `hub/`: a checkpoint on the Hugging Face Hub, its headers read by HTTP range requests.
 //! - `error.rs`: the reader's errors.
 
@@ -17,6 +18,7 @@ mod error;
 mod header;
 pub mod hub;
 mod index;
+mod loaded;
 pub mod order;
 mod read;
 mod source;
@@ -26,6 +28,7 @@ mod tests;
 pub use config::{config_ties, HEAD};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
+pub use loaded::{checkpoint_names_note, loaded_sizes};
 pub use source::{
     shard_name, Checkpoint, Layout, LocalFiles, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE,
 };

@@ -1,0 +1,169 @@
+"""A checkpoint's sizes in the names of the model `from_pretrained` builds.
+
+transformers decides renames, fused experts, ties and no-split classes per model class, with a
+model instance. So where torch and transformers are installed, the class that `config.json`
+names (or `model_class=`) is built on the meta device (no weights), each checkpoint key is
+renamed by transformers' own renamer exactly as its loader calls it, and the core
+(`_core._loaded_sizes`) sums the checkpoint's sizes per model tensor in the model's order.
+torch and transformers are imported here only, and only when a checkpoint is planned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from devicemap import _core
+
+
+class Loaded(NamedTuple):
+    """What planning takes from a checkpoint: sizes, no-split module names (`None`: the
+    default numbered blocks), tied groups, and, when planned in the checkpoint's own names,
+    why (a sentence for the report)."""
+
+    sizes: Any
+    no_split: list[str] | None
+    tied: list[list[str]]
+    note: str | None
+
+
+class _Unavailable(Exception):
+    """Why the loader's model cannot be built here."""
+
+
+def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
+    """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict."""
+    if isinstance(source, _core._HubCheckpoint):
+        source = source.source
+    first = source[0] if isinstance(source, list | tuple) and source else source
+    if not isinstance(first, str | os.PathLike):
+        return None
+    if isinstance(first, str) and _core._is_hub_source(first):
+        text = _core._hub_config(first, token)
+        return None if text is None else dict(json.loads(text))
+    path = Path(first)
+    candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not candidate.is_file():
+        return None
+    return dict(json.loads(candidate.read_text(encoding="utf-8")))
+
+
+def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: Any) -> Any:
+    if model_class is not None and not isinstance(model_class, str):
+        return model_class
+    name = model_class
+    if name is None:
+        architectures = (config or {}).get("architectures") or []
+        if not architectures or not isinstance(architectures[0], str):
+            raise _Unavailable("config.json names no model class (`architectures`); pass model_class=")
+        name = architectures[0]
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise _Unavailable(f"transformers {transformers.__version__} has no model class {name!r}")
+    return cls
+
+
+def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
+    """The model `from_pretrained` would build, on the meta device."""
+    config_dict = _config_dict(source, token)
+    if config_dict is None and model_class is None:
+        raise _Unavailable("no config.json beside the checkpoint, and no model_class=")
+    try:
+        import torch
+        import transformers
+    except ImportError as error:
+        raise _Unavailable(f"{error.name or 'torch or transformers'} is not installed") from None
+    cls = _model_class(transformers, config_dict, model_class)
+    try:
+        if config_dict is not None:
+            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+            model_type = str(config_dict.get("model_type"))
+            known = model_type in CONFIG_MAPPING
+            config_class: Any = cls.config_class
+            if known:
+                config_class = CONFIG_MAPPING[model_type]
+            config = config_class.from_dict(config_dict)
+        else:
+            config = cls.config_class()
+        if dtype is not None and isinstance(dtype, torch.dtype):
+            config.dtype = dtype
+        with torch.device("meta"):
+            return cls(config)
+    except Exception as error:  # any failure: plan in the checkpoint's names, saying why
+        raise _Unavailable(f"{cls.__name__} could not be built on the meta device ({error})") from None
+
+
+def _renamed(
+    model: Any, names: list[str], key_mapping: dict[str, str] | None
+) -> tuple[list[str], list[list[str]]]:
+    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`),
+    and the groups of model names one converter makes from the same tensors."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    mapping = get_model_conversion_mapping(model, key_mapping, None)
+    renamings = [entry for entry in mapping if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in mapping if isinstance(entry, WeightConverter)]
+    by_pattern = {pattern: converter for converter in converters for pattern in converter.source_patterns}
+    prefix = model.base_model_prefix
+    state = model.state_dict()
+    renamed: list[str] = []
+    shared: dict[str, list[str]] = {}
+    for key in names:
+        new, pattern = rename_source_key(key, renamings, converters, prefix, state)
+        if new not in state and key in state:
+            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
+        if pattern is not None and new in state and new not in shared:
+            targets = by_pattern[pattern].target_patterns
+            if len(targets) > 1:
+                shared[new] = [new.replace(targets[0], target) for target in targets]
+        renamed.append(new)
+    return renamed, list(shared.values())
+
+
+def _ties(model: Any, found: list[list[str]]) -> list[list[str]]:
+    """The model's tied groups as transformers ties them (`all_tied_weights_keys`, target ->
+    source), each source first; else the tensors the meta model shares."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if not tied:
+        return found
+    groups: dict[str, list[str]] = {}
+    for target, source in tied.items():
+        groups.setdefault(source, [source]).append(target)
+    return list(groups.values())
+
+
+def _no_split(model: Any) -> list[str] | None:
+    from devicemap._plan import _no_split_of
+
+    return _no_split_of(model)
+
+
+def loaded(
+    source: Any,
+    sizes: Any,
+    config_ties: list[list[str]],
+    dtype: Any = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
+    token: str | None = None,
+) -> Loaded:
+    """`sizes` (a checkpoint's, `_core._CheckpointSizes`) in the names of the model
+    `from_pretrained` builds, with its no-split modules and ties; when that model cannot be
+    built here, the checkpoint's own names and `config_ties`, and why."""
+    if key_mapping is not None and not isinstance(key_mapping, dict):
+        raise TypeError(f"key_mapping must be a dict of patterns, got {type(key_mapping).__name__}")
+    try:
+        model = _build(source, model_class, dtype, token)
+    except _Unavailable as why:
+        return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
+    renamed, shared = _renamed(model, sizes.names(), key_mapping)
+    load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)
+    try:
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, load_dtype)
+    except ValueError:  # a config dtype that is no load dtype: the meta model's own sizes
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, dtype)
+    return Loaded(model_sizes, _no_split(model), _ties(model, identity), None)
