@@ -182,3 +182,20 @@ def test_unbuildable_class_says_why(saved: dict[str, Saved], tmp_path: Path) -> 
     (copy / "config.json").write_text(json.dumps(config))
     report = devicemap.plan_report(copy, {"cpu": "1GiB"})
     assert "no model class 'NoSuchModelForCausalLM'" in report.notes[0], report.notes
+
+
+def test_tie_defaults_match_transformers() -> None:
+    # Without transformers, a config.json that omits `tie_word_embeddings` is read by the
+    # core's table of class defaults: it must be what each config class declares.
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    transformers.logging.set_verbosity_error()
+    tied = set()
+    for model_type in CONFIG_MAPPING:
+        try:
+            config = CONFIG_MAPPING[model_type]()
+        except Exception:  # a few classes need arguments; they are not in the table either
+            continue
+        if getattr(config, "tie_word_embeddings", None) is True:
+            tied.add(model_type)
+    assert set(devicemap._core._tied_by_default()) == tied

@@ -49,6 +49,7 @@ __all__ = [
     "_plan",
     "_stages",
     "_system_memory",
+    "_tied_by_default",
     "cuda_device_count",
     "cuda_devices",
     "cuda_discover",
@@ -416,6 +417,7 @@ def _loaded_sizes(
     dtype: Any = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
 def _checkpoint_names_note(why: str) -> str: ...
+def _tied_by_default() -> list[str]: ...
 
 @final
 class _HubCheckpoint:

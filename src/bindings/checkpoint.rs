@@ -377,6 +377,13 @@ pub fn _loaded_sizes(
     })
 }
 
+/// The `model_type`s whose config class ties the word embeddings by default (for a test that
+/// compares them with transformers' classes).
+#[pyfunction]
+pub fn _tied_by_default() -> Vec<&'static str> {
+    checkpoint::TIED_BY_DEFAULT.to_vec()
+}
+
 /// The report's note for a plan in a checkpoint's own names, saying `why`.
 #[pyfunction]
 pub fn _checkpoint_names_note(why: &str) -> String {
