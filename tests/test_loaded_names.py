@@ -169,6 +169,15 @@ def test_without_transformers_plans_in_checkpoint_names(
     assert "checkpoint's own tensor names" in str(report)
     hf_map = devicemap.plan(gemma3.dir, {"cpu": gemma3.bytes // 2, "disk": "1GiB"}).to_hf()
     assert not any(key.startswith("model.language_model") for key in hf_map), hf_map
+    # In the checkpoint's names, parts still run in model order: the vision tower before the
+    # language model; T5's encoder before its decoder.
+    keys = list(hf_map)
+    vision = min(i for i, key in enumerate(keys) if key.startswith("vision_tower"))
+    language = min(i for i, key in enumerate(keys) if key.startswith("language_model"))
+    assert vision < language, keys
+    first, second = devicemap.stages(saved["t5"].dir, 2)
+    assert "shared" in first, first
+    assert not any(name.startswith("encoder") for name in second), second
 
 
 def test_unbuildable_class_says_why(saved: dict[str, Saved], tmp_path: Path) -> None:
