@@ -147,8 +147,6 @@ def test_key_mapping_and_model_class(saved: dict[str, Saved]) -> None:
     by_class = devicemap.plan(llama.dir, {"cpu": "1GiB"}, model_class=transformers.LlamaModel)
     by_name = devicemap.plan(llama.dir, {"cpu": "1GiB"}, model_class="LlamaModel")
     assert by_class.to_hf() == by_name.to_hf()
-    with pytest.raises(TypeError, match="key_mapping"):
-        devicemap.plan(llama.dir, {"cpu": "1GiB"}, key_mapping=[("a", "b")])  # type: ignore[arg-type]
 
 
 def test_without_transformers_plans_in_checkpoint_names(

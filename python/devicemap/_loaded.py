@@ -60,7 +60,11 @@ def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: 
             raise _Unavailable("config.json names no model class (`architectures`); pass model_class=")
         name = architectures[0]
     cls = getattr(transformers, name, None)
-    if cls is None:
+    if cls is None or not isinstance(cls, type):
+        if model_class is not None:
+            raise ValueError(
+                f"model_class {name!r} is not a model class of transformers {transformers.__version__}"
+            )
         raise _Unavailable(f"transformers {transformers.__version__} has no model class {name!r}")
     return cls
 
@@ -142,6 +146,21 @@ def _no_split(model: Any) -> list[str] | None:
     return _no_split_of(model)
 
 
+def check_arguments(model_class: Any, key_mapping: Any) -> None:
+    """Refuses a `model_class` that is neither a class nor a name, and a `key_mapping` that is
+    not a dict (before anything is read)."""
+    if key_mapping is not None and not isinstance(key_mapping, dict):
+        raise TypeError(
+            "key_mapping must be a dict of regex patterns to replacements, as from_pretrained takes it, "
+            f"got {type(key_mapping).__name__}"
+        )
+    if model_class is not None and not isinstance(model_class, str | type):
+        raise TypeError(
+            f"model_class must be a transformers model class or its name, got {type(model_class).__name__} "
+            f"{model_class!r:.60}"
+        )
+
+
 def loaded(
     source: Any,
     sizes: Any,
@@ -154,8 +173,7 @@ def loaded(
     """`sizes` (a checkpoint's, `_core._CheckpointSizes`) in the names of the model
     `from_pretrained` builds, with its no-split modules and ties; when that model cannot be
     built here, the checkpoint's own names and `config_ties`, and why."""
-    if key_mapping is not None and not isinstance(key_mapping, dict):
-        raise TypeError(f"key_mapping must be a dict of patterns, got {type(key_mapping).__name__}")
+    check_arguments(model_class, key_mapping)
     try:
         model = _build(source, model_class, dtype, token)
     except _Unavailable as why:

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeAlias
 
-    Source: TypeAlias = Any
+    import torch
+
+    # What `plan`, `plan_report` and `stages` take (their docstring says what each means); the
+    # public signatures spell it out, so that `help()` shows it.
+    Source: TypeAlias = (
+        str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module | _core._CheckpointSizes
+    )
     Budget: TypeAlias = int | float | str
     MaxMemory: TypeAlias = Mapping[int | str, Budget]
 
@@ -63,6 +69,10 @@ def _sizes_of(
     line does). A checkpoint's sizes are in the names of the model `from_pretrained` builds
     where torch and transformers can build it (`_loaded`); else in its own names, and `note`
     says why."""
+    if model_class is not None or key_mapping is not None:
+        from devicemap._loaded import check_arguments
+
+        check_arguments(model_class, key_mapping)
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
     if isinstance(source, _core._CheckpointSizes):
         return source, None, [], None
@@ -106,7 +116,12 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
 
 
 def plan_report(
-    source: Source,
+    source: str
+    | os.PathLike[str]
+    | Sequence[Any]
+    | Mapping[str, int]
+    | torch.nn.Module
+    | _core._CheckpointSizes,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -127,7 +142,8 @@ def plan_report(
     """Like `plan`, but returns the whole report (budgets; weights, KV cache and headroom per
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
-    far the plan stretches under the same budgets."""
+    far the plan stretches under the same budgets. `model_class` and `key_mapping` as for
+    `plan`."""
     model_config = _config_of(source, config, context, token)
     found = _sizes_of(source, dtype, progress, token, model_class, key_mapping)
     sizes, found_no_split, found_tied, note = found
@@ -157,7 +173,12 @@ def plan_report(
 
 
 def plan(
-    source: Source,
+    source: str
+    | os.PathLike[str]
+    | Sequence[Any]
+    | Mapping[str, int]
+    | torch.nn.Module
+    | _core._CheckpointSizes,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -178,10 +199,16 @@ def plan(
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
 
     - `source`: `{tensor name: bytes}` in model order (or a list of `(name, bytes)`), a
-      safetensors checkpoint (file, index, directory or list of files; only headers are read,
-      and `config.json` beside it says whether the embeddings are tied), or a
-      `torch.nn.Module` (meta is fine: sizes from its
-      parameters and buffers, `_no_split_modules` kept whole, shared parameters tied).
+      safetensors checkpoint (file, index, directory, list of files or Hub repository; only
+      headers are read), or a `torch.nn.Module` (meta is fine: sizes from its parameters and
+      buffers, `_no_split_modules` kept whole, shared parameters tied).
+      A checkpoint is planned in the names of the model `from_pretrained` builds: where torch
+      and transformers are installed, the class `config.json` names (`architectures[0]`, or
+      `model_class`, a class or its name) is built on the meta device and gives the names
+      (checkpoint keys renamed as its loader renames them, with `key_mapping` as
+      `from_pretrained` takes it; fused experts summed), ties, no-split modules and module
+      order; sizes and stored dtypes come from the headers. Otherwise the plan is in the
+      checkpoint's own names, ties are read from `config.json`, and a note says so.
     - `max_memory`: HF's form, `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": "1TiB"}`.
       Only the devices named are used. Without it: this machine's GPUs (free memory) and RAM
       (available), each less `reserve` (a fraction of its total memory, or bytes) kept for
@@ -229,7 +256,12 @@ def plan(
 
 
 def stages(
-    source: Source,
+    source: str
+    | os.PathLike[str]
+    | Sequence[Any]
+    | Mapping[str, int]
+    | torch.nn.Module
+    | _core._CheckpointSizes,
     n: int,
     no_split: Sequence[str] | None = None,
     dtype: Any = None,
@@ -245,8 +277,8 @@ def stages(
     """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
     a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
     source gives the same split in every process. With `context=` (and `batch`, `kv_dtype`,
-    `config` as for `plan`), each stage's bytes include its layers' KV cache. `token` as for
-    `plan`."""
+    `config` as for `plan`), each stage's bytes include its layers' KV cache. `token`,
+    `model_class` and `key_mapping` as for `plan`."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
