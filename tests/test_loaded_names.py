@@ -206,3 +206,18 @@ def test_tie_defaults_match_transformers() -> None:
         if getattr(config, "tie_word_embeddings", None) is True:
             tied.add(model_type)
     assert set(devicemap._core._tied_by_default()) == tied
+
+
+def test_command_line_plans_in_the_loaders_names(
+    saved: dict[str, Saved], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devicemap.cli import main
+
+    gemma3 = saved["gemma3"]
+    out = tmp_path / "map.json"
+    budgets = f"cpu={gemma3.bytes * 7 // 10},disk=1GiB"
+    assert main(["plan", str(gemma3.dir), "--max-memory", budgets, "-o", str(out)]) == 0
+    hf_map = json.loads(out.read_text())
+    assert any(key.startswith("model.language_model") for key in hf_map), hf_map
+    _check_structure(gemma3, hf_map)
+    assert "checkpoint's own tensor names" not in capsys.readouterr().out

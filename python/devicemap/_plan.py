@@ -57,7 +57,7 @@ def _no_split_of(module: Any) -> list[str] | None:
 
 
 def _sizes_of(
-    source: Source,
+    source: Any,
     dtype: Any,
     progress: Callable[[int, int], object] | None,
     token: str | None = None,
@@ -74,6 +74,9 @@ def _sizes_of(
 
         check_arguments(model_class, key_mapping)
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
+    if type(source).__name__ == "Loaded" and type(source).__module__ == "devicemap._loaded":
+        # A checkpoint's sizes in the loader's names, found already (the command line).
+        return source.sizes, source.no_split, source.tied, source.note
     if isinstance(source, _core._CheckpointSizes):
         return source, None, [], None
     if isinstance(source, Mapping) or pairs:

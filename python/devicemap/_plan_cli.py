@@ -303,7 +303,13 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--reserve must be a fraction in [0, 1), got {args.reserve}")
         budgets, described, per_host = _budgets(args)
         if args.checkpoint:
-            sizes, tied = _read_sizes(args.checkpoint, args.dtype)
+            from devicemap._loaded import loaded
+
+            read, tied = _read_sizes(args.checkpoint, args.dtype)
+            # In the names from_pretrained gives the model, where transformers can build it.
+            found = loaded(args.checkpoint, read, tied, args.dtype)
+            sizes: Any = found
+            tied = found.tied
             source = args.checkpoint
         else:
             example = args.example or "deepseek-v3"
