@@ -22,9 +22,7 @@ if TYPE_CHECKING:
 
     # What `plan`, `plan_report` and `stages` take (their docstring says what each means); the
     # public signatures spell it out, so that `help()` shows it.
-    Source: TypeAlias = (
-        str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module | _core._CheckpointSizes
-    )
+    Source: TypeAlias = str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module
     Budget: TypeAlias = int | float | str
     MaxMemory: TypeAlias = Mapping[int | str, Budget]
 
@@ -119,12 +117,7 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
 
 
 def plan_report(
-    source: str
-    | os.PathLike[str]
-    | Sequence[Any]
-    | Mapping[str, int]
-    | torch.nn.Module
-    | _core._CheckpointSizes,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -176,12 +169,7 @@ def plan_report(
 
 
 def plan(
-    source: str
-    | os.PathLike[str]
-    | Sequence[Any]
-    | Mapping[str, int]
-    | torch.nn.Module
-    | _core._CheckpointSizes,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -259,12 +247,7 @@ def plan(
 
 
 def stages(
-    source: str
-    | os.PathLike[str]
-    | Sequence[Any]
-    | Mapping[str, int]
-    | torch.nn.Module
-    | _core._CheckpointSizes,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     n: int,
     no_split: Sequence[str] | None = None,
     dtype: Any = None,
