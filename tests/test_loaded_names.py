@@ -221,3 +221,27 @@ def test_command_line_plans_in_the_loaders_names(
     assert any(key.startswith("model.language_model") for key in hf_map), hf_map
     _check_structure(gemma3, hf_map)
     assert "checkpoint's own tensor names" not in capsys.readouterr().out
+
+
+def test_renaming_by_template_is_the_loaders(saved: dict[str, Saved]) -> None:
+    # Keys are renamed once per template (numbers stood in for); every key must come out as
+    # transformers' renamer gives it called on the key itself, as the loader calls it.
+    from devicemap._loaded import _renamed
+
+    for name, model in saved.items():
+        meta_model = _meta(model)
+        keys = list(devicemap.tensor_sizes(model.dir))
+        assert _renamed(meta_model, keys, None) == _renamed(meta_model, keys, None, direct=True), name
+    # A mapping that singles out one layer by its number is honoured for that layer.
+    llama = _meta(saved["llama"])
+    keys = [f"model.layers.{i}.feed.up_proj.weight" for i in range(2)]
+    mapping = {r"layers\.1\.feed": "layers.1.mlp"}
+    renamed, _ = _renamed(llama, keys, mapping)
+    assert renamed == ["model.layers.0.feed.up_proj.weight", "model.layers.1.mlp.up_proj.weight"]
+    assert (renamed, []) == _renamed(llama, keys, mapping, direct=True)
+
+
+def _meta(saved: Saved) -> Any:
+    config = saved.cls.config_class.from_pretrained(saved.dir)
+    with torch.device("meta"):
+        return saved.cls(config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -100,11 +101,27 @@ def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
         raise _Unavailable(f"{cls.__name__} could not be built on the meta device ({error})") from None
 
 
-def _renamed(
-    model: Any, names: list[str], key_mapping: dict[str, str] | None
-) -> tuple[list[str], list[list[str]]]:
-    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`),
-    and the groups of model names one converter makes from the same tensors."""
+#: A numbered component (`layers.3`), and the first of the stand-in numbers `_renamed` puts in
+#: its place: far above any layer or expert count, so no mapping matches them by value.
+_NUMBER = re.compile(r"(?:^|(?<=\.))\d+(?=\.|$)")
+_STAND_IN = 7_300_000_000
+
+
+def _template(key: str) -> tuple[str, list[str]]:
+    """`key` with its numbered components replaced by stand-ins, and the numbers."""
+    numbers: list[str] = []
+
+    def stand_in(match: re.Match[str]) -> str:
+        numbers.append(match.group())
+        return str(_STAND_IN + len(numbers) - 1)
+
+    return _NUMBER.sub(stand_in, key), numbers
+
+
+def _renamer(model: Any, key_mapping: dict[str, str] | None) -> tuple[Any, dict[str, Any]]:
+    """`rename(key, direct)`: the loader's name for a checkpoint key and the converter pattern
+    that matched, as `convert_and_load_state_dict_in_model` computes them (`direct=True`: by
+    calling transformers on the key itself), and the converters by source pattern."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
@@ -114,12 +131,56 @@ def _renamed(
     by_pattern = {pattern: converter for converter in converters for pattern in converter.source_patterns}
     prefix = model.base_model_prefix
     state = model.state_dict()
+    # Keys that differ only in their numbers (every expert of every layer) rename alike: the
+    # renamings and converters run once per such template, with stand-ins for the numbers,
+    # which are then put back; the base model prefix is settled per key, by transformers.
+    templates: dict[str, tuple[str, str | None] | None] = {}
+
+    def transformed(key: str) -> tuple[str, str | None]:
+        template, numbers = _template(key)
+        first = template not in templates
+        if first:
+            templates[template] = rename_source_key(template, renamings, converters)
+        known = templates[template]
+        if known is None:  # this template renames differently from its numbers: key by key
+            return rename_source_key(key, renamings, converters)
+        # The first key of each template is renamed directly too, and must agree.
+        direct = rename_source_key(key, renamings, converters) if first else None
+        new, pattern = known
+        for at, number in enumerate(numbers):
+            new = new.replace(str(_STAND_IN + at), number)
+        if direct is not None and direct != (new, pattern):
+            templates[template] = None
+            return direct
+        return new, pattern
+
+    # A pattern that names a number (`layers\.1\.`) may treat keys of one template apart.
+    numbered = any(re.search("[0-9]", p) for entry in mapping for p in entry.source_patterns)
+
+    def rename(key: str, direct: bool = False) -> tuple[str, str | None]:
+        if direct or numbered:
+            new, pattern = rename_source_key(key, renamings, converters, prefix, state)
+        else:
+            new, pattern = transformed(key)
+            new = rename_source_key(new, [], [], base_model_prefix=prefix, meta_state_dict=state)[0]
+        if new not in state and key in state:
+            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
+        return new, pattern
+
+    return rename, by_pattern
+
+
+def _renamed(
+    model: Any, names: list[str], key_mapping: dict[str, str] | None, direct: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`),
+    and the groups of model names one converter makes from the same tensors."""
+    rename, by_pattern = _renamer(model, key_mapping)
+    state = model.state_dict()
     renamed: list[str] = []
     shared: dict[str, list[str]] = {}
     for key in names:
-        new, pattern = rename_source_key(key, renamings, converters, prefix, state)
-        if new not in state and key in state:
-            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
+        new, pattern = rename(key, direct)
         if pattern is not None and new in state and new not in shared:
             targets = by_pattern[pattern].target_patterns
             if len(targets) > 1:
