@@ -43,12 +43,13 @@ def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
         return None
     if isinstance(first, str) and _core._is_hub_source(first):
         text = _core._hub_config(first, token)
-        return None if text is None else dict(json.loads(text))
-    path = Path(first)
-    candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    if not candidate.is_file():
-        return None
-    return dict(json.loads(candidate.read_text(encoding="utf-8")))
+    else:
+        path = Path(first)
+        candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
+        text = candidate.read_text(encoding="utf-8") if candidate.is_file() else None
+    # The checkpoint reader has read this file already and refused it if it is not JSON.
+    config = None if text is None else json.loads(text)
+    return config if isinstance(config, dict) else None
 
 
 def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: Any) -> Any:
