@@ -245,3 +245,23 @@ def _meta(saved: Saved) -> Any:
     config = saved.cls.config_class.from_pretrained(saved.dir)
     with torch.device("meta"):
         return saved.cls(config)
+
+
+def test_hub_repository_plans_in_the_loaders_names(
+    saved: dict[str, Saved], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Hub source: config.json comes from the repository (through the stand-in; no network).
+    from _hub_standin import Repo, StandIn
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    t5 = saved["t5"]
+    commit = "a" * 40
+    files = {file.name: file for file in t5.dir.iterdir()}
+    with StandIn({"org/t5": Repo({commit: files}, {"main": commit})}) as standin:
+        monkeypatch.setenv("HF_ENDPOINT", standin.url)
+        report = devicemap.plan_report("org/t5", {"cpu": "1GiB"})
+    assert not any("checkpoint's own tensor names" in note for note in report.notes), report.notes
+    assert report.device_map.to_hf() == devicemap.plan(t5.dir, {"cpu": "1GiB"}).to_hf()
+    assert report.tensors == len(t5.state)
