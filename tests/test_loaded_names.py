@@ -265,3 +265,31 @@ def test_hub_repository_plans_in_the_loaders_names(
     assert not any("checkpoint's own tensor names" in note for note in report.notes), report.notes
     assert report.device_map.to_hf() == devicemap.plan(t5.dir, {"cpu": "1GiB"}).to_hf()
     assert report.tensors == len(t5.state)
+
+
+def test_fp8_weights_and_scales_as_stored(saved: dict[str, Saved], tmp_path: Path) -> None:
+    # FP8 weights with their scales: sized as stored, each scale kept beside its module though
+    # the plain model has no such tensor, so nothing stored goes uncounted.
+    from devicemap._loaded import loaded
+    from safetensors.torch import save_file
+
+    llama = saved["llama"]
+    tensors = {}
+    for name, tensor in _tiny_models.build("llama").state_dict().items():
+        if name.endswith("proj.weight"):
+            tensors[name] = tensor.to(torch.float8_e4m3fn)
+            tensors[name + "_scale_inv"] = torch.ones(1, 1)
+        else:
+            tensors[name] = tensor
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text((llama.dir / "config.json").read_text())
+    stored = devicemap.tensor_sizes(tmp_path)
+    read, tied = devicemap._core._checkpoint_sizes(tmp_path)
+    found = loaded(tmp_path, read, tied)
+    assert found.note is None
+    names = found.sizes.names()
+    assert sorted(names) == sorted(stored)
+    at = names.index("model.layers.0.self_attn.q_proj.weight_scale_inv")
+    assert names[at - 1] == "model.layers.0.self_attn.q_proj.weight", names[at - 3 : at + 3]
+    report = devicemap.plan_report(tmp_path, {"cpu": "1GiB"})
+    assert report.total_bytes == sum(stored.values())
