@@ -33,6 +33,7 @@ __all__ = [
     "_ViewIter",
     "__version__",
     "_check_map",
+    "_checkpoint_names_note",
     "_checkpoint_sizes",
     "_device_type_index",
     "_example_config",
@@ -43,12 +44,14 @@ __all__ = [
     "_human_bytes",
     "_is_hub_source",
     "_kv_defaults",
+    "_loaded_sizes",
     "_module_sizes",
     "_plan",
     "_pytorch_files",
     "_pytorch_sizes",
     "_stages",
     "_system_memory",
+    "_tied_by_default",
     "cuda_device_count",
     "cuda_devices",
     "cuda_discover",
@@ -410,6 +413,7 @@ def _example_tensors(name: str) -> list[tuple[str, str, int]]: ...
 @final
 class _CheckpointSizes:
     def __len__(self) -> int: ...
+    def names(self) -> list[str]: ...
 
 def _checkpoint_sizes(
     path: Any,
@@ -419,6 +423,15 @@ def _checkpoint_sizes(
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
 def _pytorch_files(source: Any) -> list[str] | None: ...
 def _pytorch_sizes(source: Any, states: list[Any], dtype: Any = None, as_dict: bool = False) -> Any: ...
+def _loaded_sizes(
+    checkpoint: _CheckpointSizes,
+    renamed: list[str],
+    state: Any,
+    shared: list[list[str]],
+    dtype: Any = None,
+) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+def _checkpoint_names_note(why: str) -> str: ...
+def _tied_by_default() -> list[str]: ...
 
 @final
 class _HubCheckpoint:
@@ -446,6 +459,7 @@ def _plan(
     batch: int | None = None,
     kv_dtype: Any = None,
     activation: int | float | str | None = None,
+    note: str | None = None,
 ) -> PlanReport: ...
 def _stages(
     sizes: Any,

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeAlias
 
-    Source: TypeAlias = Any
+    import torch
+
+    # What `plan`, `plan_report` and `stages` take (their docstring says what each means); the
+    # public signatures spell it out, so that `help()` shows it.
+    Source: TypeAlias = str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module
     Budget: TypeAlias = int | float | str
     MaxMemory: TypeAlias = Mapping[int | str, Budget]
 
@@ -51,30 +55,45 @@ def _no_split_of(module: Any) -> list[str] | None:
 
 
 def _sizes_of(
-    source: Source,
+    source: Any,
     dtype: Any,
     progress: Callable[[int, int], object] | None,
     token: str | None = None,
-) -> tuple[Any, list[str] | None, list[list[str]]]:
-    """`(sizes, no_split found, tied groups found)` of a mapping, a torch module, a checkpoint,
-    or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command line does)."""
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
+) -> tuple[Any, list[str] | None, list[list[str]], str | None]:
+    """`(sizes, no_split found, tied groups found, note)` of a mapping, a torch module, a
+    checkpoint, or a checkpoint's sizes read already (`_core._CheckpointSizes`, as the command
+    line does). A checkpoint's sizes are in the names of the model `from_pretrained` builds
+    where torch and transformers can build it (`_loaded`); else in its own names, and `note`
+    says why."""
+    if model_class is not None or key_mapping is not None:
+        from devicemap._loaded import check_arguments
+
+        check_arguments(model_class, key_mapping)
     pairs = isinstance(source, list) and bool(source) and isinstance(source[0], tuple)
+    if type(source).__name__ == "Loaded" and type(source).__module__ == "devicemap._loaded":
+        # A checkpoint's sizes in the loader's names, found already (the command line).
+        return source.sizes, source.no_split, source.tied, source.note
     if isinstance(source, _core._CheckpointSizes):
-        return source, None, []
+        return source, None, [], None
     if isinstance(source, Mapping) or pairs:
         if dtype is not None:
             raise ValueError(
                 "dtype= re-sizes tensors by their dtype, which a mapping of bytes does not carry; "
                 "pass a checkpoint path or a module, or convert the sizes yourself"
             )
-        return source, None, []
+        return source, None, [], None
     if hasattr(source, "named_parameters") and hasattr(source, "named_buffers"):
         module_sizes, tied = _core._module_sizes(source, dtype)
-        return module_sizes, _no_split_of(source), tied
-    if isinstance(source, str | os.PathLike | list | tuple):
-        found = _bin.pytorch_sizes(source, dtype, progress=progress)  # pytorch_model.bin (issue 14)
-        checkpoint_sizes, tied = found or _core._checkpoint_sizes(source, dtype, progress, token)
-        return checkpoint_sizes, None, tied
+        return module_sizes, _no_split_of(source), tied, None
+    if isinstance(source, str | os.PathLike | list | tuple | _core._HubCheckpoint):
+        from devicemap._loaded import loaded
+
+        found_bin = _bin.pytorch_sizes(source, dtype, progress=progress)  # pytorch_model.bin (issue 14)
+        checkpoint_sizes, tied = found_bin or _core._checkpoint_sizes(source, dtype, progress, token)
+        found = loaded(source, checkpoint_sizes, tied, dtype, model_class, key_mapping, token)
+        return found.sizes, found.no_split, found.tied, found.note
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "
         f"got {type(source).__name__}"
@@ -99,7 +118,7 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
 
 
 def plan_report(
-    source: Source,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -114,16 +133,20 @@ def plan_report(
     activation: int | str | None = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> PlanReport:
     """Like `plan`, but returns the whole report (budgets; weights, KV cache and headroom per
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
-    far the plan stretches under the same budgets."""
+    far the plan stretches under the same budgets. `model_class` and `key_mapping` as for
+    `plan`."""
     # The core checks `reserve` (a fraction in [0, 1) or bytes) even where explicit budgets
     # leave it unused, so `reserve=1.5` is refused rather than ignored.
     _core._headroom(0, reserve)
     model_config = _config_of(source, config, context, token)
-    sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress, token)
+    found = _sizes_of(source, dtype, progress, token, model_class, key_mapping)
+    sizes, found_no_split, found_tied, note = found
     if max_memory is None:
         max_memory = default_max_memory(reserve)
     elif not isinstance(max_memory, dict):
@@ -145,11 +168,12 @@ def plan_report(
         batch=batch,
         kv_dtype=kv_dtype,
         activation=activation,
+        note=note,
     )
 
 
 def plan(
-    source: Source,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     max_memory: MaxMemory | None = None,
     strategy: str = "balanced",
     no_split: Sequence[str] | None = None,
@@ -163,15 +187,23 @@ def plan(
     activation: int | str | None = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> DeviceMap:
     """Where each part of a model goes, as a compact `DeviceMap` (`.to_hf()` is what
     `from_pretrained(device_map=...)` and `accelerate.dispatch_model` take).
 
     - `source`: `{tensor name: bytes}` in model order (or a list of `(name, bytes)`), a
-      safetensors checkpoint (file, index, directory or list of files; only headers are read,
-      and `config.json` beside it says whether the embeddings are tied), or a
-      `torch.nn.Module` (meta is fine: sizes from its
-      parameters and buffers, `_no_split_modules` kept whole, shared parameters tied).
+      safetensors checkpoint (file, index, directory, list of files or Hub repository; only
+      headers are read), or a `torch.nn.Module` (meta is fine: sizes from its parameters and
+      buffers, `_no_split_modules` kept whole, shared parameters tied).
+      A checkpoint is planned in the names of the model `from_pretrained` builds: where torch
+      and transformers are installed, the class `config.json` names (`architectures[0]`, or
+      `model_class`, a class or its name) is built on the meta device and gives the names
+      (checkpoint keys renamed as its loader renames them, with `key_mapping` as
+      `from_pretrained` takes it; fused experts summed), ties, no-split modules and module
+      order; sizes and stored dtypes come from the headers. Otherwise the plan is in the
+      checkpoint's own names, ties are read from `config.json`, and a note says so.
     - `max_memory`: HF's form, `{0: "70GiB", 1: 70 * 2**30, "cpu": "200GiB", "disk": "1TiB"}`.
       Only the devices named are used. Without it: this machine's GPUs (free memory) and RAM
       (available), each less `reserve` (a fraction of its total memory, or bytes) kept for
@@ -211,13 +243,15 @@ def plan(
         activation=activation,
         config=config,
         token=token,
+        model_class=model_class,
+        key_mapping=key_mapping,
     )
     report.check()
     return report.device_map
 
 
 def stages(
-    source: Source,
+    source: str | os.PathLike[str] | Sequence[Any] | Mapping[str, int] | torch.nn.Module,
     n: int,
     no_split: Sequence[str] | None = None,
     dtype: Any = None,
@@ -227,18 +261,20 @@ def stages(
     kv_dtype: Any = None,
     config: Any = None,
     token: str | None = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
 ) -> list[list[str]]:
     """Splits a model into `n` contiguous pipeline stages of about equal bytes, never splitting
     a block: for each stage, the module names it holds (stage `r` for rank `r`). The same
     source gives the same split in every process. With `context=` (and `batch`, `kv_dtype`,
-    `config` as for `plan`), each stage's bytes include its layers' KV cache. `token` as for
-    `plan`."""
+    `config` as for `plan`), each stage's bytes include its layers' KV cache. `token`,
+    `model_class` and `key_mapping` as for `plan`."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     model_config = _config_of(source, config, context, token)
-    sizes, found_no_split, _ = _sizes_of(source, dtype, None, token)
+    sizes, found_no_split, _, _ = _sizes_of(source, dtype, None, token, model_class, key_mapping)
     patterns = no_split if no_split is not None else found_no_split
     return _core._stages(
         sizes, n, patterns, config=model_config, context=context, batch=batch, kv_dtype=kv_dtype

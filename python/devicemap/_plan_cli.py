@@ -382,7 +382,13 @@ def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
     from devicemap._plan import plan_report
 
     if args.checkpoint:
-        sizes, tied = _read_sizes(args.checkpoint, args.dtype)
+        from devicemap._loaded import loaded
+
+        read, tied = _read_sizes(args.checkpoint, args.dtype)
+        # In the names from_pretrained gives the model, where transformers can build it.
+        found = loaded(args.checkpoint, read, tied, args.dtype)
+        sizes: Any = found
+        tied = found.tied
         source = args.checkpoint
     else:
         example = args.example or "deepseek-v3"

@@ -18,6 +18,7 @@ use crate::checkpoint::hub::{self, HubCheckpoint, HubOptions};
 use crate::checkpoint::{self, Checkpoint, CheckpointSizes, Observed};
 use crate::dtype::Dtype;
 use crate::error::Error;
+use crate::plan::{self, ModuleTensor};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
@@ -313,6 +314,84 @@ impl PyCheckpointSizes {
     fn __len__(&self) -> usize {
         self.sizes.len()
     }
+
+    /// The tensor names, in order.
+    fn names(&self) -> Vec<String> {
+        self.sizes.iter().map(|(name, _)| name.clone()).collect()
+    }
+}
+
+/// One tensor of a module as `plan::module_sizes` takes it. `nbytes` is one attribute read
+/// (meta tensors have it too); the dtype and the element count only matter when the tensor may
+/// be re-sized (`dtype` given).
+pub(super) fn module_tensor(
+    name: String,
+    tensor: &Bound<'_, PyAny>,
+    dtype: Option<Dtype>,
+) -> PyResult<ModuleTensor> {
+    let stored = match dtype {
+        Some(_) => Some((
+            tensor.getattr("dtype")?.str()?.to_string(),
+            tensor.call_method0("numel")?.extract()?,
+        )),
+        None => None,
+    };
+    Ok(ModuleTensor {
+        name,
+        id: tensor.as_ptr() as usize,
+        nbytes: tensor.getattr("nbytes")?.extract()?,
+        dtype: stored,
+    })
+}
+
+/// A checkpoint's sizes in the names of the model the loader builds (`checkpoint::loaded_sizes`):
+/// `renamed` is the loader's name for each tensor of `checkpoint` (in the order `names()`
+/// gives), `state` the model's `state_dict()` (built on the meta device: its own sizes, in its
+/// order), `shared` the groups of names one converter makes from the same tensors. Returns the
+/// sizes and the groups of model names that share one tensor.
+#[pyfunction]
+#[pyo3(signature = (checkpoint, renamed, state, shared, dtype = None))]
+pub fn _loaded_sizes(
+    py: Python<'_>,
+    checkpoint: &Bound<'_, PyCheckpointSizes>,
+    renamed: Vec<String>,
+    state: &Bound<'_, PyAny>,
+    shared: Vec<Vec<String>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
+    guard("_loaded_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let stored = &checkpoint.get().sizes;
+        if renamed.len() != stored.len() {
+            return Err(Error::Internal(format!(
+                "{} renamed keys for {} checkpoint tensors",
+                renamed.len(),
+                stored.len()
+            ))
+            .into());
+        }
+        let mut tensors = Vec::new();
+        for item in state.call_method0("items")?.try_iter()? {
+            let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
+            tensors.push(module_tensor(name, &tensor, dtype)?);
+        }
+        let (model, tied) = plan::module_sizes(tensors, dtype);
+        let sizes = py.detach(|| checkpoint::loaded_sizes(stored, &renamed, &model, &shared));
+        Ok((PyCheckpointSizes { sizes }, tied))
+    })
+}
+
+/// The `model_type`s whose config class ties the word embeddings by default (for a test that
+/// compares them with transformers' classes).
+#[pyfunction]
+pub fn _tied_by_default() -> Vec<&'static str> {
+    checkpoint::TIED_BY_DEFAULT.to_vec()
+}
+
+/// The report's note for a plan in a checkpoint's own names, saying `why`.
+#[pyfunction]
+pub fn _checkpoint_names_note(why: &str) -> String {
+    checkpoint::checkpoint_names_note(why)
 }
 
 /// Sizes and tied groups (from `config.json` beside it) of a checkpoint, for `plan`.

@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
-use super::checkpoint::PyCheckpointSizes;
+use super::checkpoint::{module_tensor, PyCheckpointSizes};
 use super::convert::map_to_hf;
 use super::dtype::{dtype_from_py, dtype_name};
 use super::errors::{short_repr, user_warning, wrong_type};
@@ -18,8 +18,7 @@ use super::sizes::read_sizes;
 use crate::device::Device;
 use crate::error::Error;
 use crate::plan::{
-    self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Reserve, Strategy,
-    Workload,
+    self, BudgetValue, Budgets, Model, NoSplit, Plan, PlanError, Reserve, Strategy, Workload,
 };
 
 /// Tensor sizes in order, and groups of tied tensor names.
@@ -497,9 +496,10 @@ fn model_from_py(
 }
 
 /// Plans `sizes` (`{name: bytes}` in model order) onto `max_memory`; with `context`, for
-/// inference (each decoder layer's KV cache from `config`).
+/// inference (each decoder layer's KV cache from `config`). `note` goes first among the
+/// report's notes.
 #[pyfunction]
-#[pyo3(signature = (sizes, max_memory, strategy = "balanced", no_split = None, tied = None, *, config = None, context = None, batch = None, kv_dtype = None, activation = None))]
+#[pyo3(signature = (sizes, max_memory, strategy = "balanced", no_split = None, tied = None, *, config = None, context = None, batch = None, kv_dtype = None, activation = None, note = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn _plan(
     py: Python<'_>,
@@ -513,13 +513,17 @@ pub fn _plan(
     batch: Option<&Bound<'_, PyAny>>,
     kv_dtype: Option<&Bound<'_, PyAny>>,
     activation: Option<&Bound<'_, PyAny>>,
+    note: Option<String>,
 ) -> PyResult<PyPlanReport> {
     guard("_plan", || {
         let strategy = Strategy::parse(strategy).map_err(Error::from)?;
         let budgets = budgets_from_py(max_memory)?;
         let model = model_from_py(sizes, no_split, tied)?;
         let workload = workload_from_py(config, context, batch, kv_dtype, activation)?;
-        let plan = py.detach(|| plan::plan_for(&model, &budgets, strategy, workload.as_ref()))?;
+        let mut plan =
+            py.detach(|| plan::plan_for(&model, &budgets, strategy, workload.as_ref()))?;
+        // A note on the names planned in (`_checkpoint_names_note`) comes first.
+        plan.notes.splice(0..0, note);
         Ok(PyPlanReport { plan })
     })
 }
@@ -563,21 +567,7 @@ pub fn _module_sizes(
             let items = module.call_method(method, (), Some(&kwargs))?;
             for item in items.try_iter()? {
                 let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
-                // `nbytes` is one attribute read (meta tensors have it too); the dtype and the
-                // element count only matter when the tensor may be re-sized.
-                let stored = match dtype {
-                    Some(_) => Some((
-                        tensor.getattr("dtype")?.str()?.to_string(),
-                        tensor.call_method0("numel")?.extract()?,
-                    )),
-                    None => None,
-                };
-                tensors.push(ModuleTensor {
-                    name,
-                    id: tensor.as_ptr() as usize,
-                    nbytes: tensor.getattr("nbytes")?.extract()?,
-                    dtype: stored,
-                });
+                tensors.push(module_tensor(name, &tensor, dtype)?);
             }
         }
         Ok(plan::module_sizes(tensors, dtype))

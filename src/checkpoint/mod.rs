@@ -9,6 +9,7 @@
 //! - `order.rs`: model order of tensor names.
 //! - `config.rs`: what `config.json` says.
 //! - `pytorch.rs`: PyTorch (`torch.save`) checkpoints, from the metadata of their archives.
+//! - `loaded.rs`: sizes in the names of the model the loader builds.
 //! - `hub/`: a checkpoint on the Hugging Face Hub, its headers read by HTTP range requests.
 //! - `error.rs`: the reader's errors.
 
@@ -18,6 +19,7 @@ mod error;
 mod header;
 pub mod hub;
 mod index;
+mod loaded;
 pub mod order;
 mod pytorch;
 mod read;
@@ -25,10 +27,11 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use config::{config_ties, HEAD};
+pub use config::{config_ties, HEAD, TIED_BY_DEFAULT};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use pytorch::{sizes_of_files, PytorchFile};
+pub use loaded::{checkpoint_names_note, loaded_sizes};
 pub use source::{
     format_of, pytorch_checkpoint, shard_name, shown_path, Checkpoint, Format, Layout, LocalFiles,
     Source, CONFIG_FILE, INDEX_FILE, PYTORCH_FILE, PYTORCH_INDEX_FILE, SINGLE_FILE,

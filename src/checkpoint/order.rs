@@ -2,9 +2,11 @@
 //!
 //! A checkpoint's headers and index list tensors by name (`model.layers.10` before
 //! `model.layers.2`) or grouped by dtype, not in the order the model runs them. Planning fills
-//! devices in order, so names from a checkpoint are sorted the way decoder models run:
-//! component by component, numbers by value, and at each level embeddings first, final norms
-//! after everything else and output heads last. Names inside one numbered block
+//! devices in order, so names from a checkpoint are sorted the way models run:
+//! component by component, numbers by value, and at each level embeddings first, then
+//! encoders and vision towers, then their projectors, then the rest (by name), final norms
+//! and output heads last (see `rank`). Where transformers can build the model, planning takes
+//! the model's own order instead (`loaded.rs`); this order is for planning without it. Names inside one numbered block
 //! (`model.layers.3.*`) keep their order: a block is placed whole, so only the order of blocks
 //! matters, and sorting 10^5 names by their block is much cheaper than by their full name.
 //! A heuristic on names; a mapping or a module given by the caller keeps its own order.
@@ -16,14 +18,21 @@ use ahash::RandomState;
 
 use crate::names::{block_prefix, inside, number};
 
-/// Where a component sorts among its siblings before its name is compared.
+/// Where a component sorts among its siblings before its name is compared, in the order
+/// models run their parts: embeddings (and T5's `shared`, and a vision tower's first norm),
+/// then encoders and vision or audio towers, then the projectors that feed a language model,
+/// then everything else, final norms, and heads last.
 fn rank(component: &str) -> u8 {
     match component {
-        "wte" | "wpe" | "tok_embeddings" | "word_embeddings" | "embeddings" => 0,
-        "ln_f" | "norm" | "final_norm" | "final_layernorm" | "ln_final" | "final_layer_norm" => 2,
-        "lm_head" | "head" | "output" | "score" | "classifier" => 3,
+        "wte" | "wpe" | "tok_embeddings" | "word_embeddings" | "embeddings" | "shared"
+        | "pre_layrnorm" | "pre_layernorm" => 0,
+        "encoder" | "vision_tower" | "visual" | "vision_model" | "vision_encoder" | "vision"
+        | "image_encoder" | "audio_tower" | "audio_encoder" | "audio_model" => 1,
+        "multi_modal_projector" | "mm_projector" | "connector" | "projector" => 2,
+        "ln_f" | "norm" | "final_norm" | "final_layernorm" | "ln_final" | "final_layer_norm" => 4,
+        "lm_head" | "head" | "output" | "score" | "classifier" => 5,
         _ if component.contains("embed") => 0,
-        _ => 1,
+        _ => 3,
     }
 }
 
@@ -460,6 +469,58 @@ mod tests {
                 "model.norm.weight",
                 "lm_head.weight"
             ]
+        );
+    }
+
+    #[test]
+    fn encoder_decoder_and_vision_language_order() {
+        let sorted = |names: &[&'static str]| -> Vec<&'static str> {
+            model_order(names)
+                .iter()
+                .map(|&at| names[at as usize])
+                .collect()
+        };
+        // T5: the shared embedding, the encoder, the decoder, the head (not alphabetical).
+        let t5 = [
+            "decoder.block.0.w",
+            "decoder.final_layer_norm.weight",
+            "encoder.block.0.w",
+            "encoder.final_layer_norm.weight",
+            "lm_head.weight",
+            "shared.weight",
+        ];
+        assert_eq!(
+            sorted(&t5),
+            [
+                "shared.weight",
+                "encoder.block.0.w",
+                "encoder.final_layer_norm.weight",
+                "decoder.block.0.w",
+                "decoder.final_layer_norm.weight",
+                "lm_head.weight"
+            ]
+        );
+        // Gemma-3 and Qwen2-VL as saved: the vision tower and projector before the language
+        // model, the head last.
+        let gemma3 = [
+            "language_model.model.layers.0.w",
+            "multi_modal_projector.mm_input_projection_weight",
+            "vision_tower.vision_model.encoder.layers.0.w",
+            "vision_tower.vision_model.embeddings.patch_embedding.weight",
+        ];
+        assert_eq!(
+            sorted(&gemma3),
+            [
+                "vision_tower.vision_model.embeddings.patch_embedding.weight",
+                "vision_tower.vision_model.encoder.layers.0.w",
+                "multi_modal_projector.mm_input_projection_weight",
+                "language_model.model.layers.0.w",
+            ]
+        );
+        let qwen2_vl = ["lm_head.weight", "model.layers.0.w", "visual.blocks.0.w"];
+        assert_eq!(
+            sorted(&qwen2_vl),
+            ["visual.blocks.0.w", "model.layers.0.w", "lm_head.weight"]
         );
     }
 }

@@ -728,7 +728,10 @@ fn the_reader_reads_only_through_its_source() {
         ("model.embed_tokens.weight", "shards/a.safetensors"),
     ]);
     memory.add(INDEX_FILE, (index.into_bytes(), 0));
-    memory.add(CONFIG_FILE, (b"{}".to_vec(), 0));
+    memory.add(
+        CONFIG_FILE,
+        (br#"{"tie_word_embeddings": true}"#.to_vec(), 0),
+    );
     let checkpoint = Checkpoint::find(Box::new(memory)).unwrap();
     let (sizes, followed, _) = read(&checkpoint).unwrap();
     assert_eq!(

@@ -1,0 +1,249 @@
+"""A checkpoint's sizes in the names of the model `from_pretrained` builds.
+
+transformers decides renames, fused experts, ties and no-split classes per model class, with a
+model instance. So where torch and transformers are installed, the class that `config.json`
+names (or `model_class=`) is built on the meta device (no weights), each checkpoint key is
+renamed by transformers' own renamer exactly as its loader calls it, and the core
+(`_core._loaded_sizes`) sums the checkpoint's sizes per model tensor in the model's order.
+torch and transformers are imported here only, and only when a checkpoint is planned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from devicemap import _core
+
+
+class Loaded(NamedTuple):
+    """What planning takes from a checkpoint: sizes, no-split module names (`None`: the
+    default numbered blocks), tied groups, and, when planned in the checkpoint's own names,
+    why (a sentence for the report)."""
+
+    sizes: Any
+    no_split: list[str] | None
+    tied: list[list[str]]
+    note: str | None
+
+
+class _Unavailable(Exception):
+    """Why the loader's model cannot be built here."""
+
+
+def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
+    """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict."""
+    if isinstance(source, _core._HubCheckpoint):
+        source = source.source
+    first = source[0] if isinstance(source, list | tuple) and source else source
+    if not isinstance(first, str | os.PathLike):
+        return None
+    if isinstance(first, str) and _core._is_hub_source(first):
+        text = _core._hub_config(first, token)
+    else:
+        path = Path(first)
+        candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
+        text = candidate.read_text(encoding="utf-8") if candidate.is_file() else None
+    # The checkpoint reader has read this file already and refused it if it is not JSON.
+    config = None if text is None else json.loads(text)
+    return config if isinstance(config, dict) else None
+
+
+def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: Any) -> Any:
+    if model_class is not None and not isinstance(model_class, str):
+        return model_class
+    name = model_class
+    if name is None:
+        architectures = (config or {}).get("architectures") or []
+        if not architectures or not isinstance(architectures[0], str):
+            raise _Unavailable("config.json names no model class (`architectures`); pass model_class=")
+        name = architectures[0]
+    cls = getattr(transformers, name, None)
+    if cls is None or not isinstance(cls, type):
+        if model_class is not None:
+            raise ValueError(
+                f"model_class {name!r} is not a model class of transformers {transformers.__version__}"
+            )
+        raise _Unavailable(f"transformers {transformers.__version__} has no model class {name!r}")
+    return cls
+
+
+def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
+    """The model `from_pretrained` would build, on the meta device."""
+    config_dict = _config_dict(source, token)
+    if config_dict is None and model_class is None:
+        raise _Unavailable("no config.json beside the checkpoint, and no model_class=")
+    try:
+        import torch
+        import transformers
+    except ImportError as error:
+        raise _Unavailable(f"{error.name or 'torch or transformers'} is not installed") from None
+    cls = _model_class(transformers, config_dict, model_class)
+    try:
+        if config_dict is not None:
+            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+            model_type = str(config_dict.get("model_type"))
+            known = model_type in CONFIG_MAPPING
+            config_class: Any = cls.config_class
+            if known:
+                config_class = CONFIG_MAPPING[model_type]
+            config = config_class.from_dict(config_dict)
+        else:
+            config = cls.config_class()
+        if dtype is not None and isinstance(dtype, torch.dtype):
+            config.dtype = dtype
+        with torch.device("meta"):
+            return cls(config)
+    except Exception as error:  # any failure: plan in the checkpoint's names, saying why
+        raise _Unavailable(f"{cls.__name__} could not be built on the meta device ({error})") from None
+
+
+#: A numbered component (`layers.3`), and the first of the stand-in numbers `_renamed` puts in
+#: its place: far above any layer or expert count, so no mapping matches them by value.
+_NUMBER = re.compile(r"(?:^|(?<=\.))\d+(?=\.|$)")
+_STAND_IN = 7_300_000_000
+
+
+def _template(key: str) -> tuple[str, list[str]]:
+    """`key` with its numbered components replaced by stand-ins, and the numbers."""
+    numbers: list[str] = []
+
+    def stand_in(match: re.Match[str]) -> str:
+        numbers.append(match.group())
+        return str(_STAND_IN + len(numbers) - 1)
+
+    return _NUMBER.sub(stand_in, key), numbers
+
+
+def _renamer(model: Any, key_mapping: dict[str, str] | None) -> tuple[Any, dict[str, Any]]:
+    """`rename(key, direct)`: the loader's name for a checkpoint key and the converter pattern
+    that matched, as `convert_and_load_state_dict_in_model` computes them (`direct=True`: by
+    calling transformers on the key itself), and the converters by source pattern."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    mapping = get_model_conversion_mapping(model, key_mapping, None)
+    renamings = [entry for entry in mapping if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in mapping if isinstance(entry, WeightConverter)]
+    by_pattern = {pattern: converter for converter in converters for pattern in converter.source_patterns}
+    prefix = model.base_model_prefix
+    state = model.state_dict()
+    # Keys that differ only in their numbers (every expert of every layer) rename alike: the
+    # renamings and converters run once per such template, with stand-ins for the numbers,
+    # which are then put back; the base model prefix is settled per key, by transformers.
+    templates: dict[str, tuple[str, str | None] | None] = {}
+
+    def transformed(key: str) -> tuple[str, str | None]:
+        template, numbers = _template(key)
+        first = template not in templates
+        if first:
+            templates[template] = rename_source_key(template, renamings, converters)
+        known = templates[template]
+        if known is None:  # this template renames differently from its numbers: key by key
+            return rename_source_key(key, renamings, converters)
+        # The first key of each template is renamed directly too, and must agree.
+        direct = rename_source_key(key, renamings, converters) if first else None
+        new, pattern = known
+        for at, number in enumerate(numbers):
+            new = new.replace(str(_STAND_IN + at), number)
+        if direct is not None and direct != (new, pattern):
+            templates[template] = None
+            return direct
+        return new, pattern
+
+    # A pattern that names a number (`layers\.1\.`) may treat keys of one template apart.
+    numbered = any(re.search("[0-9]", p) for entry in mapping for p in entry.source_patterns)
+
+    def rename(key: str, direct: bool = False) -> tuple[str, str | None]:
+        if direct or numbered:
+            new, pattern = rename_source_key(key, renamings, converters, prefix, state)
+        else:
+            new, pattern = transformed(key)
+            new = rename_source_key(new, [], [], base_model_prefix=prefix, meta_state_dict=state)[0]
+        if new not in state and key in state:
+            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
+        return new, pattern
+
+    return rename, by_pattern
+
+
+def _renamed(
+    model: Any, names: list[str], key_mapping: dict[str, str] | None, direct: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`),
+    and the groups of model names one converter makes from the same tensors."""
+    rename, by_pattern = _renamer(model, key_mapping)
+    state = model.state_dict()
+    renamed: list[str] = []
+    shared: dict[str, list[str]] = {}
+    for key in names:
+        new, pattern = rename(key, direct)
+        if pattern is not None and new in state and new not in shared:
+            targets = by_pattern[pattern].target_patterns
+            if len(targets) > 1:
+                shared[new] = [new.replace(targets[0], target) for target in targets]
+        renamed.append(new)
+    return renamed, list(shared.values())
+
+
+def _ties(model: Any, found: list[list[str]]) -> list[list[str]]:
+    """The model's tied groups as transformers ties them (`all_tied_weights_keys`, target ->
+    source), each source first; else the tensors the meta model shares."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if not tied:
+        return found
+    groups: dict[str, list[str]] = {}
+    for target, source in tied.items():
+        groups.setdefault(source, [source]).append(target)
+    return list(groups.values())
+
+
+def _no_split(model: Any) -> list[str] | None:
+    from devicemap._plan import _no_split_of
+
+    return _no_split_of(model)
+
+
+def check_arguments(model_class: Any, key_mapping: Any) -> None:
+    """Refuses a `model_class` that is neither a class nor a name, and a `key_mapping` that is
+    not a dict (before anything is read)."""
+    if key_mapping is not None and not isinstance(key_mapping, dict):
+        raise TypeError(
+            "key_mapping must be a dict of regex patterns to replacements, as from_pretrained takes it, "
+            f"got {type(key_mapping).__name__}"
+        )
+    if model_class is not None and not isinstance(model_class, str | type):
+        raise TypeError(
+            f"model_class must be a transformers model class or its name, got {type(model_class).__name__} "
+            f"{model_class!r:.60}"
+        )
+
+
+def loaded(
+    source: Any,
+    sizes: Any,
+    config_ties: list[list[str]],
+    dtype: Any = None,
+    model_class: Any = None,
+    key_mapping: dict[str, str] | None = None,
+    token: str | None = None,
+) -> Loaded:
+    """`sizes` (a checkpoint's, `_core._CheckpointSizes`) in the names of the model
+    `from_pretrained` builds, with its no-split modules and ties; when that model cannot be
+    built here, the checkpoint's own names and `config_ties`, and why."""
+    check_arguments(model_class, key_mapping)
+    try:
+        model = _build(source, model_class, dtype, token)
+    except _Unavailable as why:
+        return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
+    renamed, shared = _renamed(model, sizes.names(), key_mapping)
+    load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)
+    try:
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, load_dtype)
+    except ValueError:  # a config dtype that is no load dtype: the meta model's own sizes
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, dtype)
+    return Loaded(model_sizes, _no_split(model), _ties(model, identity), None)
