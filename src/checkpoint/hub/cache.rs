@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -137,12 +137,20 @@ impl Cache {
     /// What devicemap read of `file` at `commit`.
     pub fn entry(&self, commit: &str, file: &str) -> Option<Entry> {
         let path = self.folder.as_ref()?.join(commit).join(entry_name(file));
-        let data = fs::read(path).ok()?;
-        let rest = data.strip_prefix(MAGIC)?;
-        let (len, bytes) = rest.split_first_chunk::<8>()?;
+        let mut file = fs::File::open(path).ok()?;
+        // The bytes read straight into their own buffer: no copy of a header of megabytes.
+        let mut start = [0; MAGIC.len() + 8];
+        file.read_exact(&mut start).ok()?;
+        let (magic, len) = start.split_first_chunk::<8>()?;
+        if magic != MAGIC {
+            return None;
+        }
+        let size = file.metadata().map_or(0, |m| m.len() as usize);
+        let mut bytes = Vec::with_capacity(size.saturating_sub(start.len()));
+        file.read_to_end(&mut bytes).ok()?;
         Some(Entry {
-            len: u64::from_le_bytes(*len),
-            bytes: bytes.to_vec(),
+            len: u64::from_le_bytes(len.try_into().ok()?),
+            bytes,
         })
     }
 

@@ -7,8 +7,10 @@
 //! as it reads a folder, so the result is the same as for the same files on disk.
 //!
 //! - `repo.rs`: repository ids and revisions. `client.rs`: HTTP. `cache.rs`: the cache.
-//! - `fetch.rs`: what is fetched, and how. `error.rs`: [`HubError`].
+//! - `fetch.rs`: what is fetched, and how. `error.rs`: [`HubError`]. `ahead.rs`: the cached
+//!   checkpoint read while the branch resolves.
 
+mod ahead;
 mod cache;
 mod client;
 mod error;
@@ -27,6 +29,7 @@ pub use fetch::Fetched;
 pub use repo::{is_commit, Repo};
 
 use super::source::{Checkpoint, Layout, Source};
+use super::ReadAhead;
 use crate::error::Result;
 use cache::Cache;
 use client::Client;
@@ -210,7 +213,7 @@ pub fn hub_config(text: &str, token: Option<String>) -> Result<Option<serde_json
         return Ok(None);
     };
     let read = || -> Result<serde_json::Value> {
-        let source = HubSource::connect(&repo, &HubOptions::from_env(token)?)?;
+        let source = HubSource::connect(&repo, &HubOptions::from_env(token)?, false)?;
         let name = super::CONFIG_FILE;
         let shown = source.show(name);
         if !source.0.listing.contains(name) {
@@ -263,7 +266,7 @@ impl HubCheckpoint {
         options: &HubOptions,
         progress: &mut dyn FnMut(Fetched),
     ) -> Result<HubCheckpoint> {
-        let source = HubSource::connect(repo, options)?;
+        let source = HubSource::connect(repo, options, true)?;
         let layout = fetch::prefetch(&source, options.concurrency, progress)?;
         Ok(HubCheckpoint { source, layout })
     }
@@ -304,7 +307,7 @@ impl HubCheckpoint {
 pub struct HubSource(Arc<Inner>);
 
 struct Inner {
-    client: Client,
+    client: Arc<Client>,
     cache: Cache,
     repo: Repo,
     commit: String,
@@ -312,20 +315,24 @@ struct Inner {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// devicemap's cache of this commit, read while the revision was resolved; taken from
     /// here by [`fetch::file`] instead of reading the cache.
-    preloaded: Mutex<HashMap<String, Entry>>,
+    preloaded: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The checkpoint read from those meanwhile, and its layout (see [`ahead`]); the reader
+    /// takes it.
+    read: Mutex<Option<(Layout, ReadAhead)>>,
     offline: bool,
     stats: Mutex<HubStats>,
 }
 
 impl HubSource {
-    /// `repo` at the commit its revision resolves to, nothing else read yet.
-    fn connect(repo: &Repo, options: &HubOptions) -> Result<HubSource> {
-        let client = Client::new(
+    /// `repo` at the commit its revision resolves to, nothing else read yet; with `ahead`,
+    /// the cached checkpoint of the commit the branch was at last time read meanwhile.
+    fn connect(repo: &Repo, options: &HubOptions, ahead: bool) -> Result<HubSource> {
+        let client = Arc::new(Client::new(
             &options.endpoint,
             options.token.clone(),
             options.timeout,
             options.concurrency,
-        );
+        ));
         let cache = Cache::new(options.cache.as_deref(), &client.endpoint, repo);
         // What was cached of the commit the branch resolved to last time is read while the Hub
         // is asked, and used only when the answer is that same commit.
@@ -335,14 +342,33 @@ impl HubSource {
             cache.commit_of(&repo.revision)
         };
         let (resolved, read) = std::thread::scope(|scope| {
-            let reading = guess.map(|commit| scope.spawn(|| (cache.entries(&commit), commit)));
+            let reading = guess.map(|commit| {
+                scope.spawn(|| {
+                    let entries: HashMap<String, Arc<Entry>> = cache
+                        .entries(&commit)
+                        .into_iter()
+                        .map(|(name, entry)| (name, Arc::new(entry)))
+                        .collect();
+                    let read = ahead
+                        .then(|| ahead::read(&client, options, repo, &commit, &entries))
+                        .flatten();
+                    (entries, read, commit)
+                })
+            });
             let resolved = fetch::resolve(&client, &cache, repo, options.offline);
             (resolved, reading.and_then(|r| r.join().ok()))
         });
-        let (commit, listing) = resolved?;
-        let preloaded = read
-            .filter(|(_, guessed)| *guessed == commit)
-            .map(|(entries, _)| entries)
+        let fetch::Resolved {
+            commit,
+            listing,
+            config,
+        } = resolved?;
+        let has_config = config.is_some();
+        // `config.json` read in resolving is a file read (not one from a cache).
+        let config = config.map(|c| (super::CONFIG_FILE.to_owned(), Arc::new(c)));
+        let (preloaded, read) = read
+            .filter(|(_, _, guessed)| *guessed == commit)
+            .map(|(entries, read, _)| (entries, read))
             .unwrap_or_default();
         Ok(HubSource(Arc::new(Inner {
             client,
@@ -350,10 +376,14 @@ impl HubSource {
             repo: repo.clone(),
             commit,
             listing: listing.into_iter().collect(),
-            entries: Mutex::default(),
+            entries: Mutex::new(config.into_iter().collect()),
             preloaded: Mutex::new(preloaded),
+            read: Mutex::new(read),
             offline: options.offline,
-            stats: Mutex::default(),
+            stats: Mutex::new(HubStats {
+                files: u64::from(has_config),
+                ..HubStats::default()
+            }),
         })))
     }
 
@@ -394,6 +424,13 @@ impl Source for HubSource {
             return Err(io::Error::other("only the header of this file was read"));
         }
         Ok(entry.bytes.clone())
+    }
+
+    fn take_read(&self, layout: &Layout) -> Option<ReadAhead> {
+        match self.0.read.lock().ok()?.take() {
+            Some((read_with, read)) if read_with == *layout => Some(read),
+            _ => None,
+        }
     }
 
     fn show(&self, name: &str) -> String {
