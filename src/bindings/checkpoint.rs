@@ -50,7 +50,7 @@ pub fn checkpoint_from_py(
     }
     if let Ok(text) = source.cast::<PyString>() {
         let text = text.to_str()?.to_owned();
-        let options = || HubOptions::from_env(token);
+        let options = || HubOptions::from_env(token, &hf_get_token);
         return Ok(source
             .py()
             .detach(|| hub::open_any(&text, options, &mut |_| {}))?);
@@ -387,6 +387,17 @@ impl PyHubCheckpoint {
     }
 }
 
+/// huggingface_hub's `get_token()` where huggingface_hub is installed (imported only now: it
+/// is heavy), for [`hub::implicit_token`]; `None` when it is not, or when it fails.
+pub(super) fn hf_get_token() -> Option<String> {
+    Python::attach(|py| {
+        let module = py.import("huggingface_hub").ok()?;
+        let token = module.call_method0("get_token").ok()?;
+        let token: Option<String> = token.extract().ok()?;
+        token.filter(|t| !t.trim().is_empty())
+    })
+}
+
 /// Whether `text` names a Hub repository (`hf://...`, or `org/name` with no such local path).
 #[pyfunction]
 pub fn _is_hub_source(text: &str) -> PyResult<bool> {
@@ -406,7 +417,7 @@ pub fn _hub_config(
     token: Option<String>,
 ) -> PyResult<Option<String>> {
     guard("_hub_config", || {
-        let config = py.detach(|| hub::hub_config(source, token))?;
+        let config = py.detach(|| hub::hub_config(source, token, &hf_get_token))?;
         Ok(config.map(|value| value.to_string()))
     })
 }
@@ -433,7 +444,8 @@ pub fn _hub_checkpoint(
                     failure = Python::attach(|py| callback.bind(py).call1(args).err());
                 }
             };
-            hub::open_hub(source, || HubOptions::from_env(token), &mut report)
+            let options = || HubOptions::from_env(token, &hf_get_token);
+            hub::open_hub(source, options, &mut report)
         });
         if let Some(err) = failure {
             return Err(err);

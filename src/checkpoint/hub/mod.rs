@@ -78,12 +78,22 @@ fn setting<T>(
     }
 }
 
+/// A token from elsewhere, asked for when nothing else gave one: huggingface_hub's
+/// `get_token()`, which the bindings can call (it also knows OAuth logins, OIDC and Colab's
+/// secrets). `&|| None` where there is none.
+pub type TokenFallback<'a> = &'a (dyn Fn() -> Option<String> + Sync);
+
 /// The token huggingface_hub would send: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`
-/// (default `$HF_HOME/token`); none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
-pub fn implicit_token() -> Option<String> {
+/// (default `$HF_HOME/token`), else `fallback()`; none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is
+/// set (then `fallback` is not called).
+pub fn implicit_token(fallback: TokenFallback<'_>) -> Option<String> {
     if truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN")) {
         return None;
     }
+    token_from_env().or_else(fallback)
+}
+
+fn token_from_env() -> Option<String> {
     if let Some(token) = env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")) {
         return Some(token.trim().to_owned());
     }
@@ -93,11 +103,15 @@ pub fn implicit_token() -> Option<String> {
 }
 
 impl HubOptions {
-    /// `token` if given, else [`implicit_token`]; `HF_ENDPOINT`, `HF_HUB_OFFLINE`; devicemap's
+    /// `token` if given, else [`implicit_token`] (with `fallback`); `HF_ENDPOINT`,
+    /// `HF_HUB_OFFLINE`; devicemap's
     /// `DEVICEMAP_HUB_CACHE` (a folder, or `off`; default `$HF_HOME/devicemap`),
     /// `DEVICEMAP_HUB_CONCURRENCY` (default 16) and `DEVICEMAP_HUB_TIMEOUT` (seconds, default
     /// 10).
-    pub fn from_env(token: Option<String>) -> std::result::Result<HubOptions, HubError> {
+    pub fn from_env(
+        token: Option<String>,
+        fallback: TokenFallback<'_>,
+    ) -> std::result::Result<HubOptions, HubError> {
         let concurrency = setting(
             "DEVICEMAP_HUB_CONCURRENCY",
             "a whole number from 1 to 256",
@@ -117,7 +131,7 @@ impl HubOptions {
         };
         Ok(HubOptions {
             endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
-            token: token.or_else(implicit_token),
+            token: token.or_else(|| implicit_token(fallback)),
             concurrency,
             cache,
             offline: truthy(env("HF_HUB_OFFLINE")) || truthy(env("TRANSFORMERS_OFFLINE")),
@@ -206,14 +220,19 @@ fn explain<T>(text: &str, explicit: bool, result: Result<T>) -> Result<T> {
 }
 
 /// `config.json` of the Hub repository `text` names (see [`locate`]), parsed, read with the
-/// environment's settings and `token` if given (resolving the revision, then that file only,
-/// both cached); `None` when `text` names a local path. For `kv_cache` and plans at a context.
-pub fn hub_config(text: &str, token: Option<String>) -> Result<Option<serde_json::Value>> {
+/// environment's settings and `token` if given (else [`implicit_token`] with `fallback`;
+/// resolving the revision, then that file only, both cached); `None` when `text` names a local
+/// path. For `kv_cache`.
+pub fn hub_config(
+    text: &str,
+    token: Option<String>,
+    fallback: TokenFallback<'_>,
+) -> Result<Option<serde_json::Value>> {
     let Location::Hub { repo, explicit } = locate(text)? else {
         return Ok(None);
     };
     let read = || -> Result<serde_json::Value> {
-        let source = HubSource::connect(&repo, &HubOptions::from_env(token)?, false)?;
+        let source = HubSource::connect(&repo, &HubOptions::from_env(token, fallback)?, false)?;
         let name = super::CONFIG_FILE;
         let shown = source.show(name);
         if !source.0.listing.contains(name) {
