@@ -71,7 +71,7 @@ def _sizes_of(
     if hasattr(source, "named_parameters") and hasattr(source, "named_buffers"):
         module_sizes, tied = _core._module_sizes(source, dtype)
         return module_sizes, _no_split_of(source), tied
-    if isinstance(source, str | os.PathLike | list | tuple):
+    if isinstance(source, str | os.PathLike | list | tuple | _core._HubCheckpoint):
         checkpoint_sizes, tied = _core._checkpoint_sizes(source, dtype, progress, token)
         return checkpoint_sizes, None, tied
     raise TypeError(
@@ -86,6 +86,8 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     the core then says that a context needs a config)."""
     if config is not None or context is None:
         return config
+    if isinstance(source, _core._HubCheckpoint):
+        return json.loads(source.config_json())
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None
@@ -95,6 +97,15 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     path = Path(first)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
     return str(candidate) if candidate.is_file() else None
+
+
+def _hub_opened(source: Source, config: Any, context: int | None, token: str | None) -> Any:
+    """A Hub repository `source` names, opened (its revision resolved, its headers fetched)
+    once for both its config.json and its sizes when a plan at a context reads both; else
+    `source` as given."""
+    if config is not None or context is None or not isinstance(source, str):
+        return source
+    return _core._hub_checkpoint(source, token) if _core._is_hub_source(source) else source
 
 
 def plan_report(
@@ -118,6 +129,7 @@ def plan_report(
     device; what spilled and why) and does not raise when the model does not fit
     (`report.fits`). With `context=`, `report.max_context()` and `report.max_batch()` say how
     far the plan stretches under the same budgets."""
+    source = _hub_opened(source, config, context, token)
     model_config = _config_of(source, config, context, token)
     sizes, found_no_split, found_tied = _sizes_of(source, dtype, progress, token)
     if max_memory is None:
@@ -233,6 +245,7 @@ def stages(
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    source = _hub_opened(source, config, context, token)
     model_config = _config_of(source, config, context, token)
     sizes, found_no_split, _ = _sizes_of(source, dtype, None, token)
     patterns = no_split if no_split is not None else found_no_split

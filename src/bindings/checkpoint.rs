@@ -379,6 +379,13 @@ impl PyHubCheckpoint {
         self.hub.commit()
     }
 
+    /// Its `config.json` as JSON text, read at the same commit as its headers.
+    fn config_json(&self) -> PyResult<String> {
+        guard("_HubCheckpoint.config_json", || {
+            Ok(self.hub.config()?.to_string())
+        })
+    }
+
     /// `(requests, bytes received, files read, of those from a cache)`.
     #[getter]
     fn stats(&self) -> (u64, u64, u64, u64) {

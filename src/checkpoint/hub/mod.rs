@@ -232,16 +232,7 @@ pub fn hub_config(
         return Ok(None);
     };
     let read = || -> Result<serde_json::Value> {
-        let source = HubSource::connect(&repo, &HubOptions::from_env(token, fallback)?, false)?;
-        let name = super::CONFIG_FILE;
-        let shown = source.show(name);
-        if !source.0.listing.contains(name) {
-            return Err(super::error::bad(&shown, None, super::Problem::NotFound));
-        }
-        let entry = fetch::file(&source, name, None)?;
-        serde_json::from_slice(&entry.bytes).map_err(|e| {
-            super::error::bad(&shown, None, super::Problem::ConfigNotJson(e.to_string()))
-        })
+        HubSource::connect(&repo, &HubOptions::from_env(token, fallback)?, false)?.config()
     };
     explain(text, explicit, read()).map(Some)
 }
@@ -297,6 +288,12 @@ impl HubCheckpoint {
 
     pub fn repo(&self) -> &Repo {
         &self.source.0.repo
+    }
+
+    /// Its `config.json`, parsed (read with the checkpoint, at the same commit); an error when
+    /// it has none. For a plan at a context: one resolving of the revision for both.
+    pub fn config(&self) -> Result<serde_json::Value> {
+        self.source.config()
     }
 
     pub fn commit(&self) -> &str {
@@ -404,6 +401,19 @@ impl HubSource {
                 ..HubStats::default()
             }),
         })))
+    }
+
+    /// `config.json`, parsed; an error when there is none.
+    fn config(&self) -> Result<serde_json::Value> {
+        let name = super::CONFIG_FILE;
+        let shown = self.show(name);
+        if !self.0.listing.contains(name) {
+            return Err(super::error::bad(&shown, None, super::Problem::NotFound));
+        }
+        let entry = fetch::file(self, name, None)?;
+        serde_json::from_slice(&entry.bytes).map_err(|e| {
+            super::error::bad(&shown, None, super::Problem::ConfigNotJson(e.to_string()))
+        })
     }
 
     fn entry(&self, name: &str) -> io::Result<Arc<Entry>> {
