@@ -66,3 +66,21 @@ def test_a_hub_config_missing_is_said(hub: StandIn, local: Path) -> None:
     del hub.repos["org/llama"].commits[COMMIT_A]["config.json"]
     with pytest.raises(ValueError, match=r"hf://org/llama@a{40}/config\.json"):
         devicemap.plan_report("org/llama", BUDGETS, context=512)
+
+
+def test_the_command_line_at_a_context_resolves_the_branch_once(
+    hub: StandIn, local: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from devicemap.cli import main
+
+    args = ["--max-memory", "0=1MiB,1=1MiB,cpu=64MiB", "--context", "512", "--json"]
+    for run in range(2):
+        hub.clear()
+        assert main(["plan", "org/llama", *args]) == 0
+        remote = json.loads(capsys.readouterr().out)
+        resolved = [RESOLVE] if run else ["/api/models/org/llama/revision/main", RESOLVE]
+        assert sorted(resolving(hub)) == resolved
+    assert main(["plan", str(local), *args]) == 0
+    assert {**remote, "source": ""} == {**json.loads(capsys.readouterr().out), "source": ""}

@@ -104,6 +104,8 @@ def _config(args: argparse.Namespace) -> Any:
         return args.config
     if not args.checkpoint:
         return json.loads(_core._example_config(args.example or "deepseek-v3"))
+    if _hub_cli.is_hub(args.checkpoint):
+        return _hub_cli.config(args.checkpoint)
     from devicemap._plan import _config_of
 
     return _config_of(args.checkpoint, None, 1)
