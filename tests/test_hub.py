@@ -192,12 +192,20 @@ def test_a_file_missing_from_the_cache_is_fetched_again(hub: StandIn, env: Path)
     commit = next((env / "devicemap").glob(f"*/models--org--sharded/{COMMIT_A}"))
     assert (commit / "prefetched-1.json").is_file()
     (commit / "model-00002-of-00004.safetensors.entry").unlink()
+    # The checkpoint as read is kept whole: a warm plan needs no file of it.
+    [kept] = commit.glob("read-*.bin")
     hub.clear()
     assert devicemap.tensor_sizes("org/sharded") == first
-    paths = [s.path for s in hub.requests()]
-    assert paths[0] == RESOLVE
-    assert [p.rsplit("/", 1)[1] for p in paths[1:]] == ["model-00002-of-00004.safetensors"] * (len(paths) - 1)
-    assert all(f"/resolve/{COMMIT_A}/" in p for p in paths[1:])
+    assert [s.path for s in hub.requests()] == [RESOLVE]
+    # A copy that does not add up is none: the files are read, the missing one fetched again.
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    kept.write_bytes(bytes(data))
+    hub.clear()
+    assert devicemap.tensor_sizes("org/sharded") == first
+    shard = f"/org/sharded/resolve/{COMMIT_A}/model-00002-of-00004.safetensors"
+    assert [s.path for s in hub.requests()] == [RESOLVE, shard]
+    assert kept.read_bytes() != bytes(data)
     # A record that cannot be read is no record: the checkpoint is looked for again.
     (commit / "prefetched-1.json").write_text("{")
     hub.clear()

@@ -131,7 +131,11 @@ pub fn checkpoint_sizes(
             }
             read
         }
-        None => read_observed(checkpoint, threads, progress, observe)?,
+        None => {
+            let read = read_observed(checkpoint, threads, progress, observe)?;
+            checkpoint.source().keep_read(checkpoint.layout(), &read);
+            read
+        }
     };
     let followed = read.orders.iter().all(Option::is_some);
     Ok(CheckpointSizes {

@@ -40,6 +40,9 @@ pub trait Source: Send + Sync {
     fn take_read(&self, _layout: &Layout) -> Option<super::ReadAhead> {
         None
     }
+    /// What [`super::checkpoint_sizes`] read with `layout`, shown to the source once read (the
+    /// Hub's keeps a compact copy, for [`Source::take_read`] of a later plan).
+    fn keep_read(&self, _layout: &Layout, _read: &super::ReadAhead) {}
 }
 
 /// Files under a local folder (`""`: the working directory, where any path names itself).

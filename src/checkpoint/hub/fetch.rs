@@ -283,8 +283,12 @@ pub(super) fn prefetch(
 ) -> Result<Layout> {
     let inner = &source.0;
     if let Some(record) = inner.cache.prefetched(&inner.commit) {
+        // Read ahead: nothing is left to read (a file asked for is fetched then).
+        let read = inner.read.lock().map_or(false, |read| read.is_some());
         let jobs: Vec<Job> = record.fetched.iter().map(|n| (n.clone(), None)).collect();
-        fetch_all(source, &jobs, concurrency, progress)?;
+        if !read {
+            fetch_all(source, &jobs, concurrency, progress)?;
+        }
         return Ok(match record.index {
             Some(index) => Layout::Index(index),
             None => Layout::Files(record.files),

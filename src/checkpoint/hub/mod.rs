@@ -13,6 +13,7 @@
 mod ahead;
 mod cache;
 mod client;
+mod compact;
 mod error;
 mod fetch;
 mod repo;
@@ -360,14 +361,7 @@ impl HubSource {
         let (resolved, read) = std::thread::scope(|scope| {
             let reading = guess.map(|commit| {
                 scope.spawn(|| {
-                    let entries: HashMap<String, Arc<Entry>> = cache
-                        .entries(&commit)
-                        .into_iter()
-                        .map(|(name, entry)| (name, Arc::new(entry)))
-                        .collect();
-                    let read = ahead
-                        .then(|| ahead::read(&client, options, repo, &commit, &entries))
-                        .flatten();
+                    let (entries, read) = ahead::read(&client, options, repo, &commit, ahead);
                     (entries, read, commit)
                 })
             });
@@ -453,6 +447,16 @@ impl Source for HubSource {
             return Err(io::Error::other("only the header of this file was read"));
         }
         Ok(entry.bytes.clone())
+    }
+
+    fn keep_read(&self, layout: &Layout, read: &ReadAhead) {
+        let inner = &self.0;
+        let recorded = ahead::recorded_layout(&inner.cache, &inner.commit);
+        if recorded.as_ref() == Some(layout) && !inner.cache.has_read(&inner.commit) {
+            inner
+                .cache
+                .set_read(&inner.commit, &compact::to_bytes(read));
+        }
     }
 
     fn take_read(&self, layout: &Layout) -> Option<ReadAhead> {
