@@ -195,8 +195,8 @@ mod tests {
                 .collect();
             format!("{{{}}}", entries.join(","))
         };
-        let first = json(&[("b.1.w", "F32"), ("b.0.w", "F32"), ("é", "I64")]);
-        let second = json(&[("c.w", "F8_E4M3")]);
+        let first = json(&[("b.1.w", "F32"), ("b.0.w", "F32"), ("é", "I32")]);
+        let second = json(&[("c.w", "U32")]);
         let headers = vec![
             parse_header("a", first.as_bytes(), 24).unwrap(),
             parse_header("b", second.as_bytes(), 8).unwrap(),
