@@ -284,7 +284,7 @@ pub(super) fn prefetch(
     let inner = &source.0;
     if let Some(record) = inner.cache.prefetched(&inner.commit) {
         // Read ahead: nothing is left to read (a file asked for is fetched then).
-        let read = inner.read.lock().map_or(false, |read| read.is_some());
+        let read = inner.read.lock().is_ok_and(|read| read.is_some());
         let jobs: Vec<Job> = record.fetched.iter().map(|n| (n.clone(), None)).collect();
         if !read {
             fetch_all(source, &jobs, concurrency, progress)?;
