@@ -1,6 +1,8 @@
 """The token for a Hub repository when none is given: `HF_TOKEN`, the token file, then
-huggingface_hub's `get_token()` (OAuth logins, OIDC, Colab secrets), imported only then, and
-none of them under `HF_HUB_DISABLE_IMPLICIT_TOKEN`. A stand-in `huggingface_hub` module records
+huggingface_hub's `get_token()` (OAuth logins, OIDC, Colab secrets), imported and asked only
+when the Hub refuses without a token (importing it and its first call take about a second,
+which a public repository does not pay), and none of them under
+`HF_HUB_DISABLE_IMPLICIT_TOKEN`. A stand-in `huggingface_hub` module records
 whether it was asked; the stand-in Hub (`_hub_standin.py`) serves a private repository."""
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HU
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
-    files = write_checkpoint(tmp_path / "model", llama_tensors(2), 0, {"model_type": "llama"})
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
+    files = write_checkpoint(tmp_path / "model", llama_tensors(2), 0, config)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("DEVICEMAP_HUB_CACHE", "off")
     for name in (*TOKEN_VARIABLES, "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    with StandIn({"org/private": Repo({COMMIT_A: files}, {"main": COMMIT_A}, private=True)}) as standin:
+    repos = {
+        "org/private": Repo({COMMIT_A: files}, {"main": COMMIT_A}, private=True),
+        "org/gated": Repo({COMMIT_A: files}, {"main": COMMIT_A}, gated=True),
+        "org/public": Repo({COMMIT_A: files}, {"main": COMMIT_A}),
+    }
+    with StandIn(repos) as standin:
         monkeypatch.setenv("HF_ENDPOINT", standin.url)
         yield standin
 
@@ -49,10 +57,21 @@ def tokens_sent(hub: StandIn) -> set[str | None]:
     return {seen.authorization for seen in hub.requests() if seen.host == "hub"}
 
 
-def test_get_token_is_the_last_resort(hub: StandIn, asked: list[str]) -> None:
-    assert devicemap.tensor_sizes("org/private")
+@pytest.mark.parametrize("repo", ["org/private", "org/gated"])
+def test_get_token_is_asked_when_the_hub_wants_a_token(hub: StandIn, asked: list[str], repo: str) -> None:
+    assert devicemap.tensor_sizes(repo)
     assert asked == ["get_token"]
-    assert tokens_sent(hub) == {"Bearer hf_good"}
+    # Refused without one, then every request with it.
+    assert hub.requests()[0].authorization is None
+    pinned = {s.authorization for s in hub.requests() if COMMIT_A in s.path and s.host == "hub"}
+    assert pinned == {"Bearer hf_good"}
+
+
+def test_get_token_is_not_asked_for_a_public_repository(hub: StandIn, asked: list[str]) -> None:
+    assert devicemap.tensor_sizes("org/public")
+    assert devicemap.plan_report("org/public", {"cpu": "1GiB"}, context=64).fits
+    assert asked == []
+    assert tokens_sent(hub) == {None}
 
 
 @pytest.mark.parametrize("given", ["argument", "HF_TOKEN", "token file"])

@@ -50,7 +50,7 @@ pub fn checkpoint_from_py(
     }
     if let Ok(text) = source.cast::<PyString>() {
         let text = text.to_str()?.to_owned();
-        let options = || HubOptions::from_env(token, &hf_get_token);
+        let options = || HubOptions::from_env(token, Some(hf_get_token));
         return Ok(source
             .py()
             .detach(|| hub::open_any(&text, options, &mut |_| {}))?);
@@ -424,7 +424,7 @@ pub fn _hub_config(
     token: Option<String>,
 ) -> PyResult<Option<String>> {
     guard("_hub_config", || {
-        let config = py.detach(|| hub::hub_config(source, token, &hf_get_token))?;
+        let config = py.detach(|| hub::hub_config(source, token, Some(hf_get_token)))?;
         Ok(config.map(|value| value.to_string()))
     })
 }
@@ -451,7 +451,7 @@ pub fn _hub_checkpoint(
                     failure = Python::attach(|py| callback.bind(py).call1(args).err());
                 }
             };
-            let options = || HubOptions::from_env(token, &hf_get_token);
+            let options = || HubOptions::from_env(token, Some(hf_get_token));
             hub::open_hub(source, options, &mut report)
         });
         if let Some(err) = failure {

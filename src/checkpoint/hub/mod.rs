@@ -43,10 +43,13 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const DEFAULT_TIMEOUT: f64 = 10.0;
 
 /// How to reach the Hub; [`HubOptions::from_env`] reads what huggingface_hub reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct HubOptions {
     pub endpoint: String,
     pub token: Option<String>,
+    /// Asked for a token when there is none and the Hub refuses without one (see
+    /// [`TokenFallback`]); `None` when a token was given or implicit ones are disabled.
+    pub fallback: Option<TokenFallback>,
     pub concurrency: usize,
     /// devicemap's cache folder; `None`: no cache.
     pub cache: Option<PathBuf>,
@@ -79,19 +82,25 @@ fn setting<T>(
     }
 }
 
-/// A token from elsewhere, asked for when nothing else gave one: huggingface_hub's
-/// `get_token()`, which the bindings can call (it also knows OAuth logins, OIDC and Colab's
-/// secrets). `&|| None` where there is none.
-pub type TokenFallback<'a> = &'a (dyn Fn() -> Option<String> + Sync);
+/// A token from elsewhere, asked for when nothing else gave one and the Hub wants one:
+/// huggingface_hub's `get_token()`, which the bindings can call (it also knows OAuth logins,
+/// OIDC and Colab's secrets; importing it and its first call take about a second, which a
+/// public repository should not pay).
+pub type TokenFallback = fn() -> Option<String>;
 
-/// The token huggingface_hub would send: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`
-/// (default `$HF_HOME/token`), else `fallback()`; none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is
-/// set (then `fallback` is not called).
-pub fn implicit_token(fallback: TokenFallback<'_>) -> Option<String> {
-    if truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN")) {
+/// Whether `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set: then only a token given is sent.
+fn implicit_disabled() -> bool {
+    truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))
+}
+
+/// The token huggingface_hub would send, from the environment: `HF_TOKEN`, else the file at
+/// `HF_TOKEN_PATH` (default `$HF_HOME/token`); none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is
+/// set.
+pub fn implicit_token() -> Option<String> {
+    if implicit_disabled() {
         return None;
     }
-    token_from_env().or_else(fallback)
+    token_from_env()
 }
 
 fn token_from_env() -> Option<String> {
@@ -104,14 +113,14 @@ fn token_from_env() -> Option<String> {
 }
 
 impl HubOptions {
-    /// `token` if given, else [`implicit_token`] (with `fallback`); `HF_ENDPOINT`,
+    /// `token` if given, else [`implicit_token`], else `fallback` when the Hub wants one; `HF_ENDPOINT`,
     /// `HF_HUB_OFFLINE`; devicemap's
     /// `DEVICEMAP_HUB_CACHE` (a folder, or `off`; default `$HF_HOME/devicemap`),
     /// `DEVICEMAP_HUB_CONCURRENCY` (default 16) and `DEVICEMAP_HUB_TIMEOUT` (seconds, default
     /// 10).
     pub fn from_env(
         token: Option<String>,
-        fallback: TokenFallback<'_>,
+        fallback: Option<TokenFallback>,
     ) -> std::result::Result<HubOptions, HubError> {
         let concurrency = setting(
             "DEVICEMAP_HUB_CONCURRENCY",
@@ -132,7 +141,8 @@ impl HubOptions {
         };
         Ok(HubOptions {
             endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
-            token: token.or_else(|| implicit_token(fallback)),
+            fallback: fallback.filter(|_| token.is_none() && !implicit_disabled()),
+            token: token.or_else(implicit_token),
             concurrency,
             cache,
             offline: truthy(env("HF_HUB_OFFLINE")) || truthy(env("TRANSFORMERS_OFFLINE")),
@@ -221,13 +231,13 @@ fn explain<T>(text: &str, explicit: bool, result: Result<T>) -> Result<T> {
 }
 
 /// `config.json` of the Hub repository `text` names (see [`locate`]), parsed, read with the
-/// environment's settings and `token` if given (else [`implicit_token`] with `fallback`;
+/// environment's settings and `token` if given (else as [`HubOptions::from_env`] says;
 /// resolving the revision, then that file only, both cached); `None` when `text` names a local
 /// path. For `kv_cache`.
 pub fn hub_config(
     text: &str,
     token: Option<String>,
-    fallback: TokenFallback<'_>,
+    fallback: Option<TokenFallback>,
 ) -> Result<Option<serde_json::Value>> {
     let Location::Hub { repo, explicit } = locate(text)? else {
         return Ok(None);
@@ -342,8 +352,38 @@ struct Inner {
 
 impl HubSource {
     /// `repo` at the commit its revision resolves to, nothing else read yet; with `ahead`,
-    /// the cached checkpoint of the commit the branch was at last time read meanwhile.
+    /// the cached checkpoint of the commit the branch was at last time read meanwhile. When
+    /// the Hub refuses without a token, [`HubOptions::fallback`] is asked for one, and with it
+    /// the Hub again.
     fn connect(repo: &Repo, options: &HubOptions, ahead: bool) -> Result<HubSource> {
+        let refused = match Self::connect_with(repo, options, ahead) {
+            Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(error)))
+                if options.token.is_none()
+                    && matches!(
+                        error,
+                        HubError::RepoNotFound { .. }
+                            | HubError::Gated { .. }
+                            | HubError::Denied { .. }
+                    ) =>
+            {
+                error
+            }
+            result => return result,
+        };
+        match options.fallback.and_then(|ask| ask()) {
+            Some(token) => {
+                let options = HubOptions {
+                    token: Some(token),
+                    fallback: None,
+                    ..options.clone()
+                };
+                Self::connect_with(repo, &options, ahead)
+            }
+            None => Err(refused.into()),
+        }
+    }
+
+    fn connect_with(repo: &Repo, options: &HubOptions, ahead: bool) -> Result<HubSource> {
         let client = Arc::new(Client::new(
             &options.endpoint,
             options.token.clone(),
