@@ -5,13 +5,16 @@
     .venv/bin/python benches/bench_hub.py --quick    # smoke run, no targets judged
 
 Each figure is the median of `--repeat` runs (default 3; a shared machine's load makes single
-runs vary by a third), huggingface_hub's and devicemap's runs interleaved.
+runs vary by a third), huggingface_hub's and devicemap's runs interleaved. "CPU s" is the CPU
+time of this process during the run (the client's threads and the stand-in's), which the
+machine's load does not inflate as it does the wall time.
 
 The stand-in (tests/_hub_standin.py) serves sparse shards (real headers, data as holes) on
 127.0.0.1 and sleeps `--latency` before each answer; with `redirect` every shard request is sent
 on to a CDN on another origin, as the Hub does (two round trips). Each client reads a fresh
 cache folder when cold; devicemap's warm run reads its cache of the cold run (one request:
-resolving the branch). Bytes: body bytes the stand-in sent, against the index plus the headers.
+resolving the branch, while the checkpoint as read is read from it). Bytes: body bytes the
+stand-in sent, against the index plus the headers.
 """
 
 from __future__ import annotations
@@ -62,15 +65,17 @@ def cold(work: Path, hf_hub_cache: str) -> None:
     shutil.rmtree(work / "hf-home" / "devicemap", ignore_errors=True)
 
 
-def timed(hub: StandIn, run: Any) -> tuple[float, int, int]:
+def timed(hub: StandIn, run: Any) -> tuple[float, int, int, float]:
+    """Seconds, requests, bytes sent, and CPU seconds of this process (the client's threads and
+    the stand-in's): on a loaded machine the wall time counts waiting for a core too."""
     hub.clear()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - start, len(hub.requests()), hub.sent
+    return time.perf_counter() - start, len(hub.requests()), hub.sent, time.process_time() - cpu
 
 
-def median(runs: list[tuple[float, int, int]]) -> tuple[float, int, int]:
-    """The median time, with the requests and bytes of the run it came from."""
+def median(runs: list[tuple[float, int, int, float]]) -> tuple[float, int, int, float]:
+    """The median time, with the requests, bytes and CPU time of the run it came from."""
     return sorted(runs)[len(runs) // 2]
 
 
@@ -102,7 +107,7 @@ def main() -> None:
                 api = HfApi(endpoint=hub.url)
                 # Each client cold: nothing downloaded, no headers cached (devicemap would read
                 # the index huggingface_hub downloaded).
-                runs: list[list[tuple[float, int, int]]] = [[], [], []]
+                runs: list[list[tuple[float, int, int, float]]] = [[], [], []]
                 for _ in range(args.repeat):
                     cold(work, constants.HF_HUB_CACHE)
                     runs[0].append(timed(hub, lambda api=api: api.get_safetensors_metadata("org/dsv3")))
@@ -115,21 +120,28 @@ def main() -> None:
             f"{shards} shards, {latency * 1000:.0f} ms a request, index + headers {needed / 1e6:.2f} MB,"
             f" median of {args.repeat} runs"
         )
-        print(f"{'':24}{'seconds':>9}{'requests':>10}{'MB sent':>9}{'x index+headers':>17}")
+        print(f"{'':26}{'seconds':>9}{'CPU s':>7}{'requests':>10}{'MB sent':>9}{'x index+headers':>17}")
         results: dict[str, Any] = {}
         for redirect, theirs, ours, warm in rows:
             hop = "redirected" if redirect else "direct"
-            for who, (seconds, requests, sent) in (
+            for who, (seconds, requests, sent, cpu) in (
                 ("huggingface_hub", theirs),
                 ("devicemap cold", ours),
                 ("devicemap warm", warm),
             ):
                 print(
-                    f"{who + ' ' + hop:24}{seconds:9.3f}{requests:10d}{sent / 1e6:9.2f}{sent / needed:17.2f}"
+                    f"{who + ' ' + hop:26}{seconds:9.3f}{cpu:7.3f}{requests:10d}{sent / 1e6:9.2f}"
+                    f"{sent / needed:17.2f}"
                 )
             ratio = theirs[0] / ours[0]
             print(f"  devicemap cold is {ratio:.2f}x faster than huggingface_hub ({hop})")
-            results[hop] = {"ratio": ratio, "cold": ours[0], "warm": warm[0], "bytes": ours[2] / needed}
+            results[hop] = {
+                "ratio": ratio,
+                "cold": ours[0],
+                "warm": warm[0],
+                "warm_cpu": warm[3],
+                "bytes": ours[2] / needed,
+            }
         if args.quick:
             return
         checks = [
@@ -140,6 +152,7 @@ def main() -> None:
         ]
         for what, ok in checks:
             print(f"{'PASS' if ok else 'FAIL'}  {what}")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(json.dumps(results))
     finally:
         shutil.rmtree(work, ignore_errors=True)

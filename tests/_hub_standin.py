@@ -181,9 +181,14 @@ class StandIn:
             with self._lock:
                 self.sent += len(data)
 
-    def _error(self, request: BaseHTTPRequestHandler, status: int, code: str, message: str) -> None:
+    def _error(
+        self, request: BaseHTTPRequestHandler, status: int, code: str, message: str, commit: str | None = None
+    ) -> None:
         data = json.dumps({"error": message}).encode()
         headers = {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"}
+        if commit is not None:
+            # The Hub says which commit a file is missing from (huggingface_hub caches that).
+            headers["X-Repo-Commit"] = commit
         self._answer(request, status, headers, data)
 
     def _authorized(self, request: BaseHTTPRequestHandler) -> bool | None:
@@ -245,7 +250,7 @@ class StandIn:
         repo, commit = found
         path = repo.commits[commit].get(name)
         if path is None:
-            self._error(request, 404, "EntryNotFound", "Entry not found")
+            self._error(request, 404, "EntryNotFound", "Entry not found", commit)
             return
         etag = '"' + _digest(path) + '"'
         headers = {"X-Repo-Commit": commit, "ETag": etag, "Accept-Ranges": "bytes"}

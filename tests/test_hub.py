@@ -15,6 +15,8 @@ import pytest
 from _hub_standin import BITS, COMMIT_A, COMMIT_B, Faults, Repo, StandIn, llama_tensors, write_checkpoint
 from devicemap import _core
 
+# The request that resolves `main` of org/sharded: its `X-Repo-Commit`, as huggingface_hub reads it.
+RESOLVE = "/org/sharded/resolve/main/config.json"
 LLAMA_CONFIG = {"model_type": "llama", "tie_word_embeddings": False}
 TIED_CONFIG = {"model_type": "llama", "tie_word_embeddings": True}
 
@@ -105,9 +107,11 @@ def test_only_headers_are_read(hub: StandIn, files: dict[str, dict[str, Path]]) 
     shards = [s for s in gets if s.path.endswith(".safetensors")]
     assert len(shards) == 4
     assert all(s.range is not None and s.range.startswith("bytes=0-") for s in shards)
-    # Every request after the one resolving the branch is pinned to its commit.
-    assert gets[0].path == "/api/models/org/sharded/revision/main"
-    assert all(f"/resolve/{COMMIT_A}/" in s.path for s in gets[1:])
+    # The branch is resolved by the first request (the API's listing of it asked for meanwhile,
+    # and used because its `sha` is the same commit); every later request is pinned to it.
+    assert {s.path for s in gets[:2]} == {RESOLVE, "/api/models/org/sharded/revision/main"}
+    assert all(f"/resolve/{COMMIT_A}/" in s.path for s in gets[2:])
+    assert not any(s.path.endswith("/config.json") for s in gets[2:])
     headers = sum(
         8 + int.from_bytes(p.read_bytes()[:8], "little")
         for n, p in files["sharded"].items()
@@ -148,13 +152,14 @@ def test_second_run_is_served_from_the_cache(hub: StandIn, env: Path) -> None:
     )
     hub.clear()
     assert devicemap.tensor_sizes("org/sharded") == first
-    assert [s.path for s in hub.requests()] == ["/api/models/org/sharded/revision/main"]
+    assert [s.path for s in hub.requests()] == [RESOLVE]
     hub.clear()
     assert devicemap.tensor_sizes(f"hf://org/sharded@{COMMIT_A}") == first
     assert hub.requests() == []
     stats = _core._hub_checkpoint("org/sharded").stats
     assert stats[0] == 1
-    assert stats[2] == stats[3]
+    # Every file from the cache but config.json, which came with the request resolving main.
+    assert stats[2] == stats[3] + 1
 
 
 def test_a_branch_that_moved_is_read_at_its_new_commit(
@@ -168,15 +173,18 @@ def test_a_branch_that_moved_is_read_at_its_new_commit(
     assert list(devicemap.tensor_sizes("org/sharded").items()) == list(
         devicemap.tensor_sizes(folder(files["single"])).items()
     )
+    # Resolved to the new commit, its listing and its file asked for at that commit.
     paths = [s.path for s in hub.requests()]
-    assert paths[0] == "/api/models/org/sharded/revision/main"
-    assert {p.rsplit("/", 1)[1] for p in paths[1:]} == {"config.json", "model.safetensors"}
-    assert all(f"/resolve/{COMMIT_B}/" in p for p in paths[1:])
+    assert paths == [
+        RESOLVE,
+        f"/api/models/org/sharded/revision/{COMMIT_B}",
+        f"/org/sharded/resolve/{COMMIT_B}/model.safetensors",
+    ]
     # And back: the first commit's cache serves it again, with the one resolving request.
     hub.repos["org/sharded"].refs["main"] = COMMIT_A
     hub.clear()
     assert list(devicemap.tensor_sizes("org/sharded").items()) == sharded
-    assert [s.path for s in hub.requests()] == ["/api/models/org/sharded/revision/main"]
+    assert [s.path for s in hub.requests()] == [RESOLVE]
 
 
 def test_a_file_missing_from_the_cache_is_fetched_again(hub: StandIn, env: Path) -> None:
@@ -184,17 +192,25 @@ def test_a_file_missing_from_the_cache_is_fetched_again(hub: StandIn, env: Path)
     commit = next((env / "devicemap").glob(f"*/models--org--sharded/{COMMIT_A}"))
     assert (commit / "prefetched-1.json").is_file()
     (commit / "model-00002-of-00004.safetensors.entry").unlink()
+    # The checkpoint as read is kept whole: a warm plan needs no file of it.
+    [kept] = commit.glob("read-*.bin")
     hub.clear()
     assert devicemap.tensor_sizes("org/sharded") == first
-    paths = [s.path for s in hub.requests()]
-    assert paths[0] == "/api/models/org/sharded/revision/main"
-    assert [p.rsplit("/", 1)[1] for p in paths[1:]] == ["model-00002-of-00004.safetensors"] * (len(paths) - 1)
-    assert all(f"/resolve/{COMMIT_A}/" in p for p in paths[1:])
+    assert [s.path for s in hub.requests()] == [RESOLVE]
+    # A copy that does not add up is none: the files are read, the missing one fetched again.
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    kept.write_bytes(bytes(data))
+    hub.clear()
+    assert devicemap.tensor_sizes("org/sharded") == first
+    shard = f"/org/sharded/resolve/{COMMIT_A}/model-00002-of-00004.safetensors"
+    assert [s.path for s in hub.requests()] == [RESOLVE, shard]
+    assert kept.read_bytes() != bytes(data)
     # A record that cannot be read is no record: the checkpoint is looked for again.
     (commit / "prefetched-1.json").write_text("{")
     hub.clear()
     assert devicemap.tensor_sizes("org/sharded") == first
-    assert [s.path for s in hub.requests()] == ["/api/models/org/sharded/revision/main"]
+    assert [s.path for s in hub.requests()] == [RESOLVE]
 
 
 def test_offline(
@@ -398,7 +414,7 @@ def test_plan_command_line(
     assert "1 requests, " in capsys.readouterr().err
     assert main(["plan", "org/nothing", *args]) == 2
     assert capsys.readouterr().err.startswith("error: no local path 'org/nothing' and repository")
-    hub.faults = Faults(match="/api/", drop=-1)
+    hub.faults = Faults(match=RESOLVE, drop=-1)
     assert main(["plan", "org/sharded", *args]) == 2
     assert "failed after 3 tries" in capsys.readouterr().err
 
@@ -422,7 +438,10 @@ def test_kv_cache_reads_config_json_from_the_hub(
     local = devicemap.kv_cache(str(tmp_path / "llama"), 1024)
     remote = devicemap.kv_cache("org/llama", 1024)
     assert (remote.per_layer, remote.total, remote.dtype) == (local.per_layer, local.total, local.dtype)
-    assert [s.path.rsplit("/", 1)[1] for s in hub.requests()] == ["main", "config.json"]
+    assert sorted(s.path for s in hub.requests()) == [
+        "/api/models/org/llama/revision/main",
+        "/org/llama/resolve/main/config.json",
+    ]
     weights = {"model.safetensors": files["single"]["model.safetensors"]}
     hub.repos["org/weights-only"] = Repo({COMMIT_A: weights}, {"main": COMMIT_A})
     with pytest.raises(

@@ -4,12 +4,17 @@ fetches its headers with a progress bar on a terminal, then says where the plan 
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 from devicemap import _core
 from devicemap._cli_input import CliError
 from devicemap._core import _human_bytes
+
+# The repository `read_sizes` read last, by the path it was named by: `config` reads its
+# config.json at the same commit instead of resolving the branch again.
+_read: dict[str, Any] = {}
 
 
 def is_hub(path: str) -> bool:
@@ -44,6 +49,8 @@ def read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
         hub = _fetch(path)
     except RuntimeError as error:
         raise CliError(str(error)) from error
+    _read.clear()
+    _read[path] = hub
     sizes, tied = _core._checkpoint_sizes(hub, dtype, None)
     requests, received, files, cached = hub.stats
     from_cache = f", {cached} of {files} files from cache" if cached else ""
@@ -53,3 +60,18 @@ def read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:
         file=sys.stderr,
     )
     return sizes, tied
+
+
+def opened(path: str) -> Any:
+    """The repository `read_sizes` read last for `path` (its commit resolved), else `path`."""
+    return _read.get(path, path)
+
+
+def config(path: str) -> Any:
+    """The config.json of the Hub repository `path`, for --context: of the commit `read_sizes`
+    read it at when it read it last (no second resolving of the branch), else read now."""
+    hub = _read.pop(path, None)
+    if hub is not None:
+        return json.loads(hub.config_json())
+    text = _core._hub_config(path)
+    return None if text is None else json.loads(text)

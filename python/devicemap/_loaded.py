@@ -37,7 +37,11 @@ class _Unavailable(Exception):
 def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
     """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict."""
     if isinstance(source, _core._HubCheckpoint):
-        source = source.source
+        # Read at the commit its headers were read at: the branch is resolved once a plan.
+        try:
+            return dict(json.loads(source.config_json()))
+        except ValueError as error:
+            raise _Unavailable(str(error)) from None
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None

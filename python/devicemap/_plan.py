@@ -106,6 +106,8 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     the core then says that a context needs a config)."""
     if config is not None or context is None:
         return config
+    if isinstance(source, _core._HubCheckpoint):
+        return json.loads(source.config_json())
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None
@@ -115,6 +117,18 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     path = Path(first)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
     return str(candidate) if candidate.is_file() else None
+
+
+def _hub_opened(
+    source: Source, token: str | None, progress: Callable[[int, int], object] | None = None
+) -> Any:
+    """A Hub repository `source` names, opened (its revision resolved, its headers fetched)
+    once for both its config.json (for the loaded model's names, and for a context) and its
+    sizes; else `source` as given."""
+    if not isinstance(source, str) or not _core._is_hub_source(source):
+        return source
+    told = None if progress is None else (lambda done, total, _bytes: progress(done, total))
+    return _core._hub_checkpoint(source, token, told)
 
 
 def plan_report(
@@ -144,6 +158,7 @@ def plan_report(
     # The core checks `reserve` (a fraction in [0, 1) or bytes) even where explicit budgets
     # leave it unused, so `reserve=1.5` is refused rather than ignored.
     _core._headroom(0, reserve)
+    source = _hub_opened(source, token, progress)
     model_config = _config_of(source, config, context, token)
     found = _sizes_of(source, dtype, progress, token, model_class, key_mapping)
     sizes, found_no_split, found_tied, note = found
@@ -273,6 +288,7 @@ def stages(
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    source = _hub_opened(source, token)
     model_config = _config_of(source, config, context, token)
     sizes, found_no_split, _, _ = _sizes_of(source, dtype, None, token, model_class, key_mapping)
     patterns = no_split if no_split is not None else found_no_split

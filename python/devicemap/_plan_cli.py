@@ -128,6 +128,8 @@ def _config(args: argparse.Namespace) -> Any:
         return args.config
     if not args.checkpoint:
         return json.loads(_core._example_config(args.example or "deepseek-v3"))
+    if _hub_cli.is_hub(args.checkpoint):
+        return _hub_cli.config(args.checkpoint)
     from devicemap._plan import _config_of
 
     return _config_of(args.checkpoint, None, 1)
@@ -386,7 +388,7 @@ def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
 
         read, tied = _read_sizes(args.checkpoint, args.dtype)
         # In the names from_pretrained gives the model, where transformers can build it.
-        found = loaded(args.checkpoint, read, tied, args.dtype)
+        found = loaded(_hub_cli.opened(args.checkpoint), read, tied, args.dtype)
         sizes: Any = found
         tied = found.tied
         source = args.checkpoint

@@ -52,7 +52,7 @@ pub fn checkpoint_from_py(
     // A str that is not UTF-8 (a file name `os.fsdecode` made) is a local path.
     if let Some(text) = source.cast::<PyString>().ok().and_then(|s| s.to_str().ok()) {
         let text = text.to_owned();
-        let options = || HubOptions::from_env(token);
+        let options = || HubOptions::from_env(token, Some(hf_get_token));
         return Ok(source
             .py()
             .detach(|| hub::open_any(&text, options, &mut |_| {}))?);
@@ -462,12 +462,30 @@ impl PyHubCheckpoint {
         self.hub.commit()
     }
 
+    /// Its `config.json` as JSON text, read at the same commit as its headers.
+    fn config_json(&self) -> PyResult<String> {
+        guard("_HubCheckpoint.config_json", || {
+            Ok(self.hub.config()?.to_string())
+        })
+    }
+
     /// `(requests, bytes received, files read, of those from a cache)`.
     #[getter]
     fn stats(&self) -> (u64, u64, u64, u64) {
         let stats = self.hub.stats();
         (stats.requests, stats.bytes, stats.files, stats.cached)
     }
+}
+
+/// huggingface_hub's `get_token()` where huggingface_hub is installed (imported only now: it
+/// is heavy), for [`hub::implicit_token`]; `None` when it is not, or when it fails.
+pub(super) fn hf_get_token() -> Option<String> {
+    Python::attach(|py| {
+        let module = py.import("huggingface_hub").ok()?;
+        let token = module.call_method0("get_token").ok()?;
+        let token: Option<String> = token.extract().ok()?;
+        token.filter(|t| !t.trim().is_empty())
+    })
 }
 
 /// Whether `text` names a Hub repository (`hf://...`, or `org/name` with no such local path).
@@ -489,7 +507,7 @@ pub fn _hub_config(
     token: Option<String>,
 ) -> PyResult<Option<String>> {
     guard("_hub_config", || {
-        let config = py.detach(|| hub::hub_config(source, token))?;
+        let config = py.detach(|| hub::hub_config(source, token, Some(hf_get_token)))?;
         Ok(config.map(|value| value.to_string()))
     })
 }
@@ -516,7 +534,8 @@ pub fn _hub_checkpoint(
                     failure = Python::attach(|py| callback.bind(py).call1(args).err());
                 }
             };
-            hub::open_hub(source, || HubOptions::from_env(token), &mut report)
+            let options = || HubOptions::from_env(token, Some(hf_get_token));
+            hub::open_hub(source, options, &mut report)
         });
         if let Some(err) = failure {
             return Err(err);

@@ -99,10 +99,9 @@ pub(super) fn config_from_py(config: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(text) = config.cast::<PyString>() {
         let text = str_text(text, "config path")?.to_owned();
         // A Hub repository (`org/name`, `hf://...`): its config.json, read by the checkpoint room.
-        if let Some(hub) = config
-            .py()
-            .detach(|| crate::checkpoint::hub::hub_config(&text, None))?
-        {
+        if let Some(hub) = config.py().detach(|| {
+            crate::checkpoint::hub::hub_config(&text, None, Some(super::checkpoint::hf_get_token))
+        })? {
             return Ok(hub);
         }
         let path = PathBuf::from(text);

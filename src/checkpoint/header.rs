@@ -43,6 +43,34 @@ pub struct Header {
 }
 
 impl Header {
+    /// Its names' string and each tensor's place in it: for a compact copy of a header read
+    /// already (the Hub's cache, `hub/compact.rs`).
+    pub(crate) fn parts(&self) -> (&str, impl Iterator<Item = ((u32, u32), &TensorInfo)>) {
+        (&self.names, self.tensors.iter().map(|t| (t.name, t)))
+    }
+
+    /// A header from [`Header::parts`] (`(name, dtype, elements, bytes)` per tensor); `None`
+    /// when a name does not lie in `names` on character boundaries.
+    pub(crate) fn from_parts(
+        names: String,
+        tensors: impl Iterator<Item = ((u32, u32), Dtype, u64, u64)>,
+    ) -> Option<Header> {
+        let fits = |(begin, end): (u32, u32)| {
+            begin <= end && names.get(begin as usize..end as usize).is_some()
+        };
+        let tensors = tensors
+            .map(|(name, dtype, elements, bytes)| {
+                fits(name).then_some(TensorInfo {
+                    name,
+                    dtype,
+                    elements,
+                    bytes,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Header { names, tensors })
+    }
+
     pub fn name(&self, tensor: &TensorInfo) -> &str {
         let (begin, end) = tensor.name;
         &self.names[begin as usize..end as usize]

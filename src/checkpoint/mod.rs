@@ -123,6 +123,60 @@ pub fn checkpoint_sizes(
     progress: &mut dyn FnMut(usize, usize),
     observe: &mut dyn FnMut(Observed<'_>),
 ) -> Result<CheckpointSizes> {
+    let read = match checkpoint.source().take_read(checkpoint.layout()) {
+        Some(read) => {
+            // Read ahead: each file told as the read saw it.
+            let files = read.headers.len();
+            for (at, (header, order)) in read.headers.iter().zip(&read.orders).enumerate() {
+                let order = order.as_deref();
+                observe(Observed {
+                    header,
+                    order,
+                    files,
+                });
+                progress(at + 1, files);
+            }
+            read
+        }
+        None => {
+            let read = read_observed(checkpoint, threads, progress, observe)?;
+            checkpoint.source().keep_read(checkpoint.layout(), &read);
+            read
+        }
+    };
+    let followed = read.orders.iter().all(Option::is_some);
+    Ok(CheckpointSizes {
+        headers: read.headers,
+        order: read.order,
+        seen: read.seen,
+        dtype,
+        followed,
+    })
+}
+
+/// A checkpoint read by [`read_ahead`]: what [`checkpoint_sizes`] makes of the same files
+/// before it applies a dtype.
+#[derive(Debug)]
+pub struct ReadAhead {
+    headers: Vec<Header>,
+    /// Each file's order, as [`Observed::order`] tells it.
+    orders: Vec<Option<Vec<u32>>>,
+    order: Vec<(u32, u32)>,
+    seen: Vec<u32>,
+}
+
+/// Reads `checkpoint` as [`checkpoint_sizes`] does, with no one to tell: for a source that
+/// reads before it is asked (see [`Source::take_read`]).
+pub fn read_ahead(checkpoint: &Checkpoint, threads: usize) -> Result<ReadAhead> {
+    read_observed(checkpoint, threads, &mut |_, _| {}, &mut |_| {})
+}
+
+fn read_observed(
+    checkpoint: &Checkpoint,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    observe: &mut dyn FnMut(Observed<'_>),
+) -> Result<ReadAhead> {
     let mut file_order = FileOrder::default();
     let mut orders: Vec<Option<Vec<u32>>> = Vec::new();
     let mut observe_file = |header: &Header, files: usize| {
@@ -136,7 +190,13 @@ pub fn checkpoint_sizes(
         orders.push(order);
     };
     let headers = read::checked_headers(checkpoint, threads, progress, &mut observe_file)?;
-    CheckpointSizes::new(headers, &orders, dtype)
+    let (order, seen) = read::model_order_of(&headers, &orders)?;
+    Ok(ReadAhead {
+        headers,
+        orders,
+        order,
+        seen,
+    })
 }
 
 impl CheckpointSizes {

@@ -34,6 +34,16 @@ pub trait Source: Send + Sync {
     fn read_whole(&self, name: &str) -> io::Result<Vec<u8>>;
     /// `name` as messages show it (a path, a URL); `""` is the checkpoint itself.
     fn show(&self, name: &str) -> String;
+    /// The checkpoint read already with `layout`, by [`super::read_ahead`] of the same files
+    /// (the Hub's source reads its cache while it waits on the network), handed over once:
+    /// [`super::checkpoint_sizes`] then tells its observer what that read saw instead of
+    /// reading again.
+    fn take_read(&self, _layout: &Layout) -> Option<super::ReadAhead> {
+        None
+    }
+    /// What [`super::checkpoint_sizes`] read with `layout`, shown to the source once read (the
+    /// Hub's keeps a compact copy, for [`Source::take_read`] of a later plan).
+    fn keep_read(&self, _layout: &Layout, _read: &super::ReadAhead) {}
 }
 
 /// Files under a local folder (`""`: the working directory, where any path names itself).

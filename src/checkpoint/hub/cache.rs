@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub struct Prefetched {
 
 /// The record's file in a commit's folder (its format's version in the name).
 const PREFETCHED: &str = "prefetched-1.json";
+/// The checkpoint as read (`compact.rs`), per devicemap version: a newer reader reads again.
+const READ: &str = concat!("read-", env!("CARGO_PKG_VERSION"), ".bin");
 
 /// A file as read: its length, and its first bytes (a safetensors file's length prefix and
 /// header) or all of it.
@@ -137,12 +139,20 @@ impl Cache {
     /// What devicemap read of `file` at `commit`.
     pub fn entry(&self, commit: &str, file: &str) -> Option<Entry> {
         let path = self.folder.as_ref()?.join(commit).join(entry_name(file));
-        let data = fs::read(path).ok()?;
-        let rest = data.strip_prefix(MAGIC)?;
-        let (len, bytes) = rest.split_first_chunk::<8>()?;
+        let mut file = fs::File::open(path).ok()?;
+        // The bytes read straight into their own buffer: no copy of a header of megabytes.
+        let mut start = [0; MAGIC.len() + 8];
+        file.read_exact(&mut start).ok()?;
+        let (magic, len) = start.split_first_chunk::<8>()?;
+        if magic != MAGIC {
+            return None;
+        }
+        let size = file.metadata().map_or(0, |m| m.len() as usize);
+        let mut bytes = Vec::with_capacity(size.saturating_sub(start.len()));
+        file.read_to_end(&mut bytes).ok()?;
         Some(Entry {
-            len: u64::from_le_bytes(*len),
-            bytes: bytes.to_vec(),
+            len: u64::from_le_bytes(len.try_into().ok()?),
+            bytes,
         })
     }
 
@@ -155,6 +165,28 @@ impl Cache {
     pub fn set_prefetched(&self, commit: &str, record: &Prefetched) {
         if let (Some(folder), Ok(text)) = (&self.folder, serde_json::to_vec(record)) {
             write(&folder.join(commit).join(PREFETCHED), &text);
+        }
+    }
+
+    /// The checkpoint of `commit` as read when it was last planned (see `compact.rs`).
+    pub fn read(&self, commit: &str) -> Option<Vec<u8>> {
+        fs::read(self.folder.as_ref()?.join(commit).join(READ)).ok()
+    }
+
+    pub fn has_read(&self, commit: &str) -> bool {
+        let folder = self.folder.as_ref();
+        folder.is_some_and(|f| f.join(commit).join(READ).is_file())
+    }
+
+    pub fn remove_read(&self, commit: &str) {
+        if let Some(folder) = &self.folder {
+            let _ = fs::remove_file(folder.join(commit).join(READ));
+        }
+    }
+
+    pub fn set_read(&self, commit: &str, bytes: &[u8]) {
+        if let Some(folder) = &self.folder {
+            write(&folder.join(commit).join(READ), bytes);
         }
     }
 

@@ -26,6 +26,9 @@ pub struct Reply {
     /// `X-Error-Code`: `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`, `GatedRepo`.
     pub error_code: Option<String>,
     pub content_range: Option<String>,
+    /// `X-Repo-Commit` of the first answer that had it (the Hub's, before any redirect): the
+    /// commit the revision asked for is at.
+    pub repo_commit: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -142,6 +145,7 @@ impl Client {
     fn exchange(&self, url: &str, range: Option<(u64, u64)>, limit: u64) -> Result<Reply, Failure> {
         let hub = origin(&self.endpoint).to_owned();
         let mut at = url.to_owned();
+        let mut repo_commit = None;
         for _ in 0..=MAX_HOPS {
             let mut request = self.agent.get(&at).header("Accept-Encoding", "identity");
             if let Some((start, end)) = range {
@@ -159,6 +163,7 @@ impl Client {
                 let value = response.headers().get(name)?;
                 value.to_str().ok().map(str::to_owned)
             };
+            repo_commit = repo_commit.or_else(|| header("x-repo-commit"));
             if (300..400).contains(&status) {
                 if let Some(location) = header("location") {
                     at = join(&at, &location);
@@ -169,6 +174,7 @@ impl Client {
                 status,
                 error_code: header("x-error-code"),
                 content_range: header("content-range"),
+                repo_commit,
                 body: Vec::new(),
             };
             if !(200..300).contains(&status) {

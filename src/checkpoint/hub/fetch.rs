@@ -92,23 +92,32 @@ fn refused(source_repo: &Repo, client: &Client, request: String, reply: &Reply) 
     }
 }
 
-/// The commit `repo`'s revision is at, and the commit's files: from the cache when the
-/// revision is a commit (or when offline), else from the Hub's API.
+/// The commit `repo`'s revision is at, and the commit's files. A commit (or, offline, the
+/// commit the revision was at last time) is looked up in the cache. Else the revision is
+/// resolved once, as huggingface_hub resolves it: by the `X-Repo-Commit` of a request for a
+/// file of it ([`commit_of`]); the listing then comes from the cache, or from the Hub's API
+/// pinned to that commit. With no listing cached, the API is asked for the revision's listing
+/// meanwhile, which is used when its `sha` is that same commit (it is, unless the branch
+/// moved in between): a plan made cold waits on one round trip for both.
 pub(super) fn resolve(
     client: &Client,
     cache: &Cache,
     repo: &Repo,
     offline: bool,
-) -> std::result::Result<(String, Vec<String>), HubError> {
+) -> std::result::Result<Resolved, HubError> {
     let pinned = is_commit(&repo.revision).then(|| repo.revision.to_lowercase());
-    let commit = match pinned {
-        Some(commit) => Some(commit),
+    let known = match &pinned {
+        Some(commit) => Some(commit.clone()),
         None if offline => cache.commit_of(&repo.revision),
         None => None,
     };
-    if let Some(commit) = commit {
+    if let Some(commit) = known {
         if let Some(listing) = cache.listing(&commit, offline) {
-            return Ok((commit, listing));
+            return Ok(Resolved {
+                commit,
+                listing,
+                config: None,
+            });
         }
     }
     if offline {
@@ -117,11 +126,95 @@ pub(super) fn resolve(
             looked: cache.places(),
         });
     }
+    let (commit, listed) = match pinned {
+        Some(commit) => (Ok((commit, None)), None),
+        None => {
+            let last = cache.commit_of(&repo.revision);
+            let cached = last.is_some_and(|commit| cache.listing(&commit, false).is_some());
+            std::thread::scope(|scope| {
+                let listing =
+                    (!cached).then(|| scope.spawn(|| model_info(client, repo, &repo.revision)));
+                let commit = commit_of(client, cache, repo);
+                (commit, listing.and_then(|l| l.join().ok()))
+            })
+        }
+    };
+    let (commit, config) = commit?;
+    if !is_commit(&repo.revision) {
+        cache.set_commit(&repo.revision, &commit);
+    }
+    let listing = match (cache.listing(&commit, false), listed) {
+        (Some(listing), _) => listing,
+        (None, Some(Ok((sha, listing)))) if sha == commit => listing,
+        (None, _) => model_info(client, repo, &commit)?.1,
+    };
+    cache.set_listing(&commit, &listing);
+    Ok(Resolved {
+        commit,
+        listing,
+        config,
+    })
+}
+
+/// A revision resolved: its commit, the commit's files, and `config.json` when it was read
+/// in resolving.
+pub(super) struct Resolved {
+    pub commit: String,
+    pub listing: Vec<String>,
+    pub config: Option<Entry>,
+}
+
+/// The commit `repo`'s revision is at, by the `X-Repo-Commit` the Hub sends with a file of it
+/// (as huggingface_hub reads it): `config.json`, kept in the cache of that commit, or its
+/// `EntryNotFound` when the repository has none.
+fn commit_of(
+    client: &Client,
+    cache: &Cache,
+    repo: &Repo,
+) -> std::result::Result<(String, Option<Entry>), HubError> {
+    let name = crate::checkpoint::CONFIG_FILE;
+    let url = format!(
+        "{}/{}/resolve/{}/{name}",
+        client.endpoint,
+        repo.id,
+        encode(&repo.revision, true)
+    );
+    let request = describe(&url, None);
+    let reply = client.get(&url, None, SMALL_FILE_LIMIT)?;
+    let absent = reply.status == 404 && reply.error_code.as_deref() == Some("EntryNotFound");
+    if reply.status != 200 && !absent {
+        return Err(refused(repo, client, request, &reply));
+    }
+    let Some(commit) = reply.repo_commit.as_deref().filter(|c| is_commit(c)) else {
+        return Err(HubError::BadResponse {
+            request,
+            reason: "no X-Repo-Commit header naming a commit (is HF_ENDPOINT a Hugging Face Hub?)"
+                .to_owned(),
+        });
+    };
+    let commit = commit.to_lowercase();
+    if reply.status != 200 {
+        return Ok((commit, None));
+    }
+    let config = Entry {
+        len: reply.body.len() as u64,
+        bytes: reply.body,
+    };
+    cache.set_entry(&commit, name, &config);
+    Ok((commit, Some(config)))
+}
+
+/// The commit `revision` is at by the Hub's API (its `sha`), and that commit's files.
+fn model_info(
+    client: &Client,
+    repo: &Repo,
+    revision: &str,
+) -> std::result::Result<(String, Vec<String>), HubError> {
     let url = format!(
         "{}/api/models/{}/revision/{}",
         client.endpoint,
         repo.id,
-        encode(&repo.revision, true)
+        encode(revision, true)
     );
     let reply = client.get(&url, None, SMALL_FILE_LIMIT)?;
     if reply.status != 200 {
@@ -149,13 +242,8 @@ pub(super) fn resolve(
             reason: format!("'sha' is not a commit: {:?}", info.sha),
         });
     }
-    let commit = info.sha.to_lowercase();
-    let listing: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    cache.set_listing(&commit, &listing);
-    if !is_commit(&repo.revision) {
-        cache.set_commit(&repo.revision, &commit);
-    }
-    Ok((commit, listing))
+    let listing = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    Ok((info.sha.to_lowercase(), listing))
 }
 
 /// The formats of weights a repository has, for saying it has no safetensors.
@@ -195,8 +283,12 @@ pub(super) fn prefetch(
 ) -> Result<Layout> {
     let inner = &source.0;
     if let Some(record) = inner.cache.prefetched(&inner.commit) {
+        // Read ahead: nothing is left to read (a file asked for is fetched then).
+        let read = inner.read.lock().is_ok_and(|read| read.is_some());
         let jobs: Vec<Job> = record.fetched.iter().map(|n| (n.clone(), None)).collect();
-        fetch_all(source, &jobs, concurrency, progress)?;
+        if !read {
+            fetch_all(source, &jobs, concurrency, progress)?;
+        }
         return Ok(match record.index {
             Some(index) => Layout::Index(index),
             None => Layout::Files(record.files),
@@ -374,17 +466,15 @@ pub(super) fn file(
     }
     let header_only = name.ends_with(".safetensors");
     let preloaded = inner.preloaded.lock().ok().and_then(|mut p| p.remove(name));
-    let cached = preloaded.or_else(|| inner.cache.entry(&inner.commit, name));
+    let cached = preloaded.or_else(|| inner.cache.entry(&inner.commit, name).map(Arc::new));
     let (entry, cached) = if let Some(entry) = cached {
         (entry, true)
     } else if let Some(path) = inner.cache.downloaded(&inner.commit, name) {
-        (
-            local(&path, header_only).map_err(|e| HubError::BadResponse {
-                request: path.display().to_string(),
-                reason: e.to_string(),
-            })?,
-            true,
-        )
+        let entry = local(&path, header_only).map_err(|e| HubError::BadResponse {
+            request: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        (Arc::new(entry), true)
     } else if inner.offline {
         return Err(HubError::Offline {
             what: source_name(source, name),
@@ -397,13 +487,12 @@ pub(super) fn file(
             whole(source, name)?
         };
         inner.cache.set_entry(&inner.commit, name, &entry);
-        (entry, false)
+        (Arc::new(entry), false)
     };
     if let Ok(mut stats) = inner.stats.lock() {
         stats.files += 1;
         stats.cached += u64::from(cached);
     }
-    let entry = Arc::new(entry);
     if let Ok(mut entries) = inner.entries.lock() {
         entries.insert(name.to_owned(), entry.clone());
     }

@@ -7,10 +7,13 @@
 //! as it reads a folder, so the result is the same as for the same files on disk.
 //!
 //! - `repo.rs`: repository ids and revisions. `client.rs`: HTTP. `cache.rs`: the cache.
-//! - `fetch.rs`: what is fetched, and how. `error.rs`: [`HubError`].
+//! - `fetch.rs`: what is fetched, and how. `error.rs`: [`HubError`]. `ahead.rs`: the cached
+//!   checkpoint read while the branch resolves.
 
+mod ahead;
 mod cache;
 mod client;
+mod compact;
 mod error;
 mod fetch;
 mod repo;
@@ -27,6 +30,7 @@ pub use fetch::Fetched;
 pub use repo::{is_commit, Repo};
 
 use super::source::{Checkpoint, Layout, Source};
+use super::ReadAhead;
 use crate::error::Result;
 use cache::Cache;
 use client::Client;
@@ -39,10 +43,13 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const DEFAULT_TIMEOUT: f64 = 10.0;
 
 /// How to reach the Hub; [`HubOptions::from_env`] reads what huggingface_hub reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct HubOptions {
     pub endpoint: String,
     pub token: Option<String>,
+    /// Asked for a token when there is none and the Hub refuses without one (see
+    /// [`TokenFallback`]); `None` when a token was given or implicit ones are disabled.
+    pub fallback: Option<TokenFallback>,
     pub concurrency: usize,
     /// devicemap's cache folder; `None`: no cache.
     pub cache: Option<PathBuf>,
@@ -75,12 +82,28 @@ fn setting<T>(
     }
 }
 
-/// The token huggingface_hub would send: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`
-/// (default `$HF_HOME/token`); none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
+/// A token from elsewhere, asked for when nothing else gave one and the Hub wants one:
+/// huggingface_hub's `get_token()`, which the bindings can call (it also knows OAuth logins,
+/// OIDC and Colab's secrets; importing it and its first call take about a second, which a
+/// public repository should not pay).
+pub type TokenFallback = fn() -> Option<String>;
+
+/// Whether `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set: then only a token given is sent.
+fn implicit_disabled() -> bool {
+    truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))
+}
+
+/// The token huggingface_hub would send, from the environment: `HF_TOKEN`, else the file at
+/// `HF_TOKEN_PATH` (default `$HF_HOME/token`); none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is
+/// set.
 pub fn implicit_token() -> Option<String> {
-    if truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN")) {
+    if implicit_disabled() {
         return None;
     }
+    token_from_env()
+}
+
+fn token_from_env() -> Option<String> {
     if let Some(token) = env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")) {
         return Some(token.trim().to_owned());
     }
@@ -90,11 +113,15 @@ pub fn implicit_token() -> Option<String> {
 }
 
 impl HubOptions {
-    /// `token` if given, else [`implicit_token`]; `HF_ENDPOINT`, `HF_HUB_OFFLINE`; devicemap's
+    /// `token` if given, else [`implicit_token`], else `fallback` when the Hub wants one; `HF_ENDPOINT`,
+    /// `HF_HUB_OFFLINE`; devicemap's
     /// `DEVICEMAP_HUB_CACHE` (a folder, or `off`; default `$HF_HOME/devicemap`),
     /// `DEVICEMAP_HUB_CONCURRENCY` (default 16) and `DEVICEMAP_HUB_TIMEOUT` (seconds, default
     /// 10).
-    pub fn from_env(token: Option<String>) -> std::result::Result<HubOptions, HubError> {
+    pub fn from_env(
+        token: Option<String>,
+        fallback: Option<TokenFallback>,
+    ) -> std::result::Result<HubOptions, HubError> {
         let concurrency = setting(
             "DEVICEMAP_HUB_CONCURRENCY",
             "a whole number from 1 to 256",
@@ -114,6 +141,7 @@ impl HubOptions {
         };
         Ok(HubOptions {
             endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+            fallback: fallback.filter(|_| token.is_none() && !implicit_disabled()),
             token: token.or_else(implicit_token),
             concurrency,
             cache,
@@ -203,23 +231,19 @@ fn explain<T>(text: &str, explicit: bool, result: Result<T>) -> Result<T> {
 }
 
 /// `config.json` of the Hub repository `text` names (see [`locate`]), parsed, read with the
-/// environment's settings and `token` if given (resolving the revision, then that file only,
-/// both cached); `None` when `text` names a local path. For `kv_cache` and plans at a context.
-pub fn hub_config(text: &str, token: Option<String>) -> Result<Option<serde_json::Value>> {
+/// environment's settings and `token` if given (else as [`HubOptions::from_env`] says;
+/// resolving the revision, then that file only, both cached); `None` when `text` names a local
+/// path. For `kv_cache`.
+pub fn hub_config(
+    text: &str,
+    token: Option<String>,
+    fallback: Option<TokenFallback>,
+) -> Result<Option<serde_json::Value>> {
     let Location::Hub { repo, explicit } = locate(text)? else {
         return Ok(None);
     };
     let read = || -> Result<serde_json::Value> {
-        let source = HubSource::connect(&repo, &HubOptions::from_env(token)?)?;
-        let name = super::CONFIG_FILE;
-        let shown = source.show(name);
-        if !source.0.listing.contains(name) {
-            return Err(super::error::bad(&shown, None, super::Problem::NotFound));
-        }
-        let entry = fetch::file(&source, name, None)?;
-        serde_json::from_slice(&entry.bytes).map_err(|e| {
-            super::error::bad(&shown, None, super::Problem::ConfigNotJson(e.to_string()))
-        })
+        HubSource::connect(&repo, &HubOptions::from_env(token, fallback)?, false)?.config()
     };
     explain(text, explicit, read()).map(Some)
 }
@@ -263,7 +287,7 @@ impl HubCheckpoint {
         options: &HubOptions,
         progress: &mut dyn FnMut(Fetched),
     ) -> Result<HubCheckpoint> {
-        let source = HubSource::connect(repo, options)?;
+        let source = HubSource::connect(repo, options, true)?;
         let layout = fetch::prefetch(&source, options.concurrency, progress)?;
         Ok(HubCheckpoint { source, layout })
     }
@@ -275,6 +299,12 @@ impl HubCheckpoint {
 
     pub fn repo(&self) -> &Repo {
         &self.source.0.repo
+    }
+
+    /// Its `config.json`, parsed (read with the checkpoint, at the same commit); an error when
+    /// it has none. For a plan at a context: one resolving of the revision for both.
+    pub fn config(&self) -> Result<serde_json::Value> {
+        self.source.config()
     }
 
     pub fn commit(&self) -> &str {
@@ -304,7 +334,7 @@ impl HubCheckpoint {
 pub struct HubSource(Arc<Inner>);
 
 struct Inner {
-    client: Client,
+    client: Arc<Client>,
     cache: Cache,
     repo: Repo,
     commit: String,
@@ -312,20 +342,54 @@ struct Inner {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// devicemap's cache of this commit, read while the revision was resolved; taken from
     /// here by [`fetch::file`] instead of reading the cache.
-    preloaded: Mutex<HashMap<String, Entry>>,
+    preloaded: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The checkpoint read from those meanwhile, and its layout (see [`ahead`]); the reader
+    /// takes it.
+    read: Mutex<Option<(Layout, ReadAhead)>>,
     offline: bool,
     stats: Mutex<HubStats>,
 }
 
 impl HubSource {
-    /// `repo` at the commit its revision resolves to, nothing else read yet.
-    fn connect(repo: &Repo, options: &HubOptions) -> Result<HubSource> {
-        let client = Client::new(
+    /// `repo` at the commit its revision resolves to, nothing else read yet; with `ahead`,
+    /// the cached checkpoint of the commit the branch was at last time read meanwhile. When
+    /// the Hub refuses without a token, [`HubOptions::fallback`] is asked for one, and with it
+    /// the Hub again.
+    fn connect(repo: &Repo, options: &HubOptions, ahead: bool) -> Result<HubSource> {
+        let refused = match Self::connect_with(repo, options, ahead) {
+            Err(crate::error::Error::Checkpoint(super::CheckpointError::Hub(error)))
+                if options.token.is_none()
+                    && matches!(
+                        error,
+                        HubError::RepoNotFound { .. }
+                            | HubError::Gated { .. }
+                            | HubError::Denied { .. }
+                    ) =>
+            {
+                error
+            }
+            result => return result,
+        };
+        match options.fallback.and_then(|ask| ask()) {
+            Some(token) => {
+                let options = HubOptions {
+                    token: Some(token),
+                    fallback: None,
+                    ..options.clone()
+                };
+                Self::connect_with(repo, &options, ahead)
+            }
+            None => Err(refused.into()),
+        }
+    }
+
+    fn connect_with(repo: &Repo, options: &HubOptions, ahead: bool) -> Result<HubSource> {
+        let client = Arc::new(Client::new(
             &options.endpoint,
             options.token.clone(),
             options.timeout,
             options.concurrency,
-        );
+        ));
         let cache = Cache::new(options.cache.as_deref(), &client.endpoint, repo);
         // What was cached of the commit the branch resolved to last time is read while the Hub
         // is asked, and used only when the answer is that same commit.
@@ -335,14 +399,26 @@ impl HubSource {
             cache.commit_of(&repo.revision)
         };
         let (resolved, read) = std::thread::scope(|scope| {
-            let reading = guess.map(|commit| scope.spawn(|| (cache.entries(&commit), commit)));
+            let reading = guess.map(|commit| {
+                scope.spawn(|| {
+                    let (entries, read) = ahead::read(&client, options, repo, &commit, ahead);
+                    (entries, read, commit)
+                })
+            });
             let resolved = fetch::resolve(&client, &cache, repo, options.offline);
             (resolved, reading.and_then(|r| r.join().ok()))
         });
-        let (commit, listing) = resolved?;
-        let preloaded = read
-            .filter(|(_, guessed)| *guessed == commit)
-            .map(|(entries, _)| entries)
+        let fetch::Resolved {
+            commit,
+            listing,
+            config,
+        } = resolved?;
+        let has_config = config.is_some();
+        // `config.json` read in resolving is a file read (not one from a cache).
+        let config = config.map(|c| (super::CONFIG_FILE.to_owned(), Arc::new(c)));
+        let (preloaded, read) = read
+            .filter(|(_, _, guessed)| *guessed == commit)
+            .map(|(entries, read, _)| (entries, read))
             .unwrap_or_default();
         Ok(HubSource(Arc::new(Inner {
             client,
@@ -350,11 +426,28 @@ impl HubSource {
             repo: repo.clone(),
             commit,
             listing: listing.into_iter().collect(),
-            entries: Mutex::default(),
+            entries: Mutex::new(config.into_iter().collect()),
             preloaded: Mutex::new(preloaded),
+            read: Mutex::new(read),
             offline: options.offline,
-            stats: Mutex::default(),
+            stats: Mutex::new(HubStats {
+                files: u64::from(has_config),
+                ..HubStats::default()
+            }),
         })))
+    }
+
+    /// `config.json`, parsed; an error when there is none.
+    fn config(&self) -> Result<serde_json::Value> {
+        let name = super::CONFIG_FILE;
+        let shown = self.show(name);
+        if !self.0.listing.contains(name) {
+            return Err(super::error::bad(&shown, None, super::Problem::NotFound));
+        }
+        let entry = fetch::file(self, name, None)?;
+        serde_json::from_slice(&entry.bytes).map_err(|e| {
+            super::error::bad(&shown, None, super::Problem::ConfigNotJson(e.to_string()))
+        })
     }
 
     fn entry(&self, name: &str) -> io::Result<Arc<Entry>> {
@@ -394,6 +487,23 @@ impl Source for HubSource {
             return Err(io::Error::other("only the header of this file was read"));
         }
         Ok(entry.bytes.clone())
+    }
+
+    fn keep_read(&self, layout: &Layout, read: &ReadAhead) {
+        let inner = &self.0;
+        let recorded = ahead::recorded_layout(&inner.cache, &inner.commit);
+        if recorded.as_ref() == Some(layout) && !inner.cache.has_read(&inner.commit) {
+            inner
+                .cache
+                .set_read(&inner.commit, &compact::to_bytes(read));
+        }
+    }
+
+    fn take_read(&self, layout: &Layout) -> Option<ReadAhead> {
+        match self.0.read.lock().ok()?.take() {
+            Some((read_with, read)) if read_with == *layout => Some(read),
+            _ => None,
+        }
     }
 
     fn show(&self, name: &str) -> String {
