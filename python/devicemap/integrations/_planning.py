@@ -1,0 +1,82 @@
+"""A loader's string device map ("auto", "balanced", "balanced_low_0", "sequential") planned by
+devicemap from the model the loader built (on the meta device), with the loader's own view of
+sizes, ties, no-split classes and budgets. Used by both integrations; the loaders' own helpers
+compute the budgets, so that stock and planned maps are made on the same budgets.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from devicemap import _core
+from devicemap._core import PlanReport
+
+#: The loaders' strategy names, as devicemap's planner names them.
+STRATEGIES = {
+    "auto": "balanced",
+    "balanced": "balanced",
+    "balanced_low_0": "balanced_low_0",
+    "sequential": "sequential",
+}
+#: Both loaders always offer the disk, without a limit (`infer_auto_device_map` appends it).
+DISK = 10**15
+_name = operator.itemgetter(0)
+
+
+def no_split_names(model: Any, classes: Iterable[str] | str | None) -> list[str] | None:
+    """The names of the submodules whose class is one of `classes` (a loader's
+    `no_split_module_classes`: a list, a set, or one class name)."""
+    if not classes:
+        return None
+    wanted = {classes} if isinstance(classes, str) else set(classes)
+    names = [name for name, child in model.named_modules() if name and type(child).__name__ in wanted]
+    return names or None
+
+
+def sizes_and_ties(
+    model: Any,
+    dtype: Any = None,
+    overrides: Mapping[str, int] | None = None,
+    tied: Iterable[Iterable[str]] = (),
+    uncounted: Iterable[str] = (),
+) -> tuple[dict[str, int], list[list[str]]]:
+    """`{tensor name: bytes}` in module order (parameters, then buffers, as the loaders count
+    them) and the tied groups: those shared by tensor identity, and `tied` (the loader's own
+    view). `overrides` replaces the bytes of some tensors (a quantizer's view, accelerate's
+    `special_dtypes`); names in `uncounted` count 0 bytes (transformers does not count a tied
+    key: its source is counted) but stay in the map, so the map still covers them."""
+    pairs, found = _core._module_sizes(model, dtype)
+    sizes = dict(pairs)
+    if overrides:
+        sizes.update(overrides)
+    sizes.update(dict.fromkeys(set(uncounted) & sizes.keys(), 0))
+    groups = [list(group) for group in found]
+    groups.extend(list(group) for group in tied if len(list(group)) > 1)
+    return sizes, groups
+
+
+def with_disk(budgets: Mapping[Any, Any]) -> dict[Any, int]:
+    """The loader's budgets as ints, with the disk the loaders always offer (no limit)."""
+    planned = {device: int(budget) for device, budget in budgets.items() if device != "disk"}
+    planned["disk"] = DISK
+    return planned
+
+
+def plan(
+    sizes: dict[str, int],
+    budgets: Mapping[Any, Any],
+    strategy: str,
+    no_split: list[str] | None,
+    tied: list[list[str]],
+) -> PlanReport:
+    """devicemap's plan of `sizes` on the loader's `budgets` (the disk added, unlimited)."""
+    return _core._plan(sizes, with_disk(budgets), STRATEGIES.get(strategy, strategy), no_split, tied)
+
+
+def tensor_names(model: Any) -> list[str]:
+    """Every parameter and buffer name of `model`, tied ones included."""
+    params = model.named_parameters(remove_duplicate=False)
+    buffers = model.named_buffers(remove_duplicate=False)
+    return list(map(_name, params)) + list(map(_name, buffers))
