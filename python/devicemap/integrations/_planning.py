@@ -40,21 +40,20 @@ def sizes_and_ties(
     dtype: Any = None,
     overrides: Mapping[str, int] | None = None,
     tied: Iterable[Iterable[str]] = (),
-    uncounted: Iterable[str] = (),
 ) -> tuple[dict[str, int], list[list[str]]]:
     """`{tensor name: bytes}` in module order (parameters, then buffers, as the loaders count
     them) and the tied groups: those shared by tensor identity, and `tied` (the loader's own
     view). `overrides` replaces the bytes of some tensors (a quantizer's view, accelerate's
-    `special_dtypes`); names in `uncounted` count 0 bytes (transformers does not count a tied
-    key: its source is counted) but stay in the map, so the map still covers them."""
+    `special_dtypes`). The planner counts a tied group's bytes once, as the loaders do (they
+    skip the tied key and count its source)."""
     pairs, found = _core._module_sizes(model, dtype)
     sizes = dict(pairs)
     if overrides:
         sizes.update(overrides)
-    sizes.update(dict.fromkeys(set(uncounted) & sizes.keys(), 0))
-    groups = [list(group) for group in found]
-    groups.extend(list(group) for group in tied if len(list(group)) > 1)
-    return sizes, groups
+    groups = [*found, *(group for group in map(list, tied) if len(group) > 1)]
+    # The planner counts a group's storage on its first member; a module's shared tensor is
+    # listed once (its other names count 0), so the member holding the bytes goes first.
+    return sizes, [sorted(group, key=lambda name: -sizes.get(name, 0)) for group in groups]
 
 
 def with_disk(budgets: Mapping[Any, Any]) -> dict[Any, int]:

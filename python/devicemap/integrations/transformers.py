@@ -123,7 +123,6 @@ def plan_report_for(
         model,
         overrides=_quantized_sizes(model, hf_quantizer),
         tied=[[source, key] for key, source in tied.items()],
-        uncounted=tied.keys(),
     )
     no_split = _planning.no_split_names(model, getattr(model, "_no_split_modules", None))
     budgets = _budgets(hf, device_map, max_memory, hf_quantizer)
