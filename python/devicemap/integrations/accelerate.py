@@ -129,10 +129,10 @@ def get_balanced_memory(
     low_zero: bool = False,
 ) -> dict[Any, Any]:
     """accelerate's `get_balanced_memory`, from devicemap's balanced plan: each GPU but the last
-    is capped at what the plan puts on it (the first GPU also keeps room for the largest block,
-    which accelerate's `infer_auto_device_map` holds back there), so that accelerate's own
-    `infer_auto_device_map`, and devicemap's, follow that plan. Without `max_memory`, a lone GPU
-    keeps 10% free, as accelerate's does."""
+    is capped at what the plan puts on it (with the room the plan keeps there to run offloaded
+    blocks), so that devicemap's `infer_auto_device_map` follows that plan, and accelerate's
+    spills no more than on its own budgets. Without `max_memory`, a lone GPU keeps 10% free, as
+    accelerate's does."""
     budgets = _max_memory(max_memory)
     gpus = sorted(d for d, budget in budgets.items() if isinstance(d, int) and budget > 0)
     if not gpus:
@@ -144,12 +144,10 @@ def get_balanced_memory(
     sizes, tied, no_split = _sizes(model, dtype, special_dtypes, no_split_module_classes)
     strategy = "balanced_low_0" if low_zero else "balanced"
     report = _planning.plan(sizes, budgets, strategy, no_split, tied)
-    used = {row["device"]: row["bytes"] for row in report.devices}
+    # What the plan puts on each GPU, and the room it keeps there to run offloaded blocks.
+    used = {row["device"]: row["bytes"] + row["reserved"] for row in report.devices}
     for gpu in gpus[:-1]:
-        planned = used.get(f"cuda:{gpu}", 0)
-        if gpu == gpus[0]:
-            planned += report.largest_block[1]
-        budgets[gpu] = min(budgets[gpu], planned)
+        budgets[gpu] = min(budgets[gpu], used.get(f"cuda:{gpu}", 0))
     return budgets
 
 
