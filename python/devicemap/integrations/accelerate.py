@@ -74,7 +74,7 @@ def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type
 def _sizes(model: Any, dtype: Any, special_dtypes: Any, no_split_module_classes: Any) -> Any:
     """accelerate's view of a model: bytes as its `compute_module_sizes` counts them (`dtype`,
     `special_dtypes`), ties as its `find_tied_parameters` finds them, and the no-split blocks."""
-    from accelerate.utils import modeling
+    from accelerate.utils import modeling  # type: ignore[import-untyped]
 
     overrides = None
     if special_dtypes:
@@ -159,7 +159,9 @@ def _build(planning: bool = False) -> Patch:
     # patched now rather than bound to the original later.
     import accelerate.big_modeling  # type: ignore[import-untyped]  # noqa: F401
 
-    replacements = {"check_device_map": (originals["check_device_map"], check_device_map)}
+    replacements: dict[str, tuple[Any, Any]] = {
+        "check_device_map": (originals["check_device_map"], check_device_map)
+    }
     if planning:
         replacements["infer_auto_device_map"] = (originals["infer_auto_device_map"], infer_auto_device_map)
         replacements["get_balanced_memory"] = (originals["get_balanced_memory"], get_balanced_memory)
