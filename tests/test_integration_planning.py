@@ -180,3 +180,46 @@ def test_mixtral_on_four_24gib_gpus_fits_where_the_stock_path_spills(strategy):
     with integration.enabled(planning=True):
         ours = placed_bytes(model, dict(hf_accelerate._get_device_map(model, strategy, dict(budgets), None)))
     assert off_gpu(ours) == 0
+
+
+class ResizingQuantizer:
+    """A quantizer double that only resizes: 1 byte per element for the decoder layers' linear
+    weights (as an 8-bit quantizer counts them), 10% of each GPU kept back, and the final map
+    recorded where transformers asks the quantizer to validate it."""
+
+    def __init__(self) -> None:
+        self.validated: list[dict[str, Any]] = []
+
+    def param_element_size(self, model: Any, name: str, param: Any) -> int:
+        quantized = ".layers." in name and name.endswith("proj.weight")
+        return 1 if quantized else param.element_size()
+
+    def adjust_max_memory(self, max_memory: dict[Any, Any]) -> dict[Any, Any]:
+        return {
+            device: budget * 0.9 if isinstance(device, int) else budget
+            for device, budget in max_memory.items()
+        }
+
+    def validate_environment(self, device_map: dict[str, Any]) -> None:
+        self.validated.append(dict(device_map))
+
+
+@pytest.mark.parametrize("strategy", ["auto", "sequential"])
+def test_the_quantizers_view_of_sizes_and_budgets(strategy):
+    model = real_size("llama3-70b")  # 131 GiB in bf16; its layers' projections about half in 8 bits
+    budgets = {0: 40 * GIB, 1: 40 * GIB, "cpu": 500 * GIB}
+    stock_quantizer, quantizer = ResizingQuantizer(), ResizingQuantizer()
+    stock = dict(STOCK_GET_DEVICE_MAP(model, strategy, dict(budgets), stock_quantizer))
+    with integration.enabled(planning=True):
+        ours = dict(hf_accelerate._get_device_map(model, strategy, dict(budgets), quantizer))
+    assert quantizer.validated == [ours]
+    assert stock_quantizer.validated == [stock]
+    sizes, _ = hf_accelerate.compute_module_sizes(model, quantizer, only_modules=False)
+    per_gpu = {gpu: sum(sizes[key] for key, device in ours.items() if device == gpu) for gpu in (0, 1)}
+    # Budgets held as the quantizer adjusted them; the 8-bit view fits ~70 of 80 layers where the
+    # bf16 view would fit under half of them.
+    assert all(size <= 0.9 * budgets[gpu] for gpu, size in per_gpu.items())
+    off = sum(sizes[key] for key, device in ours.items() if device in ("cpu", "disk"))
+    stock_off = sum(sizes[key] for key, device in stock.items() if device in ("cpu", "disk"))
+    assert off <= stock_off
+    assert sum(per_gpu.values()) > 60 * GIB
