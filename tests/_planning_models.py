@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 GIB = 2**30
 OFF_GPU = ("cpu", "disk")
 
@@ -92,6 +94,71 @@ def real_size(name: str) -> Any:
     }
     with torch.device("meta"):
         return transformers.AutoModelForCausalLM.from_config(configs[name](), dtype=torch.bfloat16)
+
+
+def _linear(n_in: int, n_out: int) -> nn.Linear:
+    return nn.Linear(n_in, n_out, bias=False)
+
+
+class Expert(nn.Module):
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj = _linear(hidden, inner), _linear(hidden, inner)
+        self.down_proj = _linear(inner, hidden)
+
+
+class Moe(nn.Module):
+    def __init__(self, hidden: int, inner: int, experts: int) -> None:
+        super().__init__()
+        self.gate = _linear(hidden, experts)
+        self.experts = nn.ModuleList(Expert(hidden, inner) for _ in range(experts))
+        self.shared_experts = Expert(hidden, inner)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.q_a_proj, self.q_b_proj = _linear(hidden, 1536), _linear(1536, 128 * 192)
+        self.kv_a_proj_with_mqa, self.kv_b_proj = _linear(hidden, 576), _linear(512, 128 * 256)
+        self.o_proj = _linear(128 * 128, hidden)
+        self.q_a_layernorm, self.kv_a_layernorm = nn.RMSNorm(1536), nn.RMSNorm(512)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, hidden: int, moe: bool, experts: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(hidden)
+        self.mlp = Moe(hidden, 2048, experts) if moe else Expert(hidden, 18432)
+        self.input_layernorm, self.post_attention_layernorm = nn.RMSNorm(hidden), nn.RMSNorm(hidden)
+
+
+class Body(nn.Module):
+    def __init__(self, hidden: int, layers: int, experts: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(129280, hidden)
+        self.layers = nn.ModuleList(DecoderLayer(hidden, i >= 3, experts) for i in range(layers))
+        self.norm = nn.RMSNorm(hidden)
+
+
+class PerExpertDeepSeekV3(nn.Module):
+    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads."""
+
+    _no_split_modules = ["DecoderLayer"]  # noqa: RUF012
+    all_tied_weights_keys: dict[str, str] = {}  # noqa: RUF012
+
+    def __init__(self, layers: int = 61, experts: int = 256) -> None:
+        super().__init__()
+        self.model = Body(7168, layers, experts)
+        self.lm_head = _linear(7168, 129280)
+
+
+def per_expert_dsv3(layers: int = 61, experts: int = 256) -> Any:
+    """DeepSeek-V3's shapes (bf16, meta device) with one module per expert: at full size about
+    45k tensors and 1.25 TiB."""
+    import torch
+
+    with torch.device("meta"):
+        return PerExpertDeepSeekV3(layers, experts).to(torch.bfloat16)
 
 
 def covering_key(device_map: dict[str, Any], name: str) -> str | None:

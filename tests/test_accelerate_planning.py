@@ -9,7 +9,6 @@ from collections import OrderedDict
 from typing import Any
 
 import pytest
-from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -17,6 +16,7 @@ accelerate = pytest.importorskip("accelerate")
 big_modeling = pytest.importorskip("accelerate.big_modeling")
 acc_modeling = pytest.importorskip("accelerate.utils.modeling")
 
+from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny  # noqa: E402
 from devicemap.integrations import UnsupportedVersionError  # noqa: E402
 from devicemap.integrations import accelerate as integration  # noqa: E402
 

@@ -10,13 +10,13 @@ import warnings
 from typing import Any
 
 import pytest
-from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 hf_accelerate = pytest.importorskip("transformers.integrations.accelerate")
 
+from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny  # noqa: E402
 from devicemap.integrations import transformers as integration  # noqa: E402
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
