@@ -223,3 +223,17 @@ def test_the_quantizers_view_of_sizes_and_budgets(strategy):
     stock_off = sum(sizes[key] for key, device in stock.items() if device in ("cpu", "disk"))
     assert off <= stock_off
     assert sum(per_gpu.values()) > 60 * GIB
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_one_walk_reads_what_named_parameters_and_named_buffers_give(arch):
+    from devicemap import _core
+    from devicemap._plan import _no_split_of
+
+    model = tiny(arch)
+    classes = sorted(model._no_split_modules or ())
+    assert _core._module_walk(model, None, classes) == (
+        *_core._module_sizes(model),
+        _no_split_of(model) or [],
+    )
+    assert _core._module_walk(model, torch.float16)[:2] == _core._module_sizes(model, torch.float16)

@@ -25,35 +25,32 @@ DISK = 10**15
 _name = operator.itemgetter(0)
 
 
-def no_split_names(model: Any, classes: Iterable[str] | str | None) -> list[str] | None:
-    """The names of the submodules whose class is one of `classes` (a loader's
-    `no_split_module_classes`: a list, a set, or one class name)."""
-    if not classes:
-        return None
-    wanted = {classes} if isinstance(classes, str) else set(classes)
-    names = [name for name, child in model.named_modules() if name and type(child).__name__ in wanted]
-    return names or None
-
-
-def sizes_and_ties(
+def model_view(
     model: Any,
+    no_split_classes: Iterable[str] | str | None,
     dtype: Any = None,
     overrides: Mapping[str, int] | None = None,
     tied: Iterable[Iterable[str]] = (),
-) -> tuple[dict[str, int], list[list[str]]]:
-    """`{tensor name: bytes}` in module order (parameters, then buffers, as the loaders count
-    them) and the tied groups: those shared by tensor identity, and `tied` (the loader's own
-    view). `overrides` replaces the bytes of some tensors (a quantizer's view, accelerate's
-    `special_dtypes`). The planner counts a tied group's bytes once, as the loaders do (they
-    skip the tied key and count its source)."""
-    pairs, found = _core._module_sizes(model, dtype)
+) -> tuple[dict[str, int], list[list[str]], list[str] | None]:
+    """What planning needs of a module, from one walk of it in Rust: `{tensor name: bytes}` in
+    module order (parameters, then buffers, as the loaders count them), the tied groups (shared
+    by tensor identity, and `tied`: the loader's own view), and the names of the submodules
+    whose class is in `no_split_classes` (a loader's `no_split_module_classes`: a list, a set,
+    or one class name). `overrides` replaces the bytes of some tensors (a quantizer's view,
+    accelerate's `special_dtypes`). The planner counts a tied group's bytes once, as the
+    loaders do (they skip the tied key and count its source)."""
+    if isinstance(no_split_classes, str):
+        no_split_classes = [no_split_classes]
+    classes = sorted(set(no_split_classes)) if no_split_classes else None
+    pairs, found, blocks = _core._module_walk(model, dtype, classes)
     sizes = dict(pairs)
     if overrides:
         sizes.update(overrides)
     groups = [*found, *(group for group in map(list, tied) if len(group) > 1)]
     # The planner counts a group's storage on its first member; a module's shared tensor is
     # listed once (its other names count 0), so the member holding the bytes goes first.
-    return sizes, [sorted(group, key=lambda name: -sizes.get(name, 0)) for group in groups]
+    ties = [sorted(group, key=lambda name: -sizes.get(name, 0)) for group in groups]
+    return sizes, ties, blocks or None
 
 
 def with_disk(budgets: Mapping[Any, Any]) -> dict[Any, int]:

@@ -85,8 +85,9 @@ def _sizes(model: Any, dtype: Any, special_dtypes: Any, no_split_module_classes:
             for name, wanted in special_dtypes.items()
             if name in tensors
         }
-    sizes, tied = _planning.sizes_and_ties(model, dtype, overrides, modeling.find_tied_parameters(model))
-    return sizes, tied, _planning.no_split_names(model, no_split_module_classes)
+    return _planning.model_view(
+        model, no_split_module_classes, dtype, overrides, modeling.find_tied_parameters(model)
+    )
 
 
 def _max_memory(max_memory: Any) -> dict[Any, Any]:

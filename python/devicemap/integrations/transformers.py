@@ -77,7 +77,8 @@ def _finalizing(original: Any) -> Any:
     @functools.wraps(original)
     def _get_device_map(model: Any, device_map: Any, max_memory: Any, hf_quantizer: Any) -> Any:
         final = _compiled.track(original(model, device_map, max_memory, hf_quantizer))
-        _report_uncovered(model, final)
+        if isinstance(device_map, dict):  # a planned map covers every tensor already
+            _report_uncovered(model, final)
         return final
 
     return _get_device_map
@@ -119,12 +120,12 @@ def plan_report_for(
     import transformers.integrations.accelerate as hf
 
     tied = getattr(model, "all_tied_weights_keys", None) or {}
-    sizes, groups = _planning.sizes_and_ties(
+    sizes, groups, no_split = _planning.model_view(
         model,
+        getattr(model, "_no_split_modules", None),
         overrides=_quantized_sizes(model, hf_quantizer),
         tied=[[source, key] for key, source in tied.items()],
     )
-    no_split = _planning.no_split_names(model, getattr(model, "_no_split_modules", None))
     budgets = _budgets(hf, device_map, max_memory, hf_quantizer)
     return _planning.plan(sizes, budgets, device_map, no_split, groups)
 
