@@ -24,6 +24,8 @@ use crate::plan::{
 
 /// Tensor sizes in order, and groups of tied tensor names.
 type SizesAndTies = (Vec<(String, u64)>, Vec<Vec<String>>);
+/// Sizes, tied groups and the names of the no-split blocks.
+type WalkedModule = (Vec<(String, u64)>, Vec<Vec<String>>, Vec<String>);
 
 /// One `max_memory` value, read by the core's rules (`plan::budget_bytes`); `key` is the
 /// key's repr, for the message.
@@ -552,7 +554,7 @@ pub fn _module_walk(
     module: &Bound<'_, PyAny>,
     dtype: Option<&Bound<'_, PyAny>>,
     no_split: Option<Vec<String>>,
-) -> PyResult<(Vec<(String, u64)>, Vec<Vec<String>>, Vec<String>)> {
+) -> PyResult<WalkedModule> {
     guard("_module_walk", || {
         let dtype = dtype_from_py(dtype)?;
         let mut walk = Walk {
