@@ -16,7 +16,16 @@ accelerate = pytest.importorskip("accelerate")
 big_modeling = pytest.importorskip("accelerate.big_modeling")
 acc_modeling = pytest.importorskip("accelerate.utils.modeling")
 
-from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny  # noqa: E402
+from _planning_models import (  # noqa: E402
+    GIB,
+    fullest_gpu,
+    off_gpu,
+    per_expert_dsv3,
+    placed_bytes,
+    real_size,
+    tensor_bytes,
+    tiny,
+)
 from devicemap.integrations import UnsupportedVersionError  # noqa: E402
 from devicemap.integrations import accelerate as integration  # noqa: E402
 
@@ -155,3 +164,20 @@ def test_load_checkpoint_and_dispatch_gives_the_plain_output(tmp_path, to_disk):
     assert ("disk" in set(getattr(loaded, "hf_device_map", {}).values())) == to_disk
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs).logits, expected)
+
+
+def test_the_per_expert_moe_spill():
+    # The issue's case on accelerate 1.15's pair: a DeepSeek-V3-shaped model with one module per
+    # expert (here 8 experts a layer, 70 GiB) fits on 16 x 5 GiB, but get_balanced_memory's
+    # buffer is sized from the first (dense) layer, so the caps under-pack the GPUs and
+    # infer_auto_device_map pushes the head to the CPU. At full size (256 experts, 16 x 96 GiB)
+    # that is 216 GiB (benches/bench_integration_planning.py).
+    model = per_expert_dsv3(61, 8)
+    budgets = {**dict.fromkeys(range(16), 5 * GIB), "cpu": 500 * GIB}
+    no_split = ["DecoderLayer"]
+    stock = STOCK_INFER(model, STOCK_BALANCED(model, dict(budgets), no_split), no_split)
+    ours = integration.infer_auto_device_map(
+        model, integration.get_balanced_memory(model, dict(budgets), no_split), no_split
+    )
+    assert off_gpu(placed_bytes(model, dict(stock))) > GIB
+    assert off_gpu(placed_bytes(model, dict(ours))) == 0

@@ -16,7 +16,16 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 hf_accelerate = pytest.importorskip("transformers.integrations.accelerate")
 
-from _planning_models import GIB, fullest_gpu, off_gpu, placed_bytes, real_size, tensor_bytes, tiny  # noqa: E402
+from _planning_models import (  # noqa: E402
+    GIB,
+    covering_key,
+    fullest_gpu,
+    off_gpu,
+    placed_bytes,
+    real_size,
+    tensor_bytes,
+    tiny,
+)
 from devicemap.integrations import transformers as integration  # noqa: E402
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -80,13 +89,13 @@ def test_from_pretrained_gives_the_plain_output_with_and_without(
 
     stock = load("stock")
     planned: list[str] = []
-    original = integration.plan_report_for
+    original = integration._plan_for
 
     def spy(model: Any, device_map: str, *args: Any) -> Any:
         planned.append(device_map)
         return original(model, device_map, *args)
 
-    monkeypatch.setattr(integration, "plan_report_for", spy)
+    monkeypatch.setattr(integration, "_plan_for", spy)
     with integration.enabled(planning=True):
         ours = load("ours")
     assert planned == [strategy]
@@ -237,3 +246,41 @@ def test_the_one_walk_reads_what_named_parameters_and_named_buffers_give(arch):
         _no_split_of(model) or [],
     )
     assert _core._module_walk(model, torch.float16)[:2] == _core._module_sizes(model, torch.float16)
+
+
+def test_no_placement_params_of_a_block_that_fits_no_gpu_are_left_to_the_loader():
+    # As transformers treats `_no_placement_params`: with their block unless the block fits on
+    # no GPU; then the rest of the block is placed and the parameters are left out of the map.
+    config = transformers.LlamaConfig(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=4,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    )
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+    mib = 2**20
+    assert sum(tensor_bytes(model.model.layers[0]).values()) == 416 * mib + 16 * 1024  # 336 MiB of MLP
+    projections = ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
+    model._no_placement_params = projections
+    left_out = {f"model.layers.{i}.{p}" for i in range(4) for p in projections}
+    names = set(tensor_bytes(model))
+    small = {**dict.fromkeys(range(4), 400 * mib), "cpu": 10**10}
+    roomy = {**dict.fromkeys(range(4), 800 * mib), "cpu": 10**10}
+    stock = dict(STOCK_GET_DEVICE_MAP(model, "auto", dict(small), None))
+    with integration.enabled(planning=True):
+        ours = dict(hf_accelerate._get_device_map(model, "auto", dict(small), None))
+        placed_bytes(model, dict(hf_accelerate._get_device_map(model, "auto", dict(roomy), None)))
+    assert {name for name in names if covering_key(stock, name) is None} == left_out
+    assert {name for name in names if covering_key(ours, name) is None} == left_out
+    # The rest of each layer is on one GPU (transformers' own map splits a layer over two).
+    for i in range(4):
+        rest = {
+            ours[covering_key(ours, name)]
+            for name in names - left_out
+            if name.startswith(f"model.layers.{i}.")
+        }
+        assert len(rest) == 1, rest
+        assert rest <= {0, 1, 2, 3}, rest

@@ -73,7 +73,7 @@ def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type
 
 def _sizes(model: Any, dtype: Any, special_dtypes: Any, no_split_module_classes: Any) -> Any:
     """accelerate's view of a model: bytes as its `compute_module_sizes` counts them (`dtype`,
-    `special_dtypes`), ties as its `find_tied_parameters` finds them, and the no-split blocks."""
+    `special_dtypes`), tensors shared under several names tied, and the no-split blocks."""
     from accelerate.utils import modeling  # type: ignore[import-untyped]
 
     overrides = None
@@ -85,9 +85,9 @@ def _sizes(model: Any, dtype: Any, special_dtypes: Any, no_split_module_classes:
             for name, wanted in special_dtypes.items()
             if name in tensors
         }
-    return _planning.model_view(
-        model, no_split_module_classes, dtype, overrides, modeling.find_tied_parameters(model)
-    )
+    # Ties as accelerate's `find_tied_parameters` finds them (one tensor under several names),
+    # from the same walk, rather than by its second walk in Python.
+    return _planning.model_view(model, no_split_module_classes, dtype, overrides)
 
 
 def _max_memory(max_memory: Any) -> dict[Any, Any]:

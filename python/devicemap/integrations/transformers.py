@@ -27,6 +27,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+from devicemap import _core
 from devicemap._core import PlanReport
 from devicemap.integrations import _compiled, _planning
 from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
@@ -117,6 +118,13 @@ def plan_report_for(
     """devicemap's plan of a string map for a model transformers built, on the budgets the stock
     path computes (`transformers.integrations.accelerate`'s helpers), with transformers' view of
     sizes (the quantizer's), ties (`all_tied_weights_keys`) and `_no_split_modules`."""
+    return _plan_for(model, device_map, max_memory, hf_quantizer)[0]
+
+
+def _plan_for(
+    model: Any, device_map: str, max_memory: Any, hf_quantizer: Any
+) -> tuple[PlanReport, list[str]]:
+    """The plan, and the `_no_placement_params` left out of it (for the loader to place)."""
     import transformers.integrations.accelerate as hf
 
     tied = getattr(model, "all_tied_weights_keys", None) or {}
@@ -127,7 +135,48 @@ def plan_report_for(
         tied=[[source, key] for key, source in tied.items()],
     )
     budgets = _budgets(hf, device_map, max_memory, hf_quantizer)
-    return _planning.plan(sizes, budgets, device_map, no_split, groups)
+    left_out = _left_to_loader(model, sizes, no_split, budgets)
+    for name in left_out:
+        del sizes[name]
+    return _planning.plan(sizes, budgets, device_map, no_split, groups), left_out
+
+
+def _left_to_loader(
+    model: Any, sizes: dict[str, int], no_split: list[str] | None, budgets: dict[Any, Any]
+) -> list[str]:
+    """The `_no_placement_params` transformers leaves out of a map: those of a no-split block
+    that fits on no GPU (names relative to the block, as transformers reads them)."""
+    params = getattr(model, "_no_placement_params", None)
+    gpus = [budget for device, budget in budgets.items() if device not in ("cpu", "disk", "mps")]
+    if not params or not no_split or not gpus:
+        return []
+    largest_gpu = max(gpus)
+    left_out = []
+    for block in no_split:
+        inside = [f"{block}.{param}" for param in params if f"{block}.{param}" in sizes]
+        if inside and sum(dict(_core._module_walk(model.get_submodule(block))[0]).values()) > largest_gpu:
+            left_out.extend(inside)
+    return left_out
+
+
+def _uncover(model: Any, device_map: dict[str, Any], name: str) -> None:
+    """Replaces the key of `device_map` that covers `name` by keys for everything else under it
+    (the siblings along the path down to `name`), so that no key covers `name`."""
+    key = _compiled.CompiledKeys(list(device_map)).key_for(name)
+    if key is None:
+        return
+    device = device_map.pop(key)
+    module = model.get_submodule(key)
+    prefix = f"{key}." if key else ""
+    for part in name[len(prefix) :].split("."):
+        members = (module._parameters, module._buffers, module._modules)
+        for sibling, value in itertools.chain.from_iterable(member.items() for member in members):
+            if sibling != part and value is not None:
+                device_map.setdefault(f"{prefix}{sibling}", device)
+        if part not in module._modules:
+            return
+        module = module._modules[part]
+        prefix = f"{prefix}{part}."
 
 
 def _planning_map(original: Any) -> Any:
@@ -135,9 +184,11 @@ def _planning_map(original: Any) -> Any:
     def _get_device_map(model: Any, device_map: Any, max_memory: Any, hf_quantizer: Any) -> Any:
         if not isinstance(device_map, str) or device_map not in _planning.STRATEGIES:
             return original(model, device_map, max_memory, hf_quantizer)
-        report = plan_report_for(model, device_map, max_memory, hf_quantizer)
+        report, left_out = _plan_for(model, device_map, max_memory, hf_quantizer)
         report.check()
         planned = report.device_map.to_hf()
+        for name in left_out:  # as transformers leaves them: for the loader to place
+            _uncover(model, planned, name)
         if hf_quantizer is not None:
             hf_quantizer.validate_environment(device_map=planned)
         return planned
