@@ -49,8 +49,8 @@ def tiny(arch: str) -> Any:
     raise ValueError(arch)
 
 
-def real_size(name: str) -> Any:
-    """A real-size model of `name` on the meta device (bf16)."""
+def real_size(name: str, **overrides: Any) -> Any:
+    """A real-size model of `name` on the meta device (bf16); `overrides` change its config."""
     import torch
     import transformers
 
@@ -92,8 +92,10 @@ def real_size(name: str) -> Any:
             head_dim=128,
         ),
     }
+    config = configs[name]()
+    config.update(overrides)
     with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(configs[name](), dtype=torch.bfloat16)
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
 
 
 def _linear(n_in: int, n_out: int) -> nn.Linear:

@@ -34,21 +34,16 @@ STOCK_GET_DEVICE_MAP = hf_accelerate._get_device_map
 
 
 @pytest.fixture(autouse=True)
-def offline_and_disabled(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+def offline_quiet_and_disabled(monkeypatch):
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(variable, "1")
     integration.disable()
-    yield
-    integration.disable()
-
-
-@pytest.fixture(autouse=True)
-def quiet():
     # accelerate warns about every GPU budget on a machine without GPUs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("transformers").setLevel(logging.ERROR)
         yield
+    integration.disable()
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +246,9 @@ def test_the_one_walk_reads_what_named_parameters_and_named_buffers_give(arch):
 def test_no_placement_params_of_a_block_that_fits_no_gpu_are_left_to_the_loader():
     # As transformers treats `_no_placement_params`: with their block unless the block fits on
     # no GPU; then the rest of the block is placed and the parameters are left out of the map.
-    config = transformers.LlamaConfig(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=4,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-    )
-    with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+    # Llama-3-70B's layout, 4 layers of Mistral-7B's width.
+    shape = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "head_dim": 128}
+    model = real_size("llama3-70b", vocab_size=32000, num_hidden_layers=4, **shape)
     mib = 2**20
     assert sum(tensor_bytes(model.model.layers[0]).values()) == 416 * mib + 16 * 1024  # 336 MiB of MLP
     projections = ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
