@@ -2,6 +2,7 @@
 //! `DeviceMap.to_hf()`. Only translation: the work is in `crate::plan`, done with the GIL
 //! released.
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
@@ -538,7 +539,7 @@ fn module_tensor(name: String, tensor: &Bound<'_, PyAny>, resize: bool) -> PyRes
     Ok(ModuleTensor {
         name,
         id: tensor.as_ptr() as usize,
-        nbytes: tensor.getattr("nbytes")?.extract()?,
+        nbytes: tensor.getattr(intern!(tensor.py(), "nbytes"))?.extract()?,
         dtype: stored,
     })
 }
@@ -582,33 +583,39 @@ struct Walk {
 
 impl Walk {
     fn module(&mut self, module: &Bound<'_, PyAny>, prefix: &str) -> PyResult<()> {
+        let py = module.py();
         let join = |name: &Bound<'_, PyAny>| -> PyResult<String> {
-            let name: String = name.extract()?;
+            let name = name.cast::<PyString>()?.to_str()?;
             Ok(if prefix.is_empty() {
-                name
+                name.to_string()
             } else {
                 format!("{prefix}.{name}")
             })
         };
         if !prefix.is_empty() && !self.classes.is_empty() {
-            let class = module.get_type().name()?.to_string();
-            if self.classes.contains(&class) {
+            let class = module.get_type().name()?;
+            let class = class.to_str()?;
+            if self.classes.iter().any(|wanted| wanted == class) {
                 self.blocks.push(prefix.to_string());
             }
         }
-        for (key, tensor) in module.getattr("_parameters")?.cast_into::<PyDict>()?.iter() {
-            if !tensor.is_none() {
-                self.parameters
-                    .push(module_tensor(join(&key)?, &tensor, self.resize)?);
+        let members = [intern!(py, "_parameters"), intern!(py, "_buffers")];
+        for (i, member) in members.into_iter().enumerate() {
+            for (key, tensor) in module.getattr(member)?.cast_into::<PyDict>()?.iter() {
+                if !tensor.is_none() {
+                    let read = module_tensor(join(&key)?, &tensor, self.resize)?;
+                    match i {
+                        0 => self.parameters.push(read),
+                        _ => self.buffers.push(read),
+                    }
+                }
             }
         }
-        for (key, tensor) in module.getattr("_buffers")?.cast_into::<PyDict>()?.iter() {
-            if !tensor.is_none() {
-                self.buffers
-                    .push(module_tensor(join(&key)?, &tensor, self.resize)?);
-            }
-        }
-        for (key, child) in module.getattr("_modules")?.cast_into::<PyDict>()?.iter() {
+        for (key, child) in module
+            .getattr(intern!(py, "_modules"))?
+            .cast_into::<PyDict>()?
+            .iter()
+        {
             if !child.is_none() {
                 self.module(&child, &join(&key)?)?;
             }
