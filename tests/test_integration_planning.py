@@ -272,3 +272,18 @@ def test_no_placement_params_of_a_block_that_fits_no_gpu_are_left_to_the_loader(
         }
         assert len(rest) == 1, rest
         assert rest <= {0, 1, 2, 3}, rest
+
+
+def test_a_load_reports_its_uncovered_names_in_one_message(saved, caplog):
+    # Issue 14: "covers N tensor name(s) with no key" came once per name that transformers
+    # looked up one at a time (two messages for a Llama's two rotary buffers).
+    path, cls, _, expected = saved["llama-tied"]
+    device_map = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
+    with integration.enabled(), caplog.at_level(logging.WARNING, logger="devicemap.integrations"):
+        model = cls.from_pretrained(path, device_map=device_map).eval()
+    messages = [r.getMessage() for r in caplog.records if r.name == "devicemap.integrations"]
+    assert len(messages) == 1, messages
+    assert "covers 2 tensor name(s) with no key" in messages[0]
+    assert "'model.rotary_emb.inv_freq'" in messages[0]
+    assert "'model.rotary_emb.original_inv_freq'" in messages[0]
+    torch.testing.assert_close(forward(model), expected)
