@@ -16,7 +16,11 @@ Results are transformers' wherever transformers is right (a key covering a name 
 boundary, `""` covering everything, `"disk"` given as `"cpu"` where transformers asks for a
 valid torch device); where its regular expression is wrong (no dot boundary, keys taken as
 patterns) the longest key ending at a dot boundary wins. A name nothing covers keeps
-transformers' fallback (`"cpu"`) and is logged once on the `devicemap.integrations` logger.
+transformers' fallback (`"cpu"`) and is logged once on the `devicemap.integrations` logger
+(a load's uncovered names in one message).
+
+With `enable(planning=True)`, `_get_device_map` plans the string maps with devicemap (see
+`plan_report_for`), on the budgets transformers' own helpers compute.
 """
 
 from __future__ import annotations
