@@ -7,6 +7,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
 
 use ahash::RandomState;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
@@ -321,25 +322,24 @@ impl PyCheckpointSizes {
     }
 }
 
-/// One tensor of a module as `plan::module_sizes` takes it. `nbytes` is one attribute read
-/// (meta tensors have it too); the dtype and the element count only matter when the tensor may
-/// be re-sized (`dtype` given).
+/// One tensor as `plan::module_sizes` reads it. `nbytes` is one attribute read (meta tensors
+/// have it too); the dtype and the element count only matter when the tensor may be re-sized.
 pub(super) fn module_tensor(
     name: String,
     tensor: &Bound<'_, PyAny>,
-    dtype: Option<Dtype>,
+    resize: bool,
 ) -> PyResult<ModuleTensor> {
-    let stored = match dtype {
-        Some(_) => Some((
+    let stored = match resize {
+        true => Some((
             tensor.getattr("dtype")?.str()?.to_string(),
             tensor.call_method0("numel")?.extract()?,
         )),
-        None => None,
+        false => None,
     };
     Ok(ModuleTensor {
         name,
         id: tensor.as_ptr() as usize,
-        nbytes: tensor.getattr("nbytes")?.extract()?,
+        nbytes: tensor.getattr(intern!(tensor.py(), "nbytes"))?.extract()?,
         dtype: stored,
     })
 }
@@ -373,7 +373,7 @@ pub fn _loaded_sizes(
         let mut tensors = Vec::new();
         for item in state.call_method0("items")?.try_iter()? {
             let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
-            tensors.push(module_tensor(name, &tensor, dtype)?);
+            tensors.push(module_tensor(name, &tensor, dtype.is_some())?);
         }
         let (model, tied) = plan::module_sizes(tensors, dtype);
         let sizes = py.detach(|| checkpoint::loaded_sizes(stored, &renamed, &model, &shared));

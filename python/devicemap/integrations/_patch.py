@@ -101,20 +101,26 @@ def expect_functions(
 
 
 class Switch:
-    """One integration's on/off state. `enable` builds its `Patch` once (`build` imports the
-    target and checks its functions) and applies it, again on later calls so that modules
-    imported since are patched too; `disable` undoes it, then runs `after_disable`."""
+    """One integration's on/off state. `enable` builds its `Patch` (`build(**options)` imports
+    the target and checks its functions) and applies it, again on later calls so that modules
+    imported since are patched too; a call with other options puts the originals back and
+    builds the patch for those. `disable` undoes it, then runs `after_disable`."""
 
-    def __init__(self, build: Callable[[], Patch], after_disable: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, build: Callable[..., Patch], after_disable: Callable[[], None] = lambda: None) -> None:
         self._build = build
         self._after_disable = after_disable
         self._lock = threading.Lock()
         self._patch: Patch | None = None
+        self._options: dict[str, Any] = {}
 
-    def enable(self) -> None:
+    def enable(self, **options: Any) -> None:
         with self._lock:
+            if self._patch is not None and options != self._options:
+                self._patch.undo()
+                self._patch = None
             if self._patch is None:
-                self._patch = self._build()
+                self._patch = self._build(**options)
+                self._options = options
             self._patch.apply()
 
     def disable(self) -> None:
@@ -123,18 +129,26 @@ class Switch:
                 return
             self._patch.undo()
             self._patch = None
+            self._options = {}
             self._after_disable()
 
     def is_enabled(self) -> bool:
         return self._patch is not None
 
+    def options(self) -> dict[str, Any]:
+        """The options it is enabled with (`{}` when disabled)."""
+        return dict(self._options)
+
     @contextlib.contextmanager
-    def enabled(self) -> Iterator[None]:
-        """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
-        was_enabled = self.is_enabled()
-        self.enable()
+    def enabled(self, **options: Any) -> Iterator[None]:
+        """Enabled (with `options`) inside the block; left as it was found afterwards, with the
+        options it had (nested blocks are fine)."""
+        previous = self.options() if self.is_enabled() else None
+        self.enable(**options)
         try:
             yield
         finally:
-            if not was_enabled:
+            if previous is None:
                 self.disable()
+            else:
+                self.enable(**previous)

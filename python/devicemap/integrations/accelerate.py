@@ -16,16 +16,37 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections import OrderedDict
 from typing import Any
 
-from devicemap.integrations import _compiled
+from devicemap.integrations import _compiled, _planning
 from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
 
-__all__ = ["check_device_map", "disable", "enable", "enabled", "is_enabled"]
+__all__ = [
+    "check_device_map",
+    "disable",
+    "enable",
+    "enabled",
+    "get_balanced_memory",
+    "infer_auto_device_map",
+    "is_enabled",
+]
 
 TARGET = "accelerate.utils.modeling"
 TESTED_VERSIONS = "1.15.0"
 EXPECTED: dict[str, tuple[str, ...]] = {"check_device_map": ("model", "device_map")}
+_SIZES = ("model", "max_memory", "no_split_module_classes", "dtype", "special_dtypes")
+# Replaced too with `enable(planning=True)`.
+PLANNING: dict[str, tuple[str, ...]] = {
+    "infer_auto_device_map": (
+        *_SIZES,
+        "verbose",
+        "clean_result",
+        "offload_buffers",
+        "fallback_allocation",
+    ),
+    "get_balanced_memory": (*_SIZES, "low_zero"),
+}
 UNCOVERED = "The device_map provided does not give any device for the following parameters: "
 
 
@@ -50,31 +71,118 @@ def check_device_map(model: Any, device_map: dict) -> None:  # type: ignore[type
         raise ValueError(UNCOVERED + ", ".join(uncovered))
 
 
-def _build() -> Patch:
+def _sizes(model: Any, dtype: Any, special_dtypes: Any, no_split_module_classes: Any) -> Any:
+    """accelerate's view of a model: bytes as its `compute_module_sizes` counts them (`dtype`,
+    `special_dtypes`), tensors shared under several names tied, and the no-split blocks."""
+    from accelerate.utils import modeling  # type: ignore[import-untyped]
+
+    overrides = None
+    if special_dtypes:
+        tensors = dict(model.named_parameters())
+        tensors.update(model.named_buffers())
+        overrides = {
+            name: tensors[name].numel() * modeling.dtype_byte_size(modeling._get_proper_dtype(wanted))
+            for name, wanted in special_dtypes.items()
+            if name in tensors
+        }
+    # Ties as accelerate's `find_tied_parameters` finds them (one tensor under several names),
+    # from the same walk, rather than by its second walk in Python.
+    return _planning.model_view(model, no_split_module_classes, dtype, overrides)
+
+
+def _max_memory(max_memory: Any) -> dict[Any, Any]:
+    from accelerate.utils import modeling
+
+    return dict(modeling.get_max_memory(None if max_memory is None else dict(max_memory)))
+
+
+def infer_auto_device_map(
+    model: Any,
+    max_memory: Any = None,
+    no_split_module_classes: Any = None,
+    dtype: Any = None,
+    special_dtypes: Any = None,
+    verbose: bool = False,
+    clean_result: bool = True,
+    offload_buffers: bool = False,
+    fallback_allocation: bool = False,
+) -> OrderedDict[str, int | str]:
+    """accelerate's `infer_auto_device_map`, planned by devicemap: the GPUs in order, each up to
+    its budget (`"sequential"`), then the CPU, then the disk, never splitting a block of
+    `no_split_module_classes` or a tie. The map is always compact (`clean_result=False` gives the
+    same map); `offload_buffers` and `fallback_allocation` change nothing (buffers are counted
+    with their module, and a device is never skipped while a part still fits it)."""
+    del clean_result, offload_buffers, fallback_allocation
+    sizes, tied, no_split = _sizes(model, dtype, special_dtypes, no_split_module_classes)
+    report = _planning.plan(sizes, _max_memory(max_memory), "sequential", no_split, tied)
+    report.check()
+    if verbose:
+        print(report)
+    return OrderedDict(report.to_hf())
+
+
+def get_balanced_memory(
+    model: Any,
+    max_memory: Any = None,
+    no_split_module_classes: Any = None,
+    dtype: Any = None,
+    special_dtypes: Any = None,
+    low_zero: bool = False,
+) -> dict[Any, Any]:
+    """accelerate's `get_balanced_memory`, from devicemap's balanced plan: each GPU but the last
+    is capped at what the plan puts on it (with the room the plan keeps there to run offloaded
+    blocks), so that devicemap's `infer_auto_device_map` follows that plan, and accelerate's
+    spills no more than on its own budgets. Without `max_memory`, a lone GPU keeps 10% free, as
+    accelerate's does."""
+    budgets = _max_memory(max_memory)
+    gpus = sorted(d for d, budget in budgets.items() if isinstance(d, int) and budget > 0)
+    if not gpus:
+        return budgets
+    if len(gpus) == 1:
+        if max_memory is None:
+            budgets[gpus[0]] = int(budgets[gpus[0]] * 0.9)
+        return budgets
+    sizes, tied, no_split = _sizes(model, dtype, special_dtypes, no_split_module_classes)
+    strategy = "balanced_low_0" if low_zero else "balanced"
+    report = _planning.plan(sizes, budgets, strategy, no_split, tied)
+    # What the plan puts on each GPU, and the room it keeps there to run offloaded blocks.
+    used = {row["device"]: row["bytes"] + row["reserved"] for row in report.devices}
+    for gpu in gpus[:-1]:
+        budgets[gpu] = min(budgets[gpu], used.get(f"cuda:{gpu}", 0))
+    return budgets
+
+
+def _build(planning: bool = False) -> Patch:
     module, version = import_target("accelerate", "accelerate.utils.modeling")
-    originals = expect_functions(module, "accelerate", version, TESTED_VERSIONS, EXPECTED)
+    expected = dict(EXPECTED, **PLANNING) if planning else EXPECTED
+    originals = expect_functions(module, "accelerate", version, TESTED_VERSIONS, expected)
     # `dispatch_model` calls the name bound in accelerate.big_modeling: import it so it is
     # patched now rather than bound to the original later.
     import accelerate.big_modeling  # type: ignore[import-untyped]  # noqa: F401
 
-    return Patch(
-        ("accelerate", "transformers"),
-        {"check_device_map": (originals["check_device_map"], check_device_map)},
-    )
+    replacements: dict[str, tuple[Any, Any]] = {
+        "check_device_map": (originals["check_device_map"], check_device_map)
+    }
+    if planning:
+        replacements["infer_auto_device_map"] = (originals["infer_auto_device_map"], infer_auto_device_map)
+        replacements["get_balanced_memory"] = (originals["get_balanced_memory"], get_balanced_memory)
+    return Patch(("accelerate", "transformers"), replacements)
 
 
 _switch = Switch(_build)
 
 
-def enable() -> None:
+def enable(planning: bool = False) -> None:
     """Routes accelerate's `check_device_map` through devicemap in every accelerate and
-    transformers module that holds it. Safe to call again; `UnsupportedVersionError` if
-    accelerate lacks the function or has it with other parameters."""
-    _switch.enable()
+    transformers module that holds it; with `planning=True`, its `infer_auto_device_map` and
+    `get_balanced_memory` too (what `load_checkpoint_and_dispatch` and other loaders call).
+    Safe to call again; `UnsupportedVersionError` if accelerate lacks the functions or has
+    them with other parameters."""
+    _switch.enable(planning=planning)
 
 
 def disable() -> None:
-    """Puts accelerate's own `check_device_map` back (the very function object) everywhere."""
+    """Puts accelerate's own functions back (the very function objects) everywhere."""
     _switch.disable()
 
 
@@ -82,6 +190,7 @@ def is_enabled() -> bool:
     return _switch.is_enabled()
 
 
-def enabled() -> contextlib.AbstractContextManager[None]:
-    """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
-    return _switch.enabled()
+def enabled(planning: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Enabled inside the block (planning too if `planning`); left as it was found afterwards
+    (nested blocks are fine)."""
+    return _switch.enabled(planning=planning)

@@ -16,20 +16,27 @@ Results are transformers' wherever transformers is right (a key covering a name 
 boundary, `""` covering everything, `"disk"` given as `"cpu"` where transformers asks for a
 valid torch device); where its regular expression is wrong (no dot boundary, keys taken as
 patterns) the longest key ending at a dot boundary wins. A name nothing covers keeps
-transformers' fallback (`"cpu"`) and is logged once on the `devicemap.integrations` logger.
+transformers' fallback (`"cpu"`) and is logged once on the `devicemap.integrations` logger
+(a load's uncovered names in one message).
+
+With `enable(planning=True)`, `_get_device_map` plans the string maps with devicemap (see
+`plan_report_for`), on the budgets transformers' own helpers compute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from devicemap.integrations import _compiled
+from devicemap import _core
+from devicemap._core import PlanReport
+from devicemap.integrations import _compiled, _planning
 from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
 
-__all__ = ["disable", "enable", "enabled", "expand_device_map", "get_device", "is_enabled"]
+__all__ = ["disable", "enable", "enabled", "expand_device_map", "get_device", "is_enabled", "plan_report_for"]
 
 TARGET = "transformers.integrations.accelerate"
 TESTED_VERSIONS = "5.24.0"
@@ -57,23 +64,155 @@ def get_device(device_map: dict | None, param_name: str, valid_torch_device: boo
     return device
 
 
+def _report_uncovered(model: Any, device_map: Any) -> None:
+    """Logs, in one message, every tensor of `model` that no key of `device_map` covers (the
+    lookups that follow find them reported already, so none is logged again)."""
+    if not isinstance(device_map, dict) or "" in device_map or not device_map:
+        return
+    if not hasattr(model, "named_parameters"):
+        return
+    names = _planning.tensor_names(model)
+    compiled = _compiled.compiled_for(device_map)
+    keys = compiled.keys_for(names)
+    if None in keys:
+        compiled.report(name for name, key in zip(names, keys, strict=True) if key is None)
+
+
 def _finalizing(original: Any) -> Any:
     @functools.wraps(original)
     def _get_device_map(model: Any, device_map: Any, max_memory: Any, hf_quantizer: Any) -> Any:
-        return _compiled.track(original(model, device_map, max_memory, hf_quantizer))
+        final = _compiled.track(original(model, device_map, max_memory, hf_quantizer))
+        if isinstance(device_map, dict):  # a planned map covers every tensor already
+            _report_uncovered(model, final)
+        return final
 
     return _get_device_map
 
 
-def _build() -> Patch:
+def _budgets(hf: Any, device_map: str, max_memory: Any, hf_quantizer: Any) -> dict[Any, Any]:
+    """The budgets the stock path plans a string map on, from its own helpers: `get_max_memory`
+    (free memory, less 10% of the CPU when `max_memory` is not given), the 90% of a lone GPU
+    that `get_balanced_memory` keeps when `max_memory` is not given, and the quantizer's
+    `adjust_max_memory`. (The per-GPU caps `get_balanced_memory` adds are its way to balance;
+    devicemap balances by itself.)"""
+    budgets = hf.get_max_memory(max_memory)
+    if device_map != "sequential" and max_memory is None:
+        gpus = [device for device, budget in budgets.items() if device not in ("cpu", "disk") and budget > 0]
+        if len(gpus) == 1:
+            first = next(device for device in budgets if isinstance(device, int))
+            budgets[first] *= 0.9
+    if hf_quantizer is not None:
+        budgets = hf_quantizer.adjust_max_memory(budgets)
+    return dict(budgets)
+
+
+def _quantized_sizes(model: Any, hf_quantizer: Any) -> dict[str, int] | None:
+    """The quantizer's view of each tensor's bytes, as transformers' `compute_module_sizes`
+    asks it (its own per-tensor function, called once per tensor)."""
+    if hf_quantizer is None:
+        return None
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    size = hf_quantizer.param_element_size
+    return {name: tensor.numel() * size(model, name, tensor) for name, tensor in tensors}
+
+
+def plan_report_for(
+    model: Any, device_map: str, max_memory: Any = None, hf_quantizer: Any = None
+) -> PlanReport:
+    """devicemap's plan of a string map for a model transformers built, on the budgets the stock
+    path computes (`transformers.integrations.accelerate`'s helpers), with transformers' view of
+    sizes (the quantizer's), ties (`all_tied_weights_keys`) and `_no_split_modules`."""
+    return _plan_for(model, device_map, max_memory, hf_quantizer)[0]
+
+
+def _plan_for(
+    model: Any, device_map: str, max_memory: Any, hf_quantizer: Any
+) -> tuple[PlanReport, list[str]]:
+    """The plan, and the `_no_placement_params` left out of it (for the loader to place)."""
+    import transformers.integrations.accelerate as hf
+
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    sizes, groups, no_split = _planning.model_view(
+        model,
+        getattr(model, "_no_split_modules", None),
+        overrides=_quantized_sizes(model, hf_quantizer),
+        tied=[[source, key] for key, source in tied.items()],
+    )
+    budgets = _budgets(hf, device_map, max_memory, hf_quantizer)
+    left_out = _left_to_loader(model, sizes, no_split, budgets)
+    for name in left_out:
+        del sizes[name]
+    return _planning.plan(sizes, budgets, device_map, no_split, groups), left_out
+
+
+def _left_to_loader(
+    model: Any, sizes: dict[str, int], no_split: list[str] | None, budgets: dict[Any, Any]
+) -> list[str]:
+    """The `_no_placement_params` transformers leaves out of a map: those of a no-split block
+    that fits on no GPU (names relative to the block, as transformers reads them)."""
+    params = getattr(model, "_no_placement_params", None)
+    gpus = [budget for device, budget in budgets.items() if device not in ("cpu", "disk", "mps")]
+    if not params or not no_split or not gpus:
+        return []
+    largest_gpu = max(gpus)
+    left_out = []
+    for block in no_split:
+        inside = [f"{block}.{param}" for param in params if f"{block}.{param}" in sizes]
+        if inside and sum(dict(_core._module_walk(model.get_submodule(block))[0]).values()) > largest_gpu:
+            left_out.extend(inside)
+    return left_out
+
+
+def _uncover(model: Any, device_map: dict[str, Any], name: str) -> None:
+    """Replaces the key of `device_map` that covers `name` by keys for everything else under it
+    (the siblings along the path down to `name`), so that no key covers `name`."""
+    key = _compiled.CompiledKeys(list(device_map)).key_for(name)
+    if key is None:
+        return
+    device = device_map.pop(key)
+    module = model.get_submodule(key)
+    prefix = f"{key}." if key else ""
+    for part in name[len(prefix) :].split("."):
+        members = (module._parameters, module._buffers, module._modules)
+        for sibling, value in itertools.chain.from_iterable(member.items() for member in members):
+            if sibling != part and value is not None:
+                device_map.setdefault(f"{prefix}{sibling}", device)
+        if part not in module._modules:
+            return
+        module = module._modules[part]
+        prefix = f"{prefix}{part}."
+
+
+def _planning_map(original: Any) -> Any:
+    @functools.wraps(original)
+    def _get_device_map(model: Any, device_map: Any, max_memory: Any, hf_quantizer: Any) -> Any:
+        if not isinstance(device_map, str) or device_map not in _planning.STRATEGIES:
+            return original(model, device_map, max_memory, hf_quantizer)
+        report, left_out = _plan_for(model, device_map, max_memory, hf_quantizer)
+        report.check()
+        planned = report.device_map.to_hf()
+        for name in left_out:  # as transformers leaves them: for the loader to place
+            _uncover(model, planned, name)
+        if hf_quantizer is not None:
+            hf_quantizer.validate_environment(device_map=planned)
+        return planned
+
+    return _get_device_map
+
+
+def _build(planning: bool = False) -> Patch:
     module, version = import_target("transformers", "transformers.integrations.accelerate")
     originals = expect_functions(module, "transformers", version, TESTED_VERSIONS, EXPECTED)
+    get_device_map = originals["_get_device_map"]
     return Patch(
         ("transformers",),
         {
             "get_device": (originals["get_device"], get_device),
             "expand_device_map": (originals["expand_device_map"], expand_device_map),
-            "_get_device_map": (originals["_get_device_map"], _finalizing(originals["_get_device_map"])),
+            "_get_device_map": (
+                get_device_map,
+                _finalizing(_planning_map(get_device_map) if planning else get_device_map),
+            ),
         },
     )
 
@@ -81,11 +220,13 @@ def _build() -> Patch:
 _switch = Switch(_build, after_disable=_compiled.clear_cache)
 
 
-def enable() -> None:
-    """Routes transformers' device-map lookups through devicemap. Safe to call again (it then
-    patches modules imported since); `UnsupportedVersionError` if transformers lacks the
-    functions this replaces, or has them with other parameters."""
-    _switch.enable()
+def enable(planning: bool = False) -> None:
+    """Routes transformers' device-map lookups through devicemap; with `planning=True`, string
+    maps (`"auto"`, `"balanced"`, `"balanced_low_0"`, `"sequential"`) are planned by devicemap
+    too. Safe to call again (it then patches modules imported since; with another `planning`,
+    it switches); `UnsupportedVersionError` if transformers lacks the functions this replaces,
+    or has them with other parameters."""
+    _switch.enable(planning=planning)
 
 
 def disable() -> None:
@@ -97,6 +238,7 @@ def is_enabled() -> bool:
     return _switch.is_enabled()
 
 
-def enabled() -> contextlib.AbstractContextManager[None]:
-    """Enabled inside the block; left as it was found afterwards (nested blocks are fine)."""
-    return _switch.enabled()
+def enabled(planning: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Enabled inside the block (planning string maps if `planning`); left as it was found
+    afterwards (nested blocks are fine)."""
+    return _switch.enabled(planning=planning)

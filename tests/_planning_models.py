@@ -1,0 +1,216 @@
+"""Models and map checks shared by the planning-integration tests: tiny models of several
+architectures from real config classes (saved and loaded in the tests), real-size configs
+built on the meta device (no weights), and what a device map must satisfy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+GIB = 2**30
+OFF_GPU = ("cpu", "disk")
+
+
+def tiny(arch: str) -> Any:
+    """A tiny model of `arch` with seeded weights."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    small = {"vocab_size": 64, "hidden_size": 16, "num_attention_heads": 2}
+    if arch == "llama-tied":
+        config = transformers.LlamaConfig(
+            **small,
+            intermediate_size=32,
+            num_hidden_layers=3,
+            num_key_value_heads=1,
+            tie_word_embeddings=True,
+        )
+        return transformers.LlamaForCausalLM(config)
+    if arch == "mixtral":
+        config = transformers.MixtralConfig(
+            **small,
+            intermediate_size=32,
+            num_hidden_layers=3,
+            num_key_value_heads=1,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+        )
+        return transformers.MixtralForCausalLM(config)
+    if arch == "gpt2":
+        config = transformers.GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
+        return transformers.GPT2LMHeadModel(config)
+    if arch == "t5":
+        config = transformers.T5Config(
+            vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2
+        )
+        return transformers.T5ForConditionalGeneration(config)
+    raise ValueError(arch)
+
+
+def real_size(name: str, **overrides: Any) -> Any:
+    """A real-size model of `name` on the meta device (bf16); `overrides` change its config."""
+    import torch
+    import transformers
+
+    configs = {
+        "llama3-70b": lambda: transformers.LlamaConfig(
+            vocab_size=128256,
+            hidden_size=8192,
+            intermediate_size=28672,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+        ),
+        "mixtral-8x7b": lambda: transformers.MixtralConfig(
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+        ),
+        "qwen3-30b-a3b": lambda: transformers.Qwen3MoeConfig(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=6144,
+            moe_intermediate_size=768,
+            num_hidden_layers=48,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            num_experts=128,
+            num_experts_per_tok=8,
+        ),
+        "gemma2-27b": lambda: transformers.Gemma2Config(
+            vocab_size=256000,
+            hidden_size=4608,
+            intermediate_size=36864,
+            num_hidden_layers=46,
+            num_attention_heads=32,
+            num_key_value_heads=16,
+            head_dim=128,
+        ),
+    }
+    config = configs[name]()
+    config.update(overrides)
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+
+
+def _linear(n_in: int, n_out: int) -> nn.Linear:
+    return nn.Linear(n_in, n_out, bias=False)
+
+
+class Expert(nn.Module):
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj = _linear(hidden, inner), _linear(hidden, inner)
+        self.down_proj = _linear(inner, hidden)
+
+
+class Moe(nn.Module):
+    def __init__(self, hidden: int, inner: int, experts: int) -> None:
+        super().__init__()
+        self.gate = _linear(hidden, experts)
+        self.experts = nn.ModuleList(Expert(hidden, inner) for _ in range(experts))
+        self.shared_experts = Expert(hidden, inner)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.q_a_proj, self.q_b_proj = _linear(hidden, 1536), _linear(1536, 128 * 192)
+        self.kv_a_proj_with_mqa, self.kv_b_proj = _linear(hidden, 576), _linear(512, 128 * 256)
+        self.o_proj = _linear(128 * 128, hidden)
+        self.q_a_layernorm, self.kv_a_layernorm = nn.RMSNorm(1536), nn.RMSNorm(512)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, hidden: int, moe: bool, experts: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(hidden)
+        self.mlp = Moe(hidden, 2048, experts) if moe else Expert(hidden, 18432)
+        self.input_layernorm, self.post_attention_layernorm = nn.RMSNorm(hidden), nn.RMSNorm(hidden)
+
+
+class Body(nn.Module):
+    def __init__(self, hidden: int, layers: int, experts: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(129280, hidden)
+        self.layers = nn.ModuleList(DecoderLayer(hidden, i >= 3, experts) for i in range(layers))
+        self.norm = nn.RMSNorm(hidden)
+
+
+class PerExpertDeepSeekV3(nn.Module):
+    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads."""
+
+    _no_split_modules = ["DecoderLayer"]  # noqa: RUF012
+    all_tied_weights_keys: dict[str, str] = {}  # noqa: RUF012
+
+    def __init__(self, layers: int = 61, experts: int = 256) -> None:
+        super().__init__()
+        self.model = Body(7168, layers, experts)
+        self.lm_head = _linear(7168, 129280)
+
+
+def per_expert_dsv3(layers: int = 61, experts: int = 256) -> Any:
+    """DeepSeek-V3's shapes (bf16, meta device) with one module per expert: at full size about
+    45k tensors and 1.25 TiB."""
+    import torch
+
+    with torch.device("meta"):
+        return PerExpertDeepSeekV3(layers, experts).to(torch.bfloat16)
+
+
+def covering_key(device_map: dict[str, Any], name: str) -> str | None:
+    """The longest key of `device_map` that is `name` or ends at a dot boundary of it."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in device_map:
+            return prefix
+    return "" if "" in device_map else None
+
+
+def tensor_bytes(model: Any) -> dict[str, int]:
+    """Bytes of every parameter and buffer, a shared tensor counted once (at its first name)."""
+    seen: set[int] = set()
+    sizes: dict[str, int] = {}
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        sizes[name] = 0 if id(tensor) in seen else tensor.numel() * tensor.element_size()
+        seen.add(id(tensor))
+    return sizes
+
+
+def placed_bytes(model: Any, device_map: dict[str, Any], ties: list[list[str]] = ()) -> dict[Any, int]:  # type: ignore[assignment]
+    """Bytes per device of `device_map` on `model`, after checking that it covers every
+    parameter and buffer, never splits a no-split block, and keeps each tie on one device.
+    A tied key counts 0 bytes (its source is counted), as transformers counts it."""
+    sizes = tensor_bytes(model)
+    tied_keys = set(getattr(model, "all_tied_weights_keys", None) or {})
+    per_device: dict[Any, int] = {}
+    for name, size in sizes.items():
+        key = covering_key(device_map, name)
+        assert key is not None, f"{name} is not covered by {device_map}"
+        device = device_map[key]
+        per_device[device] = per_device.get(device, 0) + (0 if name in tied_keys else size)
+    classes = set(getattr(model, "_no_split_modules", None) or ())
+    blocks = [name for name, module in model.named_modules() if name and type(module).__name__ in classes]
+    for block in blocks:
+        inside = [key for key in device_map if key.startswith(block + ".")]
+        assert not inside, f"{block} is split: {inside}"
+    groups = [[source, key] for key, source in (getattr(model, "all_tied_weights_keys", None) or {}).items()]
+    for group in [*groups, *ties]:
+        devices = {device_map[covering_key(device_map, name)] for name in group if name in sizes}
+        assert len(devices) <= 1, f"tie {group} split over {devices}"
+    return per_device
+
+
+def off_gpu(per_device: dict[Any, int]) -> int:
+    return sum(size for device, size in per_device.items() if device in OFF_GPU)
+
+
+def fullest_gpu(per_device: dict[Any, int]) -> int:
+    return max((size for device, size in per_device.items() if device not in OFF_GPU), default=0)
