@@ -187,25 +187,13 @@ def write_sparse_checkpoint(directory: Path, shards: int, limit: int | None = No
     tensors = devicemap._core._example_tensors("deepseek-v3")[:limit]
     bits = {"F8_E4M3": 8, "F32": 32, "BF16": 16}
     per = -(-len(tensors) // shards)
-    weight_map = {}
+    chunks = []
     for index in range(shards):
         chunk = sorted(tensors[index * per : (index + 1) * per], key=lambda t: (-bits[t[1]], t[0]))
-        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for name, dtype, elements in chunk:
-            size = elements * bits[dtype] // 8
-            header[name] = {"dtype": dtype, "shape": [elements], "data_offsets": [offset, offset + size]}
-            offset += size
-            weight_map[name] = file
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)
-        with open(directory / file, "wb") as handle:
-            handle.write(struct.pack("<Q", len(text)) + text)
-            handle.truncate(8 + len(text) + offset)
-    (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map})
-    )
+        chunks.append(
+            [(name, dtype, [elements], elements * bits[dtype] // 8) for name, dtype, elements in chunk]
+        )
+    write_shards(directory, chunks)
     return len(tensors)
 
 
@@ -351,15 +339,22 @@ def write_real_checkpoint(directory: Path, config: Any, tensors: list[tuple[str,
             size = 0
         shards[-1].append((name, shape))
         size += nbytes
+    write_shards(
+        directory, [[(n, "BF16", shape, 2 * math.prod(shape)) for n, shape in sorted(c)] for c in shards]
+    )
+
+
+def write_shards(directory: Path, shards: list[list[tuple[str, str, list[int], int]]]) -> None:
+    """Safetensors shards of `(name, dtype, shape, bytes)` with real headers and sparse data, in
+    the order given, and their index."""
     weight_map = {}
     for index, chunk in enumerate(shards):
         file = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
         offset = 0
-        for name, shape in sorted(chunk):
-            nbytes = 2 * math.prod(shape)
-            header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
+        for name, dtype, shape, size in chunk:
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
             weight_map[name] = file
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)

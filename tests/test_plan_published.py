@@ -31,98 +31,78 @@ GIB = 2**30
 OFF = ("cpu", "disk")
 
 
-def _config(name: str) -> Any:
-    """The published config of each architecture (sizes only; the rest are class defaults)."""
-    t = transformers
-    if name == "llama-3-70b":
-        return t.LlamaConfig(
-            vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-            num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False,
-        )  # fmt: skip
-    if name == "mixtral-8x7b":
-        return t.MixtralConfig(
-            vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
-            num_experts_per_tok=2,
-        )  # fmt: skip
-    if name == "qwen3-30b-a3b":
-        return t.Qwen3MoeConfig(
-            vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-            num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
-            num_experts=128, num_experts_per_tok=8, tie_word_embeddings=False,
-        )  # fmt: skip
-    if name == "gemma-2-27b":
-        return t.Gemma2Config(
-            vocab_size=256000, hidden_size=4608, intermediate_size=36864, num_hidden_layers=46,
-            num_attention_heads=32, num_key_value_heads=16, head_dim=128,
-        )  # fmt: skip
-    if name == "gemma-3-27b":
-        text = {
-            "vocab_size": 262208, "hidden_size": 5376, "intermediate_size": 21504,
-            "num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16,
-            "head_dim": 128,
-        }  # fmt: skip
-        vision = {
+# The published sizes of each architecture: its config class, the fields that set the sizes (the
+# rest are the class's defaults), and the model class when it is not a causal LM.
+CONFIGS: dict[str, tuple[str, dict[str, Any], str | None]] = {
+    "llama-3-70b": ("LlamaConfig", {
+        "vocab_size": 128256, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "tie_word_embeddings": False,
+    }, None),
+    "mixtral-8x7b": ("MixtralConfig", {
+        "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    }, None),
+    "qwen3-30b-a3b": ("Qwen3MoeConfig", {
+        "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+        "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False,
+    }, None),
+    "gemma-2-27b": ("Gemma2Config", {
+        "vocab_size": 256000, "hidden_size": 4608, "intermediate_size": 36864, "num_hidden_layers": 46,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+    }, None),
+    "gemma-3-27b": ("Gemma3Config", {
+        "text_config": {
+            "vocab_size": 262208, "hidden_size": 5376, "intermediate_size": 21504, "num_hidden_layers": 62,
+            "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+        },
+        "vision_config": {
             "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
             "num_attention_heads": 16, "image_size": 896, "patch_size": 14,
-        }  # fmt: skip
-        return t.Gemma3Config(text_config=text, vision_config=vision)
-    if name == "qwen2-vl-7b":
-        return t.Qwen2VLConfig(
-            text_config={
-                "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
-                "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-            },
-            vision_config={"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16},
-            tie_word_embeddings=False,
-        )  # fmt: skip
-    if name == "llava-1.5-7b":
-        return t.LlavaConfig(
-            text_config=t.LlamaConfig(
-                vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                num_attention_heads=32, num_key_value_heads=32,
-            ),
-            vision_config=t.CLIPVisionConfig(
-                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768,
-            ),
-        )  # fmt: skip
-    if name == "t5-large":
-        return t.T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_heads=16)
-    if name == "gpt2-xl":
-        return t.GPT2Config(n_embd=1600, n_layer=48, n_head=25)
-    if name == "phi-3-medium":
-        return t.Phi3Config(
-            vocab_size=32064, hidden_size=5120, intermediate_size=17920, num_hidden_layers=40,
-            num_attention_heads=40, num_key_value_heads=10, tie_word_embeddings=False,
-        )  # fmt: skip
-    raise AssertionError(name)
+        },
+    }, "Gemma3ForConditionalGeneration"),
+    "qwen2-vl-7b": ("Qwen2VLConfig", {
+        "text_config": {
+            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4,
+        },
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16},
+        "tie_word_embeddings": False,
+    }, "Qwen2VLForConditionalGeneration"),
+    "llava-1.5-7b": ("LlavaConfig", {
+        "text_config": {
+            "model_type": "llama", "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+            "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+        },
+    }, "LlavaForConditionalGeneration"),
+    "t5-large": ("T5Config", {
+        "vocab_size": 32128, "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24, "num_heads": 16,
+    }, "T5ForConditionalGeneration"),
+    "gpt2-xl": ("GPT2Config", {"n_embd": 1600, "n_layer": 48, "n_head": 25}, None),
+    "phi-3-medium": ("Phi3Config", {
+        "vocab_size": 32064, "hidden_size": 5120, "intermediate_size": 17920, "num_hidden_layers": 40,
+        "num_attention_heads": 40, "num_key_value_heads": 10, "tie_word_embeddings": False,
+    }, None),
+}  # fmt: skip
 
-
-_CLASSES = {
-    "gemma-3-27b": "Gemma3ForConditionalGeneration",
-    "qwen2-vl-7b": "Qwen2VLForConditionalGeneration",
-    "llava-1.5-7b": "LlavaForConditionalGeneration",
-    "t5-large": "T5ForConditionalGeneration",
-}
-
-MODELS = [
-    "llama-3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-27b", "gemma-3-27b",
-    "qwen2-vl-7b", "llava-1.5-7b", "t5-large", "gpt2-xl", "phi-3-medium",
-]  # fmt: skip
+MODELS = list(CONFIGS)
 
 
 class Meta:
     """A meta model and what the checks read from it once."""
 
     def __init__(self, name: str) -> None:
-        config = _config(name)
-        cls = getattr(transformers, _CLASSES.get(name, ""), transformers.AutoModelForCausalLM)
+        config_class, fields, model_class = CONFIGS[name]
+        config = getattr(transformers, config_class)(**fields)
         with torch.device("meta"):
-            if cls is transformers.AutoModelForCausalLM:
-                self.model = cls.from_config(config, dtype=torch.bfloat16)
+            if model_class is None:
+                self.model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
             else:
-                self.model = cls._from_config(config, dtype=torch.bfloat16)
+                self.model = getattr(transformers, model_class)._from_config(config, dtype=torch.bfloat16)
         sizes, tied = devicemap._core._module_sizes(self.model)
         self.sizes: dict[str, int] = dict(sizes)
         self.tied: list[list[str]] = [list(group) for group in tied]

@@ -229,7 +229,7 @@ struct Frame {
 /// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
 /// the budget of device `runner`, and accelerators before it take nothing (the runner must be
 /// the first accelerator holding a block). Devices that run layers (those before
-/// `offload_from`) keep `activation` free.
+/// `offload_from`) keep `activation` free. The `head` units go to the slow devices first.
 fn assign(
     sizes: (&[u64], &[u64]),
     budgets: &[(Device, u64)],
@@ -237,14 +237,49 @@ fn assign(
     reserve: u64,
     frame: Frame,
 ) -> Vec<usize> {
-    let (fast, slow) = sizes;
+    let Frame {
+        activation,
+        offload_from,
+        head,
+        ..
+    } = frame;
+    let mut caps = caps(budgets, reserve, frame);
+    let head = head.min(sizes.0.len());
+    let mut out = offload_head(&sizes.1[..head], &mut caps, offload_from);
+    let (fast, slow) = (&sizes.0[head..], &sizes.1[head..]);
+    let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
+    if strategy == Strategy::Sequential || accelerators == 0 {
+        out.extend(fill_split(fast, slow, &caps, offload_from));
+        return out;
+    }
+    let on_accelerators = prefix_that_fits(fast, &caps[..accelerators]);
+    let plain: Vec<u64> = budgets[..accelerators]
+        .iter()
+        .map(|&(_, b)| b.saturating_sub(activation))
+        .collect();
+    let front = &fast[..on_accelerators];
+    out.extend(match strategy {
+        Strategy::BalancedLow0 => balance_low_0(front, &plain, &caps[..accelerators]),
+        _ => balance(front, &plain, &caps[..accelerators]),
+    });
+    out.extend(
+        fill(&slow[on_accelerators..], &caps[accelerators..])
+            .into_iter()
+            .map(|d| d + accelerators),
+    );
+    out
+}
+
+/// Each device's room for units: its budget, less `activation` where it runs layers and the
+/// reserve on the runner; nothing on the accelerators before the runner.
+fn caps(budgets: &[(Device, u64)], reserve: u64, frame: Frame) -> Vec<u64> {
     let Frame {
         activation,
         runner,
         offload_from,
-        head,
+        ..
     } = frame;
-    let mut caps: Vec<u64> = budgets
+    budgets
         .iter()
         .enumerate()
         .map(|(i, &(device, b))| {
@@ -261,17 +296,7 @@ fn assign(
                 b
             }
         })
-        .collect();
-    let head = head.min(fast.len());
-    let mut out = offload_head(&slow[..head], &mut caps, offload_from);
-    out.extend(assign_rest(
-        (&fast[head..], &slow[head..]),
-        budgets,
-        strategy,
-        &caps,
-        frame,
-    ));
-    out
+        .collect()
 }
 
 /// Fills the offloaded `head` units into the slow devices (from `offload_from`), and takes
@@ -298,42 +323,6 @@ fn offload_head(head: &[u64], caps: &mut [u64], offload_from: usize) -> Vec<usiz
             *cap = cap.saturating_sub(used);
         }
     }
-    out
-}
-
-/// [`assign`] for the units after the offloaded head, onto `caps`.
-fn assign_rest(
-    sizes: (&[u64], &[u64]),
-    budgets: &[(Device, u64)],
-    strategy: Strategy,
-    caps: &[u64],
-    frame: Frame,
-) -> Vec<usize> {
-    let (fast, slow) = sizes;
-    let Frame {
-        activation,
-        offload_from,
-        ..
-    } = frame;
-    let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
-    if strategy == Strategy::Sequential || accelerators == 0 {
-        return fill_split(fast, slow, caps, offload_from);
-    }
-    let on_accelerators = prefix_that_fits(fast, &caps[..accelerators]);
-    let plain: Vec<u64> = budgets[..accelerators]
-        .iter()
-        .map(|&(_, b)| b.saturating_sub(activation))
-        .collect();
-    let head = &fast[..on_accelerators];
-    let mut out = match strategy {
-        Strategy::BalancedLow0 => balance_low_0(head, &plain, &caps[..accelerators]),
-        _ => balance(head, &plain, &caps[..accelerators]),
-    };
-    out.extend(
-        fill(&slow[on_accelerators..], &caps[accelerators..])
-            .into_iter()
-            .map(|d| d + accelerators),
-    );
     out
 }
 
@@ -366,21 +355,21 @@ impl Placement {
 
     /// Bytes (weights) of the units on no accelerator (the first `accelerators` devices).
     fn off(&self, costs: &[Cost], accelerators: usize) -> u64 {
-        self.assigned
-            .iter()
-            .zip(costs)
-            .filter(|(&d, _)| d >= accelerators)
-            .map(|(_, c)| c.on_offload())
-            .fold(0, u64::saturating_add)
+        self.bytes(costs, |d| d >= accelerators, Cost::on_offload)
     }
 
     /// Bytes (weights and cache) of the units none of the `devices` took.
     fn left_over(&self, costs: &[Cost], devices: usize) -> u64 {
+        self.bytes(costs, |d| d >= devices, Cost::total)
+    }
+
+    /// The sum of `part` of the units on the devices `on` picks.
+    fn bytes(&self, costs: &[Cost], on: impl Fn(usize) -> bool, part: fn(Cost) -> u64) -> u64 {
         self.assigned
             .iter()
             .zip(costs)
-            .filter(|(&d, _)| d >= devices)
-            .map(|(_, c)| c.total())
+            .filter(|(&d, _)| on(d))
+            .map(|(_, &c)| part(c))
             .fold(0, u64::saturating_add)
     }
 }
@@ -412,21 +401,35 @@ pub(super) fn place(
             placed = balanced;
         }
     }
-    let placed = with_head_offloaded(costs, budgets, strategy, activation, placed);
-    run_on_the_cpu(costs, budgets, strategy, activation, placed)
+    let ask = Ask {
+        costs,
+        budgets,
+        strategy,
+        activation,
+    };
+    run_on_the_cpu(ask, with_head_offloaded(ask, placed))
+}
+
+/// What is being placed: the arguments of [`place`].
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    costs: &'a [Cost],
+    budgets: &'a Budgets,
+    strategy: Strategy,
+    activation: u64,
 }
 
 /// A placement with nothing on the accelerators runs on the CPU: `dispatch_model`'s main
 /// device is then `"cpu"`, which runs the CPU's blocks in place and copies disk blocks in. So
 /// it is placed again without the accelerators, the CPU running the offloaded (disk) blocks
 /// and keeping their room, and no accelerator keeping a reserve for blocks it does not run.
-fn run_on_the_cpu(
-    costs: &[Cost],
-    budgets: &Budgets,
-    strategy: Strategy,
-    activation: u64,
-    found: Placement,
-) -> Placement {
+fn run_on_the_cpu(ask: Ask<'_>, found: Placement) -> Placement {
+    let Ask {
+        costs,
+        budgets,
+        strategy,
+        activation,
+    } = ask;
     let accelerators = budgets.accelerators();
     let devices = budgets.devices.len();
     let on_accelerators = found.assigned.iter().any(|&d| d < accelerators);
@@ -467,19 +470,14 @@ const MOST_HEAD: usize = 8;
 /// which then runs offloaded blocks without the room to copy them in. Here the first blocks
 /// may go to the CPU instead (they run on the runner like any offloaded block), and the
 /// blocks after them fill the GPUs from GPU 0, which keeps room for the largest offloaded
-/// block, the first ones included. Tried only when GPU 0 holds nothing while something is
-/// offloaded or left over, with 1, 2, ... leading blocks offloaded until one puts a block on a
-/// GPU; kept when it leaves fewer bytes unplaced, or as many and fewer off the GPUs. The map
-/// then starts with CPU entries, and GPU 0 is both its first and its lowest GPU, so
-/// `dispatch_model` (which takes the first GPU of the map's set of devices) runs offloaded
-/// blocks there.
-fn with_head_offloaded(
-    costs: &[Cost],
-    budgets: &Budgets,
-    strategy: Strategy,
-    activation: u64,
-    found: Placement,
-) -> Placement {
+/// block, the first ones included. Tried when GPU 0 holds nothing while something is
+/// offloaded, or when something is left over, with 1 to [`MOST_HEAD`] leading blocks
+/// offloaded; one is kept when it leaves fewer bytes unplaced, or as many and fewer off the
+/// GPUs. The map then starts with CPU entries, and GPU 0 is both its first and its lowest
+/// GPU, so `dispatch_model` (which takes the first GPU of the map's set of devices) runs
+/// offloaded blocks there.
+fn with_head_offloaded(ask: Ask<'_>, found: Placement) -> Placement {
+    let (costs, budgets) = (ask.costs, ask.budgets);
     let devices = budgets.devices.len();
     let accelerators = budgets.accelerators();
     let score = |p: &Placement| (p.left_over(costs, devices), p.off(costs, accelerators));
@@ -489,7 +487,7 @@ fn with_head_offloaded(
     }
     let mut best = found;
     for head in 1..=MOST_HEAD.min(costs.len()) {
-        let tried = place_with(costs, budgets, strategy, activation, head);
+        let tried = place_with(costs, budgets, ask.strategy, ask.activation, head);
         if score(&tried) < score(&best) {
             best = tried;
         }
