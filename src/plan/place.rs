@@ -786,6 +786,24 @@ mod tests {
     }
 
     #[test]
+    fn balanced_low_0_never_keeps_more_off_the_gpus_than_balanced() {
+        // Mixtral-8x7B's shape on 2 x 4.35 GiB: holding GPU 0 back makes GPU 1 the runner,
+        // whose reserve leaves it room for the embedding only; sharing GPU 0 keeps a layer on
+        // the GPUs as well.
+        let mib = 1 << 20;
+        let costs = model(250 * mib, 32, 2765 * mib);
+        let budgets = gpus_and_cpu(2, 4454 * mib, 200 * GIB);
+        let off = |p: &Placement| p.off(&costs, 2);
+        let low_0 = place(&costs, &budgets, Strategy::BalancedLow0, 0);
+        let balanced = place(&costs, &budgets, Strategy::Balanced, 0);
+        assert_eq!(off(&low_0), off(&balanced));
+        assert!(
+            low_0.assigned.iter().filter(|&&d| d < 2).count() >= 2,
+            "{low_0:?}"
+        );
+    }
+
+    #[test]
     fn nothing_on_the_gpus_runs_on_the_cpu() {
         // Layers of 2 GiB, an embedding of 1, GPUs of 2.5 GiB: a GPU holding a block cannot keep
         // 2 GiB for the offloaded ones. Then `dispatch_model` runs on the CPU, which keeps the room for the
