@@ -7,8 +7,9 @@ compared with transformers' `_get_device_map` (which calls its own `get_balanced
 very tight: every parameter and buffer covered (`accelerate.utils.check_device_map`), tied
 weights on one device, no no-split module split, budgets held, and off-GPU bytes under the
 tight-budget rule (docs/planning.md): no more than the stock map's, except where the stock map
-leaves its main device without the room to run its largest offloaded block, and then by no more
-than the one block that restores that room; our main device always keeps that room. For
+leaves its main device without the room to run its largest offloaded block, and then no more
+than that map with blocks moved off its main device until it has the room (one block where it
+ends just short); our main device always keeps that room. For
 `balanced`, our fullest GPU is no fuller than stock `sequential`'s, and no fuller than stock
 `balanced`'s where we keep no more on the GPUs than it does.
 """
