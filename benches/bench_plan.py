@@ -22,6 +22,15 @@ Run from the repository root after a release build (`maturin develop --release`)
    written as sparse files with real headers, against a loop over `safe_open` reading every
    tensor's shape and dtype.
 
+5. Real transformers-5 architectures (`--only real`; Qwen3-30B-A3B, Mixtral-8x7B, Llama-3-70B;
+   their MoEs fuse experts into one parameter per layer, so accelerate walks few modules): meta
+   models built from the config classes; `plan_report(meta_module)` against transformers'
+   `_get_device_map` ("sequential", "auto") and accelerate's `infer_auto_device_map` on the same
+   module, and `plan_report(checkpoint)` on sparse shards written from the meta model's shapes
+   (experts stored one tensor each, as the published checkpoints store them) against building the
+   meta model plus `_get_device_map`, which is what `from_pretrained` does. Budgets: 2 GPUs of
+   30% of the model each, and the CPU. The best of alternated rounds.
+
 Each timing is the median (best) of several repeats of one call with gc off. Nothing asserts.
 """
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import struct
@@ -177,25 +187,13 @@ def write_sparse_checkpoint(directory: Path, shards: int, limit: int | None = No
     tensors = devicemap._core._example_tensors("deepseek-v3")[:limit]
     bits = {"F8_E4M3": 8, "F32": 32, "BF16": 16}
     per = -(-len(tensors) // shards)
-    weight_map = {}
+    chunks = []
     for index in range(shards):
         chunk = sorted(tensors[index * per : (index + 1) * per], key=lambda t: (-bits[t[1]], t[0]))
-        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for name, dtype, elements in chunk:
-            size = elements * bits[dtype] // 8
-            header[name] = {"dtype": dtype, "shape": [elements], "data_offsets": [offset, offset + size]}
-            offset += size
-            weight_map[name] = file
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)
-        with open(directory / file, "wb") as handle:
-            handle.write(struct.pack("<Q", len(text)) + text)
-            handle.truncate(8 + len(text) + offset)
-    (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map})
-    )
+        chunks.append(
+            [(name, dtype, [elements], elements * bits[dtype] // 8) for name, dtype, elements in chunk]
+        )
+    write_shards(directory, chunks)
     return len(tensors)
 
 
@@ -271,10 +269,207 @@ def bench_context(quick: bool, rows: list[list[str]]) -> None:
         print(" | ".join(rows[-1]), file=sys.stderr)
 
 
+# The architectures as transformers 5 builds them (fused experts: one parameter per layer for
+# all experts), configs as published. `(class name, config class, fields)`.
+REAL = {
+    "Qwen3-30B-A3B": ("Qwen3MoeConfig", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+        num_experts=128, num_experts_per_tok=8, tie_word_embeddings=False,
+    )),
+    "Mixtral-8x7B": ("MixtralConfig", dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+        tie_word_embeddings=False,
+    )),
+    "Llama-3-70B": ("LlamaConfig", dict(
+        vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False,
+    )),
+}  # fmt: skip
+
+
+def build_real(name: str) -> tuple[Any, Any]:
+    """The config and a meta model of `name` (bfloat16), built as `from_pretrained` builds it."""
+    import torch
+    import transformers
+
+    config_class, fields = REAL[name]
+    config = getattr(transformers, config_class)(**fields, dtype="bfloat16")
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return config, model
+
+
+def checkpoint_tensors(model: Any, mixtral: bool) -> list[tuple[str, list[int]]]:
+    """The tensors a published checkpoint of `model` holds, with shapes: fused experts stored
+    per expert, as the published checkpoints store them (transformers fuses them on loading;
+    Mixtral's under `block_sparse_moe.experts.E.w1/w2/w3`)."""
+    out: list[tuple[str, list[int]]] = []
+    for name, tensor in model.state_dict().items():
+        shape = list(tensor.shape)
+        prefix, _, leaf = name.rpartition(".")
+        if prefix.endswith("mlp.experts") and leaf in ("gate_up_proj", "down_proj"):
+            layer = prefix[: -len(".mlp.experts")]
+            moe = f"{layer}.block_sparse_moe.experts" if mixtral else prefix
+            names = {"gate": "w1", "up": "w3", "down": "w2"} if mixtral else {}
+            for expert in range(shape[0]):
+                if leaf == "gate_up_proj":
+                    half = [shape[1] // 2, shape[2]]
+                    out.append((f"{moe}.{expert}.{names.get('gate', 'gate_proj')}.weight", half))
+                    out.append((f"{moe}.{expert}.{names.get('up', 'up_proj')}.weight", half))
+                else:
+                    out.append((f"{moe}.{expert}.{names.get('down', 'down_proj')}.weight", shape[1:]))
+        elif mixtral and name.endswith("mlp.gate.weight"):
+            out.append((name.replace("mlp.gate", "block_sparse_moe.gate"), shape))
+        else:
+            out.append((name, shape))
+    return out
+
+
+def write_real_checkpoint(directory: Path, config: Any, tensors: list[tuple[str, list[int]]]) -> None:
+    """Sparse BF16 shards of about 4 GiB with real headers, an index and `config.json`."""
+    config.to_json_file(str(directory / "config.json"))
+    shards: list[list[tuple[str, list[int]]]] = [[]]
+    size = 0
+    for name, shape in tensors:
+        nbytes = 2 * math.prod(shape)
+        if size + nbytes > 4 * GIB and shards[-1]:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += nbytes
+    write_shards(
+        directory, [[(n, "BF16", shape, 2 * math.prod(shape)) for n, shape in sorted(c)] for c in shards]
+    )
+
+
+def write_shards(directory: Path, shards: list[list[tuple[str, str, list[int], int]]]) -> None:
+    """Safetensors shards of `(name, dtype, shape, bytes)` with real headers and sparse data, in
+    the order given, and their index."""
+    weight_map = {}
+    for index, chunk in enumerate(shards):
+        file = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, dtype, shape, size in chunk:
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+            weight_map[name] = file
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with open(directory / file, "wb") as handle:
+            handle.write(struct.pack("<Q", len(text)) + text)
+            handle.truncate(8 + len(text) + offset)
+    index = {"metadata": {}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def best_of_rounds(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The best time of each call over `rounds` alternated rounds (a shared machine's busy
+    spells then hit every call)."""
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(rounds):
+        for label, call in calls.items():
+            times[label].append(measure(call, 1)[1])
+    return {label: min(seconds) for label, seconds in times.items()}
+
+
+def real_module_rows(name: str, model: Any, budgets: dict[Any, int], repeats: int) -> list[list[str]]:
+    """devicemap from the meta module against transformers' `_get_device_map` and accelerate's
+    `infer_auto_device_map` on it."""
+    import accelerate
+    from transformers.integrations.accelerate import _get_device_map
+
+    sizes = dict(devicemap._core._module_sizes(model)[0])
+    label, count = f"{name}, 2 GPUs x 30%", f"{len(sizes):,}"
+    no_split = model._no_split_modules
+    rows = []
+    for strategy, stock in (("sequential", "sequential"), ("balanced", "auto")):
+        calls: dict[str, Callable[[], object]] = {
+            "stock": lambda stock=stock: _get_device_map(model, stock, dict(budgets), None),
+            "ours": lambda strategy=strategy: devicemap.plan_report(model, budgets, strategy),
+        }
+        if strategy == "sequential":
+            calls["accelerate"] = lambda: accelerate.infer_auto_device_map(
+                model, max_memory=dict(budgets), no_split_module_classes=no_split
+            )
+        best = best_of_rounds(calls, repeats)
+        theirs, ours = best["stock"], best["ours"]
+        stock_map = _get_device_map(model, stock, dict(budgets), None)
+        their_off, their_top = quality(loads(stock_map, sizes), budgets)
+        report = devicemap.plan_report(model, budgets, strategy)
+        our_off, our_top = quality(loads(report.to_hf(), sizes), budgets)
+        rows.append([
+            f"plan {strategy}, meta module vs transformers `_get_device_map`", label, count,
+            fmt_time(theirs), "", "", fmt_time(ours) + f" ({theirs / ours:.1f}x)",
+            f"{their_off / GIB:,.1f} / {our_off / GIB:,.1f}", f"{their_top:.1%} / {our_top:.1%}",
+        ])  # fmt: skip
+        if "accelerate" in best:
+            theirs = best["accelerate"]
+            rows.append([
+                "plan sequential, meta module vs accelerate `infer_auto_device_map`", label, count,
+                fmt_time(theirs), "", "", fmt_time(ours) + f" ({theirs / ours:.1f}x)", "", "",
+            ])  # fmt: skip
+    return rows
+
+
+def real_checkpoint_row(
+    name: str, config: Any, model: Any, budgets: dict[Any, int], rounds: int
+) -> list[str]:
+    """devicemap from a checkpoint against building the meta model plus `_get_device_map`."""
+    from transformers.integrations.accelerate import _get_device_map
+
+    directory = Path(tempfile.mkdtemp(prefix="devicemap-bench-"))
+    try:
+        tensors = checkpoint_tensors(model, mixtral=name.startswith("Mixtral"))
+        write_real_checkpoint(directory, config, tensors)
+        devicemap.tensor_sizes(directory)  # once untimed: the fresh files' first read is slower
+        best = best_of_rounds(
+            {
+                "build": lambda: build_real(name),
+                "stock": lambda: _get_device_map(model, "sequential", dict(budgets), None),
+                "ours": lambda: devicemap.plan_report(directory, budgets, "sequential"),
+            },
+            rounds,
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    theirs = best["build"] + best["stock"]
+    return [
+        "plan sequential, checkpoint vs meta model built + `_get_device_map`", f"{name}, 2 GPUs x 30%",
+        f"{len(tensors):,}", f"{fmt_time(theirs)} ({fmt_time(best['build'])} + {fmt_time(best['stock'])})",
+        fmt_time(best["ours"]), f"{theirs / best['ours']:.1f}x", "", "", "",
+    ]  # fmt: skip
+
+
+def bench_real(quick: bool, rows: list[list[str]], only: str | None = None) -> None:
+    """Real transformers-5 architectures: devicemap against transformers' `_get_device_map` and
+    accelerate's `infer_auto_device_map` on the same meta module, and devicemap on a checkpoint
+    against building the meta model plus `_get_device_map` (what `from_pretrained` does)."""
+    import logging
+    import warnings
+
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    repeats = 1 if quick else 5
+    names = [only] if only else ["Qwen3-30B-A3B"] if quick else list(REAL)
+    for name in names:
+        config, model = build_real(name)
+        total = sum(size for _, size in devicemap._core._module_sizes(model)[0])
+        budgets = {0: total * 3 // 10, 1: total * 3 // 10, "cpu": total}
+        new = real_module_rows(name, model, budgets, repeats)
+        new.append(real_checkpoint_row(name, config, model, budgets, 2 * repeats - 1))
+        for row in new:
+            rows.append(row)
+            print(" | ".join(row), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["plan", "100k", "headers", "context"])
+    parser.add_argument("--only", choices=["plan", "100k", "headers", "context", "real"])
+    parser.add_argument("--model", choices=list(REAL), help="with --only real: this model only")
     args = parser.parse_args()
     rows: list[list[str]] = []
     if args.only in (None, "headers"):
@@ -285,6 +480,8 @@ def main() -> None:
         bench_context(args.quick, rows)
     if args.only in (None, "plan"):
         bench_plan(args.quick, rows)
+    if args.only in (None, "real"):
+        bench_real(args.quick, rows, args.model)
     header = [
         "operation", "budgets / input", "tensors", "accelerate / safe_open", "devicemap", "ratio",
         "devicemap from nn.Module", "GiB off GPU (acc. / ours)", "top GPU share (acc. / ours)",

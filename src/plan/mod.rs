@@ -16,7 +16,9 @@
 //!    the model's first block lies; accelerate's `dispatch_model` uses it as main device) keeps
 //!    room for the largest spilled block: offloaded weights are copied there to run. The
 //!    reserve and the spilled set depend on each other, so planning repeats until the reserve
-//!    covers the largest spilled block.
+//!    covers the largest spilled block. When the first block and that room fit no GPU, the
+//!    first blocks may be offloaded instead, and with nothing on the GPUs the CPU runs the
+//!    model (the tight-budget rule, in `place.rs`).
 //! 5. The map is compacted: a module whose tensors all sit on one device is one entry
 //!    (accelerate's `clean_device_map`).
 //!

@@ -221,12 +221,15 @@ struct Frame {
     activation: u64,
     runner: usize,
     offload_from: usize,
+    /// The leading units offloaded whatever the accelerators' room (see [`place`]): they take
+    /// the slow devices first, and the other units follow them there.
+    head: usize,
 }
 
 /// Device index per unit; `devices.len()` for units that did not fit. `reserve` is taken off
 /// the budget of device `runner`, and accelerators before it take nothing (the runner must be
 /// the first accelerator holding a block). Devices that run layers (those before
-/// `offload_from`) keep `activation` free.
+/// `offload_from`) keep `activation` free. The `head` units go to the slow devices first.
 fn assign(
     sizes: (&[u64], &[u64]),
     budgets: &[(Device, u64)],
@@ -234,13 +237,49 @@ fn assign(
     reserve: u64,
     frame: Frame,
 ) -> Vec<usize> {
-    let (fast, slow) = sizes;
+    let Frame {
+        activation,
+        offload_from,
+        head,
+        ..
+    } = frame;
+    let mut caps = caps(budgets, reserve, frame);
+    let head = head.min(sizes.0.len());
+    let mut out = offload_head(&sizes.1[..head], &mut caps, offload_from);
+    let (fast, slow) = (&sizes.0[head..], &sizes.1[head..]);
+    let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
+    if strategy == Strategy::Sequential || accelerators == 0 {
+        out.extend(fill_split(fast, slow, &caps, offload_from));
+        return out;
+    }
+    let on_accelerators = prefix_that_fits(fast, &caps[..accelerators]);
+    let plain: Vec<u64> = budgets[..accelerators]
+        .iter()
+        .map(|&(_, b)| b.saturating_sub(activation))
+        .collect();
+    let front = &fast[..on_accelerators];
+    out.extend(match strategy {
+        Strategy::BalancedLow0 => balance_low_0(front, &plain, &caps[..accelerators]),
+        _ => balance(front, &plain, &caps[..accelerators]),
+    });
+    out.extend(
+        fill(&slow[on_accelerators..], &caps[accelerators..])
+            .into_iter()
+            .map(|d| d + accelerators),
+    );
+    out
+}
+
+/// Each device's room for units: its budget, less `activation` where it runs layers and the
+/// reserve on the runner; nothing on the accelerators before the runner.
+fn caps(budgets: &[(Device, u64)], reserve: u64, frame: Frame) -> Vec<u64> {
     let Frame {
         activation,
         runner,
         offload_from,
+        ..
     } = frame;
-    let caps: Vec<u64> = budgets
+    budgets
         .iter()
         .enumerate()
         .map(|(i, &(device, b))| {
@@ -257,26 +296,33 @@ fn assign(
                 b
             }
         })
-        .collect();
-    let accelerators = budgets.iter().filter(|(d, _)| is_accelerator(*d)).count();
-    if strategy == Strategy::Sequential || accelerators == 0 {
-        return fill_split(fast, slow, &caps, offload_from);
+        .collect()
+}
+
+/// Fills the offloaded `head` units into the slow devices (from `offload_from`), and takes
+/// what they use off `caps`, so the units after them that spill come after them there.
+fn offload_head(head: &[u64], caps: &mut [u64], offload_from: usize) -> Vec<usize> {
+    if head.is_empty() {
+        return Vec::new();
     }
-    let on_accelerators = prefix_that_fits(fast, &caps[..accelerators]);
-    let plain: Vec<u64> = budgets[..accelerators]
-        .iter()
-        .map(|&(_, b)| b.saturating_sub(activation))
+    let out: Vec<usize> = fill(head, &caps[offload_from..])
+        .into_iter()
+        .map(|d| d + offload_from)
         .collect();
-    let head = &fast[..on_accelerators];
-    let mut out = match strategy {
-        Strategy::BalancedLow0 => balance_low_0(head, &plain, &caps[..accelerators]),
-        _ => balance(head, &plain, &caps[..accelerators]),
-    };
-    out.extend(
-        fill(&slow[on_accelerators..], &caps[accelerators..])
-            .into_iter()
-            .map(|d| d + accelerators),
-    );
+    let last = out[out.len() - 1];
+    let used: u64 = out
+        .iter()
+        .zip(head)
+        .filter(|(&d, _)| d == last)
+        .map(|(_, &s)| s)
+        .sum();
+    for (i, cap) in caps.iter_mut().enumerate().skip(offload_from) {
+        if i < last {
+            *cap = 0;
+        } else if i == last {
+            *cap = cap.saturating_sub(used);
+        }
+    }
     out
 }
 
@@ -307,13 +353,23 @@ impl Placement {
         self.assigned.iter().all(|&d| d < devices)
     }
 
+    /// Bytes (weights) of the units on no accelerator (the first `accelerators` devices).
+    fn off(&self, costs: &[Cost], accelerators: usize) -> u64 {
+        self.bytes(costs, |d| d >= accelerators, Cost::on_offload)
+    }
+
     /// Bytes (weights and cache) of the units none of the `devices` took.
     fn left_over(&self, costs: &[Cost], devices: usize) -> u64 {
+        self.bytes(costs, |d| d >= devices, Cost::total)
+    }
+
+    /// The sum of `part` of the units on the devices `on` picks.
+    fn bytes(&self, costs: &[Cost], on: impl Fn(usize) -> bool, part: fn(Cost) -> u64) -> u64 {
         self.assigned
             .iter()
             .zip(costs)
-            .filter(|(&d, _)| d >= devices)
-            .map(|(_, c)| c.total())
+            .filter(|(&d, _)| on(d))
+            .map(|(_, &c)| part(c))
             .fold(0, u64::saturating_add)
     }
 }
@@ -328,23 +384,124 @@ pub(super) fn place(
     strategy: Strategy,
     activation: u64,
 ) -> Placement {
-    let placed = place_with(costs, budgets, strategy, activation);
-    // `balanced_low_0` keeps GPU 0 as empty as the others allow; when its placement leaves
-    // something over (GPU 0 held back while the runner's reserve and the offloaded layers'
-    // cache crowd the others), `balanced`'s placement, which GPU 0 may share, is allowed too
-    // if it leaves less over.
+    let mut placed = place_with(costs, budgets, strategy, activation, 0);
+    // `balanced_low_0` keeps GPU 0 as empty as the others allow, but not at the cost of more
+    // off the GPUs: when its placement offloads or leaves something over (GPU 0 held back
+    // while the runner's reserve and the offloaded layers' cache crowd the others),
+    // `balanced`'s placement, which GPU 0 may share, is taken if it leaves less over, or as
+    // much and less off the GPUs.
     let devices = budgets.devices.len();
-    let over = placed.left_over(costs, devices);
-    if strategy == Strategy::BalancedLow0 && over > 0 {
-        let balanced = place_with(costs, budgets, Strategy::Balanced, activation);
-        if balanced.left_over(costs, devices) < over {
-            return balanced;
+    let score = |p: &Placement| {
+        let off = p.off(costs, budgets.accelerators());
+        (p.left_over(costs, devices), off)
+    };
+    if strategy == Strategy::BalancedLow0 && score(&placed) > (0, 0) {
+        let balanced = place_with(costs, budgets, Strategy::Balanced, activation, 0);
+        if score(&balanced) < score(&placed) {
+            placed = balanced;
         }
     }
-    placed
+    let ask = Ask {
+        costs,
+        budgets,
+        strategy,
+        activation,
+    };
+    run_on_the_cpu(ask, with_head_offloaded(ask, placed))
 }
 
-fn place_with(costs: &[Cost], budgets: &Budgets, strategy: Strategy, activation: u64) -> Placement {
+/// What is being placed: the arguments of [`place`].
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    costs: &'a [Cost],
+    budgets: &'a Budgets,
+    strategy: Strategy,
+    activation: u64,
+}
+
+/// A placement with nothing on the accelerators runs on the CPU: `dispatch_model`'s main
+/// device is then `"cpu"`, which runs the CPU's blocks in place and copies disk blocks in. So
+/// it is placed again without the accelerators, the CPU running the offloaded (disk) blocks
+/// and keeping their room, and no accelerator keeping a reserve for blocks it does not run.
+fn run_on_the_cpu(ask: Ask<'_>, found: Placement) -> Placement {
+    let Ask {
+        costs,
+        budgets,
+        strategy,
+        activation,
+    } = ask;
+    let accelerators = budgets.accelerators();
+    let devices = budgets.devices.len();
+    let on_accelerators = found.assigned.iter().any(|&d| d < accelerators);
+    if accelerators == 0
+        || accelerators == devices
+        || (on_accelerators && found.placed_all(devices))
+    {
+        return found;
+    }
+    let rest = Budgets {
+        devices: budgets.devices[accelerators..].to_vec(),
+    };
+    let placed = place_with(costs, &rest, strategy, activation, 0);
+    let on_the_cpu = Placement {
+        assigned: placed.assigned.iter().map(|&d| d + accelerators).collect(),
+        runner: placed.runner + accelerators,
+        offload_from: placed.offload_from + accelerators,
+        ..placed
+    };
+    // With blocks on the accelerators that leave something over, the CPU alone may leave less
+    // (the accelerators' reserve and the offloaded layers' cache no longer apply): so
+    // whether a plan fits never depends on the accelerators being there.
+    if !on_accelerators || on_the_cpu.left_over(costs, devices) < found.left_over(costs, devices) {
+        on_the_cpu
+    } else {
+        found
+    }
+}
+
+/// At most this many leading units are offloaded by the tight-budget rule.
+const MOST_HEAD: usize = 8;
+
+/// The tight-budget rule. The runner (the first GPU holding a block, where `dispatch_model`
+/// runs offloaded blocks) must keep room for the largest offloaded block. When the first
+/// block plus that room is more than a GPU's budget, contiguous placement skips that GPU, and
+/// when that is so on every GPU, nothing goes on the GPUs at all; accelerate's
+/// `infer_auto_device_map` instead puts the first block on the next GPU at its full budget,
+/// which then runs offloaded blocks without the room to copy them in. Here the first blocks
+/// may go to the CPU instead (they run on the runner like any offloaded block), and the
+/// blocks after them fill the GPUs from GPU 0, which keeps room for the largest offloaded
+/// block, the first ones included. Tried when GPU 0 holds nothing while something is
+/// offloaded, or when something is left over, with 1 to [`MOST_HEAD`] leading blocks
+/// offloaded; one is kept when it leaves fewer bytes unplaced, or as many and fewer off the
+/// GPUs. The map then starts with CPU entries, and GPU 0 is both its first and its lowest
+/// GPU, so `dispatch_model` (which takes the first GPU of the map's set of devices) runs
+/// offloaded blocks there.
+fn with_head_offloaded(ask: Ask<'_>, found: Placement) -> Placement {
+    let (costs, budgets) = (ask.costs, ask.budgets);
+    let devices = budgets.devices.len();
+    let accelerators = budgets.accelerators();
+    let score = |p: &Placement| (p.left_over(costs, devices), p.off(costs, accelerators));
+    let gpu_0_idle = found.reserve > 0 && !found.assigned.contains(&0);
+    if accelerators == 0 || (!gpu_0_idle && found.placed_all(devices)) {
+        return found;
+    }
+    let mut best = found;
+    for head in 1..=MOST_HEAD.min(costs.len()) {
+        let tried = place_with(costs, budgets, ask.strategy, ask.activation, head);
+        if score(&tried) < score(&best) {
+            best = tried;
+        }
+    }
+    best
+}
+
+fn place_with(
+    costs: &[Cost],
+    budgets: &Budgets,
+    strategy: Strategy,
+    activation: u64,
+    head: usize,
+) -> Placement {
     let fast: Vec<u64> = costs.iter().map(|c| c.total()).collect();
     let slow: Vec<u64> = costs.iter().map(|c| c.on_offload()).collect();
     let devices = &budgets.devices;
@@ -383,6 +540,7 @@ fn place_with(costs: &[Cost], budgets: &Budgets, strategy: Strategy, activation:
             activation,
             runner,
             offload_from,
+            head,
         };
         // The reserve changes what spills: repeat until it covers what the spilled units need.
         // This ends without a cap on the rounds: a larger reserve only moves more units off
@@ -568,8 +726,107 @@ mod tests {
                     let budget = budgets.devices[placed.runner].1;
                     assert!(on_runner + placed.reserve <= budget, "case {case}");
                 }
+                // The runner is where `dispatch_model` runs offloaded blocks: the first
+                // accelerator holding a unit in order, which is also the lowest holding one;
+                // the CPU when no accelerator holds any.
+                let gpus = gpus as usize;
+                let first = placed.assigned.iter().copied().find(|&d| d < gpus);
+                let lowest = placed.assigned.iter().copied().filter(|&d| d < gpus).min();
+                assert_eq!(first, lowest, "case {case} {strategy:?}: {placed:?}");
+                match first {
+                    Some(first) if placed.reserve > 0 => assert_eq!(placed.runner, first),
+                    Some(_) => {}
+                    None => assert!(placed.runner >= gpus, "case {case}: {placed:?}"),
+                }
             }
         }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    /// An embedding of `first`, `layers` layers of `layer` and a head of `first`.
+    fn model(first: u64, layers: usize, layer: u64) -> Vec<Cost> {
+        let mut costs = vec![Cost::of_weights(first)];
+        costs.extend((0..layers).map(|_| Cost::of_weights(layer)));
+        costs.push(Cost::of_weights(first));
+        costs
+    }
+
+    fn gpus_and_cpu(gpus: u64, each: u64, cpu: u64) -> Budgets {
+        let mut devices: Vec<(Device, u64)> = (0..gpus).map(|i| (Device::gpu(i), each)).collect();
+        devices.push((Device::cpu(), cpu));
+        Budgets::new(devices).unwrap()
+    }
+
+    #[test]
+    fn a_first_block_too_large_with_the_room_is_offloaded_and_gpu_0_runs_the_rest() {
+        // Llama-3-70B's shape: embedding and head 2 GiB, layers 1.6 GiB, GPUs of 3.7 GiB. The
+        // embedding plus the room for the head (2 + 2 GiB) fits no GPU: contiguous placement
+        // put nothing on the GPUs. The embedding goes to the CPU; GPU 0 keeps 2 GiB for it and
+        // the head and holds one layer, the others two each.
+        let costs = model(2 * GIB, 80, 16 * GIB / 10);
+        let budgets = gpus_and_cpu(4, 37 * GIB / 10, 200 * GIB);
+        for strategy in [
+            Strategy::Sequential,
+            Strategy::Balanced,
+            Strategy::BalancedLow0,
+        ] {
+            let placed = place(&costs, &budgets, strategy, 0);
+            assert_eq!(placed.assigned[0], 4, "{strategy:?}: {placed:?}");
+            assert_eq!(placed.runner, 0);
+            assert_eq!(placed.reserve, 2 * GIB);
+            let on = |d: usize| placed.assigned.iter().filter(|&&a| a == d).count();
+            assert_eq!([on(0), on(1), on(2), on(3)], [1, 2, 2, 2], "{strategy:?}");
+            assert!(placed.placed_all(budgets.devices.len()));
+        }
+        // One more GPU byte for the embedding and the room: the embedding stays first on GPU 0.
+        let roomy = gpus_and_cpu(4, 4 * GIB, 200 * GIB);
+        let placed = place(&costs, &roomy, Strategy::Sequential, 0);
+        assert_eq!(placed.assigned[0], 0);
+    }
+
+    #[test]
+    fn balanced_low_0_never_keeps_more_off_the_gpus_than_balanced() {
+        // Mixtral-8x7B's shape on 2 x 4.35 GiB: holding GPU 0 back makes GPU 1 the runner,
+        // whose reserve leaves it room for the embedding only; sharing GPU 0 keeps a layer on
+        // the GPUs as well.
+        let mib = 1 << 20;
+        let costs = model(250 * mib, 32, 2765 * mib);
+        let budgets = gpus_and_cpu(2, 4454 * mib, 200 * GIB);
+        let off = |p: &Placement| p.off(&costs, 2);
+        let low_0 = place(&costs, &budgets, Strategy::BalancedLow0, 0);
+        let balanced = place(&costs, &budgets, Strategy::Balanced, 0);
+        assert_eq!(off(&low_0), off(&balanced));
+        assert!(
+            low_0.assigned.iter().filter(|&&d| d < 2).count() >= 2,
+            "{low_0:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_on_the_gpus_runs_on_the_cpu() {
+        // Layers of 2 GiB, an embedding of 1, GPUs of 2.5 GiB: a GPU holding a block cannot keep
+        // 2 GiB for the offloaded ones. Then `dispatch_model` runs on the CPU, which keeps the room for the
+        // largest disk block, and no GPU keeps a reserve.
+        let costs = model(GIB, 10, 2 * GIB);
+        let mut devices: Vec<(Device, u64)> =
+            (0..2).map(|i| (Device::gpu(i), 5 * GIB / 2)).collect();
+        devices.push((Device::cpu(), 10 * GIB));
+        devices.push((Device::disk(), 100 * GIB));
+        let budgets = Budgets::new(devices).unwrap();
+        let placed = place(&costs, &budgets, Strategy::Sequential, 0);
+        assert!(placed.assigned.iter().all(|&d| d >= 2), "{placed:?}");
+        assert_eq!(placed.runner, 2);
+        assert_eq!(placed.offload_from, 3);
+        assert_eq!(placed.reserve, 2 * GIB);
+        let on_cpu: u64 = placed
+            .assigned
+            .iter()
+            .zip(&costs)
+            .filter(|(&d, _)| d == 2)
+            .map(|(_, c)| c.total())
+            .sum();
+        assert!(on_cpu + placed.reserve <= 10 * GIB);
     }
 
     #[test]

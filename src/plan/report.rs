@@ -185,6 +185,11 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
         })
     });
     let mut notes = notes(budgets, placement, &uses, &spilled, sum.weights, &verdict);
+    let accelerators = budgets.accelerators();
+    if accelerators > 0 && unplaced.is_empty() && tensor_device.iter().all(|&d| d >= accelerators) {
+        let smallest = costs.iter().map(|c| c.total()).min().unwrap_or(0);
+        notes.push(cpu_run_note(&devices[..accelerators], &largest, smallest));
+    }
     if let Some(context) = &context {
         notes.insert(0, cache_note(context, &uses));
     }
@@ -361,6 +366,30 @@ fn notes(
 }
 
 /// `cuda:0, cuda:1`; three or more GPUs numbered in a row as `cuda:0..cuda:11`.
+/// Why a plan with accelerators holds nothing on them (`place.rs`'s `run_on_the_cpu`): no
+/// block fits one, or the accelerator holding the first block, which would run every offloaded
+/// block, cannot keep room for the largest of them beside its own blocks.
+fn cpu_run_note(accelerators: &[(Device, u64)], largest: &(String, u64), smallest: u64) -> String {
+    let most = accelerators.iter().map(|&(_, b)| b).max().unwrap_or(0);
+    let gpus = device_list(accelerators);
+    if smallest > most {
+        return format!(
+            "{gpus} hold no weights: the smallest block ({}) is larger than every GPU budget \
+             (at most {}), so the plan runs on the CPU",
+            human_bytes(smallest),
+            human_bytes(most),
+        );
+    }
+    format!(
+        "{gpus} hold no weights: the GPU holding the first block runs the blocks left off the \
+         GPUs, copied there to run, so it must keep room for the largest of them (up to '{}', \
+         {}) beside its own; no budget (at most {}) allows both, so the plan runs on the CPU",
+        largest.0,
+        human_bytes(largest.1),
+        human_bytes(most),
+    )
+}
+
 fn device_list(devices: &[(Device, u64)]) -> String {
     let ids: Vec<Option<u64>> = devices
         .iter()

@@ -1,0 +1,321 @@
+"""Plans of meta models at published sizes, against the stock path on the same model and budgets.
+
+Each architecture's config is written here (nothing is downloaded) and its model built on the
+meta device from the real config class. `devicemap.plan_report(model, budgets, strategy)` is
+compared with transformers' `_get_device_map` (which calls its own `get_balanced_memory` and
+`infer_auto_device_map`) and with accelerate's `infer_auto_device_map`, for budgets from roomy to
+very tight: every parameter and buffer covered (`accelerate.utils.check_device_map`), tied
+weights on one device, no no-split module split, budgets held, and off-GPU bytes under the
+tight-budget rule (docs/planning.md): no more than the stock map's, except where the stock map
+leaves its main device without the room to run its largest offloaded block, and then no more
+than that map with blocks moved off its main device until it has the room (one block where it
+ends just short); our main device always keeps that room. For
+`balanced`, our fullest GPU is no fuller than stock `sequential`'s, and no fuller than stock
+`balanced`'s where we keep no more on the GPUs than it does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import devicemap
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+accelerate = pytest.importorskip("accelerate")
+stock_accelerate = pytest.importorskip("transformers.integrations.accelerate")
+
+GIB = 2**30
+OFF = ("cpu", "disk")
+
+
+# The published sizes of each architecture: its config class, the fields that set the sizes (the
+# rest are the class's defaults), and the model class when it is not a causal LM.
+CONFIGS: dict[str, tuple[str, dict[str, Any], str | None]] = {
+    "llama-3-70b": ("LlamaConfig", {
+        "vocab_size": 128256, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "tie_word_embeddings": False,
+    }, None),
+    "mixtral-8x7b": ("MixtralConfig", {
+        "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    }, None),
+    "qwen3-30b-a3b": ("Qwen3MoeConfig", {
+        "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+        "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False,
+    }, None),
+    "gemma-2-27b": ("Gemma2Config", {
+        "vocab_size": 256000, "hidden_size": 4608, "intermediate_size": 36864, "num_hidden_layers": 46,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+    }, None),
+    "gemma-3-27b": ("Gemma3Config", {
+        "text_config": {
+            "vocab_size": 262208, "hidden_size": 5376, "intermediate_size": 21504, "num_hidden_layers": 62,
+            "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+        },
+        "vision_config": {
+            "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+            "num_attention_heads": 16, "image_size": 896, "patch_size": 14,
+        },
+    }, "Gemma3ForConditionalGeneration"),
+    "qwen2-vl-7b": ("Qwen2VLConfig", {
+        "text_config": {
+            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4,
+        },
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16},
+        "tie_word_embeddings": False,
+    }, "Qwen2VLForConditionalGeneration"),
+    "llava-1.5-7b": ("LlavaConfig", {
+        "text_config": {
+            "model_type": "llama", "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+            "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+        },
+    }, "LlavaForConditionalGeneration"),
+    "t5-large": ("T5Config", {
+        "vocab_size": 32128, "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24, "num_heads": 16,
+    }, "T5ForConditionalGeneration"),
+    "gpt2-xl": ("GPT2Config", {"n_embd": 1600, "n_layer": 48, "n_head": 25}, None),
+    "phi-3-medium": ("Phi3Config", {
+        "vocab_size": 32064, "hidden_size": 5120, "intermediate_size": 17920, "num_hidden_layers": 40,
+        "num_attention_heads": 40, "num_key_value_heads": 10, "tie_word_embeddings": False,
+    }, None),
+}  # fmt: skip
+
+MODELS = list(CONFIGS)
+
+
+class Meta:
+    """A meta model and what the checks read from it once."""
+
+    def __init__(self, name: str) -> None:
+        config_class, fields, model_class = CONFIGS[name]
+        config = getattr(transformers, config_class)(**fields)
+        with torch.device("meta"):
+            if model_class is None:
+                self.model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            else:
+                self.model = getattr(transformers, model_class)._from_config(config, dtype=torch.bfloat16)
+        sizes, tied = devicemap._core._module_sizes(self.model)
+        self.sizes: dict[str, int] = dict(sizes)
+        self.tied: list[list[str]] = [list(group) for group in tied]
+        self.total = sum(self.sizes.values())
+        classes = set(self.model._no_split_modules or [])
+        modules = dict(self.model.named_modules())
+        self.no_split = [
+            name
+            for name, module in modules.items()
+            if type(module).__name__ in classes
+            and not any(type(modules[o]).__name__ in classes for o in _parents(name))
+        ]
+        outermost = set(self.no_split)
+        self.block_of = {
+            name: next((p for p in _parents(name) if p in outermost), name.rpartition(".")[0])
+            for name in self.sizes
+        }
+        # Modules holding buffers and no parameters (rotary embeddings): placed with the last
+        # parameters here, in module order by the stock path (docs/planning.md).
+        self.buffer_only = sum(
+            b.numel() * b.element_size()
+            for module in modules.values()
+            if not any(True for _ in module.parameters(recurse=False))
+            and not any(True for _ in module.parameters())
+            for b in module.buffers(recurse=False)
+        )
+
+
+def _parents(name: str) -> list[str]:
+    """The modules above `name`, outermost first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+_built: dict[str, Meta] = {}
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def meta(request: pytest.FixtureRequest) -> Meta:
+    if request.param not in _built:
+        _built[request.param] = Meta(request.param)
+    return _built[request.param]
+
+
+def key_of(hf: dict[str, Any], name: str) -> str:
+    """The one key of a compact map that covers `name` (and no other key covers it)."""
+    parts = name.split(".")
+    covering = [k for k in [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [""] if k in hf]
+    assert len(covering) == 1, f"{name} is covered by {covering}"
+    return covering[0]
+
+
+def loads(hf: dict[str, Any], sizes: dict[str, int]) -> dict[Any, int]:
+    used: dict[Any, int] = defaultdict(int)
+    for name, size in sizes.items():
+        used[hf[key_of(hf, name)]] += size
+    return used
+
+
+def blocks(hf: dict[str, Any], meta: Meta) -> dict[str, tuple[Any, int]]:
+    """Device and bytes per block: the outermost no-split module, else the tensor's module."""
+    out: dict[str, tuple[Any, int]] = {}
+    for name, size in meta.sizes.items():
+        block = meta.block_of[name]
+        device, bytes_ = out.get(block, (hf[key_of(hf, name)], 0))
+        out[block] = (device, bytes_ + size)
+    return out
+
+
+def main_device(hf: dict[str, Any]) -> int | None:
+    """`dispatch_model`'s main device: the first of the set of GPUs in the map (the lowest)."""
+    gpus = {d for d in hf.values() if d not in OFF}
+    return min(gpus) if gpus else None
+
+
+def short(hf: dict[str, Any], meta: Meta, budgets: dict[Any, int]) -> tuple[int, list] | None:
+    """When the main device lacks the room to run the largest offloaded block: by how much,
+    and the blocks on it (name, bytes); else None."""
+    main = main_device(hf)
+    if main is None:
+        return None
+    per_block = blocks(hf, meta)
+    largest = max((b for d, b in per_block.values() if d in OFF), default=0)
+    left = budgets[main] - loads(hf, meta.sizes)[main]
+    if left >= largest:
+        return None
+    return largest - left, [(n, b) for n, (d, b) in per_block.items() if d == main]
+
+
+def restored(hf: dict[str, Any], meta: Meta, budgets: dict[Any, int]) -> dict[str, Any]:
+    """`hf` (as a map per tensor) with blocks moved off its main device to the CPU, one at a
+    time (the smallest that gives the room, else the largest), until the main device has the
+    room to run the largest offloaded block: one block where the stock map ends just short."""
+    flat = {name: hf[key_of(hf, name)] for name in meta.sizes}
+    while (lack := short(flat, meta, budgets)) is not None:
+        missing, on_main = lack
+        enough = [(b, n) for n, b in on_main if b >= missing]
+        _, block = min(enough) if enough else max((b, n) for n, b in on_main)
+        for name in meta.sizes:
+            if meta.block_of[name] == block:
+                flat[name] = "cpu"
+    return flat
+
+
+def check_valid(hf: dict[str, Any], meta: Meta) -> None:
+    """Covers every tensor (as accelerate checks it), ties and no-split blocks whole."""
+    accelerate.utils.check_device_map(meta.model, hf)
+    for group in meta.tied:
+        assert len({hf[key_of(hf, n)] for n in group}) == 1, group
+    for block in meta.no_split:
+        inside = {hf[key_of(hf, n)] for n in meta.sizes if n.startswith(block + ".")}
+        assert len(inside) <= 1, (block, inside)
+
+
+def off_gpu(hf: dict[str, Any], meta: Meta) -> int:
+    return sum(b for d, b in loads(hf, meta.sizes).items() if d in OFF)
+
+
+def stock_map(meta: Meta, strategy: str, budgets: dict[Any, int]) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(stock_accelerate._get_device_map(meta.model, strategy, dict(budgets), None))
+
+
+def check_rule(ours: dict[str, Any], stock: dict[str, Any], meta: Meta, budgets: dict) -> None:
+    """The tight-budget rule, both halves."""
+    assert short(ours, meta, budgets) is None, "our main device lacks the room for offloaded blocks"
+    # Both readings of `dispatch_model`'s main device agree: the first GPU in the map's order
+    # and the first of its set of devices (the lowest id).
+    in_order = [d for d in ours.values() if d not in OFF]
+    assert in_order[:1] == ([main_device(ours)] if in_order else [])
+    allowed = off_gpu(restored(stock, meta, budgets), meta) + meta.buffer_only
+    assert off_gpu(ours, meta) <= allowed, (off_gpu(ours, meta) / GIB, allowed / GIB)
+
+
+def budget_sets(meta: Meta) -> list[dict[Any, int]]:
+    """From roomy to very tight: 2 GPUs holding about 3/4, 1/3 and 1/10 of the model, 4 GPUs
+    at 1/40 each, and 4 GPUs of 1.9 times the largest block (where a large first block and the
+    room to run an offloaded block no longer fit one GPU together); the CPU takes the rest, a
+    disk stands behind it."""
+    largest = max(b for _, b in blocks({"": 0}, meta).values())
+    out = []
+    for gpus, each in [
+        (2, meta.total * 3 // 8),
+        (2, meta.total // 6),
+        (2, meta.total // 20),
+        (4, meta.total // 40),
+        (4, largest * 19 // 10),
+    ]:
+        budgets: dict[Any, int] = {i: each for i in range(gpus)}
+        budgets["cpu"] = meta.total // 2
+        budgets["disk"] = 4 * meta.total
+        out.append(budgets)
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
+def test_published_sizes_against_the_stock_path(meta: Meta, strategy: str) -> None:
+    for budgets in budget_sets(meta):
+        report = devicemap.plan_report(meta.model, budgets, strategy)
+        assert report.fits
+        ours = report.to_hf()
+        check_valid(ours, meta)
+        for d in report.devices:
+            assert d["bytes"] + d["reserved"] <= d["budget"], d
+        for device, used in loads(ours, meta.sizes).items():
+            assert used <= budgets[device], (device, used)
+        stock = stock_map(meta, strategy, budgets)
+        check_rule(ours, stock, meta, budgets)
+        if strategy == "balanced":
+            fullest = max((b for d, b in loads(ours, meta.sizes).items() if d not in OFF), default=0)
+            sequential = stock_map(meta, "sequential", budgets)
+            gpu_loads = [b for d, b in loads(sequential, meta.sizes).items() if d not in OFF]
+            assert fullest <= max(gpu_loads, default=0) or off_gpu(ours, meta) < off_gpu(sequential, meta)
+            stock_gpu = [b for d, b in loads(stock, meta.sizes).items() if d not in OFF]
+            if off_gpu(ours, meta) >= off_gpu(stock, meta):
+                assert fullest <= max(stock_gpu, default=0)
+
+
+def test_against_accelerates_own_infer_auto_device_map(meta: Meta) -> None:
+    """accelerate's `infer_auto_device_map` (not transformers' copy) on the same budgets."""
+    for budgets in budget_sets(meta)[1:3]:
+        ours = devicemap.plan_report(meta.model, budgets, "sequential").to_hf()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = accelerate.infer_auto_device_map(
+                meta.model,
+                max_memory=dict(budgets),
+                no_split_module_classes=meta.model._no_split_modules,
+            )
+        check_rule(ours, dict(theirs), meta, budgets)
+
+
+def test_a_first_block_too_large_for_a_gpu_with_the_room_goes_to_the_cpu() -> None:
+    """Llama-3-70B on 4 x 3.7 GiB: the embedding (1.96 GiB) plus the room to run the largest
+    offloaded block (lm_head, 1.96 GiB) is more than any GPU holds. The stock path skips GPU 0
+    and puts the embedding on GPU 1 at its full budget, which then runs offloaded blocks with
+    1.8 GiB too little room; devicemap placed nothing on the GPUs. Now the embedding is
+    offloaded and the layers after it fill the GPUs from GPU 0, which keeps the room."""
+    meta = _built.setdefault("llama-3-70b", Meta("llama-3-70b"))
+    budgets: dict[Any, int] = {i: int(3.7 * GIB) for i in range(4)}
+    budgets["cpu"] = 200 * GIB
+    for strategy in ["sequential", "balanced", "balanced_low_0"]:
+        report = devicemap.plan_report(meta.model, budgets, strategy)
+        ours = report.to_hf()
+        check_valid(ours, meta)
+        stock = stock_map(meta, strategy, budgets)
+        assert short(stock, meta, budgets) is not None  # the stock map lacks the room
+        check_rule(ours, stock, meta, budgets)
+        assert ours["model.embed_tokens"] == "cpu"
+        assert main_device(ours) == 0
+        # More on the GPUs than the stock path, which keeps no room.
+        assert off_gpu(ours, meta) < off_gpu(stock, meta)
+        runner = next(d for d in report.devices if d["device"] == "cuda:0")
+        assert runner["reserved"] >= meta.sizes["model.embed_tokens.weight"]
