@@ -236,7 +236,7 @@ def check_rule(ours: dict[str, Any], stock: dict[str, Any], meta: Meta, budgets:
     # of order (a small later block beside the room), so the first GPU in the map's order may
     # differ.
     gpus = set(ours.values()) - set(OFF)
-    assert (list(gpus)[0] if gpus else None) == main_device(ours)
+    assert (next(iter(gpus)) if gpus else None) == main_device(ours)
     allowed = off_gpu(restored(stock, meta, budgets), meta) + meta.buffer_only
     assert off_gpu(ours, meta) <= allowed, (off_gpu(ours, meta) / GIB, allowed / GIB)
 
