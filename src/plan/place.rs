@@ -332,8 +332,9 @@ pub(super) struct Placement {
     /// Device index (into the budgets) of each unit; the number of devices for a unit that
     /// no device takes.
     pub(super) assigned: Vec<usize>,
-    /// The device that runs offloaded blocks: the first accelerator holding a block
-    /// (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
+    /// The device that runs offloaded blocks: the lowest accelerator holding a block
+    /// (accelerate's `dispatch_model` runs them on the first of the map's set of GPUs, the
+    /// lowest id; see [`gpu_0_holds_what_fits`]), else the CPU.
     pub(super) runner: usize,
     /// Kept free on `runner` for the weights of the largest offloaded unit (0 when nothing is
     /// offloaded).
