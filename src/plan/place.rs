@@ -463,7 +463,7 @@ fn run_on_the_cpu(ask: Ask<'_>, found: Placement) -> Placement {
 /// At most this many leading units are offloaded by the tight-budget rule.
 const MOST_HEAD: usize = 8;
 
-/// The tight-budget rule. The runner (the first GPU holding a block, where `dispatch_model`
+/// The tight-budget rule. The runner (the lowest GPU holding a block, where `dispatch_model`
 /// runs offloaded blocks) must keep room for the largest offloaded block. When the first
 /// block plus that room is more than a GPU's budget, contiguous placement skips that GPU, and
 /// when that is so on every GPU, nothing goes on the GPUs at all; accelerate's
