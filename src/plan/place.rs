@@ -524,14 +524,8 @@ fn with_head_offloaded(ask: Ask<'_>, found: Placement) -> Placement {
 /// contiguous set of GPUs 0..k with k up to 31, so 8 and 16 GPUs included). `None` when GPU 0
 /// would hold nothing (the main device would then be another GPU) or lacks the room.
 fn gpu_0_holds_what_fits(ask: Ask<'_>, head: usize) -> Option<Placement> {
-    let Ask {
-        costs,
-        budgets,
-        strategy,
-        activation,
-    } = ask;
-    let devices = budgets.devices.len();
-    let accelerators = budgets.accelerators();
+    let (costs, budgets, activation) = (ask.costs, ask.budgets, ask.activation);
+    let (accelerators, devices) = (budgets.accelerators(), budgets.devices.len());
     if accelerators < 2 {
         return None;
     }
@@ -558,7 +552,7 @@ fn gpu_0_holds_what_fits(ask: Ask<'_>, head: usize) -> Option<Placement> {
     let sizes = (fast.as_slice(), slow.as_slice());
     // As in `place_with`: the reserve only grows, so this ends.
     let mut reserve = 0u64;
-    let mut assigned = assign(sizes, &budgets.devices, strategy, reserve, frame);
+    let mut assigned = assign(sizes, &budgets.devices, ask.strategy, reserve, frame);
     loop {
         let (weights, cache) = needs(&assigned);
         let larger = weights.saturating_add(cache);
@@ -566,7 +560,7 @@ fn gpu_0_holds_what_fits(ask: Ask<'_>, head: usize) -> Option<Placement> {
             break;
         }
         reserve = larger;
-        assigned = assign(sizes, &budgets.devices, strategy, reserve, frame);
+        assigned = assign(sizes, &budgets.devices, ask.strategy, reserve, frame);
     }
     let room = budgets.devices[0].1.saturating_sub(activation);
     let on_gpu_0 = |assigned: &[usize]| -> u64 {
