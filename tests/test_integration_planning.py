@@ -144,12 +144,13 @@ def largest_offloaded(model: Any, device_map: dict[str, Any]) -> int:
 def keeps_room(
     model: Any, device_map: dict[str, Any], per_device: dict[Any, int], budgets: dict[Any, int]
 ) -> bool:
-    """Issue 14's rule: the main device (the first GPU of the map) keeps room to run its largest
-    offloaded block."""
-    gpus = [device for device in device_map.values() if device not in ("cpu", "disk")]
+    """Issue 14's rule: the main device keeps room to run its largest offloaded block. The main
+    device as `dispatch_model` (accelerate 1.15) takes it: the first of the map's set of GPUs,
+    the lowest id, wherever its entries sit in the map."""
+    gpus = {device for device in device_map.values() if device not in ("cpu", "disk")}
     if not gpus or not off_gpu(per_device):
         return True
-    main = gpus[0]
+    main = next(iter(gpus))
     return budgets[main] - per_device.get(main, 0) >= largest_offloaded(model, device_map)
 
 

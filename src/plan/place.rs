@@ -332,8 +332,9 @@ pub(super) struct Placement {
     /// Device index (into the budgets) of each unit; the number of devices for a unit that
     /// no device takes.
     pub(super) assigned: Vec<usize>,
-    /// The device that runs offloaded blocks: the first accelerator holding a block
-    /// (accelerate's `dispatch_model` runs them on the first GPU of the map), else the CPU.
+    /// The device that runs offloaded blocks: the lowest accelerator holding a block
+    /// (accelerate's `dispatch_model` runs them on the first of the map's set of GPUs, the
+    /// lowest id; see [`gpu_0_holds_what_fits`]), else the CPU.
     pub(super) runner: usize,
     /// Kept free on `runner` for the weights of the largest offloaded unit (0 when nothing is
     /// offloaded).
@@ -462,7 +463,7 @@ fn run_on_the_cpu(ask: Ask<'_>, found: Placement) -> Placement {
 /// At most this many leading units are offloaded by the tight-budget rule.
 const MOST_HEAD: usize = 8;
 
-/// The tight-budget rule. The runner (the first GPU holding a block, where `dispatch_model`
+/// The tight-budget rule. The runner (the lowest GPU holding a block, where `dispatch_model`
 /// runs offloaded blocks) must keep room for the largest offloaded block. When the first
 /// block plus that room is more than a GPU's budget, contiguous placement skips that GPU, and
 /// when that is so on every GPU, nothing goes on the GPUs at all; accelerate's
@@ -492,7 +493,118 @@ fn with_head_offloaded(ask: Ask<'_>, found: Placement) -> Placement {
             best = tried;
         }
     }
+    // Still nothing on GPU 0 while something is offloaded, or something left over: GPU 0 may
+    // run the offloaded blocks holding only blocks that fit beside their room, out of order
+    // (see `gpu_0_holds_what_fits`).
+    if !best.placed_all(devices) || (best.reserve > 0 && !best.assigned.contains(&0)) {
+        for head in 0..=MOST_HEAD.min(costs.len()) {
+            if let Some(tried) = gpu_0_holds_what_fits(ask, head) {
+                if score(&tried) < score(&best) {
+                    best = tried;
+                }
+            }
+        }
+    }
     best
+}
+
+/// The tight-budget rule's last case: no GPU holds the block after the offloaded ones beside
+/// the room to run the largest offloaded block (Gemma-2-27B on 4 x 3.17 GiB: a 1.05 GiB layer
+/// beside its 2.2 GiB embedding, tied to `lm_head`), so every GPU that would be the main device
+/// stays empty. Here GPU 0 keeps that room and runs the offloaded blocks; the blocks go in
+/// order to GPU 0 (what fits beside the room), GPUs 1.. (no room kept: they run only their
+/// own blocks), then the CPU and disk; and then offloaded blocks that fit beside the room move
+/// to GPU 0, largest first (a small block from later in the model, such as the final norm).
+/// The map keys are module prefixes, so a block out of order on GPU 0 loads as any other.
+///
+/// `dispatch_model` (accelerate 1.15) takes the main device as
+/// `list(set(device_map.values()) - {"cpu", "disk"})[0]`: for small int GPU ids the set
+/// iterates in ascending order (CPython hashes an int to itself), so that is the lowest GPU in
+/// the map, GPU 0 here, wherever its entries sit in the map's order (checked for every
+/// contiguous set of GPUs 0..k with k up to 31, so 8 and 16 GPUs included). `None` when GPU 0
+/// would hold nothing (the main device would then be another GPU) or lacks the room.
+fn gpu_0_holds_what_fits(ask: Ask<'_>, head: usize) -> Option<Placement> {
+    let (costs, budgets, activation) = (ask.costs, ask.budgets, ask.activation);
+    let (accelerators, devices) = (budgets.accelerators(), budgets.devices.len());
+    if accelerators < 2 {
+        return None;
+    }
+    let fast: Vec<u64> = costs.iter().map(|c| c.total()).collect();
+    let slow: Vec<u64> = costs.iter().map(|c| c.on_offload()).collect();
+    let offloaded = |d: usize| d >= accelerators && d < devices;
+    // The largest offloaded unit's weights and every offloaded unit's cache.
+    let needs = |assigned: &[usize]| {
+        let (mut largest, mut cache) = (0u64, 0u64);
+        for (&d, cost) in assigned.iter().zip(costs) {
+            if offloaded(d) {
+                largest = largest.max(cost.on_offload());
+                cache = cache.saturating_add(cost.cache);
+            }
+        }
+        (largest, cache)
+    };
+    let frame = Frame {
+        activation,
+        runner: 0,
+        offload_from: accelerators,
+        head,
+    };
+    let sizes = (fast.as_slice(), slow.as_slice());
+    // As in `place_with`: the reserve only grows, so this ends.
+    let mut reserve = 0u64;
+    let mut assigned = assign(sizes, &budgets.devices, ask.strategy, reserve, frame);
+    loop {
+        let (weights, cache) = needs(&assigned);
+        let larger = weights.saturating_add(cache);
+        if larger <= reserve {
+            break;
+        }
+        reserve = larger;
+        assigned = assign(sizes, &budgets.devices, ask.strategy, reserve, frame);
+    }
+    let room = budgets.devices[0].1.saturating_sub(activation);
+    let on_gpu_0 = |assigned: &[usize]| -> u64 {
+        assigned
+            .iter()
+            .zip(&fast)
+            .filter(|(&d, _)| d == 0)
+            .map(|(_, &s)| s)
+            .fold(0, u64::saturating_add)
+    };
+    let mut used = on_gpu_0(&assigned);
+    let (weights, cache) = needs(&assigned);
+    let mut kept = weights.saturating_add(cache);
+    let mut order: Vec<usize> = (0..costs.len())
+        .filter(|&u| offloaded(assigned[u]))
+        .collect();
+    order.sort_by_key(|&u| std::cmp::Reverse(fast[u]));
+    for u in order {
+        // Moving a unit never raises what the room must hold, so `kept` stays enough.
+        if used.saturating_add(fast[u]).saturating_add(kept) <= room {
+            assigned[u] = 0;
+            used += fast[u];
+            let (weights, cache) = needs(&assigned);
+            kept = weights.saturating_add(cache);
+        }
+    }
+    let (weights, cache) = needs(&assigned);
+    let anything_offloaded = assigned.iter().any(|&d| offloaded(d));
+    if !assigned.contains(&0)
+        || on_gpu_0(&assigned)
+            .saturating_add(weights)
+            .saturating_add(cache)
+            > room
+    {
+        return None;
+    }
+    Some(Placement {
+        assigned,
+        runner: 0,
+        reserve: if anything_offloaded { weights } else { 0 },
+        offloaded_cache: cache,
+        offload_from: accelerators,
+        activation,
+    })
 }
 
 fn place_with(
@@ -726,15 +838,13 @@ mod tests {
                     let budget = budgets.devices[placed.runner].1;
                     assert!(on_runner + placed.reserve <= budget, "case {case}");
                 }
-                // The runner is where `dispatch_model` runs offloaded blocks: the first
-                // accelerator holding a unit in order, which is also the lowest holding one;
-                // the CPU when no accelerator holds any.
+                // The runner is where `dispatch_model` runs offloaded blocks: the lowest
+                // accelerator holding a unit (the first of the map's set of GPUs); the CPU
+                // when no accelerator holds any.
                 let gpus = gpus as usize;
-                let first = placed.assigned.iter().copied().find(|&d| d < gpus);
                 let lowest = placed.assigned.iter().copied().filter(|&d| d < gpus).min();
-                assert_eq!(first, lowest, "case {case} {strategy:?}: {placed:?}");
-                match first {
-                    Some(first) if placed.reserve > 0 => assert_eq!(placed.runner, first),
+                match lowest {
+                    Some(lowest) if placed.reserve > 0 => assert_eq!(placed.runner, lowest),
                     Some(_) => {}
                     None => assert!(placed.runner >= gpus, "case {case}: {placed:?}"),
                 }
@@ -783,6 +893,50 @@ mod tests {
         let roomy = gpus_and_cpu(4, 4 * GIB, 200 * GIB);
         let placed = place(&costs, &roomy, Strategy::Sequential, 0);
         assert_eq!(placed.assigned[0], 0);
+    }
+
+    #[test]
+    fn gpu_0_runs_offloaded_blocks_holding_only_what_fits_beside_their_room() {
+        // Gemma-2-27B's shape on 4 x 3.17 GiB: an embedding of 2.2 GiB (tied to the head, one
+        // unit), layers of 1.05 GiB, a small final norm. A layer beside the room to run the
+        // embedding (1.05 + 2.2 GiB) fits no GPU, so no GPU could be the main device holding
+        // blocks in order, and the plan ran on the CPU (the stock map keeps 8.5 GiB on the
+        // GPUs, its main device short of the room). Now GPU 0 keeps the room and runs the
+        // offloaded blocks, holding out of order what fits beside it: here the embedding
+        // stays on GPU 1, so the room is a layer's, and GPU 0 holds two layers and the norm.
+        let mib = 1 << 20;
+        let mut costs = vec![Cost::of_weights(2250 * mib)];
+        costs.extend((0..46).map(|_| Cost::of_weights(1075 * mib)));
+        costs.push(Cost::of_weights(mib / 64));
+        let budgets = gpus_and_cpu(4, 3246 * mib, 200 * GIB);
+        for strategy in [
+            Strategy::Sequential,
+            Strategy::Balanced,
+            Strategy::BalancedLow0,
+        ] {
+            let placed = place(&costs, &budgets, strategy, 0);
+            let case = format!("{strategy:?}: {placed:?}");
+            assert_eq!(placed.runner, 0, "{case}");
+            assert!(placed.placed_all(budgets.devices.len()));
+            assert_eq!(placed.assigned[47], 0, "the norm runs on GPU 0: {case}");
+            let on = |d: usize| -> u64 {
+                placed
+                    .assigned
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(&a, _)| a == d)
+                    .map(|(_, c)| c.total())
+                    .sum()
+            };
+            assert!(on(0) + placed.reserve <= 3246 * mib, "{case}");
+            let largest = (0..costs.len())
+                .filter(|&u| placed.assigned[u] == 4)
+                .map(|u| costs[u].total())
+                .max();
+            assert_eq!(Some(placed.reserve), largest, "{case}");
+            // More on the GPUs than the stock map's 8.5 GiB.
+            assert!(on(0) + on(1) + on(2) + on(3) >= 10 * GIB, "{case}");
+        }
     }
 
     #[test]
