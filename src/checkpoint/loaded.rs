@@ -9,6 +9,7 @@
 //! a tensor the checkpoint lacks.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 
 use ahash::RandomState;
 
@@ -80,21 +81,30 @@ pub const STAND_IN: u64 = 7_300_000_000;
 
 /// `key` with each numbered component (`layers.3`: all ASCII digits between dots) replaced by
 /// a stand-in (`STAND_IN`, `STAND_IN + 1`, ...), and the numbers in order.
-pub fn name_template(key: &str) -> (String, Vec<&str>) {
-    let mut numbers = Vec::new();
+#[cfg(test)]
+fn name_template(key: &str) -> (String, Vec<&str>) {
     let mut out = String::with_capacity(key.len() + 8);
+    let mut numbers = Vec::new();
+    template_into(key, &mut out, &mut numbers);
+    (out, numbers)
+}
+
+/// `name_template` into reused buffers (cleared first).
+fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>) {
+    out.clear();
+    numbers.clear();
     for (at, part) in key.split('.').enumerate() {
         if at > 0 {
             out.push('.');
         }
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&(STAND_IN + numbers.len() as u64).to_string());
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{}", STAND_IN + numbers.len() as u64);
             numbers.push(part);
         } else {
             out.push_str(part);
         }
     }
-    (out, numbers)
 }
 
 /// The distinct templates of `names` (`name_template`), in first-seen order, each with the
@@ -102,11 +112,12 @@ pub fn name_template(key: &str) -> (String, Vec<&str>) {
 pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
     let mut seen: HashMap<String, (), RandomState> = HashMap::default();
     let mut out = Vec::new();
+    let (mut template, mut numbers) = (String::new(), Vec::new());
     for (at, name) in names.enumerate() {
-        let (template, _) = name_template(name);
+        template_into(name, &mut template, &mut numbers);
         if !seen.contains_key(&template) {
             seen.insert(template.clone(), ());
-            out.push((template, at));
+            out.push((template.clone(), at));
         }
     }
     out
@@ -130,7 +141,10 @@ pub type RenamedKeys = (Vec<String>, Vec<Vec<String>>);
 fn fill(renamed: &str, numbers: &[&str]) -> String {
     let mut out = renamed.to_owned();
     for (at, number) in numbers.iter().enumerate() {
-        out = out.replace(&(STAND_IN + at as u64).to_string(), number);
+        let stand_in = (STAND_IN + at as u64).to_string();
+        if out.contains(&stand_in) {
+            out = out.replace(&stand_in, number);
+        }
     }
     out
 }
@@ -173,8 +187,9 @@ pub fn renamed_keys(
     let mut renamed = Vec::with_capacity(names.len());
     let mut shared = Vec::new();
     let mut grouped: HashMap<String, (), RandomState> = HashMap::default();
+    let (mut template, mut numbers) = (String::new(), Vec::new());
     for &key in names {
-        let (template, numbers) = name_template(key);
+        template_into(key, &mut template, &mut numbers);
         let (name, known) = templates.get_key_value(&template)?;
         let filled = fill(&known.renamed, &numbers);
         if !checked.contains_key(name.as_str()) {
