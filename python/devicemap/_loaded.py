@@ -110,6 +110,17 @@ def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
 _PLAIN = re.compile(r"[A-Za-z0-9_]*")
 
 
+#: An escape (`\.`, `\d`) or a word (`w1`, `experts`) in a pattern: a digit inside a word
+#: only matches inside a component with a letter, never a numbered one.
+_WORD_OR_ESCAPE = re.compile(r"\\.|[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _names_a_number(pattern: str) -> bool:
+    """Whether a renaming pattern may tell numbered components apart by their value
+    (`layers\\.1\\.`, `[0-9]`): a digit outside a word (Mixtral's `w1` is inside one)."""
+    return re.search("[0-9]", _WORD_OR_ESCAPE.sub("", pattern)) is not None
+
+
 def _renamed(
     model: Any,
     keys: Any,
@@ -135,7 +146,7 @@ def _renamed(
     by_pattern = {pattern: converter for converter in converters for pattern in converter.source_patterns}
     prefix = model.base_model_prefix
     state = model.state_dict() if state is None else state
-    numbered = any(re.search("[0-9]", p) for entry in mapping for p in entry.source_patterns)
+    numbered = any(_names_a_number(p) for entry in mapping for p in entry.source_patterns)
     if not (direct or numbered) and (prefix is None or _PLAIN.fullmatch(prefix)):
         templates = {}
         for template, first in _core._name_templates(keys):
