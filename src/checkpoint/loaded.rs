@@ -138,12 +138,14 @@ pub struct TemplateRename {
 pub type RenamedKeys = (Vec<String>, Vec<Vec<String>>);
 
 /// `renamed` with its stand-ins replaced by `numbers`, as the template was filled.
-fn fill(renamed: &str, numbers: &[&str]) -> String {
+fn fill(renamed: &str, numbers: &[&str], stand_ins: &mut Vec<String>) -> String {
+    while stand_ins.len() < numbers.len() {
+        stand_ins.push((STAND_IN + stand_ins.len() as u64).to_string());
+    }
     let mut out = renamed.to_owned();
-    for (at, number) in numbers.iter().enumerate() {
-        let stand_in = (STAND_IN + at as u64).to_string();
-        if out.contains(&stand_in) {
-            out = out.replace(&stand_in, number);
+    for (stand_in, number) in stand_ins.iter().zip(numbers) {
+        if out.contains(stand_in.as_str()) {
+            out = out.replace(stand_in.as_str(), number);
         }
     }
     out
@@ -187,11 +189,13 @@ pub fn renamed_keys(
     let mut renamed = Vec::with_capacity(names.len());
     let mut shared = Vec::new();
     let mut grouped: HashMap<String, (), RandomState> = HashMap::default();
-    let (mut template, mut numbers) = (String::new(), Vec::new());
+    let (mut template, mut numbers, mut stand_ins) = (String::new(), Vec::new(), Vec::new());
+    // Many keys fill to one name (every expert of a layer into its fused parameter).
+    let mut settled: HashMap<String, String, RandomState> = HashMap::default();
     for &key in names {
         template_into(key, &mut template, &mut numbers);
         let (name, known) = templates.get_key_value(&template)?;
-        let filled = fill(&known.renamed, &numbers);
+        let filled = fill(&known.renamed, &numbers, &mut stand_ins);
         if !checked.contains_key(name.as_str()) {
             if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
                 return None;
@@ -199,9 +203,14 @@ pub fn renamed_keys(
             checked.insert(name, ());
         }
         let mut pattern = known.pattern.is_some();
-        let mut new = match prefix {
-            Some(prefix) => settle(&filled, prefix, &state),
-            None => filled,
+        let mut new = match (prefix, settled.get(&filled)) {
+            (None, _) => filled,
+            (Some(_), Some(done)) => done.clone(),
+            (Some(prefix), None) => {
+                let done = settle(&filled, prefix, &state);
+                settled.insert(filled, done.clone());
+                done
+            }
         };
         if !state.contains_key(new.as_str()) && state.contains_key(key) {
             new = prefix.map_or_else(|| key.to_owned(), |p| settle(key, p, &state));
