@@ -12,7 +12,9 @@ def test_a_digit_inside_a_word_names_no_number() -> None:
     # Mixtral's converters name `w1`, `w2`, `w3`: no numbered component can match those digits.
     assert not _names_a_number(r"block_sparse_moe\.experts\.(\d+)\.w1")
     assert not _names_a_number(r"mlp\.experts\.\d+\.gate_proj")
-    for pattern in [r"layers\.1\.feed", "experts.0", "[0-9]", r"\d1", "(w|)1"]:
+    # A single `\d` tells layer 3 from layer 13 (and from the stand-in), `\d+` does not.
+    assert _names_a_number(r"layers\.(\d)\.mlp")
+    for pattern in [r"layers\.1\.feed", "experts.0", "[0-9]", r"\d1", "(w|)1", r"\d{2}"]:
         assert _names_a_number(pattern), pattern
 
 

@@ -116,9 +116,11 @@ _WORD_OR_ESCAPE = re.compile(r"\\.|[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _names_a_number(pattern: str) -> bool:
-    """Whether a renaming pattern may tell numbered components apart by their value
-    (`layers\\.1\\.`, `[0-9]`): a digit outside a word (Mixtral's `w1` is inside one)."""
-    return re.search("[0-9]", _WORD_OR_ESCAPE.sub("", pattern)) is not None
+    """Whether a renaming pattern may tell numbered components apart by their value or length
+    (`layers\\.1\\.`, `[0-9]`, `\\d\\.`): a digit outside a word (Mixtral's `w1` is inside one),
+    or a `\\d` not repeated by `+` or `*`."""
+    bounded = re.search(r"\\d(?![+*])", pattern) is not None
+    return bounded or re.search("[0-9]", _WORD_OR_ESCAPE.sub("", pattern)) is not None
 
 
 def _renamed(
