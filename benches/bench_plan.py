@@ -423,8 +423,14 @@ def real_checkpoint_row(
     directory = Path(tempfile.mkdtemp(prefix="devicemap-bench-"))
     try:
         tensors = checkpoint_tensors(model, mixtral=name.startswith("Mixtral"))
+        # The class `from_pretrained` builds, as save_pretrained records it: devicemap builds
+        # it on the meta device and renames the keys as the loader does.
+        config.architectures = [type(model).__name__]
         write_real_checkpoint(directory, config, tensors)
         devicemap.tensor_sizes(directory)  # once untimed: the fresh files' first read is slower
+        report = devicemap.plan_report(directory, budgets, "sequential")
+        fallback = [note for note in report.notes if "checkpoint's own tensor names" in note]
+        assert not fallback, f"{name}: not planned in the loader's names: {fallback}"
         best = best_of_rounds(
             {
                 "build": lambda: build_real(name),

@@ -47,9 +47,11 @@ __all__ = [
     "_loaded_sizes",
     "_module_sizes",
     "_module_walk",
+    "_name_templates",
     "_plan",
     "_pytorch_files",
     "_pytorch_sizes",
+    "_renamed_keys",
     "_stages",
     "_system_memory",
     "_tied_by_default",
@@ -431,6 +433,13 @@ def _loaded_sizes(
     shared: list[list[str]],
     dtype: Any = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+def _name_templates(keys: _CheckpointSizes | list[str]) -> list[tuple[str, str]]: ...
+def _renamed_keys(
+    keys: _CheckpointSizes | list[str],
+    templates: dict[str, tuple[str, str | None, list[str], str, str | None]],
+    prefix: str | None,
+    state: list[str],
+) -> tuple[list[str], list[list[str]]] | None: ...
 def _checkpoint_names_note(why: str) -> str: ...
 def _tied_by_default() -> list[str]: ...
 

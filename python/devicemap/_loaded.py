@@ -106,27 +106,39 @@ def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
         raise _Unavailable(f"{cls.__name__} could not be built on the meta device ({error})") from None
 
 
-#: A numbered component (`layers.3`), and the first of the stand-in numbers `_renamed` puts in
-#: its place: far above any layer or expert count, so no mapping matches them by value.
-_NUMBER = re.compile(r"(?:^|(?<=\.))\d+(?=\.|$)")
-_STAND_IN = 7_300_000_000
+#: A base model prefix the core settles as transformers does (it uses the prefix in a regex).
+_PLAIN = re.compile(r"[A-Za-z0-9_]*")
 
 
-def _template(key: str) -> tuple[str, list[str]]:
-    """`key` with its numbered components replaced by stand-ins, and the numbers."""
-    numbers: list[str] = []
-
-    def stand_in(match: re.Match[str]) -> str:
-        numbers.append(match.group())
-        return str(_STAND_IN + len(numbers) - 1)
-
-    return _NUMBER.sub(stand_in, key), numbers
+#: An escape (`\.`, `\d`) or a word (`w1`, `experts`) in a pattern: a digit inside a word
+#: only matches inside a component with a letter, never a numbered one.
+_WORD_OR_ESCAPE = re.compile(r"\\.|[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _renamer(model: Any, key_mapping: dict[str, str] | None) -> tuple[Any, dict[str, Any]]:
-    """`rename(key, direct)`: the loader's name for a checkpoint key and the converter pattern
-    that matched, as `convert_and_load_state_dict_in_model` computes them (`direct=True`: by
-    calling transformers on the key itself), and the converters by source pattern."""
+def _names_a_number(pattern: str) -> bool:
+    """Whether a renaming pattern may tell numbered components apart by their value or length
+    (`layers\\.1\\.`, `[0-9]`, `\\d\\.`): a digit outside a word (Mixtral's `w1` is inside one),
+    or a `\\d` not repeated by `+` or `*`."""
+    bounded = re.search(r"\\d(?![+*])", pattern) is not None
+    return bounded or re.search("[0-9]", _WORD_OR_ESCAPE.sub("", pattern)) is not None
+
+
+def _renamed(
+    model: Any,
+    keys: Any,
+    key_mapping: dict[str, str] | None,
+    direct: bool = False,
+    state: dict[str, Any] | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`:
+    transformers' `rename_source_key` with the model's renamings and converters), and the
+    groups of model names one converter makes from the same tensors.
+
+    Keys that differ only in their numbers (every expert of every layer) rename alike: the
+    renamings and converters run once per such template, with stand-ins for the numbers, and
+    the core puts the numbers back and settles the base model prefix per key. Each template's
+    first key is renamed directly too and must agree; when one does not, when a pattern names
+    a number (`layers\\.1\\.`), or with `direct=True`, every key is renamed by transformers."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
@@ -135,57 +147,23 @@ def _renamer(model: Any, key_mapping: dict[str, str] | None) -> tuple[Any, dict[
     converters = [entry for entry in mapping if isinstance(entry, WeightConverter)]
     by_pattern = {pattern: converter for converter in converters for pattern in converter.source_patterns}
     prefix = model.base_model_prefix
-    state = model.state_dict()
-    # Keys that differ only in their numbers (every expert of every layer) rename alike: the
-    # renamings and converters run once per such template, with stand-ins for the numbers,
-    # which are then put back; the base model prefix is settled per key, by transformers.
-    templates: dict[str, tuple[str, str | None] | None] = {}
-
-    def transformed(key: str) -> tuple[str, str | None]:
-        template, numbers = _template(key)
-        first = template not in templates
-        if first:
-            templates[template] = rename_source_key(template, renamings, converters)
-        known = templates[template]
-        if known is None:  # this template renames differently from its numbers: key by key
-            return rename_source_key(key, renamings, converters)
-        # The first key of each template is renamed directly too, and must agree.
-        direct = rename_source_key(key, renamings, converters) if first else None
-        new, pattern = known
-        for at, number in enumerate(numbers):
-            new = new.replace(str(_STAND_IN + at), number)
-        if direct is not None and direct != (new, pattern):
-            templates[template] = None
-            return direct
-        return new, pattern
-
-    # A pattern that names a number (`layers\.1\.`) may treat keys of one template apart.
-    numbered = any(re.search("[0-9]", p) for entry in mapping for p in entry.source_patterns)
-
-    def rename(key: str, direct: bool = False) -> tuple[str, str | None]:
-        if direct or numbered:
-            new, pattern = rename_source_key(key, renamings, converters, prefix, state)
-        else:
-            new, pattern = transformed(key)
-            new = rename_source_key(new, [], [], base_model_prefix=prefix, meta_state_dict=state)[0]
-        if new not in state and key in state:
-            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
-        return new, pattern
-
-    return rename, by_pattern
-
-
-def _renamed(
-    model: Any, names: list[str], key_mapping: dict[str, str] | None, direct: bool = False
-) -> tuple[list[str], list[list[str]]]:
-    """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`),
-    and the groups of model names one converter makes from the same tensors."""
-    rename, by_pattern = _renamer(model, key_mapping)
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
+    numbered = any(_names_a_number(p) for entry in mapping for p in entry.source_patterns)
+    if not (direct or numbered) and (prefix is None or _PLAIN.fullmatch(prefix)):
+        templates = {}
+        for template, first in _core._name_templates(keys):
+            new, pattern = rename_source_key(template, renamings, converters)
+            targets = list(by_pattern[pattern].target_patterns) if pattern is not None else []
+            templates[template] = (new, pattern, targets, *rename_source_key(first, renamings, converters))
+        fast = _core._renamed_keys(keys, templates, prefix, list(state))
+        if fast is not None:
+            return fast
     renamed: list[str] = []
     shared: dict[str, list[str]] = {}
-    for key in names:
-        new, pattern = rename(key, direct)
+    for key in keys if isinstance(keys, list) else keys.names():
+        new, pattern = rename_source_key(key, renamings, converters, prefix, state)
+        if new not in state and key in state:
+            new, pattern = rename_source_key(key, [], [], base_model_prefix=prefix, meta_state_dict=state)
         if pattern is not None and new in state and new not in shared:
             targets = by_pattern[pattern].target_patterns
             if len(targets) > 1:
@@ -244,10 +222,11 @@ def loaded(
         model = _build(source, model_class, dtype, token)
     except _Unavailable as why:
         return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
-    renamed, shared = _renamed(model, sizes.names(), key_mapping)
+    state = model.state_dict()
+    renamed, shared = _renamed(model, sizes, key_mapping, state=state)
     load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)
     try:
-        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, load_dtype)
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, load_dtype)
     except ValueError:  # a config dtype that is no load dtype: the meta model's own sizes
-        model_sizes, identity = _core._loaded_sizes(sizes, renamed, model.state_dict(), shared, dtype)
+        model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, dtype)
     return Loaded(model_sizes, _no_split(model), _ties(model, identity), None)

@@ -381,6 +381,64 @@ pub fn _loaded_sizes(
     })
 }
 
+/// The distinct name templates of a checkpoint's keys (numbered components replaced by
+/// stand-ins), each with its first key, for renaming once per template.
+#[pyfunction]
+pub fn _name_templates(keys: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    with_keys(keys, |names| {
+        checkpoint::name_templates(names.iter().copied())
+            .into_iter()
+            .map(|(template, first)| (template, names[first].to_owned()))
+            .collect()
+    })
+}
+
+/// `work` on the keys of a `_CheckpointSizes` (borrowed) or of a list of names.
+fn with_keys<T>(keys: &Bound<'_, PyAny>, work: impl FnOnce(&[&str]) -> T) -> PyResult<T> {
+    if let Ok(sizes) = keys.cast::<PyCheckpointSizes>() {
+        let stored = &sizes.get().sizes;
+        let names: Vec<&str> = stored.iter().map(|(name, _)| name.as_str()).collect();
+        return Ok(work(&names));
+    }
+    let owned: Vec<String> = keys.extract()?;
+    let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+    Ok(work(&names))
+}
+
+/// One template's renames as `_renamed_keys` takes them: `(renamed, pattern, targets,
+/// first key renamed, its pattern)`.
+type TemplateTuple = (String, Option<String>, Vec<String>, String, Option<String>);
+
+/// A checkpoint's keys renamed from their templates' renames (`checkpoint::renamed_keys`):
+/// `(renamed, shared groups)`, or `None` when a template's first key renames differently.
+#[pyfunction]
+pub fn _renamed_keys(
+    py: Python<'_>,
+    keys: &Bound<'_, PyAny>,
+    templates: HashMap<String, TemplateTuple>,
+    prefix: Option<String>,
+    state: Vec<String>,
+) -> PyResult<Option<checkpoint::RenamedKeys>> {
+    let templates: HashMap<String, checkpoint::TemplateRename, RandomState> = templates
+        .into_iter()
+        .map(
+            |(template, (renamed, pattern, targets, first_renamed, first_pattern))| {
+                let rename = checkpoint::TemplateRename {
+                    renamed,
+                    pattern,
+                    targets,
+                    first_renamed,
+                    first_pattern,
+                };
+                (template, rename)
+            },
+        )
+        .collect();
+    with_keys(keys, |names| {
+        py.detach(|| checkpoint::renamed_keys(names, &templates, prefix.as_deref(), &state))
+    })
+}
+
 /// The `model_type`s whose config class ties the word embeddings by default (for a test that
 /// compares them with transformers' classes).
 #[pyfunction]

@@ -30,7 +30,9 @@ mod tests;
 pub use config::{config_ties, HEAD, TIED_BY_DEFAULT};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
-pub use loaded::{checkpoint_names_note, loaded_sizes};
+pub use loaded::{
+    checkpoint_names_note, loaded_sizes, name_templates, renamed_keys, RenamedKeys, TemplateRename,
+};
 pub use pytorch::{sizes_of_files, PytorchFile};
 pub use source::{
     format_of, pytorch_checkpoint, shard_name, shown_path, Checkpoint, Format, Layout, LocalFiles,
