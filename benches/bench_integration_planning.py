@@ -8,7 +8,7 @@ Mixtral-8x7B, Qwen3-30B-A3B, Gemma-2-27B; tests/_planning_models.py) on 8 x 80 G
 timed from the model (reading its sizes included), gc off, median (best) of the repeats; the
 table also shows the bytes each map leaves off the GPUs and its fullest GPU.
 
-End to end: `from_pretrained(dir, device_map="auto")` of a tiny Llama with hundreds of layers
+End to end: `from_pretrained(dir, device_map="auto")` of a tiny tied Llama with hundreds of layers
 (saved here), integration off and on: the whole load, the time `_get_device_map` takes inside
 it, and whether the logits are the same.
 
@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import transformers
-from _planning_models import GIB, per_expert_dsv3, real_size
+from _planning_models import GIB, per_expert_dsv3, real_size, tiny
 from _timing import measure
 from accelerate.utils import modeling as acc_modeling
 from devicemap.integrations import accelerate as dm_accelerate
@@ -128,24 +128,16 @@ def main() -> None:
 
 
 def end_to_end(layers: int, repeats: int) -> None:
-    """`from_pretrained(device_map="auto")` of a tiny Llama of `layers` layers, stock and planned."""
+    """`from_pretrained(device_map="auto")` of a tiny Llama (tied embeddings) of `layers` layers,
+    stock and planned."""
     import torch
 
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_hidden_layers=layers,
-    )
     inputs = torch.arange(8).reshape(1, 8)
     print(f'\nEnd to end: a tiny Llama of {layers} layers, `from_pretrained(device_map="auto")` on the CPU')
     print("| integration | load ms | `_get_device_map` ms | same logits |")
     print("| --- | ---: | ---: | --- |")
     with tempfile.TemporaryDirectory() as path:
-        transformers.LlamaForCausalLM(config).save_pretrained(path)
+        tiny("llama-tied", layers).save_pretrained(path)
         outputs = {}
         for label, planning in (("off", False), ("on (`planning=True`)", True)):
             spent: list[float] = []
