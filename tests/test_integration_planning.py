@@ -319,6 +319,7 @@ def test_the_loading_reserve_of_a_fused_expert_model(saved):
     assert budgets["cuda:0"] == budgets["cuda:1"] == 10**6 - reserve
     assert budgets["cpu"] == 10**9
     assert integration.loading_reserve(tiny("gpt2")) == 0  # no conversions, no reserve
+    assert integration.loading_reserve(torch.nn.Sequential(model)) == 0  # not a loader's model
     with integration.enabled(planning=True):
         ours = cls.from_pretrained(path, device_map="auto", max_memory={"cpu": 10**9}).eval()
     torch.testing.assert_close(forward(ours), expected)
