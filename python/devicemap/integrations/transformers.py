@@ -30,6 +30,7 @@ import functools
 import itertools
 import logging
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -139,13 +140,15 @@ def loading_reserve(model: Any, sizes: dict[str, int] | None = None, hf_quantize
     planned (the model's own when not given). 0 for a model without conversions, and for a
     module that is not a `PreTrainedModel` (the loader converts only those; finding a plain
     module's mapping walks all its submodules: 0.5 s on a per-expert DeepSeek-V3)."""
+    # A PreTrainedModel exists only once transformers.modeling_utils is imported (a costly
+    # import that a plain module need not pay).
+    modeling_utils = sys.modules.get("transformers.modeling_utils")
+    if modeling_utils is None or not isinstance(model, modeling_utils.PreTrainedModel):
+        return 0
     try:
-        from transformers import PreTrainedModel
         from transformers.conversion_mapping import get_model_conversion_mapping
         from transformers.core_model_loading import WeightConverter
     except ImportError:  # a transformers without conversions
-        return 0
-    if not isinstance(model, PreTrainedModel):
         return 0
     if sizes is None:
         sizes = _planning.model_view(model, None, overrides=_quantized_sizes(model, hf_quantizer))[0]
