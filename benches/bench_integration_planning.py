@@ -8,6 +8,10 @@ Mixtral-8x7B, Qwen3-30B-A3B, Gemma-2-27B; tests/_planning_models.py) on 8 x 80 G
 timed from the model (reading its sizes included), gc off, median (best) of the repeats; the
 table also shows the bytes each map leaves off the GPUs and its fullest GPU.
 
+End to end: `from_pretrained(dir, device_map="auto")` of a tiny tied Llama with hundreds of layers
+(saved here), integration off and on: the whole load, the time `_get_device_map` takes inside
+it, and whether the logits are the same.
+
     python benches/bench_integration_planning.py            # about 3 minutes
     python benches/bench_integration_planning.py --quick    # small inputs, seconds
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import transformers
-from _planning_models import GIB, per_expert_dsv3, real_size
+from _planning_models import GIB, per_expert_dsv3, real_size, tiny
 from _timing import measure
 from accelerate.utils import modeling as acc_modeling
 from devicemap.integrations import accelerate as dm_accelerate
@@ -109,6 +115,7 @@ def main() -> None:
         {**dict.fromkeys(range(16), 96 * GIB), "cpu": 2048 * GIB},
         repeats,
     )
+    end_to_end(50 if args.quick else 400, repeats)
     if args.quick:
         return
     for name in ("llama3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma2-27b"):
@@ -118,6 +125,65 @@ def main() -> None:
             {**dict.fromkeys(range(8), 80 * GIB), "cpu": 500 * GIB},
             repeats,
         )
+
+
+def end_to_end(layers: int, repeats: int) -> None:
+    """`from_pretrained(device_map="auto")` of a tiny Llama (tied embeddings) of `layers` layers,
+    stock and planned."""
+    import torch
+
+    inputs = torch.arange(8).reshape(1, 8)
+    print(f'\nEnd to end: a tiny Llama of {layers} layers, `from_pretrained(device_map="auto")` on the CPU')
+    print("| integration | load ms | `_get_device_map` ms | same logits |")
+    print("| --- | ---: | ---: | --- |")
+    with tempfile.TemporaryDirectory() as path:
+        tiny("llama-tied", layers).save_pretrained(path)
+        outputs = {}
+        for label, planning in (("off", False), ("on (`planning=True`)", True)):
+            spent: list[float] = []
+            map_fn = MapTimer(spent)
+            if planning:
+                dm_transformers.enable(planning=True)
+            else:
+                dm_transformers.disable()
+            original, modeling_utils = map_fn.install()
+
+            def load() -> Any:
+                return transformers.LlamaForCausalLM.from_pretrained(path, device_map="auto")
+
+            try:
+                median, best = measure(load, repeats)
+                with torch.no_grad():
+                    outputs[planning] = load()(inputs).logits
+            finally:
+                modeling_utils._get_device_map = original
+            same = "-" if not planning else str(torch.equal(outputs[False], outputs[True]))
+            print(
+                f"| {label} | {1e3 * median:.0f} ({1e3 * best:.0f}) | {1e3 * min(spent):.1f} | {same} |",
+                flush=True,
+            )
+    dm_transformers.enable(planning=True)
+
+
+class MapTimer:
+    """Times each call of the `_get_device_map` that `from_pretrained` calls (into `spent`)."""
+
+    def __init__(self, spent: list[float]) -> None:
+        self.spent = spent
+
+    def install(self) -> tuple[Any, Any]:
+        from transformers import modeling_utils
+
+        original = modeling_utils._get_device_map
+
+        def _get_device_map(*args: Any) -> Any:
+            start = time.perf_counter()
+            result = original(*args)
+            self.spent.append(time.perf_counter() - start)
+            return result
+
+        modeling_utils._get_device_map = _get_device_map
+        return original, modeling_utils
 
 
 def _version() -> str:

@@ -12,8 +12,8 @@ GIB = 2**30
 OFF_GPU = ("cpu", "disk")
 
 
-def tiny(arch: str) -> Any:
-    """A tiny model of `arch` with seeded weights."""
+def tiny(arch: str, layers: int = 3) -> Any:
+    """A tiny model of `arch` with seeded weights (`layers` decoder layers for "llama-tied")."""
     import torch
     import transformers
 
@@ -23,7 +23,7 @@ def tiny(arch: str) -> Any:
         config = transformers.LlamaConfig(
             **small,
             intermediate_size=32,
-            num_hidden_layers=3,
+            num_hidden_layers=layers,
             num_key_value_heads=1,
             tie_word_embeddings=True,
         )

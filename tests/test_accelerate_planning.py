@@ -181,3 +181,39 @@ def test_the_per_expert_moe_spill():
     )
     assert off_gpu(placed_bytes(model, dict(stock))) > GIB
     assert off_gpu(placed_bytes(model, dict(ours))) == 0
+
+
+NO_SPLIT = {
+    "llama-tied": "LlamaDecoderLayer",
+    "mixtral": "MixtralDecoderLayer",
+    "gpt2": "GPT2Block",
+    "t5": "T5Block",
+}
+
+
+@pytest.mark.parametrize("arch", list(NO_SPLIT))
+def test_clean_result_false_lists_what_accelerate_lists(arch):
+    from devicemap.integrations import _compiled
+
+    model = tiny(arch)
+    total = sum(tensor_bytes(model).values())
+    no_split = [NO_SPLIT[arch]]
+    # One device; a GPU for half the model and the CPU (both planners place alike there); and
+    # two GPUs, the CPU and the disk (the placements differ: the map must still be the plan's).
+    for budgets in ({0: 10 * total, "cpu": 10 * total}, {0: total // 2, "cpu": 10 * total}):
+        stock = STOCK_INFER(model, dict(budgets), no_split_module_classes=no_split, clean_result=False)
+        ours = integration.infer_auto_device_map(
+            model, dict(budgets), no_split_module_classes=no_split, clean_result=False
+        )
+        assert isinstance(ours, OrderedDict)
+        assert dict(ours) == dict(stock)
+        assert "" not in ours
+    budgets = {0: total // 3, 1: total // 3, "cpu": total // 5}
+    compact = integration.infer_auto_device_map(model, dict(budgets), no_split_module_classes=no_split)
+    ours = integration.infer_auto_device_map(
+        model, dict(budgets), no_split_module_classes=no_split, clean_result=False
+    )
+    assert len(ours) > len(compact)
+    STOCK_CHECK(model, dict(ours))  # covers every tensor
+    names = list(tensor_bytes(model))
+    assert _compiled.expand(dict(ours), names) == _compiled.expand(dict(compact), names)

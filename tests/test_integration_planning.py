@@ -157,10 +157,13 @@ def keeps_room(
 @pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("strategy", ["auto", "balanced_low_0", "sequential"])
 def test_real_size_maps_against_the_stock_path(meta_model, budget, strategy):
-    budgets = BUDGETS[budget]
+    # The loading reserve is the one exception: the stock path is compared on the budgets
+    # less the reserve (the budgets devicemap plans on).
+    reserve = integration.loading_reserve(meta_model)
+    budgets = {device: size - reserve * (device != "cpu") for device, size in BUDGETS[budget].items()}
     stock = dict(STOCK_GET_DEVICE_MAP(meta_model, strategy, dict(budgets), None))
     with integration.enabled(planning=True):
-        ours = dict(hf_accelerate._get_device_map(meta_model, strategy, dict(budgets), None))
+        ours = dict(hf_accelerate._get_device_map(meta_model, strategy, dict(BUDGETS[budget]), None))
     stock_bytes = placed_bytes(meta_model, stock)
     our_bytes = placed_bytes(meta_model, ours)  # covers all, no split block, ties together
     for device, size in our_bytes.items():
@@ -175,12 +178,17 @@ def test_real_size_maps_against_the_stock_path(meta_model, budget, strategy):
 
 
 @pytest.mark.parametrize("strategy", ["auto", "balanced_low_0"])
-def test_mixtral_on_four_24gib_gpus_fits_where_the_stock_path_spills(strategy):
+def test_mixtral_on_four_26gib_gpus_fits_where_the_stock_path_spills(strategy):
     # transformers#47211's shape on transformers 5.24's own copy of get_balanced_memory: the
-    # balanced caps leave the GPUs under-packed and the last layers go to the CPU.
+    # balanced caps leave the GPUs under-packed and the last layers go to the CPU. The stock
+    # path is given the budgets less the loading reserve (3.5 GiB: a fused expert parameter
+    # and its per-expert inputs), as devicemap plans on them.
     model = real_size("mixtral-8x7b")
-    budgets = BUDGETS["4x24"]
-    stock = placed_bytes(model, dict(STOCK_GET_DEVICE_MAP(model, strategy, dict(budgets), None)))
+    reserve = integration.loading_reserve(model)
+    assert reserve == 2 * 8 * 2 * 14336 * 4096 * 2
+    budgets = {**{gpu: 26 * GIB for gpu in range(4)}, "cpu": 500 * GIB}
+    kept = {device: size - reserve if device != "cpu" else size for device, size in budgets.items()}
+    stock = placed_bytes(model, dict(STOCK_GET_DEVICE_MAP(model, strategy, dict(kept), None)))
     assert off_gpu(stock) > 2 * GIB
     with integration.enabled(planning=True):
         ours = placed_bytes(model, dict(hf_accelerate._get_device_map(model, strategy, dict(budgets), None)))
@@ -198,6 +206,9 @@ class ResizingQuantizer:
     def param_element_size(self, model: Any, name: str, param: Any) -> int:
         quantized = ".layers." in name and name.endswith("proj.weight")
         return 1 if quantized else param.element_size()
+
+    def update_weight_conversions(self, conversions: list[Any], model: Any) -> list[Any]:
+        return conversions
 
     def adjust_max_memory(self, max_memory: dict[Any, Any]) -> dict[Any, Any]:
         return {
@@ -288,3 +299,28 @@ def test_a_load_reports_its_uncovered_names_in_one_message(saved, caplog):
     assert "'model.rotary_emb.inv_freq'" in messages[0]
     assert "'model.rotary_emb.original_inv_freq'" in messages[0]
     torch.testing.assert_close(forward(model), expected)
+
+
+def test_the_loading_reserve_of_a_fused_expert_model(saved):
+    """Mixtral's checkpoint keeps one tensor per expert; the loader merges them into the fused
+    `gate_up_proj` on the parameter's device. The reserve (the largest such merge's inputs
+    plus its output) comes off every GPU's budget, and the load gives the plain output."""
+    from safetensors import safe_open
+
+    path, cls, _, expected = saved["mixtral"]
+    with safe_open(str(path / "model.safetensors"), "pt") as checkpoint:
+        keys = set(checkpoint.keys())
+    assert "model.layers.0.block_sparse_moe.experts.0.w1.weight" in keys  # the load converts
+    model = tiny("mixtral")
+    fused = max(bytes_ for name, bytes_ in tensor_bytes(model).items() if name.endswith("gate_up_proj"))
+    reserve = integration.loading_reserve(model)
+    assert reserve == 2 * fused
+    report = integration.plan_report_for(model, "auto", {0: 10**6, 1: 10**6, "cpu": 10**9})
+    budgets = {row["device"]: row["budget"] for row in report.devices}
+    assert budgets["cuda:0"] == budgets["cuda:1"] == 10**6 - reserve
+    assert budgets["cpu"] == 10**9
+    assert integration.loading_reserve(tiny("gpt2")) == 0  # no conversions, no reserve
+    assert integration.loading_reserve(torch.nn.Sequential(model)) == 0  # not a loader's model
+    with integration.enabled(planning=True):
+        ours = cls.from_pretrained(path, device_map="auto", max_memory={"cpu": 10**9}).eval()
+    torch.testing.assert_close(forward(ours), expected)

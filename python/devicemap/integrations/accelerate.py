@@ -15,6 +15,7 @@ compact list of the uncovered names (runs such as `model.layers.{3..60}.mlp.weig
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections import OrderedDict
 from typing import Any
@@ -109,16 +110,64 @@ def infer_auto_device_map(
 ) -> OrderedDict[str, int | str]:
     """accelerate's `infer_auto_device_map`, planned by devicemap: the GPUs in order, each up to
     its budget (`"sequential"`), then the CPU, then the disk, never splitting a block of
-    `no_split_module_classes` or a tie. The map is always compact (`clean_result=False` gives the
-    same map); `offload_buffers` and `fallback_allocation` change nothing (buffers are counted
-    with their module, and a device is never skipped while a part still fits it)."""
-    del clean_result, offload_buffers, fallback_allocation
+    `no_split_module_classes` or a tie. The map is compact; with `clean_result=False` it lists
+    what accelerate's would (see `_uncompacted`). `offload_buffers` and `fallback_allocation`
+    change nothing (buffers are counted with their module, and a device is never skipped while
+    a part still fits it)."""
+    del offload_buffers, fallback_allocation
     sizes, tied, no_split = _sizes(model, dtype, special_dtypes, no_split_module_classes)
     report = _planning.plan(sizes, _max_memory(max_memory), "sequential", no_split, tied)
     report.check()
     if verbose:
         print(report)
-    return OrderedDict(report.to_hf())
+    compact = OrderedDict(report.to_hf())
+    return compact if clean_result else _uncompacted(model, compact, set(no_split or ()), tied)
+
+
+def _uncompacted(
+    model: Any, device_map: dict[str, Any], blocks: set[str], tied: list[list[str]]
+) -> OrderedDict[str, Any]:
+    """`device_map` in the form accelerate gives with `clean_result=False`, from accelerate's
+    walk: the model's members (parameters, submodules, buffers) in order, each listed whole
+    where it stays on the device the walk is at (the last listed entry's), or where it cannot
+    be split (a no-split block in `blocks`, a module without submodules); otherwise (split by
+    the map, or moved to the next device) split into its own members. A member without tensors
+    goes where the walk is, as accelerate puts it; a member tied to one listed before goes with
+    it (accelerate lists it there), so the walk does not move to its device."""
+    compiled = _compiled.CompiledKeys(list(device_map))
+    listed: OrderedDict[str, Any] = OrderedDict()
+    at: list[Any] = []  # the device the walk is at
+    group_of = {name: index for index, group in enumerate(tied) for name in group}
+    seen: set[int] = set()
+
+    def follows_a_tie(full: str) -> bool:
+        groups = {index for name, index in group_of.items() if name == full or name.startswith(f"{full}.")}
+        followed = bool(groups & seen)
+        seen.update(groups)
+        return followed
+
+    def visit(module: Any, prefix: str) -> None:
+        members = (module._parameters, module._modules, module._buffers)
+        for name, value in itertools.chain.from_iterable(member.items() for member in members):
+            if value is None:
+                continue
+            full = prefix + name
+            key = compiled.key_for(full)
+            is_module = name in module._modules
+            whole = key is not None and (
+                not at or device_map[key] == at[-1] or not is_module or full in blocks or not value._modules
+            )
+            if whole:
+                listed[full] = device_map[key]  # type: ignore[index]
+                if not follows_a_tie(full):
+                    at.append(listed[full])
+            elif is_module and (value._modules or value._parameters or value._buffers):
+                visit(value, f"{full}.")
+            elif is_module and at:  # no tensors under it
+                listed[full] = at[-1]
+
+    visit(model, "")
+    return listed
 
 
 def get_balanced_memory(

@@ -28,6 +28,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
+import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,8 +39,18 @@ from devicemap._core import PlanReport
 from devicemap.integrations import _compiled, _planning
 from devicemap.integrations._patch import Patch, Switch, expect_functions, import_target
 
-__all__ = ["disable", "enable", "enabled", "expand_device_map", "get_device", "is_enabled", "plan_report_for"]
+__all__ = [
+    "disable",
+    "enable",
+    "enabled",
+    "expand_device_map",
+    "get_device",
+    "is_enabled",
+    "loading_reserve",
+    "plan_report_for",
+]
 
+logger = logging.getLogger("devicemap.integrations")
 TARGET = "transformers.integrations.accelerate"
 TESTED_VERSIONS = "5.24.0"
 # The functions replaced, with the parameters the replacements take and pass on.
@@ -116,6 +129,61 @@ def _quantized_sizes(model: Any, hf_quantizer: Any) -> dict[str, int] | None:
     return {name: tensor.numel() * size(model, name, tensor) for name, tensor in tensors}
 
 
+def loading_reserve(model: Any, sizes: dict[str, int] | None = None, hf_quantizer: Any = None) -> int:
+    """Bytes a load needs free on a GPU for its largest conversion (the loader's
+    `WeightConverter`s, e.g. per-expert checkpoint tensors merged into one fused expert
+    parameter): the conversion's inputs plus its output. transformers 5.24 materializes a
+    converter's inputs on the device of the parameter they become (`get_device` of the target
+    name) and converts there, so the inputs (which total the targets' bytes: a merge or a
+    concatenation moves bytes, it makes none) and the output are on that GPU at once. Converters
+    marked `force_cpu` convert on the CPU and need nothing here. `sizes` is `{tensor: bytes}` as
+    planned (the model's own when not given). 0 for a model without conversions, and for a
+    module that is not a `PreTrainedModel` (the loader converts only those; finding a plain
+    module's mapping walks all its submodules: 0.5 s on a per-expert DeepSeek-V3)."""
+    # A PreTrainedModel exists only once transformers.modeling_utils is imported (a costly
+    # import that a plain module need not pay).
+    modeling_utils = sys.modules.get("transformers.modeling_utils")
+    if modeling_utils is None or not isinstance(model, modeling_utils.PreTrainedModel):
+        return 0
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter
+    except ImportError:  # a transformers without conversions
+        return 0
+    if sizes is None:
+        sizes = _planning.model_view(model, None, overrides=_quantized_sizes(model, hf_quantizer))[0]
+    names = "\n".join(sizes)
+    largest = 0
+    for converter in get_model_conversion_mapping(model, hf_quantizer=hf_quantizer):
+        if not isinstance(converter, WeightConverter) or converter.force_cpu:
+            continue
+        # One search over all names at once (in C): the targets this converter makes, summed
+        # per module (a one-to-many converter makes all of them from one input).
+        targets = "|".join(f"(?:{pattern})" for pattern in converter.target_patterns)
+        per_module: dict[str, int] = {}
+        for found in re.finditer(rf"^(.*?)(?:{targets})[^\n]*$", names, re.MULTILINE):
+            module = found.group(1)
+            per_module[module] = per_module.get(module, 0) + sizes[found.group(0)]
+        largest = max(largest, *per_module.values(), 0)
+    return 2 * largest
+
+
+def _keep_reserve(budgets: dict[Any, Any], reserve: int) -> dict[Any, Any]:
+    """`budgets` less the loading reserve on every GPU (any GPU may receive a converted
+    parameter: the plan decides which, after the budgets)."""
+    if not reserve:
+        return budgets
+    kept = {
+        device: max(int(budget) - reserve, 0)
+        if device not in ("cpu", "disk", "mps") and budget > 0
+        else budget
+        for device, budget in budgets.items()
+    }
+    if kept != budgets:
+        logger.info("kept %d bytes free on each GPU for the loader's largest conversion", reserve)
+    return kept
+
+
 def plan_report_for(
     model: Any, device_map: str, max_memory: Any = None, hf_quantizer: Any = None
 ) -> PlanReport:
@@ -138,7 +206,9 @@ def _plan_for(
         overrides=_quantized_sizes(model, hf_quantizer),
         tied=[[source, key] for key, source in tied.items()],
     )
-    budgets = _budgets(hf, device_map, max_memory, hf_quantizer)
+    budgets = _keep_reserve(
+        _budgets(hf, device_map, max_memory, hf_quantizer), loading_reserve(model, sizes, hf_quantizer)
+    )
     left_out = _left_to_loader(model, sizes, no_split, budgets)
     for name in left_out:
         del sizes[name]
