@@ -106,3 +106,13 @@ def test_counts_are_ascii_digits_and_a_context_is_at_least_one_token(
     assert not out
     assert err.startswith("error: "), err
     assert says in err, err
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("command", [["explain", "/dev/zero", "a"], ["check-map", "/dev/zero"]])
+def test_an_endless_map_file_is_refused_not_read_until_memory_runs_out(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: /dev/zero: more than 256 MiB"), err
