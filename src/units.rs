@@ -1,11 +1,12 @@
 //! Sizes as people read them, for reports and messages.
 
-/// Bytes in binary units with one decimal: `1.5 GiB`; plain bytes below 1 KiB.
+/// Bytes in binary units with one decimal: `1.5 GiB`; plain bytes below 1 KiB. A value that
+/// rounds to 1024.0 takes the next unit (`1.0 GiB`, not `1024.0 MiB`).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
         value /= 1024.0;
         unit += 1;
     }
@@ -39,6 +40,13 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
         assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
+
+    #[test]
+    fn a_value_that_rounds_to_1024_takes_the_next_unit() {
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes((1 << 30) - 384), "1.0 GiB");
+        assert_eq!(human_bytes((1 << 30) - (1 << 20)), "1023.0 MiB");
     }
 
     #[test]

@@ -25,16 +25,30 @@ class CliError(Exception):
 _stdin: bytes | None = None
 
 
+# A device map or a list of tensor names is far smaller; a larger input (`/dev/zero`, a
+# checkpoint given by mistake) is refused rather than read until memory runs out.
+READ_LIMIT = 256 * 2**20
+
+
 def read_bytes(path: str) -> bytes:
     global _stdin
     try:
         if path != "-":
-            return Path(path).read_bytes()
-        if _stdin is None:
-            _stdin = sys.stdin.buffer.read()
-        return _stdin
+            with open(path, "rb") as file:
+                data = file.read(READ_LIMIT + 1)
+        elif _stdin is None:
+            data = _stdin = sys.stdin.buffer.read(READ_LIMIT + 1)
+        else:
+            data = _stdin
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > READ_LIMIT:
+        named = "standard input" if path == "-" else path
+        raise CliError(
+            f"{named}: more than {READ_LIMIT >> 20} MiB, far more than a device map or a list of "
+            "tensor names; is it the right file?"
+        )
+    return data
 
 
 def write_output(path: str, text: str) -> None:

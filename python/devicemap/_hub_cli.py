@@ -19,7 +19,9 @@ _read: dict[str, Any] = {}
 
 def is_hub(path: str) -> bool:
     """Whether `path` names a Hub repository rather than a local checkpoint."""
-    return _core._is_hub_source(path)
+    from devicemap._plan import _is_hub
+
+    return _is_hub(path)
 
 
 def _fetch(path: str) -> Any:

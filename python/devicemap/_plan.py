@@ -16,7 +16,7 @@ from devicemap._core import DeviceMap, PlanReport, cuda_devices
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, TypeAlias
+    from typing import Any, TypeAlias, TypeGuard
 
     import torch
 
@@ -111,12 +111,24 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None
-    if isinstance(first, str) and _core._is_hub_source(first):
+    if _is_hub(first):
         text = _core._hub_config(first, token)
         return None if text is None else json.loads(text)
     path = Path(first)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
     return str(candidate) if candidate.is_file() else None
+
+
+def _is_hub(source: object) -> TypeGuard[str]:
+    """Whether `source` names a Hub repository; a local name with bytes that are not UTF-8
+    (lone surrogates, as `os.fsdecode` gives them) never does, and the core names it."""
+    if not isinstance(source, str):
+        return False
+    try:
+        source.encode()
+    except UnicodeEncodeError:
+        return False
+    return bool(_core._is_hub_source(source))
 
 
 def _hub_opened(
@@ -125,7 +137,7 @@ def _hub_opened(
     """A Hub repository `source` names, opened (its revision resolved, its headers fetched)
     once for both its config.json (for the loaded model's names, and for a context) and its
     sizes; else `source` as given."""
-    if not isinstance(source, str) or not _core._is_hub_source(source):
+    if not _is_hub(source):
         return source
     told = None if progress is None else (lambda done, total, _bytes: progress(done, total))
     return _core._hub_checkpoint(source, token, told)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 from typing import Any
 
@@ -57,6 +58,12 @@ def catalogue_text() -> str:
     return "\n".join(lines)
 
 
+def _digits(text: str) -> bool:
+    """Whether `text` is a count in ASCII digits (`str.isdigit` also takes `²`, which `int`
+    refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_devices(text: str) -> tuple[int, int, str, int]:
     """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts.
     Counts are the leading `<digits>x` parts, so card names may hold an `x` (`8xMI300X`)."""
@@ -64,13 +71,13 @@ def parse_devices(text: str) -> tuple[int, int, str, int]:
     numbers: list[int] = []
     while len(numbers) < 2:
         count, sep, tail = rest.partition("x")
-        if not sep or not count.isdigit() or not tail:
+        if not sep or not _digits(count) or not tail:
             break
         numbers.append(int(count))
         rest = tail
     card = rest
     more = card.partition("x")
-    if not card or (card.isdigit() and card not in ALIASES) or (more[1] and more[0].isdigit()):
+    if not card or (_digits(card) and card not in ALIASES) or (more[1] and _digits(more[0])):
         raise CliError(
             f"--devices {text!r}: expected COUNTxCARD or HOSTSxCOUNTxCARD, e.g. 8xH100 or 2x8xH100"
         )
@@ -97,7 +104,7 @@ def parse_max_memory(text: str) -> dict[int | str, str]:
         if not sep or not key.strip() or not value.strip():
             raise CliError(f"--max-memory entry {item!r}: expected KEY=SIZE, e.g. 0=70GiB or cpu=200GiB")
         key = key.strip()
-        parsed: int | str = int(key) if key.isdigit() else key
+        parsed: int | str = int(key) if _digits(key) else key
         if parsed in out:
             raise CliError(f"--max-memory names {key!r} twice: {given[parsed]!r} and {item!r}")
         out[parsed] = value.strip()
@@ -115,8 +122,10 @@ def parse_context(text: str) -> int | None:
         return None
     scale = {"k": 2**10, "m": 2**20}.get(cleaned[-1:], 1)
     number = cleaned[:-1] if scale > 1 else cleaned
-    if not number.isdigit():
+    if not _digits(number):
         raise CliError(f"--context {text!r}: expected tokens such as 4096, 32k, 128k or 1m, or 'max'")
+    if int(number) == 0:
+        raise CliError(f"--context {text!r}: a context is at least 1 token")
     return int(number) * scale
 
 
@@ -208,7 +217,8 @@ def _verdict(report: Any, described: str) -> str:
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
     offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
     if gpus and spilled and not any(d["bytes"] for d in gpus):
-        return f"nothing fits on {described}{at}: {offload}; the GPUs hold no weights (see above)"
+        holder = "the GPU holds" if len(gpus) == 1 else "the GPUs hold"
+        return f"nothing fits on {described}{at}: {offload}; {holder} no weights (see above)"
     if gpus and spilled:
         return f"fits on {described}{at} only with offloading: {offload}"
     if gpus:
@@ -326,12 +336,31 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
     if spilled:
         shown = ", ".join(f"{n} ({_human_bytes(b)}) -> {d}" for n, b, d in spilled[:6])
         more = f", and {len(spilled) - 6} more" if len(spilled) > 6 else ""
-        console.print(f"spilled: {shown}{more}")
+        _say(console, f"spilled: {shown}{more}")
     for note in report.notes:
-        console.print(note)
+        _say(console, note)
     if per_host:
-        console.print(report.hosts_text(per_host))
-    console.print(f"[bold]{verdict}[/bold]")
+        _say(console, report.hosts_text(per_host))
+    _say(console, verdict, style="bold")
+
+
+# A size and its unit (`2.0 GiB`), kept on one line when a line is cut.
+_SIZE = re.compile(r"(\d) (B|KiB|MiB|GiB|TiB|PiB)\b")
+
+
+def _say(console: Any, text: str, style: str | None = None) -> None:
+    """Prints `text` cut at spaces to the console's width (a size keeps its unit, the lines
+    after the first indented by two spaces, no trailing spaces), as plain text: a tensor name
+    with brackets is not read as markup."""
+    import textwrap
+
+    for line in text.splitlines():
+        # textwrap breaks only at ASCII whitespace, so a no-break space holds a size together.
+        kept = _SIZE.sub("\\1\xa0\\2", line)
+        cut = textwrap.fill(
+            kept, console.width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
+        console.print(cut.replace("\xa0", " "), style=style, markup=False, soft_wrap=True)
 
 
 def _read_sizes(path: str, dtype: str | None) -> tuple[Any, list[list[str]]]:

@@ -372,16 +372,21 @@ fn notes(
 fn cpu_run_note(accelerators: &[(Device, u64)], largest: &(String, u64), smallest: u64) -> String {
     let most = accelerators.iter().map(|&(_, b)| b).max().unwrap_or(0);
     let gpus = device_list(accelerators);
+    let hold = if accelerators.len() == 1 {
+        "holds"
+    } else {
+        "hold"
+    };
     if smallest > most {
         return format!(
-            "{gpus} hold no weights: the smallest block ({}) is larger than every GPU budget \
+            "{gpus} {hold} no weights: the smallest block ({}) is larger than every GPU budget \
              (at most {}), so the plan runs on the CPU",
             human_bytes(smallest),
             human_bytes(most),
         );
     }
     format!(
-        "{gpus} hold no weights: the GPU holding the first block runs the blocks left off the \
+        "{gpus} {hold} no weights: the GPU holding the first block runs the blocks left off the \
          GPUs, copied there to run, so it must keep room for the largest of them (up to '{}', \
          {}) beside its own; no budget (at most {}) allows both, so the plan runs on the CPU",
         largest.0,
