@@ -71,6 +71,9 @@ pub fn workload(
             None => Ok(None),
         };
     };
+    if tokens == 0 {
+        return Err(PlanError::ZeroContext.into());
+    }
     let config = config.ok_or(PlanError::ContextWithoutConfig)?;
     let batch = batch.unwrap_or(1);
     if batch == 0 {

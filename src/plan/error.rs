@@ -123,6 +123,9 @@ pub enum PlanError {
     #[error("batch must be >= 1, got 0")]
     ZeroBatch,
 
+    #[error("context must be >= 1 token, got 0")]
+    ZeroContext,
+
     #[error("No context fits at batch {batch}: even 1 token per sequence leaves blocks over once every device is full")]
     NoContextFits { batch: u64 },
 
