@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import devicemap
@@ -116,3 +117,19 @@ def test_an_endless_map_file_is_refused_not_read_until_memory_runs_out(
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: /dev/zero: more than 256 MiB"), err
+
+
+def test_an_activation_read_as_bits_is_warned_about(capsys: pytest.CaptureFixture[str]) -> None:
+    config = {"model_type": "llama", "num_hidden_layers": 1}
+    sizes = {"model.layers.0.w": 8}
+    with pytest.warns(UserWarning, match=r"^activation 2gb read as bits, as accelerate reads"):
+        report = devicemap.plan_report(sizes, {0: "10GiB"}, context=16, config=config, activation="2gb")
+    assert report.context is not None
+    assert report.context["activation"] == 2 * 10**9 // 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bytes: no warning
+        devicemap.plan_report(sizes, {0: "10GiB"}, context=16, config=config, activation="2GB")
+    args = ["--example", "llama-3-70b", "--max-memory", "0=200GiB", "--context", "1k", "--activation", "2gb"]
+    code, _, err = plan(capsys, *args)
+    assert code == 0
+    assert "warning: activation 2gb read as bits" in err

@@ -91,7 +91,7 @@ fn budgets_from_py(max_memory: &Bound<'_, PyAny>) -> PyResult<Budgets> {
         devices.push((shown, device, bytes));
     }
     let budgets = Budgets::keyed(devices).map_err(Error::from)?;
-    if let Some(message) = plan::bits_warning(&bits) {
+    if let Some(message) = plan::bits_warning("max_memory", &bits) {
         user_warning(max_memory.py(), &message)?;
     }
     Ok(budgets)
@@ -447,10 +447,23 @@ fn workload_from_py(
         None => None,
     };
     let activation = match given(activation) {
-        Some(a) => bytes_value(&a, |shown, problem| PlanError::BadActivation {
-            shown,
-            problem,
-        })?,
+        Some(a) => {
+            let bytes = bytes_value(&a, |shown, problem| PlanError::BadActivation {
+                shown,
+                problem,
+            })?;
+            if let Ok(text) = a.cast::<PyString>() {
+                let text = text.to_str()?;
+                let bits = [text.to_owned()];
+                if let Some(message) = plan::size_in_bits(text)
+                    .then(|| plan::bits_warning("activation", &bits))
+                    .flatten()
+                {
+                    user_warning(a.py(), &message)?;
+                }
+            }
+            bytes
+        }
         None => 0,
     };
     Ok(plan::workload(

@@ -127,14 +127,15 @@ pub fn size_in_bits(text: &str) -> bool {
         && !upper.ends_with("IB")
 }
 
-/// The one warning for budgets read as bits: `entries` are `key=value` as the caller wrote
-/// them (`None` when there are none).
-pub fn bits_warning(entries: &[String]) -> Option<String> {
+/// The one warning for sizes read as bits: `what` is the argument (`max_memory`,
+/// `activation`), `entries` the values as the caller wrote them (`key=value` for budgets;
+/// `None` when there are none).
+pub fn bits_warning(what: &str, entries: &[String]) -> Option<String> {
     if entries.is_empty() {
         return None;
     }
     Some(format!(
-        "max_memory {} read as bits, as accelerate reads a lowercase 'b' (80gb is 10 GB of bytes); \
+        "{what} {} read as bits, as accelerate reads a lowercase 'b' (80gb is 10 GB of bytes); \
          write GB or GiB for bytes",
         entries.join(", ")
     ))
@@ -285,8 +286,8 @@ mod tests {
             assert!(!size_in_bits(bytes), "{bytes}");
         }
         assert_eq!(parse_size("80gb").unwrap(), 10_000_000_000);
-        assert_eq!(bits_warning(&[]), None);
-        let text = bits_warning(&["0=80gb".into()]).unwrap();
+        assert_eq!(bits_warning("max_memory", &[]), None);
+        let text = bits_warning("max_memory", &["0=80gb".into()]).unwrap();
         assert!(text.starts_with("max_memory 0=80gb read as bits"), "{text}");
     }
 
