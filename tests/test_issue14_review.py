@@ -133,3 +133,14 @@ def test_an_activation_read_as_bits_is_warned_about(capsys: pytest.CaptureFixtur
     code, _, err = plan(capsys, *args)
     assert code == 0
     assert "warning: activation 2gb read as bits" in err
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file systems refuse names that are not UTF-8")
+def test_a_folder_whose_shard_name_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.safetensors")
+    save_file({"w": np.zeros(2, dtype=np.float32)}, os.fsdecode(name))
+    with pytest.raises(ValueError, match=r"caf\\xe9\.safetensors: the file name is not UTF-8; rename it"):
+        devicemap.tensor_sizes(str(tmp_path))

@@ -64,11 +64,25 @@ impl LocalFiles {
 
 impl Source for LocalFiles {
     fn list(&self) -> io::Result<Vec<String>> {
-        // A name that is not Unicode cannot be named to the reader: it is left out.
-        let names = std::fs::read_dir(&self.root)?
-            .flatten()
-            .filter_map(|entry| entry.file_name().into_string().ok());
-        Ok(names.collect())
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.root)?.flatten() {
+            match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                // A checkpoint file that cannot be named to the reader is refused: leaving it
+                // out would plan without its tensors. Other such names are not ours to read.
+                Err(raw) if is_checkpoint_file(raw.as_encoded_bytes()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: the file name is not UTF-8; rename it",
+                            shown_path(&entry.path())
+                        ),
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(names)
     }
 
     fn len(&self, name: &str) -> io::Result<u64> {
@@ -291,6 +305,14 @@ fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
     }
     let _ = metadata;
     "neither a file nor a folder"
+}
+
+/// Whether a file name (bytes) is one a checkpoint folder is read for: shards, indexes, the
+/// config.
+fn is_checkpoint_file(name: &[u8]) -> bool {
+    [b".safetensors".as_slice(), b".bin", b".json"]
+        .iter()
+        .any(|end| name.ends_with(end))
 }
 
 /// The file name of `path` as text; a name that is not UTF-8 is refused, naming the path with
