@@ -91,10 +91,16 @@ fn budgets_from_py(max_memory: &Bound<'_, PyAny>) -> PyResult<Budgets> {
         devices.push((shown, device, bytes));
     }
     let budgets = Budgets::keyed(devices).map_err(Error::from)?;
-    if let Some(message) = plan::bits_warning("max_memory", &bits) {
-        user_warning(max_memory.py(), &message)?;
-    }
+    warn_bits(max_memory.py(), "max_memory", &bits)?;
     Ok(budgets)
+}
+
+/// The one warning for sizes of `what` read as bits (`entries` as the caller wrote them), if any.
+fn warn_bits(py: Python<'_>, what: &str, entries: &[String]) -> PyResult<()> {
+    match plan::bits_warning(what, entries) {
+        Some(message) => user_warning(py, &message),
+        None => Ok(()),
+    }
 }
 
 fn strings(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<String>>> {
@@ -454,12 +460,8 @@ fn workload_from_py(
             })?;
             if let Ok(text) = a.cast::<PyString>() {
                 let text = text.to_str()?;
-                let bits = [text.to_owned()];
-                if let Some(message) = plan::size_in_bits(text)
-                    .then(|| plan::bits_warning("activation", &bits))
-                    .flatten()
-                {
-                    user_warning(a.py(), &message)?;
+                if plan::size_in_bits(text) {
+                    warn_bits(a.py(), "activation", &[text.to_owned()])?;
                 }
             }
             bytes
