@@ -146,14 +146,7 @@ pub fn checkpoint_sizes(
             read
         }
     };
-    let followed = read.orders.iter().all(Option::is_some);
-    Ok(CheckpointSizes {
-        headers: read.headers,
-        order: read.order,
-        seen: read.seen,
-        dtype,
-        followed,
-    })
+    Ok(CheckpointSizes::from_read(read, dtype))
 }
 
 /// A checkpoint read by [`read_ahead`]: what [`checkpoint_sizes`] makes of the same files
@@ -192,30 +185,45 @@ fn read_observed(
         orders.push(order);
     };
     let headers = read::checked_headers(checkpoint, threads, progress, &mut observe_file)?;
-    let (order, seen) = read::model_order_of(&headers, &orders)?;
-    Ok(ReadAhead {
-        headers,
-        orders,
-        order,
-        seen,
-    })
+    ReadAhead::new(headers, orders)
+}
+
+impl ReadAhead {
+    /// `headers` read, given each file's model order while the files followed the model (see
+    /// [`read::model_order_of`]).
+    fn new(headers: Vec<Header>, orders: Vec<Option<Vec<u32>>>) -> Result<ReadAhead> {
+        let (order, seen) = read::model_order_of(&headers, &orders)?;
+        Ok(ReadAhead {
+            headers,
+            orders,
+            order,
+            seen,
+        })
+    }
 }
 
 impl CheckpointSizes {
     /// The sizes of `headers`, given each file's model order while the files followed the
-    /// model (see [`read::model_order_of`]).
+    /// model.
     fn new(
         headers: Vec<Header>,
-        orders: &[Option<Vec<u32>>],
+        orders: Vec<Option<Vec<u32>>>,
         dtype: Option<Dtype>,
     ) -> Result<CheckpointSizes> {
-        let (order, seen) = read::model_order_of(&headers, orders)?;
-        Ok(CheckpointSizes {
-            headers,
-            order,
-            seen,
+        Ok(CheckpointSizes::from_read(
+            ReadAhead::new(headers, orders)?,
             dtype,
-            followed: orders.iter().all(Option::is_some),
-        })
+        ))
+    }
+
+    /// The sizes of what was read, each floating-point tensor re-sized to `dtype`.
+    fn from_read(read: ReadAhead, dtype: Option<Dtype>) -> CheckpointSizes {
+        CheckpointSizes {
+            followed: read.orders.iter().all(Option::is_some),
+            headers: read.headers,
+            order: read.order,
+            seen: read.seen,
+            dtype,
+        }
     }
 }

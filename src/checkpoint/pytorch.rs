@@ -78,7 +78,7 @@ pub fn sizes_of_files(files: Vec<PytorchFile>, dtype: Option<Dtype>) -> Result<C
         .iter()
         .map(|header| file_order.add(&header.iter().map(|(name, _)| name).collect::<Vec<_>>()))
         .collect();
-    CheckpointSizes::new(headers, &orders, dtype)
+    CheckpointSizes::new(headers, orders, dtype)
 }
 
 #[cfg(test)]
