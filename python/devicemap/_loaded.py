@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from devicemap import _core
@@ -42,15 +41,16 @@ def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
             return dict(json.loads(source.config_json()))
         except ValueError as error:
             raise _Unavailable(str(error)) from None
+    from devicemap._plan import _config_beside, _is_hub
+
     first = source[0] if isinstance(source, list | tuple) and source else source
     if not isinstance(first, str | os.PathLike):
         return None
-    if isinstance(first, str) and _core._is_hub_source(first):
+    if _is_hub(first):
         text = _core._hub_config(first, token)
     else:
-        path = Path(first)
-        candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
-        text = candidate.read_text(encoding="utf-8") if candidate.is_file() else None
+        candidate = _config_beside(first)
+        text = None if candidate is None else candidate.read_text(encoding="utf-8")
     # The checkpoint reader has read this file already and refused it if it is not JSON.
     config = None if text is None else json.loads(text)
     return config if isinstance(config, dict) else None

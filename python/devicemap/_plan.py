@@ -114,9 +114,15 @@ def _config_of(source: Source, config: Any, context: int | None, token: str | No
     if _is_hub(first):
         text = _core._hub_config(first, token)
         return None if text is None else json.loads(text)
-    path = Path(first)
+    candidate = _config_beside(first)
+    return None if candidate is None else str(candidate)
+
+
+def _config_beside(path: str | os.PathLike[str]) -> Path | None:
+    """The `config.json` in a checkpoint folder or beside a checkpoint file, if there is one."""
+    path = Path(path)
     candidate = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    return str(candidate) if candidate.is_file() else None
+    return candidate if candidate.is_file() else None
 
 
 def _is_hub(source: object) -> TypeGuard[str]:
