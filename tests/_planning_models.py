@@ -201,7 +201,13 @@ class Body(nn.Module):
 
 
 class PerExpertDeepSeekV3(nn.Module):
-    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads."""
+    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads.
+
+    From deepseek-ai/DeepSeek-V3's config.json: hidden 7168, 61 layers (the first 3 dense, of
+    intermediate 18432), 128 heads (q_lora_rank 1536, kv_lora_rank 512, qk_nope_head_dim 128,
+    qk_rope_head_dim 64, v_head_dim 128), 256 routed experts and 1 shared of
+    moe_intermediate 2048, vocab 129280, untied. Left out: the router's
+    `e_score_correction_bias` (256 floats a layer) and the multi-token-prediction layer."""
 
     _no_split_modules = ["DecoderLayer"]  # noqa: RUF012
     all_tied_weights_keys: dict[str, str] = {}  # noqa: RUF012
