@@ -12,8 +12,14 @@ End to end: `from_pretrained(dir, device_map="auto")` of a tiny tied Llama with 
 (saved here), integration off and on: the whole load, the time `_get_device_map` takes inside
 it, and whether the logits are the same.
 
-    python benches/bench_integration_planning.py            # about 3 minutes
-    python benches/bench_integration_planning.py --quick    # small inputs, seconds
+Placements (docs/integrations.md's "Measured" table): the real models on tighter budgets (n GPUs
+sharing a multiple of the model's bytes, 1,000 GiB of CPU), GiB off the GPUs / on the fullest GPU,
+stock -> devicemap, for each strategy and accelerate's pair; for a model with a loading reserve,
+a second row gives the stock path the budgets less the reserve (the budgets devicemap plans on).
+
+    python benches/bench_integration_planning.py               # about 3 minutes
+    python benches/bench_integration_planning.py --quick       # small inputs, seconds
+    python benches/bench_integration_planning.py --placements  # the placements table only
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ def bench(name: str, model: Any, budgets: dict[Any, int], repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, few repeats")
+    parser.add_argument("--placements", action="store_true", help="only the placements table")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # accelerate warns about every GPU budget without GPUs
     for name in ("transformers", "accelerate"):
@@ -106,6 +113,9 @@ def main() -> None:
     # On for the whole run: the stock function is called through the reference kept above.
     dm_transformers.enable(planning=True)
     print(f"transformers {transformers.__version__}, accelerate {_version()}")
+    if args.placements:
+        placements()
+        return
     print("| model | call | stock ms | devicemap ms | ratio | off-GPU GiB | fullest GPU GiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     model = per_expert_dsv3(8, 16) if args.quick else per_expert_dsv3()
@@ -118,13 +128,67 @@ def main() -> None:
     end_to_end(50 if args.quick else 400, repeats)
     if args.quick:
         return
-    for name in ("llama3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma2-27b"):
+    for name in ("llama-3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-27b"):
         bench(
             f"{name}, 8 x 80 GiB",
             real_size(name),
             {**dict.fromkeys(range(8), 80 * GIB), "cpu": 500 * GIB},
             repeats,
         )
+    placements()
+
+
+# Per model: (GPUs, the share of the model's bytes they hold together).
+PLACEMENTS = {
+    "llama-3-70b": [(2, 1.2), (8, 1.05)],
+    "mixtral-8x7b": [(4, 1.05), (8, 1.5)],
+    "qwen3-30b-a3b": [(16, 1.2)],
+    "gemma-2-27b": [(8, 1.5), (16, 1.05)],
+}
+
+
+def placements() -> None:
+    """The placements table: stock -> devicemap on the same budgets (and, where the model has a
+    loading reserve, the stock path on the budgets less the reserve)."""
+    print("\nPlacements: GiB off the GPUs / on the fullest GPU, stock -> devicemap; 1,000 GiB of CPU")
+    print('| model | GPUs | `tf` `"auto"` | `tf` `"balanced_low_0"` | `tf` `"sequential"` | `acc` pair |')
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, shapes in PLACEMENTS.items():
+        model = real_size(name)
+        total = sum(p.numel() * p.element_size() for p in model.parameters())
+        reserve = dm_transformers.loading_reserve(model)
+        for gpus, share in shapes:
+            each = int(total * share / gpus)
+            budgets = {**dict.fromkeys(range(gpus), each), "cpu": 1000 * GIB}
+            gpu_label = f"{gpus} x {each / GIB:.1f}"
+            print(f"| {name} ({total / GIB:.1f} GiB) | {gpu_label} | {placement_cells(model, budgets, 0)} |")
+            if reserve:
+                label = f"{name}, stock on the budgets less the {reserve / GIB:.1f} GiB reserve"
+                print(f"| {label} | {gpu_label} | {placement_cells(model, budgets, reserve)} |", flush=True)
+
+
+def placement_cells(model: Any, budgets: dict[Any, int], reserve: int) -> str:
+    """One cell per call: the stock map (on the budgets less `reserve` GiB per GPU) -> ours."""
+    kept = {device: size - reserve * (device != "cpu") for device, size in budgets.items()}
+    no_split = list(model._no_split_modules)
+    cells = []
+    for strategy in STRATEGIES:
+        stock = placed(model, dict(STOCK_GET_DEVICE_MAP(model, strategy, dict(kept), None)))
+        ours = placed(model, dict(hf_accelerate._get_device_map(model, strategy, dict(budgets), None)))
+        cells.append(cell(stock, ours))
+    if reserve:  # accelerate's pair keeps no reserve: its cell is the row above's
+        return " | ".join([*cells, "-"])
+    pairs = []
+    for planner in (acc_modeling, dm_accelerate):
+        balanced = planner.get_balanced_memory(model, dict(budgets), no_split)
+        pairs.append(placed(model, dict(planner.infer_auto_device_map(model, balanced, no_split))))
+    return " | ".join([*cells, cell(*pairs)])
+
+
+def cell(stock: tuple[float, float], ours: tuple[float, float]) -> str:
+    """`off / fullest -> off / fullest`, the stock side's off-GPU GiB bold where it is more."""
+    stock_off = f"**{stock[0]:.1f}**" if stock[0] > ours[0] + 0.05 else f"{stock[0]:.1f}"
+    return f"{stock_off} / {stock[1]:.1f} -> {ours[0]:.1f} / {ours[1]:.1f}"
 
 
 def end_to_end(layers: int, repeats: int) -> None:

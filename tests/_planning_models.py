@@ -4,6 +4,7 @@ built on the meta device (no weights), and what a device map must satisfy."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -49,53 +50,110 @@ def tiny(arch: str, layers: int = 3) -> Any:
     raise ValueError(arch)
 
 
+@dataclass(frozen=True)
+class Published:
+    """A published model's sizes: its config class, the fields of its published config.json that
+    set the sizes (the rest are the class's defaults), the parameters of its published weights
+    (`test_plan_published.py` checks the built model has exactly these), and the model class
+    when it is not a causal LM."""
+
+    config_class: str
+    fields: dict[str, Any]
+    parameters: int
+    model_class: str | None = None
+
+
+# The one table of published configs (the planning tests and benches/bench_integration_planning.py
+# build from it). Each entry's fields are its Hub repository's config.json (named above it) for
+# hidden, layers, heads, kv heads, head_dim, intermediate, experts, vocab and the tie flag; a
+# head_dim not in config.json is hidden / heads, as the class derives it. `parameters` is the
+# published weights' count (the safetensors total on the model's page).
+CONFIGS: dict[str, Published] = {
+    # meta-llama/Meta-Llama-3-70B: head_dim 8192 / 64 = 128.
+    "llama-3-70b": Published("LlamaConfig", {
+        "vocab_size": 128256, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "tie_word_embeddings": False,
+    }, 70_553_706_496),
+    # mistralai/Mixtral-8x7B-v0.1: head_dim 4096 / 32 = 128.
+    "mixtral-8x7b": Published("MixtralConfig", {
+        "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+        "tie_word_embeddings": False,
+    }, 46_702_792_704),
+    # Qwen/Qwen3-30B-A3B: head_dim 128 is in config.json (not 2048 / 32 = 64, the class's default).
+    "qwen3-30b-a3b": Published("Qwen3MoeConfig", {
+        "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+        "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False,
+    }, 30_532_122_624),
+    # google/gemma-2-27b: head_dim 128 in config.json (4608 / 32 would be 144); embeddings tied.
+    "gemma-2-27b": Published("Gemma2Config", {
+        "vocab_size": 256000, "hidden_size": 4608, "intermediate_size": 36864, "num_hidden_layers": 46,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128, "tie_word_embeddings": True,
+    }, 27_227_128_320),
+    # google/gemma-3-27b-it: SigLIP tower without its pooling head (`vision_use_head: false`).
+    "gemma-3-27b": Published("Gemma3Config", {
+        "text_config": {
+            "vocab_size": 262208, "hidden_size": 5376, "intermediate_size": 21504, "num_hidden_layers": 62,
+            "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+        },
+        "vision_config": {
+            "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+            "num_attention_heads": 16, "image_size": 896, "patch_size": 14, "vision_use_head": False,
+        },
+        "tie_word_embeddings": True,
+    }, 27_432_406_640, "Gemma3ForConditionalGeneration"),
+    # Qwen/Qwen2-VL-7B-Instruct: head_dim 3584 / 28 = 128.
+    "qwen2-vl-7b": Published("Qwen2VLConfig", {
+        "text_config": {
+            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4,
+        },
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16},
+        "tie_word_embeddings": False,
+    }, 8_291_375_616, "Qwen2VLForConditionalGeneration"),
+    # llava-hf/llava-1.5-7b-hf: Vicuna-7B (head_dim 4096 / 32 = 128) and CLIP ViT-L/14-336.
+    "llava-1.5-7b": Published("LlavaConfig", {
+        "text_config": {
+            "model_type": "llama", "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+            "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+        },
+        "tie_word_embeddings": False,
+    }, 7_063_427_072, "LlavaForConditionalGeneration"),
+    # google-t5/t5-large: 24 encoder and 24 decoder layers, `shared` tied to both embeddings and lm_head.
+    "t5-large": Published("T5Config", {
+        "vocab_size": 32128, "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24, "num_heads": 16,
+        "tie_word_embeddings": True,
+    }, 737_668_096, "T5ForConditionalGeneration"),
+    # openai-community/gpt2-xl: vocab 50257 and 1024 positions (the class's defaults); head_dim 64.
+    "gpt2-xl": Published("GPT2Config", {
+        "vocab_size": 50257, "n_positions": 1024, "n_embd": 1600, "n_layer": 48, "n_head": 25,
+        "tie_word_embeddings": True,
+    }, 1_557_611_200),
+    # microsoft/Phi-3-medium-4k-instruct: head_dim 5120 / 40 = 128.
+    "phi-3-medium": Published("Phi3Config", {
+        "vocab_size": 32064, "hidden_size": 5120, "intermediate_size": 17920, "num_hidden_layers": 40,
+        "num_attention_heads": 40, "num_key_value_heads": 10, "tie_word_embeddings": False,
+    }, 13_960_238_080),
+}  # fmt: skip
+
+
 def real_size(name: str, **overrides: Any) -> Any:
-    """A real-size model of `name` on the meta device (bf16); `overrides` change its config."""
+    """The published model `name` of `CONFIGS` on the meta device (bf16, no weights); `overrides`
+    change its config's top-level fields."""
     import torch
     import transformers
 
-    configs = {
-        "llama3-70b": lambda: transformers.LlamaConfig(
-            vocab_size=128256,
-            hidden_size=8192,
-            intermediate_size=28672,
-            num_hidden_layers=80,
-            num_attention_heads=64,
-            num_key_value_heads=8,
-        ),
-        "mixtral-8x7b": lambda: transformers.MixtralConfig(
-            vocab_size=32000,
-            hidden_size=4096,
-            intermediate_size=14336,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-        ),
-        "qwen3-30b-a3b": lambda: transformers.Qwen3MoeConfig(
-            vocab_size=151936,
-            hidden_size=2048,
-            intermediate_size=6144,
-            moe_intermediate_size=768,
-            num_hidden_layers=48,
-            num_attention_heads=32,
-            num_key_value_heads=4,
-            num_experts=128,
-            num_experts_per_tok=8,
-        ),
-        "gemma2-27b": lambda: transformers.Gemma2Config(
-            vocab_size=256000,
-            hidden_size=4608,
-            intermediate_size=36864,
-            num_hidden_layers=46,
-            num_attention_heads=32,
-            num_key_value_heads=16,
-            head_dim=128,
-        ),
-    }
-    config = configs[name]()
-    config.update(overrides)
+    published = CONFIGS[name]
+    config = getattr(transformers, published.config_class)(**{**published.fields, **overrides})
     with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        if published.model_class is None:
+            return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        return getattr(transformers, published.model_class)._from_config(config, dtype=torch.bfloat16)
 
 
 def _linear(n_in: int, n_out: int) -> nn.Linear:
@@ -143,7 +201,13 @@ class Body(nn.Module):
 
 
 class PerExpertDeepSeekV3(nn.Module):
-    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads."""
+    """DeepSeek-V3's shapes, one module per expert, with what transformers' loader reads.
+
+    From deepseek-ai/DeepSeek-V3's config.json: hidden 7168, 61 layers (the first 3 dense, of
+    intermediate 18432), 128 heads (q_lora_rank 1536, kv_lora_rank 512, qk_nope_head_dim 128,
+    qk_rope_head_dim 64, v_head_dim 128), 256 routed experts and 1 shared of
+    moe_intermediate 2048, vocab 129280, untied. Left out: the router's
+    `e_score_correction_bias` (256 floats a layer) and the multi-token-prediction layer."""
 
     _no_split_modules = ["DecoderLayer"]  # noqa: RUF012
     all_tied_weights_keys: dict[str, str] = {}  # noqa: RUF012

@@ -49,7 +49,7 @@ def disabled():
     integration.disable()
 
 
-@pytest.fixture(scope="module", params=["llama3-70b", "mixtral-8x7b", "gemma2-27b"])
+@pytest.fixture(scope="module", params=["llama-3-70b", "mixtral-8x7b", "gemma-2-27b"])
 def meta_model(request) -> Any:
     return real_size(request.param)
 

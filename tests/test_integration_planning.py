@@ -121,7 +121,7 @@ def test_a_dict_map_is_left_as_given():
         assert dict(hf_accelerate._get_device_map(model, device_map, None, None)) == device_map
 
 
-REAL_SIZES = ("llama3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma2-27b")
+REAL_SIZES = ("llama-3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-27b")
 BUDGETS = {
     "8x80": {**{gpu: 80 * GIB for gpu in range(8)}, "cpu": 500 * GIB},
     "4x24": {**{gpu: 24 * GIB for gpu in range(4)}, "cpu": 500 * GIB},
@@ -222,7 +222,7 @@ class ResizingQuantizer:
 
 @pytest.mark.parametrize("strategy", ["auto", "sequential"])
 def test_the_quantizers_view_of_sizes_and_budgets(strategy):
-    model = real_size("llama3-70b")  # 131 GiB in bf16; its layers' projections about half in 8 bits
+    model = real_size("llama-3-70b")  # 131 GiB in bf16; its layers' projections about half in 8 bits
     budgets = {0: 40 * GIB, 1: 40 * GIB, "cpu": 500 * GIB}
     stock_quantizer, quantizer = ResizingQuantizer(), ResizingQuantizer()
     stock = dict(STOCK_GET_DEVICE_MAP(model, strategy, dict(budgets), stock_quantizer))
@@ -260,7 +260,7 @@ def test_no_placement_params_of_a_block_that_fits_no_gpu_are_left_to_the_loader(
     # no GPU; then the rest of the block is placed and the parameters are left out of the map.
     # Llama-3-70B's layout, 4 layers of Mistral-7B's width.
     shape = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "head_dim": 128}
-    model = real_size("llama3-70b", vocab_size=32000, num_hidden_layers=4, **shape)
+    model = real_size("llama-3-70b", vocab_size=32000, num_hidden_layers=4, **shape)
     mib = 2**20
     assert sum(tensor_bytes(model.model.layers[0]).values()) == 416 * mib + 16 * 1024  # 336 MiB of MLP
     projections = ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]

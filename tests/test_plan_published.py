@@ -1,17 +1,18 @@
 """Plans of meta models at published sizes, against the stock path on the same model and budgets.
 
-Each architecture's config is written here (nothing is downloaded) and its model built on the
-meta device from the real config class. `devicemap.plan_report(model, budgets, strategy)` is
-compared with transformers' `_get_device_map` (which calls its own `get_balanced_memory` and
-`infer_auto_device_map`) and with accelerate's `infer_auto_device_map`, for budgets from roomy to
-very tight: every parameter and buffer covered (`accelerate.utils.check_device_map`), tied
-weights on one device, no no-split module split, budgets held, and off-GPU bytes under the
-tight-budget rule (docs/planning.md): no more than the stock map's, except where the stock map
-leaves its main device without the room to run its largest offloaded block, and then no more
-than that map with blocks moved off its main device until it has the room (one block where it
-ends just short); our main device always keeps that room. For
-`balanced`, our fullest GPU is no fuller than stock `sequential`'s, and no fuller than stock
-`balanced`'s where we keep no more on the GPUs than it does.
+Each architecture's published config is in `tests/_planning_models.py`'s `CONFIGS` (nothing is
+downloaded) and its model built on the meta device from the real config class.
+`devicemap.plan_report(model, budgets, strategy)` is compared with transformers'
+`_get_device_map` (which calls its own `get_balanced_memory` and `infer_auto_device_map`) and
+with accelerate's `infer_auto_device_map`, for budgets from roomy to very tight: every parameter
+and buffer covered (`accelerate.utils.check_device_map`), tied weights on one device, no
+no-split module split, budgets held, and off-GPU bytes under the tight-budget rule
+(docs/planning.md): no more than the stock map's, except where the stock map leaves its main
+device without the room to run its largest offloaded block, and then no more than that map with
+blocks moved off its main device until it has the room (one block where it ends just short); our
+main device always keeps that room. For `balanced`, our fullest GPU is no fuller than stock
+`sequential`'s, and no fuller than stock `balanced`'s where we keep no more on the GPUs than it
+does.
 """
 
 from __future__ import annotations
@@ -28,67 +29,10 @@ transformers = pytest.importorskip("transformers")
 accelerate = pytest.importorskip("accelerate")
 stock_accelerate = pytest.importorskip("transformers.integrations.accelerate")
 
-GIB = 2**30
+from _planning_models import CONFIGS, GIB, real_size  # noqa: E402
+
 OFF = ("cpu", "disk")
 
-
-# The published sizes of each architecture: its config class, the fields that set the sizes (the
-# rest are the class's defaults), and the model class when it is not a causal LM.
-CONFIGS: dict[str, tuple[str, dict[str, Any], str | None]] = {
-    "llama-3-70b": ("LlamaConfig", {
-        "vocab_size": 128256, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
-        "num_attention_heads": 64, "num_key_value_heads": 8, "tie_word_embeddings": False,
-    }, None),
-    "mixtral-8x7b": ("MixtralConfig", {
-        "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
-    }, None),
-    "qwen3-30b-a3b": ("Qwen3MoeConfig", {
-        "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
-        "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-        "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False,
-    }, None),
-    "gemma-2-27b": ("Gemma2Config", {
-        "vocab_size": 256000, "hidden_size": 4608, "intermediate_size": 36864, "num_hidden_layers": 46,
-        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
-    }, None),
-    "gemma-3-27b": ("Gemma3Config", {
-        "text_config": {
-            "vocab_size": 262208, "hidden_size": 5376, "intermediate_size": 21504, "num_hidden_layers": 62,
-            "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
-        },
-        "vision_config": {
-            "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
-            "num_attention_heads": 16, "image_size": 896, "patch_size": 14,
-        },
-    }, "Gemma3ForConditionalGeneration"),
-    "qwen2-vl-7b": ("Qwen2VLConfig", {
-        "text_config": {
-            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-            "num_attention_heads": 28, "num_key_value_heads": 4,
-        },
-        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16},
-        "tie_word_embeddings": False,
-    }, "Qwen2VLForConditionalGeneration"),
-    "llava-1.5-7b": ("LlavaConfig", {
-        "text_config": {
-            "model_type": "llama", "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
-            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-        },
-        "vision_config": {
-            "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
-            "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
-        },
-    }, "LlavaForConditionalGeneration"),
-    "t5-large": ("T5Config", {
-        "vocab_size": 32128, "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24, "num_heads": 16,
-    }, "T5ForConditionalGeneration"),
-    "gpt2-xl": ("GPT2Config", {"n_embd": 1600, "n_layer": 48, "n_head": 25}, None),
-    "phi-3-medium": ("Phi3Config", {
-        "vocab_size": 32064, "hidden_size": 5120, "intermediate_size": 17920, "num_hidden_layers": 40,
-        "num_attention_heads": 40, "num_key_value_heads": 10, "tie_word_embeddings": False,
-    }, None),
-}  # fmt: skip
 
 MODELS = list(CONFIGS)
 
@@ -97,13 +41,8 @@ class Meta:
     """A meta model and what the checks read from it once."""
 
     def __init__(self, name: str) -> None:
-        config_class, fields, model_class = CONFIGS[name]
-        config = getattr(transformers, config_class)(**fields)
-        with torch.device("meta"):
-            if model_class is None:
-                self.model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-            else:
-                self.model = getattr(transformers, model_class)._from_config(config, dtype=torch.bfloat16)
+        self.name = name
+        self.model = real_size(name)
         sizes, tied = devicemap._core._module_sizes(self.model)
         self.sizes: dict[str, int] = dict(sizes)
         self.tied: list[list[str]] = [list(group) for group in tied]
@@ -260,6 +199,13 @@ def budget_sets(meta: Meta) -> list[dict[Any, int]]:
         budgets["disk"] = 4 * meta.total
         out.append(budgets)
     return out
+
+
+def test_the_built_model_has_the_published_parameters(meta: Meta) -> None:
+    """The table's fields build the published model: its parameter count (shared tensors once)
+    is the published weights' count, so no size-setting field (head_dim, a tower's head, the
+    tie flag) is missing or wrong."""
+    assert sum(p.numel() for p in meta.model.parameters()) == CONFIGS[meta.name].parameters
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
