@@ -212,12 +212,21 @@ def memory_child(kind: str, n: int) -> None:
         source = dict(LazyItems(n).items())
         keep.append(devicemap.DeviceMap.from_dict(source))
         del source
-    elif kind == "devicemap-key-cache":
-        # As above, then converted back once: the map keeps the key `str`s it made for reuse.
+    elif kind in ("devicemap-key-cache", "devicemap-iterated", "devicemap-everything"):
+        # As above, then converted back once, or iterated once, or everything a map can go
+        # through (a lookup, which builds the key index, a loop, `to_dict`, `to_hf`): whatever
+        # the map keeps of what those made (the key `str`s) stays in the reading.
         source = dict(LazyItems(n).items())
         keep.append(devicemap.DeviceMap.from_dict(source))
         del source
-        keep[0].to_dict()
+        if kind != "devicemap-iterated":
+            keep[0].to_dict()
+        if kind != "devicemap-key-cache":
+            for _ in keep[0]:
+                pass
+        if kind == "devicemap-everything":
+            assert "absent" not in keep[0]
+            devicemap.ComponentDevice.from_multiple(keep[0]).to_hf()
     elif kind == "haystack":
         keep.append(hay.DeviceMap.from_dict(LazyItems(n)))  # type: ignore[arg-type]
     else:
@@ -246,7 +255,7 @@ def memory_section(n: int, judge: bool) -> None:
         "  footprint: key text, values and tables. tracemalloc is not used: it cannot see Rust's heap.\n"
         "  A DeviceMap built from a dict skips its key index until the first lookup; the row built\n"
         "  from a dict frees that dict before the second reading. After its first to_dict()/to_hf()\n"
-        "  a map keeps the key strs it made, for later conversions to reuse (last row)."
+        "  or loop a map keeps the key strs it made, for later ones to reuse (last three rows)."
     )
     rows = [
         ("dict[str, str], one str per value (as json.load gives)", "dict"),
@@ -255,6 +264,8 @@ def memory_section(n: int, judge: bool) -> None:
         ("devicemap DeviceMap, with its key index", "devicemap"),
         ("devicemap DeviceMap from a dict, no key index yet", "devicemap-no-index"),
         ("devicemap DeviceMap from a dict, after to_dict() (key strs kept)", "devicemap-key-cache"),
+        ("devicemap DeviceMap from a dict, after one loop (for k, d in dm)", "devicemap-iterated"),
+        ("devicemap DeviceMap, after a lookup, a loop, to_dict() and to_hf()", "devicemap-everything"),
     ]
     sizes = {kind: memory_of(kind, n) for _, kind in rows}
     width = max(len(label) for label, _ in rows)
@@ -272,6 +283,14 @@ def memory_section(n: int, judge: bool) -> None:
     print(
         f"  no target: after to_dict(), {cached / sizes['dict']:.2f}x the dict with a str per value, "
         f"{cached / sizes['dict-shared-values']:.2f}x the one with shared values"
+    )
+    # Issue 18: whatever a map goes through, at most twice what the map alone costs.
+    worst = max(sizes[k] for k in ("devicemap-key-cache", "devicemap-iterated", "devicemap-everything"))
+    bare = sizes["devicemap-no-index"]
+    verdict = ("PASS" if worst <= 2 * bare else "FAIL") if judge else "(quick)"
+    print(
+        f"  target: after any of build / lookup / loop / to_dict / to_hf <= 2x the bare map "
+        f"({2 * bare / n:.0f} B/entry): {worst / n:.0f} B/entry, {worst / bare:.2f}x -> {verdict}"
     )
 
 
@@ -587,6 +606,7 @@ def main() -> None:
     parser.add_argument(
         "--single", action="store_true", help="only the single-item rows (lookups, iteration, names)"
     )
+    parser.add_argument("--memory", action="store_true", help="only the memory rows (1M entries)")
     parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -596,6 +616,9 @@ def main() -> None:
     import devicemap as dm
 
     judge = not args.quick
+    if args.memory:
+        memory_section(30_000 if args.quick else 1_000_000, judge)
+        return
     if args.single:
         single_item_section(*((10_000, 20_000, 3) if args.quick else (100_000, 200_000, 7)))
         return

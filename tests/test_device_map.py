@@ -38,7 +38,7 @@ def test_getitem_setitem_contains_len(dm):
     assert dm["z"] == Device.mps()
     assert len(dm) == 4
     dm["a"] = Device.gpu(0)  # overwrite keeps position
-    assert dm.keys() == ["a", "b", "c", "z"]
+    assert list(dm.keys()) == ["a", "b", "c", "z"]
 
 
 @pytest.mark.parametrize("key", ["missing", 1, None])
@@ -60,7 +60,7 @@ def test_iteration_works_on_a_snapshot(dm):
         dm["new-" + key] = Device.cpu()
         dm.pop("c", None)
     assert seen == ["a", "b", "c"]
-    assert dm.keys() == ["a", "b", "new-a", "new-b", "new-c"]
+    assert list(dm.keys()) == ["a", "b", "new-a", "new-b", "new-c"]
     keys = []
     for key in dm.mapping:
         keys.append(key)
@@ -69,13 +69,15 @@ def test_iteration_works_on_a_snapshot(dm):
     assert len(dm) == 0
 
 
-def test_keys_values_items_are_lists(dm):
-    assert dm.keys() == ["a", "b", "c"]
-    assert dm.values() == [Device.cpu(), Device.gpu(1), Device.disk()]
-    assert dm.items() == [("a", Device.cpu()), ("b", Device.gpu(1)), ("c", Device.disk())]
-    assert type(dm.keys()) is list
-    assert type(dm.values()) is list
-    assert type(dm.items()) is list
+def test_keys_values_items_are_the_mapping_views(dm):
+    assert list(dm.keys()) == ["a", "b", "c"]
+    assert list(dm.values()) == [Device.cpu(), Device.gpu(1), Device.disk()]
+    assert list(dm.items()) == [("a", Device.cpu()), ("b", Device.gpu(1)), ("c", Device.disk())]
+    assert type(dm.keys()) is type(dm.mapping.keys())
+    assert type(dm.values()) is type(dm.mapping.values())
+    assert type(dm.items()) is type(dm.mapping.items())
+    assert dm.keys() == {"a", "b", "c"}
+    assert dm.items() == dict(dm).items()
 
 
 def test_get(dm):
@@ -92,17 +94,17 @@ def test_pop(dm):
     assert dm.pop(7, "d") == "d"
     with pytest.raises(KeyError):
         dm.pop("b")
-    assert dm.keys() == ["a", "c"]
+    assert list(dm.keys()) == ["a", "c"]
 
 
 def test_del(dm):
     del dm["b"]
-    assert dm.keys() == ["a", "c"]
+    assert list(dm.keys()) == ["a", "c"]
     with pytest.raises(KeyError):
         del dm["b"]
     with pytest.raises(KeyError):
         del dm[0]
-    assert dm.keys() == ["a", "c"]
+    assert list(dm.keys()) == ["a", "c"]
 
 
 def test_clear(dm):
@@ -187,7 +189,7 @@ def test_first_device(dm):
 
 def test_from_dict():
     m = DeviceMap.from_dict({"a": "cpu", "b": "cuda:1", "c": "disk", "d": "meta"})
-    assert m.items() == [
+    assert list(m.items()) == [
         ("a", Device.cpu()),
         ("b", Device.gpu(1)),
         ("c", Device.disk()),
@@ -225,7 +227,7 @@ def test_from_dict_not_a_mapping(bad):
 
 def test_from_hf():
     m = DeviceMap.from_hf({"a": 0, "b": 3, "c": "cpu", "d": "disk", "e": "cuda:2", "f": "meta"})
-    assert m.items() == [
+    assert list(m.items()) == [
         ("a", Device.gpu(0)),
         ("b", Device.gpu(3)),
         ("c", Device.cpu()),
@@ -349,10 +351,10 @@ def test_mapping_view_has_the_mutable_mapping_methods(dm):
         view.setdefault("q")  # None is not a Device
     assert "q" not in dm
     assert view.popitem() == ("n", Device.xpu())
-    assert dm.keys() == ["b", "c"]
+    assert list(dm.keys()) == ["b", "c"]
     with pytest.raises(TypeError, match="key 'y'"):
         view.update({"x": Device.cpu(), "y": 0})
-    assert dm.keys() == ["b", "c"]
+    assert list(dm.keys()) == ["b", "c"]
     view.clear()
     assert len(dm) == 0
     with pytest.raises(KeyError):
@@ -471,8 +473,8 @@ def test_iteration_across_batches_matches_the_entries() -> None:
     del m["layer.700"]
     expected = [(f"layer.{i}", Device.gpu(i % 3)) for i in range(1500) if i != 700]
     assert list(m) == expected
-    assert m.items() == expected
-    assert m.keys() == [k for k, _ in expected]
+    assert list(m.items()) == expected
+    assert list(m.keys()) == [k for k, _ in expected]
     assert list(m.mapping) == [k for k, _ in expected]
     assert dict(m) == dict(expected)
     it = iter(m)
@@ -485,12 +487,26 @@ def test_iteration_across_batches_matches_the_entries() -> None:
     assert list(m)[-1] == ("new", Device.disk())
 
 
-def test_keys_are_fresh_lists_sharing_key_objects(dm: DeviceMap) -> None:
-    first = dm.keys()
-    first.append("zzz")
-    assert dm.keys() == ["a", "b", "c"]
+def test_keys_are_views_sharing_key_objects(dm: DeviceMap) -> None:
     assert all(a is b for a, b in zip(dm.keys(), dm.keys(), strict=True))
-    assert next(k for k, _ in dm) is dm.keys()[0]
+    assert next(k for k, _ in dm) is next(iter(dm.keys()))
+
+
+def test_views_see_later_changes(dm: DeviceMap) -> None:
+    keys, values, items = dm.keys(), dm.values(), dm.items()
+    dm["new"] = Device.gpu(5)
+    del dm["a"]
+    assert list(keys) == ["b", "c", "new"]
+    assert list(values) == [Device.gpu(1), Device.disk(), Device.gpu(5)]
+    assert list(items)[-1] == ("new", Device.gpu(5))
+    assert len(keys) == len(values) == len(items) == 3
+    assert "new" in keys
+    assert "a" not in keys
+    assert ("new", Device.gpu(5)) in items
+    assert Device.gpu(5) in values
+    dm.clear()
+    assert list(keys) == []
+    assert len(items) == 0
 
 
 def test_mapping_view_is_kept_and_keeps_the_content() -> None:

@@ -316,9 +316,9 @@ class DeviceMapMachine(RuleBasedStateMachine):
         dm = self.dm
         assert len(dm) == len(model) == len(dm.mapping)
         assert list(dm) == list(model.items())
-        assert dm.keys() == list(model)
-        assert dm.values() == list(model.values())
-        assert dm.items() == list(model.items())
+        assert list(dm.keys()) == list(model)
+        assert list(dm.values()) == list(model.values())
+        assert list(dm.items()) == list(model.items())
         assert list(dm.mapping) == list(model)
         assert dm.mapping == model
         assert dm.to_dict() == {k: str(v) for k, v in model.items()}

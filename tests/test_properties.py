@@ -39,8 +39,8 @@ def test_device_pickle_and_copy(device):
 def test_map_mirrors_a_dict(entries):
     dm = DeviceMap(entries)
     assert len(dm) == len(entries)
-    assert dm.keys() == list(entries)
-    assert dm.values() == list(entries.values())
+    assert list(dm.keys()) == list(entries)
+    assert list(dm.values()) == list(entries.values())
     assert dict(dm) == entries
     assert dm.first_device == next(iter(entries.values()), None)
     for key, device in entries.items():
@@ -54,7 +54,7 @@ def test_to_dict_from_dict_round_trip(dm):
     assert all(isinstance(v, str) for v in data.values())
     back = DeviceMap.from_dict(data)
     assert back == dm
-    assert back.keys() == dm.keys()
+    assert list(back.keys()) == list(dm.keys())
     assert back.to_dict() == data
 
 
@@ -86,14 +86,14 @@ def test_from_hf_to_hf_round_trip(dm):
             assert hf[key] == str(device)
     back = DeviceMap.from_hf(hf)
     assert back == dm
-    assert back.keys() == dm.keys()
+    assert list(back.keys()) == list(dm.keys())
 
 
 @given(device_maps)
 def test_pickle_and_copy_round_trip(dm):
     for clone in (pickle.loads(pickle.dumps(dm)), copy.copy(dm), copy.deepcopy(dm), dm.copy()):
         assert clone == dm
-        assert clone.keys() == dm.keys()
+        assert list(clone.keys()) == list(dm.keys())
         assert clone.fingerprint() == dm.fingerprint()
     cd = ComponentDevice.from_multiple(dm)
     assert pickle.loads(pickle.dumps(cd)) == cd

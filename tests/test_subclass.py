@@ -83,13 +83,13 @@ def test_map_deletes_are_order_true_at_scale() -> None:
     for i in range(0, n, 2):
         del dm[f"k.{i}"]
     assert len(dm) == n // 2
-    assert dm.keys() == [f"k.{i}" for i in range(1, n, 2)]
+    assert list(dm.keys()) == [f"k.{i}" for i in range(1, n, 2)]
     for i in range(1, n // 2, 2):
         assert dm.pop(f"k.{i}") == Device.gpu(i % 7)
     rest = list(range(n // 2 + 1, n, 2))
-    assert dm.keys() == [f"k.{i}" for i in rest]
+    assert list(dm.keys()) == [f"k.{i}" for i in rest]
     assert dm.first_device == Device.gpu(rest[0] % 7)
     assert dm.mapping.popitem() == (f"k.{rest[-1]}", Device.gpu(rest[-1] % 7))
     dm["new"] = Device.cpu()
-    assert dm.keys()[-1] == "new"
+    assert list(dm.keys())[-1] == "new"
     assert dm == DeviceMap({**{f"k.{i}": Device.gpu(i % 7) for i in rest[:-1]}, "new": Device.cpu()})

@@ -160,7 +160,7 @@ def test_eight_threads_read_write_delete_convert_and_fingerprint() -> None:
                 shared.fingerprint()
                 if n % 2:
                     list(shared.mapping)
-                    shared.items()
+                    list(shared.items())
 
         return run
 

@@ -2,9 +2,10 @@
 //! mostly a new `str` per key and its hash; the first conversion keeps the objects it made, and
 //! later ones reuse them, hash included, as Haystack's dict reuses its keys.
 //!
-//! Iterating a map (`for k, d in dm`, `keys()`, `items()`, the `mapping` view) fills it too,
-//! so that a loop over the map hands out the same key objects each time instead of making a
-//! `str` per key per loop (most of the cost of iterating).
+//! Iterating a map (`for k, d in dm`, its `keys()` and `items()` views, the `mapping` view)
+//! fills it too, so that a loop over the map hands out the same key objects each time instead
+//! of making a `str` per key per loop (most of the cost of iterating: docs/design.md, "Key
+//! objects", has what each alternative measured, and the memory this keeps).
 //!
 //! Not filled from the input dict's own keys: once that dict is freed they would be all that
 //! is left of its memory, scattered among its freed values, and cost more than the map.

@@ -25,7 +25,7 @@ use super::errors::{missing_key, wrong_type};
 use super::guard::guard;
 use super::haystack::{haystack_class, Haystack};
 use super::keys::KeyCache;
-use super::map_iter::{self, device_list, IterKind};
+use super::map_iter::{self, IterKind};
 use crate::device::Device;
 use crate::error::Error;
 use crate::map::DeviceMap;
@@ -77,6 +77,18 @@ impl PyDeviceMap {
             }),
             view: PyOnceLock::new(),
         }
+    }
+
+    /// The `mapping` view, made on first access and kept.
+    fn view(&self, py: Python<'_>) -> PyResult<&Py<MappingView>> {
+        self.view.get_or_try_init(py, || {
+            Py::new(
+                py,
+                MappingView {
+                    map: self.cell.clone(),
+                },
+            )
+        })
     }
 
     /// A new Python map holding `map`.
@@ -186,15 +198,6 @@ impl MapCell {
                 Err(err) => (Err(err), true),
             },
         })
-    }
-
-    fn keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let (map, keys) = self.shared();
-        keys.slice(py, &map, 0, map.len())
-    }
-
-    fn values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        device_list(py, &self.snapshot())
     }
 
     fn items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -377,16 +380,24 @@ impl PyDeviceMap {
         guard("DeviceMap.get", || self.get_or(key, default))
     }
 
-    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.keys", || self.keys_list(py))
+    // The live views of `dm.mapping`, as a dict's `keys()`, `values()` and `items()` are.
+
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.keys", || {
+            view(self.view(py)?.bind(py), &KEYS_VIEW, "DeviceMappingKeys")
+        })
     }
 
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.values", || self.values_list(py))
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.values", || {
+            view(self.view(py)?.bind(py), &VALUES_VIEW, "DeviceMappingValues")
+        })
     }
 
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        guard("DeviceMap.items", || self.items_list(py))
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.items", || {
+            view(self.view(py)?.bind(py), &ITEMS_VIEW, "DeviceMappingItems")
+        })
     }
 
     #[pyo3(signature = (key, *default))]
@@ -490,17 +501,7 @@ impl PyDeviceMap {
     /// is the underlying dict, and writes through this view reach the map.
     #[getter]
     fn mapping(&self, py: Python<'_>) -> PyResult<Py<MappingView>> {
-        guard("DeviceMap.mapping", || {
-            let view = self.view.get_or_try_init(py, || {
-                Py::new(
-                    py,
-                    MappingView {
-                        map: self.cell.clone(),
-                    },
-                )
-            })?;
-            Ok(view.clone_ref(py))
-        })
+        guard("DeviceMap.mapping", || Ok(self.view(py)?.clone_ref(py)))
     }
 
     #[setter]

@@ -28,7 +28,7 @@ static ZIP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The device object of each entry of `map`, in entry order: one reference per entry to the
 /// interned object of its device, nothing made per entry.
-pub(super) fn device_list<'py>(py: Python<'py>, map: &DeviceMap) -> PyResult<Bound<'py, PyList>> {
+fn device_list<'py>(py: Python<'py>, map: &DeviceMap) -> PyResult<Bound<'py, PyList>> {
     let devices = device_objects(py, map)?;
     PyList::new(py, map.slots().map(|slot| &devices[slot as usize]))
 }
