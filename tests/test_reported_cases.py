@@ -4,8 +4,6 @@ with `enable(planning=True)`. Meta models, one config object each; no weights.""
 
 from __future__ import annotations
 
-import logging
-import warnings
 from typing import Any
 
 import pytest
@@ -23,15 +21,13 @@ from devicemap.integrations import transformers as dm_transformers  # noqa: E402
 MIB = 2**20
 
 
+# accelerate warns about every GPU budget on a machine without GPUs.
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
 @pytest.fixture(autouse=True)
-def quiet_and_disabled():
-    dm_transformers.disable()
-    dm_accelerate.disable()
-    # accelerate warns about every GPU budget on a machine without GPUs.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        yield
+def disabled_after():
+    yield
     dm_transformers.disable()
     dm_accelerate.disable()
 
