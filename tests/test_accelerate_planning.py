@@ -217,3 +217,26 @@ def test_clean_result_false_lists_what_accelerate_lists(arch):
     STOCK_CHECK(model, dict(ours))  # covers every tensor
     names = list(tensor_bytes(model))
     assert _compiled.expand(dict(ours), names) == _compiled.expand(dict(compact), names)
+
+
+@pytest.mark.parametrize(
+    "dtype", [None, torch.float32, torch.bfloat16, torch.float16, torch.int8, "int8", "float8_e4m3fn"]
+)
+def test_dtype_sizes_tensors_as_accelerates_compute_module_sizes(dtype):
+    """accelerate's `dtype` never grows a floating-point tensor (its size is the smaller of the
+    two), takes integer dtypes (`torch.int8` sizes an 8-bit load) and leaves integer tensors as
+    stored; devicemap's pair counts the same bytes per tensor."""
+    model = tiny("llama-tied").to(torch.bfloat16)
+    model.register_buffer("steps", torch.zeros(7, dtype=torch.int64))
+    model.register_buffer("scale", torch.zeros(5, dtype=torch.float32))
+    special = {"model.norm.weight": torch.float32}
+    stock = acc_modeling.compute_module_sizes(model, dtype=dtype, special_dtypes=special)
+    sizes, _, _ = integration._sizes(model, dtype, special, None)
+    counted = {name: size for name, size in sizes.items() if size}
+    assert counted == {name: stock[name] for name in counted}
+    # Every tensor is counted but a tied one's second name (its bytes are its source's).
+    assert set(sizes) - set(counted) == {"lm_head.weight"}
+    weight = model.get_parameter("model.layers.0.mlp.up_proj.weight")
+    per_element = {torch.int8: 1, "int8": 1, "float8_e4m3fn": 1}.get(dtype, 2)  # bf16 never grows
+    assert counted["model.layers.0.mlp.up_proj.weight"] == weight.numel() * per_element
+    assert counted["steps"] == 7 * 8  # integers as stored

@@ -114,13 +114,14 @@ def quantized_large_vocabulary() -> tuple[Any, dict[str, Any]]:
     return model, special
 
 
-def accelerate_pair(model: Any, budgets: dict[Any, int], special: dict[str, Any]) -> dict[Any, int]:
+def accelerate_pair(model: Any, budgets: dict[Any, int], **sizing: Any) -> dict[Any, int]:
     """accelerate's `get_balanced_memory` then `infer_auto_device_map`, by the names accelerate's
-    users call (devicemap's while `enable(planning=True)`); bytes per device as accelerate counts."""
-    kwargs = {"no_split_module_classes": ["Qwen3DecoderLayer"], "special_dtypes": special}
+    users call (devicemap's while `enable(planning=True)`), with `sizing` (`dtype`,
+    `special_dtypes`); bytes per device as accelerate counts."""
+    kwargs = {"no_split_module_classes": ["Qwen3DecoderLayer"], **sizing}
     balanced = acc_modeling.get_balanced_memory(model, dict(budgets), low_zero=False, **kwargs)
     device_map = acc_modeling.infer_auto_device_map(model, max_memory=balanced, **kwargs)
-    sizes = acc_modeling.compute_module_sizes(model, special_dtypes=special)
+    sizes = acc_modeling.compute_module_sizes(model, **sizing)
     per_device: dict[Any, int] = {}
     for key, device in device_map.items():
         per_device[device] = per_device.get(device, 0) + sizes[key]
@@ -128,13 +129,19 @@ def accelerate_pair(model: Any, budgets: dict[Any, int], special: dict[str, Any]
     return per_device
 
 
+@pytest.mark.parametrize("form", ["special_dtypes", "dtype"])
 @pytest.mark.parametrize("budget_mib", [600, 14 * 1024])
-def test_accelerate_3244_large_unquantized_embedding_skips_the_first_gpu(budget_mib):
+def test_accelerate_3244_large_unquantized_embedding_skips_the_first_gpu(budget_mib, form):
     model, special = quantized_large_vocabulary()
+    if form == "special_dtypes":
+        sizing = {"special_dtypes": special}
+    else:  # how 8-bit loads call it: int8 for all, the unquantized ones named in bf16
+        kept = ["model.embed_tokens.weight", "lm_head.weight"]
+        sizing = {"dtype": torch.int8, "special_dtypes": dict.fromkeys(kept, torch.bfloat16)}
     budgets = {0: budget_mib * MIB, 1: budget_mib * MIB, "cpu": 100 * GIB}
-    stock = accelerate_pair(model, budgets, special)
+    stock = accelerate_pair(model, budgets, **sizing)
     with dm_accelerate.enabled(planning=True):
-        ours = accelerate_pair(model, budgets, special)
+        ours = accelerate_pair(model, budgets, **sizing)
     # The report: GPU 0's balanced cap (526 MiB) less the room kept for the largest layer (the
     # 297 MiB embedding) cannot take the embedding, so GPU 0 gets nothing; on 2 x 600 MiB the
     # rest spills 402 MiB to the CPU, on 2 x 14 GiB the map is {"": 1}.

@@ -375,7 +375,7 @@ pub fn _loaded_sizes(
             let (name, tensor): (String, Bound<'_, PyAny>) = item?.extract()?;
             tensors.push(module_tensor(name, &tensor, dtype.is_some())?);
         }
-        let (model, tied) = plan::module_sizes(tensors, dtype);
+        let (model, tied) = plan::module_sizes(tensors, dtype.map(plan::Resize::To));
         let sizes = py.detach(|| checkpoint::loaded_sizes(stored, &renamed, &model, &shared));
         Ok((PyCheckpointSizes { sizes }, tied))
     })

@@ -5,6 +5,7 @@ use pyo3::types::PyString;
 
 use super::errors::{str_text, wrong_type};
 use crate::dtype::{self, Dtype};
+use crate::plan::Resize;
 
 /// The name a dtype argument gives: `None`, a name (`"bfloat16"`, `"BF16"`, `"bf16"`), or a
 /// `torch.dtype` (read by its `str()`, `"torch.bfloat16"`). The core parses it.
@@ -31,6 +32,16 @@ pub fn dtype_name(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> 
 pub fn dtype_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dtype>> {
     match dtype_name(value)? {
         Some(name) => Ok(Some(dtype::parse_load_dtype(&name)?)),
+        None => Ok(None),
+    }
+}
+
+/// The `dtype` of accelerate's `compute_module_sizes` (what the loader integrations size a
+/// module with): any torch dtype or its name, integer ones included (`torch.int8` sizes a
+/// model an 8-bit quantizer will load); floating-point tensors count at most its size.
+pub fn accelerate_dtype(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Resize>> {
+    match dtype_name(value)? {
+        Some(name) => Ok(Some(Resize::AtMost(dtype::parse_dtype(&name)?))),
         None => Ok(None),
     }
 }

@@ -8,7 +8,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use super::checkpoint::{module_tensor, PyCheckpointSizes};
 use super::convert::map_to_hf;
-use super::dtype::{dtype_from_py, dtype_name};
+use super::dtype::{accelerate_dtype, dtype_from_py, dtype_name};
 use super::errors::{short_repr, user_warning, wrong_type};
 use super::guard::guard;
 use super::inference::{config_from_py, count};
@@ -589,7 +589,7 @@ pub fn _module_sizes(
                 tensors.push(module_tensor(name, &tensor, dtype.is_some())?);
             }
         }
-        Ok(plan::module_sizes(tensors, dtype))
+        Ok(plan::module_sizes(tensors, dtype.map(plan::Resize::To)))
     })
 }
 
@@ -597,7 +597,8 @@ pub fn _module_sizes(
 /// is named in `no_split`: `(sizes, tied groups, no-split names)`. The walk reads each module's
 /// `_parameters`, `_buffers` and `_modules` dicts in the order `named_parameters` and
 /// `named_buffers(remove_duplicate=False)` visit them, without their generators (three walks
-/// of a 50k-module model cost about 0.3 s in them).
+/// of a 50k-module model cost about 0.3 s in them). `dtype` re-sizes as the loaders'
+/// `compute_module_sizes` does (see [`accelerate_dtype`]).
 #[pyfunction]
 #[pyo3(signature = (module, dtype = None, no_split = None))]
 pub fn _module_walk(
@@ -606,9 +607,9 @@ pub fn _module_walk(
     no_split: Option<Vec<String>>,
 ) -> PyResult<WalkedModule> {
     guard("_module_walk", || {
-        let dtype = dtype_from_py(dtype)?;
+        let resize = accelerate_dtype(dtype)?;
         let mut walk = Walk {
-            resize: dtype.is_some(),
+            resize: resize.is_some(),
             classes: no_split.unwrap_or_default(),
             parameters: Vec::new(),
             buffers: Vec::new(),
@@ -617,7 +618,7 @@ pub fn _module_walk(
         walk.module(module, "")?;
         let mut tensors = walk.parameters;
         tensors.append(&mut walk.buffers);
-        let (sizes, tied) = plan::module_sizes(tensors, dtype);
+        let (sizes, tied) = plan::module_sizes(tensors, resize);
         Ok((sizes, tied, walk.blocks))
     })
 }

@@ -53,7 +53,7 @@ pub use cost::Cost;
 pub use error::{BudgetProblem, PlanError, Shortfall};
 pub use hosts::{hosts, hosts_text, Host};
 pub use model::{Model, NoSplit};
-pub use module::{module_sizes, ModuleTensor};
+pub use module::{module_sizes, ModuleTensor, Resize};
 pub use place::Strategy;
 pub use report::{DeviceUse, Placed, Plan, Verdict};
 

@@ -20,14 +20,25 @@ pub struct ModuleTensor {
     pub dtype: Option<(String, u64)>,
 }
 
-/// Per name, in order, the bytes of its tensor (floating-point ones re-sized to `dtype` if
-/// given), and the groups of names that share one tensor. A tensor seen again under another
+/// How a dtype argument re-sizes a module's floating-point tensors (integer and bool tensors
+/// keep their bytes either way, as both loaders leave them unconverted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resize {
+    /// They become this dtype: a `torch_dtype` load converts them to it.
+    To(Dtype),
+    /// They count at most this dtype's element size: accelerate's `compute_module_sizes(dtype=)`,
+    /// whose callers pass e.g. `torch.int8` to size a model an 8-bit quantizer will load.
+    AtMost(Dtype),
+}
+
+/// Per name, in order, the bytes of its tensor (floating-point ones re-sized as `resize` says,
+/// if given), and the groups of names that share one tensor. A tensor seen again under another
 /// name counts 0 bytes there and joins the group of the name it was first seen under. A dtype
 /// the table lacks (complex128, quantized ints) is never a float a `torch_dtype` converts, so
 /// such a tensor keeps its bytes.
 pub fn module_sizes(
     tensors: Vec<ModuleTensor>,
-    dtype: Option<Dtype>,
+    resize: Option<Resize>,
 ) -> (Vec<(String, u64)>, Vec<Vec<String>>) {
     let mut sizes: Vec<(String, u64)> = Vec::with_capacity(tensors.len());
     let mut first_seen: HashMap<usize, usize, RandomState> = HashMap::default();
@@ -43,15 +54,25 @@ pub fn module_sizes(
             sizes.push((tensor.name, 0));
             continue;
         }
-        let stored = match (&tensor.dtype, dtype) {
+        let stored = match (&tensor.dtype, resize) {
             (Some((name, elements)), Some(_)) => {
                 dtype::parse_dtype(name).ok().map(|d| (d, *elements))
             }
             _ => None,
         };
-        let bytes = match stored {
-            Some((stored, elements)) => dtype::loaded_bytes(stored, elements, dtype),
-            None => tensor.nbytes,
+        let bytes = match (stored, resize) {
+            (Some((stored, elements)), Some(Resize::To(target))) => {
+                dtype::loaded_bytes(stored, elements, Some(target))
+            }
+            (Some((stored, elements)), Some(Resize::AtMost(target))) => {
+                let smaller = if target.bitsize() < stored.bitsize() {
+                    target
+                } else {
+                    stored
+                };
+                dtype::loaded_bytes(stored, elements, Some(smaller))
+            }
+            _ => tensor.nbytes,
         };
         first_seen.insert(tensor.id, sizes.len());
         sizes.push((tensor.name, bytes));
@@ -96,8 +117,15 @@ mod tests {
         );
         assert_eq!(tied, [["embed.weight", "head.weight", "extra.weight"]]);
         // Floats become bfloat16; integers and a dtype the table lacks keep their bytes.
-        let (sizes, _) = module_sizes(tensors, Some(Dtype::BF16));
-        let bytes: Vec<u64> = sizes.iter().map(|&(_, b)| b).collect();
-        assert_eq!(bytes, [20, 8, 16, 0, 0, 16]);
+        let bytes = |resize| -> Vec<u64> {
+            let (sizes, _) = module_sizes(tensors.clone(), Some(resize));
+            sizes.iter().map(|&(_, b)| b).collect()
+        };
+        assert_eq!(bytes(Resize::To(Dtype::BF16)), [20, 8, 16, 0, 0, 16]);
+        // accelerate's rule: floats never grow, and an integer dtype sizes them too.
+        assert_eq!(bytes(Resize::AtMost(Dtype::BF16)), [20, 8, 16, 0, 0, 16]);
+        assert_eq!(bytes(Resize::AtMost(Dtype::F64)), [40, 16, 16, 0, 0, 16]);
+        assert_eq!(bytes(Resize::AtMost(Dtype::I8)), [10, 4, 16, 0, 0, 16]);
+        assert_eq!(bytes(Resize::To(Dtype::F64)), [80, 32, 16, 0, 0, 16]);
     }
 }
