@@ -14,7 +14,7 @@ use super::guard::guard;
 use super::map::PyDeviceMap;
 use crate::device::Device;
 use crate::lookup::{self, Coverage, Diff, Explanation, LookupError, NearMiss, Summary, Unused};
-use crate::map::DeviceMap;
+use crate::map::{DeviceMap, Slot};
 
 /// Batches at least this long are looked up without the GIL, so other threads run meanwhile.
 const DETACH_AT: usize = 4096;
@@ -25,40 +25,6 @@ fn name_str<'a>(name: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
         Ok(text) => Ok(text.to_str()?),
         Err(_) => Err(wrong_type("tensor names must be str", name).into()),
     }
-}
-
-/// The names of a sequence or other iterable of `str` (a list, a tuple, `state_dict().keys()`,
-/// a generator), keeping the objects so their text can be borrowed and results can reuse them.
-fn read_names<'py>(names: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
-    if names.is_instance_of::<PyString>() {
-        return Err(wrong_type(
-            "expected a sequence of tensor names (str), not one str",
-            names,
-        )
-        .into());
-    }
-    let item = |i: usize, value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyString>> {
-        value
-            .cast_into::<PyString>()
-            .map_err(|e| not_a_name(i, &e.into_inner()))
-    };
-    if let Ok(list) = names.cast::<PyList>() {
-        return list.iter().enumerate().map(|(i, v)| item(i, v)).collect();
-    }
-    if let Ok(tuple) = names.cast::<PyTuple>() {
-        return tuple.iter().enumerate().map(|(i, v)| item(i, v)).collect();
-    }
-    let iter = names.try_iter().map_err(|_| {
-        PyErr::from(wrong_type(
-            "expected a sequence of tensor names (str)",
-            names,
-        ))
-    })?;
-    iter.enumerate().map(|(i, v)| item(i, v?)).collect()
-}
-
-fn texts<'a>(names: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
-    names.iter().map(|name| name.to_str()).collect()
 }
 
 /// The text of many names, copied end to end into one buffer, for calls whose results do not
@@ -73,57 +39,15 @@ struct NameTexts {
 impl NameTexts {
     fn read(names: &Bound<'_, PyAny>) -> PyResult<Self> {
         let mut out = NameTexts {
-            text: String::new(),
-            ends: Vec::new(),
+            text: String::with_capacity(names_hint(names) * 48),
+            ends: Vec::with_capacity(names_hint(names)),
         };
-        if let Ok(list) = names.cast::<PyList>() {
-            let len = list.len();
-            out.ends.reserve(len);
-            out.text.reserve(len * 48);
-            for i in 0..len {
-                // SAFETY: `i` is below the length read just above, and nothing in this loop runs
-                // Python code or lets go of the GIL, so the list cannot change under it; the
-                // item is only read while the list holds it.
-                let item = unsafe {
-                    let ptr = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
-                    pyo3::Borrowed::from_ptr_or_err(list.py(), ptr)?
-                };
-                out.push(i, &item)?;
-            }
-        } else if names.is_instance_of::<PyString>() {
-            return Err(wrong_type(
-                "expected a sequence of tensor names (str), not one str",
-                names,
-            )
-            .into());
-        } else if let Ok(tuple) = names.cast::<PyTuple>() {
-            for (i, item) in tuple.iter_borrowed().enumerate() {
-                out.push(i, &item)?;
-            }
-        } else {
-            let iter = names.try_iter().map_err(|_| {
-                PyErr::from(wrong_type(
-                    "expected a sequence of tensor names (str)",
-                    names,
-                ))
-            })?;
-            for (i, item) in iter.enumerate() {
-                out.push(i, &item?)?;
-            }
-        }
+        for_each_name(names, |_, _, text| {
+            out.text.push_str(text);
+            out.ends.push(out.text.len());
+            Ok(())
+        })?;
         Ok(out)
-    }
-
-    #[inline]
-    fn push(&mut self, i: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        match value.cast::<PyString>() {
-            Ok(text) => {
-                self.text.push_str(text.to_str()?);
-                self.ends.push(self.text.len());
-                Ok(())
-            }
-            Err(_) => Err(not_a_name(i, value)),
-        }
     }
 
     fn strs(&self) -> Vec<&str> {
@@ -137,6 +61,88 @@ impl NameTexts {
             })
             .collect()
     }
+}
+
+/// Calls `each` with every name of a list, tuple or other iterable of `str` and its
+/// position, reading list and tuple items borrowed and their text in place (no copy, no
+/// reference taken): a batch lookup then reads each name once. `each` must not run Python
+/// code or let go of the GIL (nothing may change the list meanwhile); taking a reference to a
+/// name (`clone`) is fine.
+fn for_each_name<'py>(
+    names: &Bound<'py, PyAny>,
+    mut each: impl FnMut(usize, &Bound<'py, PyString>, &str) -> PyResult<()>,
+) -> PyResult<()> {
+    let mut one = |i: usize, value: &Bound<'py, PyAny>| -> PyResult<()> {
+        match value.cast::<PyString>() {
+            Ok(text) => each(i, text, text.to_str()?),
+            Err(_) => Err(not_a_name(i, value)),
+        }
+    };
+    if let Ok(list) = names.cast::<PyList>() {
+        let len = list.len();
+        for i in 0..len {
+            // SAFETY: `i` is below the list's length, and nothing in this loop runs Python code
+            // or lets go of the GIL, so the list cannot change under it; the item is only used
+            // while the list holds it.
+            let item = unsafe {
+                if i + PREFETCH_AHEAD < len {
+                    let ahead = (i + PREFETCH_AHEAD) as pyo3::ffi::Py_ssize_t;
+                    prefetch(pyo3::ffi::PyList_GetItem(list.as_ptr(), ahead));
+                }
+                let ptr = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
+                pyo3::Borrowed::from_ptr_or_err(list.py(), ptr)?
+            };
+            one(i, &item)?;
+        }
+    } else if names.is_instance_of::<PyString>() {
+        return Err(wrong_type(
+            "expected a sequence of tensor names (str), not one str",
+            names,
+        )
+        .into());
+    } else if let Ok(tuple) = names.cast::<PyTuple>() {
+        for (i, item) in tuple.iter_borrowed().enumerate() {
+            one(i, &item)?;
+        }
+    } else {
+        let iter = names.try_iter().map_err(|_| {
+            PyErr::from(wrong_type(
+                "expected a sequence of tensor names (str)",
+                names,
+            ))
+        })?;
+        for (i, item) in iter.enumerate() {
+            one(i, &item?)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many items ahead of the one read a list's items are fetched into the cache: names not
+/// in the order they were made lie scattered in memory, and a lookup waits for each one.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU to bring the first two cache lines of an object (a `str`'s header and the
+/// start of its text) into the cache; a hint only, never a read.
+#[inline(always)]
+fn prefetch(object: *mut pyo3::ffi::PyObject) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = object.cast::<i8>().cast_const();
+        // SAFETY: a prefetch is a hint that never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(at);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = object;
+}
+
+/// How many names a batch will have, where known without reading them.
+fn names_hint(names: &Bound<'_, PyAny>) -> usize {
+    names.len().unwrap_or(0)
 }
 
 fn not_a_name(i: usize, value: &Bound<'_, PyAny>) -> PyErr {
@@ -206,17 +212,28 @@ impl PyDeviceMap {
                 let got = default.len() + 1;
                 return Err(LookupError::TooManyArguments { got }.into());
             }
+            // One pass over the names, each read in place, on one snapshot of the map; the
+            // device objects (one per slot) are made after it, so no Python code runs while
+            // the names are borrowed.
             let map = self.snapshot();
-            let buffer = NameTexts::read(names)?;
-            let names = buffer.strs();
-            let devices = device_objects(py, &map)?;
+            let mut batch = lookup::Batch::new(&map, names_hint(names));
             if default.is_empty() {
-                let slots =
-                    maybe_detached(py, names.len(), || lookup::require_slots(&map, &names))?;
+                let mut slots = Vec::with_capacity(names_hint(names));
+                for_each_name(names, |_, _, text| {
+                    slots.push(batch.require(text)?);
+                    Ok(())
+                })?;
+                batch.finish()?;
+                let devices = device_objects(py, &map)?;
                 return PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]));
             }
+            let mut slots = Vec::with_capacity(names_hint(names));
+            for_each_name(names, |_, _, text| {
+                slots.push(batch.slot(text)?);
+                Ok(())
+            })?;
+            let devices = device_objects(py, &map)?;
             let fallback = default.get_item(0)?;
-            let slots = maybe_detached(py, names.len(), || lookup::slots_for(&map, &names))?;
             PyList::new(
                 py,
                 slots.iter().map(|slot| match slot {
@@ -232,14 +249,25 @@ impl PyDeviceMap {
         guard("DeviceMap.group_by_device", || {
             let py = names.py();
             let map = self.snapshot();
-            let objects = read_names(names)?;
-            let texts = texts(&objects)?;
-            let groups = maybe_detached(py, texts.len(), || lookup::group_by_slot(&map, &texts))?;
+            // One pass: each name read in place, looked up, and kept (a reference) in its
+            // device's group; groups in order of their first name.
+            let mut batch = lookup::Batch::new(&map, names_hint(names));
+            let mut group_of: Vec<Option<usize>> = vec![None; map.table().len()];
+            let mut groups: Vec<(Slot, Vec<Bound<'py, PyString>>)> = Vec::new();
+            for_each_name(names, |_, name, text| {
+                let slot = batch.require(text)?;
+                let group = *group_of[slot as usize].get_or_insert_with(|| {
+                    groups.push((slot, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[group].1.push(name.clone());
+                Ok(())
+            })?;
+            batch.finish()?;
             let devices = device_objects(py, &map)?;
             let dict = PyDict::new(py);
-            for (slot, indices) in groups {
-                let names = PyList::new(py, indices.iter().map(|&i| &objects[i]))?;
-                dict.set_item(&devices[slot as usize], names)?;
+            for (slot, names) in groups {
+                dict.set_item(&devices[slot as usize], PyList::new(py, names)?)?;
             }
             Ok(dict)
         })

@@ -30,7 +30,7 @@ pub use error::{LookupError, NameProblem};
 pub use explain::{explain, Explanation, Miss, NearMiss, NEAR_MISSES};
 pub use find::{
     check_name, device_for, find, for_each_covering, group_by_slot, key_for, require_device,
-    require_slots, slots_for, Finder, MAX_NAME_BYTES, MAX_NAME_DEPTH,
+    require_slots, slots_for, Batch, Finder, MAX_NAME_BYTES, MAX_NAME_DEPTH,
 };
 pub use group::{compact, NameGroup};
 pub use summary::{summary, summary_with_sizes, DeviceUsage, Summary};
