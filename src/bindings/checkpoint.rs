@@ -354,7 +354,7 @@ pub(super) fn module_tensor(
 pub fn _loaded_sizes(
     py: Python<'_>,
     checkpoint: &Bound<'_, PyCheckpointSizes>,
-    renamed: Vec<String>,
+    renamed: &Bound<'_, PyAny>,
     state: &Bound<'_, PyAny>,
     shared: Vec<Vec<String>>,
     dtype: Option<&Bound<'_, PyAny>>,
@@ -362,6 +362,15 @@ pub fn _loaded_sizes(
     guard("_loaded_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let stored = &checkpoint.get().sizes;
+        let kept = renamed.cast::<PyRenamedKeys>().ok();
+        let listed: Vec<String> = match kept {
+            Some(_) => Vec::new(),
+            None => renamed.extract()?,
+        };
+        let renamed: Vec<&str> = match &kept {
+            Some(kept) => kept.get().renamed.keys(),
+            None => listed.iter().map(String::as_str).collect(),
+        };
         if renamed.len() != stored.len() {
             return Err(Error::Internal(format!(
                 "{} renamed keys for {} checkpoint tensors",
@@ -409,16 +418,41 @@ fn with_keys<T>(keys: &Bound<'_, PyAny>, work: impl FnOnce(&[&str]) -> T) -> PyR
 /// first key renamed, its pattern)`.
 type TemplateTuple = (String, Option<String>, Vec<String>, String, Option<String>);
 
+/// A checkpoint's keys as the loader renames them, kept in Rust between `_renamed_keys` and
+/// `_loaded_sizes` (one name per distinct new name, not 10^4 Python strings).
+#[pyclass(frozen, module = "devicemap._core", name = "_RenamedKeys")]
+pub struct PyRenamedKeys {
+    renamed: checkpoint::Renamed,
+}
+
+#[pymethods]
+impl PyRenamedKeys {
+    fn __len__(&self) -> usize {
+        self.renamed.of_key.len()
+    }
+
+    /// The new names, key by key.
+    fn names(&self) -> Vec<&str> {
+        self.renamed.keys()
+    }
+}
+
+/// Renamed keys (`_RenamedKeys` or a list) and the shared groups.
+type RenamedPair<'py> = (Bound<'py, PyAny>, Vec<Vec<String>>);
+
 /// A checkpoint's keys renamed from their templates' renames (`checkpoint::renamed_keys`):
 /// `(renamed, shared groups)`, or `None` when a template's first key renames differently.
+/// `kept`: the renamed keys as `_RenamedKeys`, else a list.
 #[pyfunction]
-pub fn _renamed_keys(
-    py: Python<'_>,
-    keys: &Bound<'_, PyAny>,
+#[pyo3(signature = (keys, templates, prefix, state, kept = false))]
+pub fn _renamed_keys<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyAny>,
     templates: HashMap<String, TemplateTuple>,
     prefix: Option<String>,
     state: Vec<String>,
-) -> PyResult<Option<checkpoint::RenamedKeys>> {
+    kept: bool,
+) -> PyResult<Option<RenamedPair<'py>>> {
     let templates: HashMap<String, checkpoint::TemplateRename, RandomState> = templates
         .into_iter()
         .map(
@@ -434,9 +468,18 @@ pub fn _renamed_keys(
             },
         )
         .collect();
-    with_keys(keys, |names| {
+    let found = with_keys(keys, |names| {
         py.detach(|| checkpoint::renamed_keys(names, &templates, prefix.as_deref(), &state))
-    })
+    })?;
+    let Some(mut renamed) = found else {
+        return Ok(None);
+    };
+    let shared = std::mem::take(&mut renamed.shared);
+    let keys = match kept {
+        true => Bound::new(py, PyRenamedKeys { renamed })?.into_any(),
+        false => PyList::new(py, renamed.keys())?.into_any(),
+    };
+    Ok(Some((keys, shared)))
 }
 
 /// The `model_type`s whose config class ties the word embeddings by default (for a test that

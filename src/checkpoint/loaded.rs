@@ -9,7 +9,6 @@
 //! a tensor the checkpoint lacks.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
 use ahash::RandomState;
 
@@ -28,7 +27,7 @@ use ahash::RandomState;
 /// nearest enclosing module (at the end when none), so nothing stored goes uncounted.
 pub fn loaded_sizes(
     checkpoint: &[(String, u64)],
-    renamed: &[String],
+    renamed: &[impl AsRef<str>],
     model: &[(String, u64)],
     shared: &[Vec<String>],
 ) -> Vec<(String, u64)> {
@@ -41,9 +40,10 @@ pub fn loaded_sizes(
     let mut extra: Vec<(&str, u64)> = Vec::new();
     let mut extra_at: HashMap<&str, usize, RandomState> = HashMap::default();
     for ((_, bytes), name) in checkpoint.iter().zip(renamed) {
-        match index.get(name.as_str()) {
+        let name = name.as_ref();
+        match index.get(name) {
             Some(&at) => got[at] = Some(got[at].unwrap_or(0).saturating_add(*bytes)),
-            None => match extra_at.get(name.as_str()) {
+            None => match extra_at.get(name) {
                 Some(&at) => extra[at].1 = extra[at].1.saturating_add(*bytes),
                 None => {
                     extra_at.insert(name, extra.len());
@@ -79,18 +79,36 @@ pub fn loaded_sizes(
 /// any layer or expert count, so no renaming pattern matches it by value.
 pub const STAND_IN: u64 = 7_300_000_000;
 
+/// The stand-ins as text, made once and reused.
+#[derive(Default)]
+struct StandIns(Vec<String>);
+
+impl StandIns {
+    fn get(&mut self, at: usize) -> &str {
+        while self.0.len() <= at {
+            self.0.push((STAND_IN + self.0.len() as u64).to_string());
+        }
+        &self.0[at]
+    }
+}
+
 /// `key` with each numbered component (`layers.3`: all ASCII digits between dots) replaced by
 /// a stand-in (`STAND_IN`, `STAND_IN + 1`, ...), and the numbers in order.
 #[cfg(test)]
 fn name_template(key: &str) -> (String, Vec<&str>) {
     let mut out = String::with_capacity(key.len() + 8);
     let mut numbers = Vec::new();
-    template_into(key, &mut out, &mut numbers);
+    template_into(key, &mut out, &mut numbers, &mut StandIns::default());
     (out, numbers)
 }
 
 /// `name_template` into reused buffers (cleared first).
-fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>) {
+fn template_into<'k>(
+    key: &'k str,
+    out: &mut String,
+    numbers: &mut Vec<&'k str>,
+    stand_ins: &mut StandIns,
+) {
     out.clear();
     numbers.clear();
     for (at, part) in key.split('.').enumerate() {
@@ -98,8 +116,7 @@ fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>)
             out.push('.');
         }
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{}", STAND_IN + numbers.len() as u64);
+            out.push_str(stand_ins.get(numbers.len()));
             numbers.push(part);
         } else {
             out.push_str(part);
@@ -113,8 +130,9 @@ pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, 
     let mut seen: HashMap<String, (), RandomState> = HashMap::default();
     let mut out = Vec::new();
     let (mut template, mut numbers) = (String::new(), Vec::new());
+    let mut stand_ins = StandIns::default();
     for (at, name) in names.enumerate() {
-        template_into(name, &mut template, &mut numbers);
+        template_into(name, &mut template, &mut numbers, &mut stand_ins);
         if !seen.contains_key(&template) {
             seen.insert(template.clone(), ());
             out.push((template.clone(), at));
@@ -137,15 +155,39 @@ pub struct TemplateRename {
 /// Keys as the loader renames them, and the groups of model names one converter makes.
 pub type RenamedKeys = (Vec<String>, Vec<Vec<String>>);
 
-/// `renamed` with its stand-ins replaced by `numbers`, as the template was filled.
-fn fill(renamed: &str, numbers: &[&str], stand_ins: &mut Vec<String>) -> String {
-    while stand_ins.len() < numbers.len() {
-        stand_ins.push((STAND_IN + stand_ins.len() as u64).to_string());
+/// Keys as the loader renames them, each as an index into a table of the distinct names (many
+/// keys become one name: every expert of a layer its fused parameter), and the groups of model
+/// names one converter makes.
+#[derive(Debug, Default)]
+pub struct Renamed {
+    pub names: Vec<String>,
+    pub of_key: Vec<u32>,
+    pub shared: Vec<Vec<String>>,
+}
+
+impl Renamed {
+    /// Each key's new name, in key order.
+    pub fn keys(&self) -> Vec<&str> {
+        self.of_key
+            .iter()
+            .map(|&at| self.names[at as usize].as_str())
+            .collect()
     }
+
+    /// The names key by key, and the shared groups.
+    pub fn into_lists(self) -> RenamedKeys {
+        let keys = self.keys().into_iter().map(str::to_owned).collect();
+        (keys, self.shared)
+    }
+}
+
+/// `renamed` with its stand-ins replaced by `numbers`, as the template was filled.
+fn fill(renamed: &str, numbers: &[&str], stand_ins: &mut StandIns) -> String {
     let mut out = renamed.to_owned();
-    for (stand_in, number) in stand_ins.iter().zip(numbers) {
-        if out.contains(stand_in.as_str()) {
-            out = out.replace(stand_in.as_str(), number);
+    for (at, number) in numbers.iter().enumerate() {
+        let stand_in = stand_ins.get(at);
+        if out.contains(stand_in) {
+            out = out.replace(stand_in, number);
         }
     }
     out
@@ -173,66 +215,158 @@ fn settle(key: &str, prefix: &str, state: &HashMap<&str, (), RandomState>) -> St
     }
 }
 
+/// One template met while renaming: its rename, the stand-ins its renamed name holds (the
+/// numbers it depends on), whether those alone decide the filled name (each stand-in bordered
+/// by non-digits, so that no filled number can join another into a stand-in), and the names
+/// already made from it, by those numbers.
+struct Met<'t> {
+    known: &'t TemplateRename,
+    used: Vec<usize>,
+    clean: bool,
+    made: HashMap<String, (u32, bool), RandomState>,
+}
+
+impl<'t> Met<'t> {
+    fn new(known: &'t TemplateRename, count: usize, stand_ins: &mut StandIns) -> Met<'t> {
+        let text = known.renamed.as_bytes();
+        let mut used = Vec::new();
+        let mut clean = true;
+        for at in 0..count {
+            let stand_in = stand_ins.get(at);
+            for (start, _) in known.renamed.match_indices(stand_in) {
+                let end = start + stand_in.len();
+                let digit =
+                    |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_digit);
+                clean &= !digit(start.checked_sub(1)) && !digit(Some(end));
+                if used.last() != Some(&at) {
+                    used.push(at);
+                }
+            }
+        }
+        Met {
+            known,
+            used,
+            clean,
+            made: HashMap::default(),
+        }
+    }
+}
+
+/// The distinct names made so far, each with its place in the table.
+#[derive(Default)]
+struct Names {
+    at: HashMap<String, u32, RandomState>,
+    renamed: Renamed,
+}
+
+impl Names {
+    fn id(&mut self, name: String) -> u32 {
+        if let Some(&at) = self.at.get(&name) {
+            return at;
+        }
+        let at = self.renamed.names.len() as u32;
+        self.renamed.names.push(name.clone());
+        self.at.insert(name, at);
+        at
+    }
+}
+
+/// What renaming one key needs besides the key.
+struct Renaming<'s> {
+    prefix: Option<&'s str>,
+    state: HashMap<&'s str, (), RandomState>,
+    stand_ins: StandIns,
+    grouped: HashMap<String, (), RandomState>,
+}
+
+impl Renaming<'_> {
+    /// The name a key of `met` with `numbers` becomes before the per-key check, its place in
+    /// `names`, and whether the model has it; converter groups recorded as first met.
+    fn make(&mut self, met: &Met<'_>, numbers: &[&str], names: &mut Names) -> (u32, bool) {
+        let known = met.known;
+        let filled = fill(&known.renamed, numbers, &mut self.stand_ins);
+        let new = match self.prefix {
+            None => filled,
+            Some(prefix) => settle(&filled, prefix, &self.state),
+        };
+        let in_state = self.state.contains_key(new.as_str());
+        let targets = &known.targets;
+        if known.pattern.is_some()
+            && targets.len() > 1
+            && in_state
+            && !self.grouped.contains_key(&new)
+        {
+            self.grouped.insert(new.clone(), ());
+            let group = targets.iter().map(|t| new.replace(&targets[0], t));
+            names.renamed.shared.push(group.collect());
+        }
+        (names.id(new), in_state)
+    }
+}
+
 /// Each of `names` renamed as the loader renames it, from the renames of its template (the
 /// numbers put back, the base model prefix settled per key against the model's `state` names),
 /// and the groups of model names one converter makes from the same tensors. `None` when the
 /// first key of some template renames differently from its template filled: then the caller
-/// renames key by key. `prefix` `None`: no prefix step.
+/// renames key by key. `prefix` `None`: no prefix step. Keys of one template with the same
+/// numbers where its renamed name has them make one name, made once.
 pub fn renamed_keys(
     names: &[&str],
     templates: &HashMap<String, TemplateRename, RandomState>,
     prefix: Option<&str>,
     state: &[String],
-) -> Option<RenamedKeys> {
-    let state: HashMap<&str, (), RandomState> = state.iter().map(|s| (s.as_str(), ())).collect();
-    let mut checked: HashMap<&str, (), RandomState> = HashMap::default();
-    let mut renamed = Vec::with_capacity(names.len());
-    let mut shared = Vec::new();
-    let mut grouped: HashMap<String, (), RandomState> = HashMap::default();
-    let (mut template, mut numbers, mut stand_ins) = (String::new(), Vec::new(), Vec::new());
-    // Many keys fill to one name (every expert of a layer into its fused parameter).
-    let mut settled: HashMap<String, String, RandomState> = HashMap::default();
+) -> Option<Renamed> {
+    let mut renaming = Renaming {
+        prefix,
+        state: state.iter().map(|s| (s.as_str(), ())).collect(),
+        stand_ins: StandIns::default(),
+        grouped: HashMap::default(),
+    };
+    let mut out = Names::default();
+    out.renamed.of_key.reserve(names.len());
+    let mut met: Vec<Met<'_>> = Vec::new();
+    let mut met_at: HashMap<String, usize, RandomState> = HashMap::default();
+    let (mut template, mut numbers, mut made_key) = (String::new(), Vec::new(), String::new());
     for &key in names {
-        template_into(key, &mut template, &mut numbers);
-        let (name, known) = templates.get_key_value(&template)?;
-        let filled = fill(&known.renamed, &numbers, &mut stand_ins);
-        if !checked.contains_key(name.as_str()) {
-            if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
-                return None;
+        template_into(key, &mut template, &mut numbers, &mut renaming.stand_ins);
+        let at = match met_at.get(&template) {
+            Some(&at) => at,
+            None => {
+                let (name, known) = templates.get_key_value(&template)?;
+                let filled = fill(&known.renamed, &numbers, &mut renaming.stand_ins);
+                if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
+                    return None;
+                }
+                met.push(Met::new(known, numbers.len(), &mut renaming.stand_ins));
+                met_at.insert(name.clone(), met.len() - 1);
+                met.len() - 1
             }
-            checked.insert(name, ());
+        };
+        let this = &mut met[at];
+        // A number of a stand-in's length could hold one: made afresh, never looked up.
+        let short = numbers.iter().all(|n| n.len() < 10);
+        made_key.clear();
+        for &u in &this.used {
+            made_key.push_str(numbers[u]);
+            made_key.push('.');
         }
-        let mut pattern = known.pattern.is_some();
-        let mut new = match (prefix, settled.get(&filled)) {
-            (None, _) => filled,
-            (Some(_), Some(done)) => done.clone(),
-            (Some(prefix), None) => {
-                let done = settle(&filled, prefix, &state);
-                settled.insert(filled, done.clone());
+        let (id, in_state) = match this.made.get(made_key.as_str()) {
+            Some(&done) if this.clean && short => done,
+            _ => {
+                let done = renaming.make(this, &numbers, &mut out);
+                this.made.insert(made_key.clone(), done);
                 done
             }
         };
-        if !state.contains_key(new.as_str()) && state.contains_key(key) {
-            new = prefix.map_or_else(|| key.to_owned(), |p| settle(key, p, &state));
-            pattern = false;
-        }
-        let targets = &known.targets;
-        if pattern
-            && targets.len() > 1
-            && state.contains_key(new.as_str())
-            && !grouped.contains_key(&new)
-        {
-            grouped.insert(new.clone(), ());
-            shared.push(
-                targets
-                    .iter()
-                    .map(|t| new.replace(&targets[0], t))
-                    .collect(),
-            );
-        }
-        renamed.push(new);
+        let id = if !in_state && renaming.state.contains_key(key) {
+            let new = prefix.map_or_else(|| key.to_owned(), |p| settle(key, p, &renaming.state));
+            out.id(new)
+        } else {
+            id
+        };
+        out.renamed.of_key.push(id);
     }
-    Some((renamed, shared))
+    Some(out.renamed)
 }
 
 /// The report's note for a plan in the checkpoint's own names, saying `why` the loader's
@@ -396,7 +530,7 @@ mod tests {
             loaded_sizes(&checkpoint, &renamed, &model, &[]),
             owned(&[("a.w", 2), ("b.w", 2)])
         );
-        assert!(loaded_sizes(&[], &[], &[], &[]).is_empty());
+        assert!(loaded_sizes(&[], &[] as &[&str], &[], &[]).is_empty());
     }
 
     #[test]
@@ -457,7 +591,9 @@ mod tests {
             rename("lm_head.weight", None, &[], "lm_head.weight"),
         );
         let names = ["layers.0.qkv", "layers.1.qkv", "lm_head.weight"];
-        let (renamed, shared) = renamed_keys(&names, &templates, Some("model"), &state).unwrap();
+        let (renamed, shared) = renamed_keys(&names, &templates, Some("model"), &state)
+            .unwrap()
+            .into_lists();
         // The prefix is added where the model has it, the numbers put back.
         assert_eq!(
             renamed,
