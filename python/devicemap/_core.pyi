@@ -31,11 +31,13 @@ __all__ = [
     "_CheckpointSizes",
     "_HubCheckpoint",
     "_RenamedKeys",
+    "_SizesReading",
     "_ViewIter",
     "__version__",
     "_check_map",
     "_checkpoint_names_note",
     "_checkpoint_sizes",
+    "_checkpoint_sizes_started",
     "_device_type_index",
     "_example_config",
     "_example_tensors",
@@ -425,6 +427,16 @@ def _checkpoint_sizes(
     progress: Callable[[int, int], object] | None = None,
     token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+@final
+class _SizesReading:
+    def join(self) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+
+def _checkpoint_sizes_started(
+    path: Any,
+    dtype: Any = None,
+    progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
+) -> _SizesReading: ...
 def _pytorch_files(source: Any) -> list[str] | None: ...
 def _pytorch_sizes(source: Any, states: list[Any], dtype: Any = None, as_dict: bool = False) -> Any: ...
 def _loaded_sizes(

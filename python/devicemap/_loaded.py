@@ -207,10 +207,18 @@ def check_arguments(model_class: Any, key_mapping: Any) -> None:
         )
 
 
+def _joined(sizes: Any, config_ties: list[list[str]] | None) -> tuple[Any, list[list[str]]]:
+    """`(sizes, config_ties)`, waiting for them when they are still being read
+    (`_core._SizesReading`)."""
+    if isinstance(sizes, _core._SizesReading):
+        return sizes.join()
+    return sizes, config_ties or []
+
+
 def loaded(
     source: Any,
     sizes: Any,
-    config_ties: list[list[str]],
+    config_ties: list[list[str]] | None,
     dtype: Any = None,
     model_class: Any = None,
     key_mapping: dict[str, str] | None = None,
@@ -218,12 +226,19 @@ def loaded(
 ) -> Loaded:
     """`sizes` (a checkpoint's, `_core._CheckpointSizes`) in the names of the model
     `from_pretrained` builds, with its no-split modules and ties; when that model cannot be
-    built here, the checkpoint's own names and `config_ties`, and why."""
+    built here, the checkpoint's own names and `config_ties`, and why. `sizes` may still be
+    being read (`_core._checkpoint_sizes_started`, its ties with it): the model is built
+    meanwhile, and a reading error is raised before any error of the build."""
     check_arguments(model_class, key_mapping)
     try:
         model = _build(source, model_class, dtype, token)
     except _Unavailable as why:
+        sizes, config_ties = _joined(sizes, config_ties)
         return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
+    except BaseException:
+        _joined(sizes, config_ties)
+        raise
+    sizes, config_ties = _joined(sizes, config_ties)
     state = model.state_dict()
     renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)
     load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)

@@ -124,21 +124,76 @@ fn template_into<'k>(
     }
 }
 
-/// The distinct templates of `names` (`name_template`), in first-seen order, each with the
-/// index of its first name.
-pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
-    let mut seen: HashMap<String, (), RandomState> = HashMap::default();
-    let mut out = Vec::new();
+/// The template (`name_template`) of each of a checkpoint's keys: the distinct templates in
+/// first-seen order, each with the index of its first key, the template of each key, and each
+/// key's numbers as values (`NOT_PLAIN` for one with a leading zero or of a stand-in's length,
+/// which only its text tells apart), key `k`'s from `numbers_at[k]` to `numbers_at[k + 1]`.
+#[derive(Debug, Default)]
+pub struct KeyTemplates {
+    pub templates: Vec<(String, usize)>,
+    pub of_key: Vec<u32>,
+    numbers: Vec<u32>,
+    numbers_at: Vec<u32>,
+}
+
+/// A number `KeyTemplates` keeps as text only.
+const NOT_PLAIN: u32 = u32::MAX;
+
+impl KeyTemplates {
+    /// The numbers of key `at` as values.
+    fn numbers_of(&self, at: usize) -> &[u32] {
+        let (start, end) = (self.numbers_at[at], self.numbers_at[at + 1]);
+        &self.numbers[start as usize..end as usize]
+    }
+}
+
+/// `number`'s value when its text is the value's own (no leading zero, shorter than a
+/// stand-in), else `NOT_PLAIN`.
+fn plain(number: &str) -> u32 {
+    match number.len() {
+        1..10 if number == "0" || !number.starts_with('0') => number.parse().unwrap_or(NOT_PLAIN),
+        _ => NOT_PLAIN,
+    }
+}
+
+/// The templates of `names` (`KeyTemplates`).
+pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
+    let mut seen: HashMap<String, u32, RandomState> = HashMap::default();
+    let mut out = KeyTemplates {
+        numbers_at: vec![0],
+        ..KeyTemplates::default()
+    };
     let (mut template, mut numbers) = (String::new(), Vec::new());
     let mut stand_ins = StandIns::default();
     for (at, name) in names.enumerate() {
         template_into(name, &mut template, &mut numbers, &mut stand_ins);
-        if !seen.contains_key(&template) {
-            seen.insert(template.clone(), ());
-            out.push((template.clone(), at));
-        }
+        let id = match seen.get(&template) {
+            Some(&id) => id,
+            None => {
+                let id = out.templates.len() as u32;
+                seen.insert(template.clone(), id);
+                out.templates.push((template.clone(), at));
+                id
+            }
+        };
+        out.of_key.push(id);
+        out.numbers.extend(numbers.iter().map(|n| plain(n)));
+        out.numbers_at.push(out.numbers.len() as u32);
     }
     out
+}
+
+/// The distinct templates of `names` (`name_template`), in first-seen order, each with the
+/// index of its first name.
+pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    key_templates(names).templates
+}
+
+/// The numbered components of `key` (those `name_template` replaces), in order.
+fn numbers_into<'k>(key: &'k str, numbers: &mut Vec<&'k str>) {
+    numbers.clear();
+    let numbered = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    numbers.extend(key.split('.').filter(numbered));
 }
 
 /// How the loader renames one template: the renamed template and the matching converter's
@@ -218,12 +273,12 @@ fn settle(key: &str, prefix: &str, state: &HashMap<&str, (), RandomState>) -> St
 /// One template met while renaming: its rename, the stand-ins its renamed name holds (the
 /// numbers it depends on), whether those alone decide the filled name (each stand-in bordered
 /// by non-digits, so that no filled number can join another into a stand-in), and the names
-/// already made from it, by those numbers.
+/// already made from it, by the values of those numbers (`Met::pack`).
 struct Met<'t> {
     known: &'t TemplateRename,
     used: Vec<usize>,
     clean: bool,
-    made: HashMap<String, (u32, bool), RandomState>,
+    made: HashMap<u64, (u32, bool), RandomState>,
 }
 
 impl<'t> Met<'t> {
@@ -249,6 +304,23 @@ impl<'t> Met<'t> {
             clean,
             made: HashMap::default(),
         }
+    }
+
+    /// The numbers a key's name depends on, as one value, when they alone decide it: the
+    /// template clean, at most two of them, each plain (so none holds a stand-in).
+    fn pack(&self, numbers: &[u32]) -> Option<u64> {
+        if !self.clean || self.used.len() > 2 {
+            return None;
+        }
+        let mut packed = 0u64;
+        for &u in &self.used {
+            let number = *numbers.get(u)?;
+            if number == NOT_PLAIN {
+                return None;
+            }
+            packed = (packed << 32) | number as u64;
+        }
+        Some(packed)
     }
 }
 
@@ -312,6 +384,7 @@ impl Renaming<'_> {
 /// numbers where its renamed name has them make one name, made once.
 pub fn renamed_keys(
     names: &[&str],
+    keyed: &KeyTemplates,
     templates: &HashMap<String, TemplateRename, RandomState>,
     prefix: Option<&str>,
     state: &[String],
@@ -324,37 +397,30 @@ pub fn renamed_keys(
     };
     let mut out = Names::default();
     out.renamed.of_key.reserve(names.len());
-    let mut met: Vec<Met<'_>> = Vec::new();
-    let mut met_at: HashMap<String, usize, RandomState> = HashMap::default();
-    let (mut template, mut numbers, mut made_key) = (String::new(), Vec::new(), String::new());
-    for &key in names {
-        template_into(key, &mut template, &mut numbers, &mut renaming.stand_ins);
-        let at = match met_at.get(&template) {
-            Some(&at) => at,
-            None => {
-                let (name, known) = templates.get_key_value(&template)?;
+    let mut met: Vec<Option<Met<'_>>> = keyed.templates.iter().map(|_| None).collect();
+    let mut numbers = Vec::new();
+    for (at, (&key, &id)) in names.iter().zip(&keyed.of_key).enumerate() {
+        let this = match &mut met[id as usize] {
+            Some(this) => this,
+            slot @ None => {
+                numbers_into(key, &mut numbers);
+                let known = templates.get(&keyed.templates[id as usize].0)?;
                 let filled = fill(&known.renamed, &numbers, &mut renaming.stand_ins);
                 if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
                     return None;
                 }
-                met.push(Met::new(known, numbers.len(), &mut renaming.stand_ins));
-                met_at.insert(name.clone(), met.len() - 1);
-                met.len() - 1
+                slot.insert(Met::new(known, numbers.len(), &mut renaming.stand_ins))
             }
         };
-        let this = &mut met[at];
-        // A number of a stand-in's length could hold one: made afresh, never looked up.
-        let short = numbers.iter().all(|n| n.len() < 10);
-        made_key.clear();
-        for &u in &this.used {
-            made_key.push_str(numbers[u]);
-            made_key.push('.');
-        }
-        let (id, in_state) = match this.made.get(made_key.as_str()) {
-            Some(&done) if this.clean && short => done,
-            _ => {
+        let packed = this.pack(keyed.numbers_of(at));
+        let (id, in_state) = match packed.and_then(|p| this.made.get(&p)) {
+            Some(&done) => done,
+            None => {
+                numbers_into(key, &mut numbers);
                 let done = renaming.make(this, &numbers, &mut out);
-                this.made.insert(made_key.clone(), done);
+                if let Some(packed) = packed {
+                    this.made.insert(packed, done);
+                }
                 done
             }
         };
@@ -366,7 +432,7 @@ pub fn renamed_keys(
         };
         out.renamed.of_key.push(id);
     }
-    Some(out.renamed)
+    (out.renamed.of_key.len() == names.len()).then_some(out.renamed)
 }
 
 /// The report's note for a plan in the checkpoint's own names, saying `why` the loader's
@@ -591,9 +657,15 @@ mod tests {
             rename("lm_head.weight", None, &[], "lm_head.weight"),
         );
         let names = ["layers.0.qkv", "layers.1.qkv", "lm_head.weight"];
-        let (renamed, shared) = renamed_keys(&names, &templates, Some("model"), &state)
-            .unwrap()
-            .into_lists();
+        let (renamed, shared) = renamed_keys(
+            &names,
+            &key_templates(names.into_iter()),
+            &templates,
+            Some("model"),
+            &state,
+        )
+        .unwrap()
+        .into_lists();
         // The prefix is added where the model has it, the numbers put back.
         assert_eq!(
             renamed,
@@ -612,9 +684,23 @@ mod tests {
         );
         // A first key that renames otherwise than its template filled: key by key.
         templates.get_mut(t).unwrap().first_renamed = "layers.0.other".to_owned();
-        assert!(renamed_keys(&names, &templates, Some("model"), &state).is_none());
+        assert!(renamed_keys(
+            &names,
+            &key_templates(names.into_iter()),
+            &templates,
+            Some("model"),
+            &state
+        )
+        .is_none());
         // A template nobody renamed: key by key too.
-        assert!(renamed_keys(&["x.0"], &templates, None, &state).is_none());
+        assert!(renamed_keys(
+            &["x.0"],
+            &key_templates(["x.0"].into_iter()),
+            &templates,
+            None,
+            &state
+        )
+        .is_none());
     }
 
     #[test]
