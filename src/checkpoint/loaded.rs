@@ -703,6 +703,81 @@ mod tests {
         .is_none());
     }
 
+    /// Renaming key by key: each template's rename filled with the key's numbers, the prefix
+    /// settled, as `renamed_keys` did before it made each name once.
+    fn key_by_key(
+        names: &[&str],
+        templates: &HashMap<String, TemplateRename, RandomState>,
+        state: &[String],
+    ) -> Vec<String> {
+        let index: HashMap<&str, (), RandomState> =
+            state.iter().map(|s| (s.as_str(), ())).collect();
+        names
+            .iter()
+            .map(|key| {
+                let (template, numbers) = name_template(key);
+                let filled = fill(
+                    &templates[&template].renamed,
+                    &numbers,
+                    &mut StandIns::default(),
+                );
+                let new = settle(&filled, "model", &index);
+                match index.contains_key(new.as_str()) || !index.contains_key(key) {
+                    true => new,
+                    false => settle(key, "model", &index),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_made_once_per_template_and_numbers_agree_key_by_key() {
+        let state: Vec<String> = [
+            "model.layers.1.experts.fused",
+            "model.layers.01.experts.fused",
+            "x.3.y",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut templates: HashMap<String, TemplateRename, RandomState> = HashMap::default();
+        // Experts fused: the name holds the layer's number only.
+        let experts = "layers.7300000000.experts.7300000001.w";
+        templates.insert(
+            experts.to_owned(),
+            rename(
+                "layers.7300000000.experts.fused",
+                None,
+                &[],
+                "layers.1.experts.fused",
+            ),
+        );
+        // A stand-in next to a digit: the name is made afresh for every key.
+        let glued = "x.7300000000.y";
+        templates.insert(
+            glued.to_owned(),
+            rename("x.73000000001.y", None, &[], "x.31.y"),
+        );
+        let names = [
+            "layers.1.experts.0.w",
+            "layers.1.experts.1.w",
+            "layers.01.experts.0.w",
+            "layers.1.experts.7300000001.w",
+            "layers.7300000001.experts.2.w",
+            "layers.2.experts.0.w",
+            "x.3.y",
+            "x.4.y",
+        ];
+        let keyed = key_templates(names.into_iter());
+        let renamed = renamed_keys(&names, &keyed, &templates, Some("model"), &state).unwrap();
+        let expected = key_by_key(&names, &templates, &state);
+        assert_eq!(renamed.keys(), expected);
+        // Keys 0, 1 and 3 make one name; "01" is not "1"; x.3.y is a model tensor as stored.
+        assert_eq!(renamed.of_key[0], renamed.of_key[1]);
+        assert_eq!(renamed.of_key[0], renamed.of_key[3]);
+        assert_eq!(expected[2], "model.layers.01.experts.fused");
+        assert_eq!(expected[6..], ["x.3.y", "x.41.y"]);
+    }
+
     #[test]
     fn the_prefix_is_settled_as_transformers_does() {
         let state: HashMap<&str, (), RandomState> = ["layers.0.w", "model.norm.w"]
