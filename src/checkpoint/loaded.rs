@@ -156,6 +156,30 @@ fn plain(number: &str) -> u32 {
     }
 }
 
+/// Whether `key`'s template (`name_template`) is `template`, without making it.
+fn fits(key: &str, template: &str, stand_ins: &mut StandIns) -> bool {
+    let mut parts = template.split('.');
+    let mut count = 0;
+    for part in key.split('.') {
+        let Some(expected) = parts.next() else {
+            return false;
+        };
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            if expected != stand_ins.get(count) {
+                return false;
+            }
+            count += 1;
+        } else if expected != part {
+            return false;
+        }
+    }
+    parts.next().is_none()
+}
+
+/// How many of the templates met last `key_templates` tries before making a key's template:
+/// sorted keys cycle through a few (an expert's `down_proj`, `gate_proj`, `up_proj`).
+const RECENT: usize = 4;
+
 /// The templates of `names` (`KeyTemplates`).
 pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
     let mut seen: HashMap<String, u32, RandomState> = HashMap::default();
@@ -165,17 +189,29 @@ pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
     };
     let (mut template, mut numbers) = (String::new(), Vec::new());
     let mut stand_ins = StandIns::default();
+    let mut recent: Vec<u32> = Vec::with_capacity(RECENT + 1);
     for (at, name) in names.enumerate() {
-        template_into(name, &mut template, &mut numbers, &mut stand_ins);
-        let id = match seen.get(&template) {
-            Some(&id) => id,
+        let known = recent
+            .iter()
+            .position(|&id| fits(name, &out.templates[id as usize].0, &mut stand_ins));
+        let id = match known {
+            Some(place) => recent.remove(place),
             None => {
-                let id = out.templates.len() as u32;
-                seen.insert(template.clone(), id);
-                out.templates.push((template.clone(), at));
-                id
+                template_into(name, &mut template, &mut numbers, &mut stand_ins);
+                match seen.get(&template) {
+                    Some(&id) => id,
+                    None => {
+                        let id = out.templates.len() as u32;
+                        seen.insert(template.clone(), id);
+                        out.templates.push((template.clone(), at));
+                        id
+                    }
+                }
             }
         };
+        recent.insert(0, id);
+        recent.truncate(RECENT);
+        numbers_into(name, &mut numbers);
         out.of_key.push(id);
         out.numbers.extend(numbers.iter().map(|n| plain(n)));
         out.numbers_at.push(out.numbers.len() as u32);
@@ -776,6 +812,47 @@ mod tests {
         assert_eq!(renamed.of_key[0], renamed.of_key[3]);
         assert_eq!(expected[2], "model.layers.01.experts.fused");
         assert_eq!(expected[6..], ["x.3.y", "x.41.y"]);
+    }
+
+    #[test]
+    fn each_key_gets_its_own_template() {
+        let names = [
+            "a.0.b.1.w",
+            "a.0.b.1.v",
+            "a.0.b.2.w",
+            "a.0.b.2.v",
+            "a.1",
+            "a.x",
+            "a.1.b",
+            "a",
+            "",
+            "a..1",
+            "a.7300000000.b.1.w",
+            "a.01.b.1.w",
+            "c.0",
+            "a.0.b.1.w",
+            "d.0.e",
+            "f.1",
+            "g.2",
+            "h.3",
+            "a.0.b.1.v",
+        ];
+        let keyed = key_templates(names.into_iter());
+        let mut templates: Vec<String> = Vec::new();
+        for (at, name) in names.iter().enumerate() {
+            let (template, numbers) = name_template(name);
+            let id = keyed.of_key[at] as usize;
+            assert_eq!(keyed.templates[id].0, template, "{name}");
+            if !templates.contains(&template) {
+                assert_eq!(keyed.templates[id].1, at);
+                templates.push(template);
+            }
+            let plain: Vec<u32> = numbers.iter().map(|n| plain(n)).collect();
+            assert_eq!(keyed.numbers_of(at), plain);
+        }
+        assert_eq!(keyed.templates.len(), templates.len());
+        assert_eq!(keyed.numbers_of(11), [NOT_PLAIN, 1]);
+        assert_eq!(keyed.numbers_of(10), [NOT_PLAIN, 1]);
     }
 
     #[test]
