@@ -30,11 +30,14 @@ __all__ = [
     "PlanReport",
     "_CheckpointSizes",
     "_HubCheckpoint",
+    "_RenamedKeys",
+    "_SizesReading",
     "_ViewIter",
     "__version__",
     "_check_map",
     "_checkpoint_names_note",
     "_checkpoint_sizes",
+    "_checkpoint_sizes_started",
     "_device_type_index",
     "_example_config",
     "_example_tensors",
@@ -424,22 +427,40 @@ def _checkpoint_sizes(
     progress: Callable[[int, int], object] | None = None,
     token: str | None = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+
+@final
+class _SizesReading:
+    def join(self) -> tuple[_CheckpointSizes, list[list[str]]]: ...
+
+def _checkpoint_sizes_started(
+    path: Any,
+    dtype: Any = None,
+    progress: Callable[[int, int], object] | None = None,
+    token: str | None = None,
+) -> _SizesReading: ...
 def _pytorch_files(source: Any) -> list[str] | None: ...
 def _pytorch_sizes(source: Any, states: list[Any], dtype: Any = None, as_dict: bool = False) -> Any: ...
 def _loaded_sizes(
     checkpoint: _CheckpointSizes,
-    renamed: list[str],
+    renamed: list[str] | _RenamedKeys,
     state: Any,
     shared: list[list[str]],
     dtype: Any = None,
 ) -> tuple[_CheckpointSizes, list[list[str]]]: ...
 def _name_templates(keys: _CheckpointSizes | list[str]) -> list[tuple[str, str]]: ...
+
+@final
+class _RenamedKeys:
+    def __len__(self) -> int: ...
+    def names(self) -> list[str]: ...
+
 def _renamed_keys(
     keys: _CheckpointSizes | list[str],
     templates: dict[str, tuple[str, str | None, list[str], str, str | None]],
     prefix: str | None,
     state: list[str],
-) -> tuple[list[str], list[list[str]]] | None: ...
+    kept: bool = False,
+) -> tuple[list[str] | _RenamedKeys, list[list[str]]] | None: ...
 def _checkpoint_names_note(why: str) -> str: ...
 def _tied_by_default() -> list[str]: ...
 

@@ -129,7 +129,8 @@ def _renamed(
     key_mapping: dict[str, str] | None,
     direct: bool = False,
     state: dict[str, Any] | None = None,
-) -> tuple[list[str], list[list[str]]]:
+    kept: bool = False,
+) -> tuple[Any, list[list[str]]]:
     """Each checkpoint key as the loader renames it (`convert_and_load_state_dict_in_model`:
     transformers' `rename_source_key` with the model's renamings and converters), and the
     groups of model names one converter makes from the same tensors.
@@ -138,7 +139,8 @@ def _renamed(
     renamings and converters run once per such template, with stand-ins for the numbers, and
     the core puts the numbers back and settles the base model prefix per key. Each template's
     first key is renamed directly too and must agree; when one does not, when a pattern names
-    a number (`layers\\.1\\.`), or with `direct=True`, every key is renamed by transformers."""
+    a number (`layers\\.1\\.`), or with `direct=True`, every key is renamed by transformers.
+    `kept`: the fast path's names stay in the core (`_core._RenamedKeys`, for `_loaded_sizes`)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
@@ -155,7 +157,7 @@ def _renamed(
             new, pattern = rename_source_key(template, renamings, converters)
             targets = list(by_pattern[pattern].target_patterns) if pattern is not None else []
             templates[template] = (new, pattern, targets, *rename_source_key(first, renamings, converters))
-        fast = _core._renamed_keys(keys, templates, prefix, list(state))
+        fast = _core._renamed_keys(keys, templates, prefix, list(state), kept)
         if fast is not None:
             return fast
     renamed: list[str] = []
@@ -205,10 +207,18 @@ def check_arguments(model_class: Any, key_mapping: Any) -> None:
         )
 
 
+def _joined(sizes: Any, config_ties: list[list[str]] | None) -> tuple[Any, list[list[str]]]:
+    """`(sizes, config_ties)`, waiting for them when they are still being read
+    (`_core._SizesReading`)."""
+    if isinstance(sizes, _core._SizesReading):
+        return sizes.join()
+    return sizes, config_ties or []
+
+
 def loaded(
     source: Any,
     sizes: Any,
-    config_ties: list[list[str]],
+    config_ties: list[list[str]] | None,
     dtype: Any = None,
     model_class: Any = None,
     key_mapping: dict[str, str] | None = None,
@@ -216,14 +226,21 @@ def loaded(
 ) -> Loaded:
     """`sizes` (a checkpoint's, `_core._CheckpointSizes`) in the names of the model
     `from_pretrained` builds, with its no-split modules and ties; when that model cannot be
-    built here, the checkpoint's own names and `config_ties`, and why."""
+    built here, the checkpoint's own names and `config_ties`, and why. `sizes` may still be
+    being read (`_core._checkpoint_sizes_started`, its ties with it): the model is built
+    meanwhile, and a reading error is raised before any error of the build."""
     check_arguments(model_class, key_mapping)
     try:
         model = _build(source, model_class, dtype, token)
     except _Unavailable as why:
+        sizes, config_ties = _joined(sizes, config_ties)
         return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
+    except BaseException:
+        _joined(sizes, config_ties)
+        raise
+    sizes, config_ties = _joined(sizes, config_ties)
     state = model.state_dict()
-    renamed, shared = _renamed(model, sizes, key_mapping, state=state)
+    renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)
     load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)
     try:
         model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, load_dtype)

@@ -91,8 +91,9 @@ def _sizes_of(
         from devicemap._loaded import loaded
 
         found_bin = _bin.pytorch_sizes(source, dtype, progress=progress)  # pytorch_model.bin (issue 14)
-        checkpoint_sizes, tied = found_bin or _core._checkpoint_sizes(source, dtype, progress, token)
-        found = loaded(source, checkpoint_sizes, tied, dtype, model_class, key_mapping, token)
+        # Safetensors headers are read on a thread of their own while the model is built.
+        read = found_bin or (_core._checkpoint_sizes_started(source, dtype, progress, token), None)
+        found = loaded(source, read[0], read[1], dtype, model_class, key_mapping, token)
         return found.sizes, found.no_split, found.tied, found.note
     raise TypeError(
         "source must be a mapping of tensor names to bytes, a checkpoint path or a torch.nn.Module, "

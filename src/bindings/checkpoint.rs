@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use ahash::RandomState;
 use pyo3::intern;
@@ -308,6 +310,18 @@ pub fn _tensor_sizes_and_path<'py>(
 #[pyclass(frozen, module = "devicemap._core", name = "_CheckpointSizes")]
 pub struct PyCheckpointSizes {
     pub(super) sizes: Vec<(String, u64)>,
+    /// The keys' name templates, for renaming them: made where the sizes were read (on the
+    /// reading thread of `_checkpoint_sizes_started`), else when first asked for.
+    pub(super) templates: OnceLock<checkpoint::KeyTemplates>,
+}
+
+impl PyCheckpointSizes {
+    pub(super) fn new(sizes: Vec<(String, u64)>) -> Self {
+        PyCheckpointSizes {
+            sizes,
+            templates: OnceLock::new(),
+        }
+    }
 }
 
 #[pymethods]
@@ -354,7 +368,7 @@ pub(super) fn module_tensor(
 pub fn _loaded_sizes(
     py: Python<'_>,
     checkpoint: &Bound<'_, PyCheckpointSizes>,
-    renamed: Vec<String>,
+    renamed: &Bound<'_, PyAny>,
     state: &Bound<'_, PyAny>,
     shared: Vec<Vec<String>>,
     dtype: Option<&Bound<'_, PyAny>>,
@@ -362,6 +376,15 @@ pub fn _loaded_sizes(
     guard("_loaded_sizes", || {
         let dtype = dtype_from_py(dtype)?;
         let stored = &checkpoint.get().sizes;
+        let kept = renamed.cast::<PyRenamedKeys>().ok();
+        let listed: Vec<String> = match kept {
+            Some(_) => Vec::new(),
+            None => renamed.extract()?,
+        };
+        let renamed: Vec<&str> = match &kept {
+            Some(kept) => kept.get().renamed.keys(),
+            None => listed.iter().map(String::as_str).collect(),
+        };
         if renamed.len() != stored.len() {
             return Err(Error::Internal(format!(
                 "{} renamed keys for {} checkpoint tensors",
@@ -377,7 +400,7 @@ pub fn _loaded_sizes(
         }
         let (model, tied) = plan::module_sizes(tensors, dtype.map(plan::Resize::To));
         let sizes = py.detach(|| checkpoint::loaded_sizes(stored, &renamed, &model, &shared));
-        Ok((PyCheckpointSizes { sizes }, tied))
+        Ok((PyCheckpointSizes::new(sizes), tied))
     })
 }
 
@@ -385,40 +408,74 @@ pub fn _loaded_sizes(
 /// stand-ins), each with its first key, for renaming once per template.
 #[pyfunction]
 pub fn _name_templates(keys: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
-    with_keys(keys, |names| {
-        checkpoint::name_templates(names.iter().copied())
-            .into_iter()
-            .map(|(template, first)| (template, names[first].to_owned()))
+    with_keys(keys, |names, keyed| {
+        keyed
+            .templates
+            .iter()
+            .map(|(template, first)| (template.clone(), names[*first].to_owned()))
             .collect()
     })
 }
 
-/// `work` on the keys of a `_CheckpointSizes` (borrowed) or of a list of names.
-fn with_keys<T>(keys: &Bound<'_, PyAny>, work: impl FnOnce(&[&str]) -> T) -> PyResult<T> {
+/// `work` on the keys of a `_CheckpointSizes` (borrowed, its templates made once) or of a list
+/// of names, and their templates.
+fn with_keys<T>(
+    keys: &Bound<'_, PyAny>,
+    work: impl FnOnce(&[&str], &checkpoint::KeyTemplates) -> T,
+) -> PyResult<T> {
     if let Ok(sizes) = keys.cast::<PyCheckpointSizes>() {
-        let stored = &sizes.get().sizes;
-        let names: Vec<&str> = stored.iter().map(|(name, _)| name.as_str()).collect();
-        return Ok(work(&names));
+        let sizes = sizes.get();
+        let names: Vec<&str> = sizes.sizes.iter().map(|(name, _)| name.as_str()).collect();
+        let keyed = sizes
+            .templates
+            .get_or_init(|| checkpoint::key_templates(names.iter().copied()));
+        return Ok(work(&names, keyed));
     }
     let owned: Vec<String> = keys.extract()?;
     let names: Vec<&str> = owned.iter().map(String::as_str).collect();
-    Ok(work(&names))
+    let keyed = checkpoint::key_templates(names.iter().copied());
+    Ok(work(&names, &keyed))
 }
 
 /// One template's renames as `_renamed_keys` takes them: `(renamed, pattern, targets,
 /// first key renamed, its pattern)`.
 type TemplateTuple = (String, Option<String>, Vec<String>, String, Option<String>);
 
+/// A checkpoint's keys as the loader renames them, kept in Rust between `_renamed_keys` and
+/// `_loaded_sizes` (one name per distinct new name, not 10^4 Python strings).
+#[pyclass(frozen, module = "devicemap._core", name = "_RenamedKeys")]
+pub struct PyRenamedKeys {
+    renamed: checkpoint::Renamed,
+}
+
+#[pymethods]
+impl PyRenamedKeys {
+    fn __len__(&self) -> usize {
+        self.renamed.of_key.len()
+    }
+
+    /// The new names, key by key.
+    fn names(&self) -> Vec<&str> {
+        self.renamed.keys()
+    }
+}
+
+/// Renamed keys (`_RenamedKeys` or a list) and the shared groups.
+type RenamedPair<'py> = (Bound<'py, PyAny>, Vec<Vec<String>>);
+
 /// A checkpoint's keys renamed from their templates' renames (`checkpoint::renamed_keys`):
 /// `(renamed, shared groups)`, or `None` when a template's first key renames differently.
+/// `kept`: the renamed keys as `_RenamedKeys`, else a list.
 #[pyfunction]
-pub fn _renamed_keys(
-    py: Python<'_>,
-    keys: &Bound<'_, PyAny>,
+#[pyo3(signature = (keys, templates, prefix, state, kept = false))]
+pub fn _renamed_keys<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyAny>,
     templates: HashMap<String, TemplateTuple>,
     prefix: Option<String>,
     state: Vec<String>,
-) -> PyResult<Option<checkpoint::RenamedKeys>> {
+    kept: bool,
+) -> PyResult<Option<RenamedPair<'py>>> {
     let templates: HashMap<String, checkpoint::TemplateRename, RandomState> = templates
         .into_iter()
         .map(
@@ -434,9 +491,19 @@ pub fn _renamed_keys(
             },
         )
         .collect();
-    with_keys(keys, |names| {
-        py.detach(|| checkpoint::renamed_keys(names, &templates, prefix.as_deref(), &state))
-    })
+    let found = with_keys(keys, |names, keyed| {
+        let prefix = prefix.as_deref();
+        py.detach(|| checkpoint::renamed_keys(names, keyed, &templates, prefix, &state))
+    })?;
+    let Some(mut renamed) = found else {
+        return Ok(None);
+    };
+    let shared = std::mem::take(&mut renamed.shared);
+    let keys = match kept {
+        true => Bound::new(py, PyRenamedKeys { renamed })?.into_any(),
+        false => PyList::new(py, renamed.keys())?.into_any(),
+    };
+    Ok(Some((keys, shared)))
 }
 
 /// The `model_type`s whose config class ties the word embeddings by default (for a test that
@@ -467,7 +534,126 @@ pub fn _checkpoint_sizes<'py>(
         let checkpoint = checkpoint_from_py(path, token)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-        Ok((PyCheckpointSizes { sizes }, tied))
+        Ok((PyCheckpointSizes::new(sizes), tied))
+    })
+}
+
+/// What the reading thread of `_checkpoint_sizes_started` gives back.
+type ReadApart = Result<(PyCheckpointSizes, Vec<Vec<String>>), ReadFailure>;
+
+/// Why a reading apart failed: the core's error, or the progress callback's own.
+enum ReadFailure {
+    Core(Error),
+    Callback(PyErr),
+}
+
+impl From<Error> for ReadFailure {
+    fn from(error: Error) -> Self {
+        ReadFailure::Core(error)
+    }
+}
+
+/// `_checkpoint_sizes`'s reading and ties, and the keys' templates, on a thread that holds no
+/// GIL: `progress` is
+/// called with the GIL taken for the call alone.
+fn read_apart(
+    checkpoint: Checkpoint,
+    dtype: Option<Dtype>,
+    progress: Option<Py<PyAny>>,
+) -> ReadApart {
+    let mut failure: Option<PyErr> = None;
+    let mut report = |done: usize, total: usize| {
+        if let (Some(callback), true) = (&progress, failure.is_none()) {
+            Python::attach(|py| {
+                if let Err(err) = callback.bind(py).call1((done, total)) {
+                    failure = Some(err);
+                }
+            });
+        }
+    };
+    let threads = reader_threads();
+    let read = checkpoint::checkpoint_sizes(&checkpoint, dtype, threads, &mut report, &mut |_| {});
+    if let Some(progress) = progress {
+        Python::attach(|_| drop(progress));
+    }
+    if let Some(err) = failure {
+        return Err(ReadFailure::Callback(err));
+    }
+    let sizes = read?.to_vec();
+    let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
+    let templates = checkpoint::key_templates(sizes.iter().map(|(name, _)| name.as_str()));
+    let sizes = PyCheckpointSizes {
+        sizes,
+        templates: OnceLock::from(templates),
+    };
+    Ok((sizes, tied))
+}
+
+/// A checkpoint's headers being read on a thread of their own (`_checkpoint_sizes_started`),
+/// while Python does other work (builds the loader's model on the meta device).
+#[pyclass(frozen, module = "devicemap._core", name = "_SizesReading")]
+pub struct PySizesReading {
+    thread: Mutex<Option<JoinHandle<ReadApart>>>,
+}
+
+impl PySizesReading {
+    fn take(&self) -> Option<JoinHandle<ReadApart>> {
+        self.thread.lock().ok().and_then(|mut thread| thread.take())
+    }
+}
+
+#[pymethods]
+impl PySizesReading {
+    /// Waits for the reading (the GIL released) and gives what `_checkpoint_sizes` gives, or
+    /// raises what it raises. Once.
+    fn join(&self, py: Python<'_>) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
+        guard("_checkpoint_sizes", || {
+            let Some(thread) = self.take() else {
+                return Err(Error::Internal("a checkpoint reading joined twice".to_owned()).into());
+            };
+            match py.detach(|| thread.join()) {
+                Ok(Ok(read)) => Ok(read),
+                Ok(Err(ReadFailure::Core(error))) => Err(error.into()),
+                Ok(Err(ReadFailure::Callback(error))) => Err(error),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+impl Drop for PySizesReading {
+    /// A reading never joined (the caller failed first) is waited for, so that no thread of
+    /// ours outlives its caller's interest (its progress calls included).
+    fn drop(&mut self) {
+        if let Some(thread) = self.take() {
+            Python::attach(|py| py.detach(|| drop(thread.join())));
+        }
+    }
+}
+
+/// `_checkpoint_sizes` started on a thread of its own: the source is opened here (its errors
+/// raised here), the headers read there; `join()` on the result gives the sizes and ties.
+#[pyfunction]
+#[pyo3(signature = (path, dtype = None, progress = None, token = None))]
+pub fn _checkpoint_sizes_started<'py>(
+    path: &Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    progress: Option<&Bound<'py, PyAny>>,
+    token: Option<String>,
+) -> PyResult<PySizesReading> {
+    guard("_checkpoint_sizes", || {
+        let dtype = dtype_from_py(dtype)?;
+        let checkpoint = checkpoint_from_py(path, token)?;
+        let progress = progress
+            .filter(|p| !p.is_none())
+            .map(|p| p.clone().unbind());
+        let thread = std::thread::Builder::new()
+            .name("devicemap-headers".to_owned())
+            .spawn(move || read_apart(checkpoint, dtype, progress))
+            .map_err(|err| Error::Internal(format!("no thread to read the headers on: {err}")))?;
+        Ok(PySizesReading {
+            thread: Mutex::new(Some(thread)),
+        })
     })
 }
 

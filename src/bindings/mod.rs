@@ -58,11 +58,14 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes_started, m)?)?;
+    m.add_class::<checkpoint::PySizesReading>()?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_files, m)?)?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_loaded_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_name_templates, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_renamed_keys, m)?)?;
+    m.add_class::<checkpoint::PyRenamedKeys>()?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_names_note, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_tied_by_default, m)?)?;
     m.add_class::<checkpoint::PyHubCheckpoint>()?;

@@ -128,7 +128,7 @@ pub fn _pytorch_sizes<'py>(
             return Ok(sizes_to_dict(py, &sizes)?.into_any());
         }
         let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-        let result = (PyCheckpointSizes { sizes }, tied);
+        let result = (PyCheckpointSizes::new(sizes), tied);
         Ok(result.into_pyobject(py)?.into_any())
     })
 }

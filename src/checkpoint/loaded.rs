@@ -9,7 +9,6 @@
 //! a tensor the checkpoint lacks.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
 use ahash::RandomState;
 
@@ -28,7 +27,7 @@ use ahash::RandomState;
 /// nearest enclosing module (at the end when none), so nothing stored goes uncounted.
 pub fn loaded_sizes(
     checkpoint: &[(String, u64)],
-    renamed: &[String],
+    renamed: &[impl AsRef<str>],
     model: &[(String, u64)],
     shared: &[Vec<String>],
 ) -> Vec<(String, u64)> {
@@ -41,9 +40,10 @@ pub fn loaded_sizes(
     let mut extra: Vec<(&str, u64)> = Vec::new();
     let mut extra_at: HashMap<&str, usize, RandomState> = HashMap::default();
     for ((_, bytes), name) in checkpoint.iter().zip(renamed) {
-        match index.get(name.as_str()) {
+        let name = name.as_ref();
+        match index.get(name) {
             Some(&at) => got[at] = Some(got[at].unwrap_or(0).saturating_add(*bytes)),
-            None => match extra_at.get(name.as_str()) {
+            None => match extra_at.get(name) {
                 Some(&at) => extra[at].1 = extra[at].1.saturating_add(*bytes),
                 None => {
                     extra_at.insert(name, extra.len());
@@ -79,18 +79,36 @@ pub fn loaded_sizes(
 /// any layer or expert count, so no renaming pattern matches it by value.
 pub const STAND_IN: u64 = 7_300_000_000;
 
+/// The stand-ins as text, made once and reused.
+#[derive(Default)]
+struct StandIns(Vec<String>);
+
+impl StandIns {
+    fn get(&mut self, at: usize) -> &str {
+        while self.0.len() <= at {
+            self.0.push((STAND_IN + self.0.len() as u64).to_string());
+        }
+        &self.0[at]
+    }
+}
+
 /// `key` with each numbered component (`layers.3`: all ASCII digits between dots) replaced by
 /// a stand-in (`STAND_IN`, `STAND_IN + 1`, ...), and the numbers in order.
 #[cfg(test)]
 fn name_template(key: &str) -> (String, Vec<&str>) {
     let mut out = String::with_capacity(key.len() + 8);
     let mut numbers = Vec::new();
-    template_into(key, &mut out, &mut numbers);
+    template_into(key, &mut out, &mut numbers, &mut StandIns::default());
     (out, numbers)
 }
 
 /// `name_template` into reused buffers (cleared first).
-fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>) {
+fn template_into<'k>(
+    key: &'k str,
+    out: &mut String,
+    numbers: &mut Vec<&'k str>,
+    stand_ins: &mut StandIns,
+) {
     out.clear();
     numbers.clear();
     for (at, part) in key.split('.').enumerate() {
@@ -98,8 +116,7 @@ fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>)
             out.push('.');
         }
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{}", STAND_IN + numbers.len() as u64);
+            out.push_str(stand_ins.get(numbers.len()));
             numbers.push(part);
         } else {
             out.push_str(part);
@@ -107,20 +124,112 @@ fn template_into<'k>(key: &'k str, out: &mut String, numbers: &mut Vec<&'k str>)
     }
 }
 
+/// The template (`name_template`) of each of a checkpoint's keys: the distinct templates in
+/// first-seen order, each with the index of its first key, the template of each key, and each
+/// key's numbers as values (`NOT_PLAIN` for one with a leading zero or of a stand-in's length,
+/// which only its text tells apart), key `k`'s from `numbers_at[k]` to `numbers_at[k + 1]`.
+#[derive(Debug, Default)]
+pub struct KeyTemplates {
+    pub templates: Vec<(String, usize)>,
+    pub of_key: Vec<u32>,
+    numbers: Vec<u32>,
+    numbers_at: Vec<u32>,
+}
+
+/// A number `KeyTemplates` keeps as text only.
+const NOT_PLAIN: u32 = u32::MAX;
+
+impl KeyTemplates {
+    /// The numbers of key `at` as values.
+    fn numbers_of(&self, at: usize) -> &[u32] {
+        let (start, end) = (self.numbers_at[at], self.numbers_at[at + 1]);
+        &self.numbers[start as usize..end as usize]
+    }
+}
+
+/// `number`'s value when its text is the value's own (no leading zero, shorter than a
+/// stand-in), else `NOT_PLAIN`.
+fn plain(number: &str) -> u32 {
+    match number.len() {
+        1..10 if number == "0" || !number.starts_with('0') => number.parse().unwrap_or(NOT_PLAIN),
+        _ => NOT_PLAIN,
+    }
+}
+
+/// Whether `key`'s template (`name_template`) is `template`, without making it.
+fn fits(key: &str, template: &str, stand_ins: &mut StandIns) -> bool {
+    let mut parts = template.split('.');
+    let mut count = 0;
+    for part in key.split('.') {
+        let Some(expected) = parts.next() else {
+            return false;
+        };
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            if expected != stand_ins.get(count) {
+                return false;
+            }
+            count += 1;
+        } else if expected != part {
+            return false;
+        }
+    }
+    parts.next().is_none()
+}
+
+/// How many of the templates met last `key_templates` tries before making a key's template:
+/// sorted keys cycle through a few (an expert's `down_proj`, `gate_proj`, `up_proj`).
+const RECENT: usize = 4;
+
+/// The templates of `names` (`KeyTemplates`).
+pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
+    let mut seen: HashMap<String, u32, RandomState> = HashMap::default();
+    let mut out = KeyTemplates {
+        numbers_at: vec![0],
+        ..KeyTemplates::default()
+    };
+    let (mut template, mut numbers) = (String::new(), Vec::new());
+    let mut stand_ins = StandIns::default();
+    let mut recent: Vec<u32> = Vec::with_capacity(RECENT + 1);
+    for (at, name) in names.enumerate() {
+        let known = recent
+            .iter()
+            .position(|&id| fits(name, &out.templates[id as usize].0, &mut stand_ins));
+        let id = match known {
+            Some(place) => recent.remove(place),
+            None => {
+                template_into(name, &mut template, &mut numbers, &mut stand_ins);
+                match seen.get(&template) {
+                    Some(&id) => id,
+                    None => {
+                        let id = out.templates.len() as u32;
+                        seen.insert(template.clone(), id);
+                        out.templates.push((template.clone(), at));
+                        id
+                    }
+                }
+            }
+        };
+        recent.insert(0, id);
+        recent.truncate(RECENT);
+        numbers_into(name, &mut numbers);
+        out.of_key.push(id);
+        out.numbers.extend(numbers.iter().map(|n| plain(n)));
+        out.numbers_at.push(out.numbers.len() as u32);
+    }
+    out
+}
+
 /// The distinct templates of `names` (`name_template`), in first-seen order, each with the
 /// index of its first name.
 pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
-    let mut seen: HashMap<String, (), RandomState> = HashMap::default();
-    let mut out = Vec::new();
-    let (mut template, mut numbers) = (String::new(), Vec::new());
-    for (at, name) in names.enumerate() {
-        template_into(name, &mut template, &mut numbers);
-        if !seen.contains_key(&template) {
-            seen.insert(template.clone(), ());
-            out.push((template.clone(), at));
-        }
-    }
-    out
+    key_templates(names).templates
+}
+
+/// The numbered components of `key` (those `name_template` replaces), in order.
+fn numbers_into<'k>(key: &'k str, numbers: &mut Vec<&'k str>) {
+    numbers.clear();
+    let numbered = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    numbers.extend(key.split('.').filter(numbered));
 }
 
 /// How the loader renames one template: the renamed template and the matching converter's
@@ -137,15 +246,39 @@ pub struct TemplateRename {
 /// Keys as the loader renames them, and the groups of model names one converter makes.
 pub type RenamedKeys = (Vec<String>, Vec<Vec<String>>);
 
-/// `renamed` with its stand-ins replaced by `numbers`, as the template was filled.
-fn fill(renamed: &str, numbers: &[&str], stand_ins: &mut Vec<String>) -> String {
-    while stand_ins.len() < numbers.len() {
-        stand_ins.push((STAND_IN + stand_ins.len() as u64).to_string());
+/// Keys as the loader renames them, each as an index into a table of the distinct names (many
+/// keys become one name: every expert of a layer its fused parameter), and the groups of model
+/// names one converter makes.
+#[derive(Debug, Default)]
+pub struct Renamed {
+    pub names: Vec<String>,
+    pub of_key: Vec<u32>,
+    pub shared: Vec<Vec<String>>,
+}
+
+impl Renamed {
+    /// Each key's new name, in key order.
+    pub fn keys(&self) -> Vec<&str> {
+        self.of_key
+            .iter()
+            .map(|&at| self.names[at as usize].as_str())
+            .collect()
     }
+
+    /// The names key by key, and the shared groups.
+    pub fn into_lists(self) -> RenamedKeys {
+        let keys = self.keys().into_iter().map(str::to_owned).collect();
+        (keys, self.shared)
+    }
+}
+
+/// `renamed` with its stand-ins replaced by `numbers`, as the template was filled.
+fn fill(renamed: &str, numbers: &[&str], stand_ins: &mut StandIns) -> String {
     let mut out = renamed.to_owned();
-    for (stand_in, number) in stand_ins.iter().zip(numbers) {
-        if out.contains(stand_in.as_str()) {
-            out = out.replace(stand_in.as_str(), number);
+    for (at, number) in numbers.iter().enumerate() {
+        let stand_in = stand_ins.get(at);
+        if out.contains(stand_in) {
+            out = out.replace(stand_in, number);
         }
     }
     out
@@ -173,66 +306,169 @@ fn settle(key: &str, prefix: &str, state: &HashMap<&str, (), RandomState>) -> St
     }
 }
 
+/// One template met while renaming: its rename, the stand-ins its renamed name holds (the
+/// numbers it depends on), whether those alone decide the filled name (each stand-in bordered
+/// by non-digits, so that no filled number can join another into a stand-in), and the names
+/// already made from it, by the values of those numbers (`Met::pack`).
+struct Met<'t> {
+    known: &'t TemplateRename,
+    used: Vec<usize>,
+    clean: bool,
+    made: HashMap<u64, (u32, bool), RandomState>,
+}
+
+impl<'t> Met<'t> {
+    fn new(known: &'t TemplateRename, count: usize, stand_ins: &mut StandIns) -> Met<'t> {
+        let text = known.renamed.as_bytes();
+        let mut used = Vec::new();
+        let mut clean = true;
+        for at in 0..count {
+            let stand_in = stand_ins.get(at);
+            for (start, _) in known.renamed.match_indices(stand_in) {
+                let end = start + stand_in.len();
+                let digit =
+                    |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_digit);
+                clean &= !digit(start.checked_sub(1)) && !digit(Some(end));
+                if used.last() != Some(&at) {
+                    used.push(at);
+                }
+            }
+        }
+        Met {
+            known,
+            used,
+            clean,
+            made: HashMap::default(),
+        }
+    }
+
+    /// The numbers a key's name depends on, as one value, when they alone decide it: the
+    /// template clean, at most two of them, each plain (so none holds a stand-in).
+    fn pack(&self, numbers: &[u32]) -> Option<u64> {
+        if !self.clean || self.used.len() > 2 {
+            return None;
+        }
+        let mut packed = 0u64;
+        for &u in &self.used {
+            let number = *numbers.get(u)?;
+            if number == NOT_PLAIN {
+                return None;
+            }
+            packed = (packed << 32) | number as u64;
+        }
+        Some(packed)
+    }
+}
+
+/// The distinct names made so far, each with its place in the table.
+#[derive(Default)]
+struct Names {
+    at: HashMap<String, u32, RandomState>,
+    renamed: Renamed,
+}
+
+impl Names {
+    fn id(&mut self, name: String) -> u32 {
+        if let Some(&at) = self.at.get(&name) {
+            return at;
+        }
+        let at = self.renamed.names.len() as u32;
+        self.renamed.names.push(name.clone());
+        self.at.insert(name, at);
+        at
+    }
+}
+
+/// What renaming one key needs besides the key.
+struct Renaming<'s> {
+    prefix: Option<&'s str>,
+    state: HashMap<&'s str, (), RandomState>,
+    stand_ins: StandIns,
+    grouped: HashMap<String, (), RandomState>,
+}
+
+impl Renaming<'_> {
+    /// The name a key of `met` with `numbers` becomes before the per-key check, its place in
+    /// `names`, and whether the model has it; converter groups recorded as first met.
+    fn make(&mut self, met: &Met<'_>, numbers: &[&str], names: &mut Names) -> (u32, bool) {
+        let known = met.known;
+        let filled = fill(&known.renamed, numbers, &mut self.stand_ins);
+        let new = match self.prefix {
+            None => filled,
+            Some(prefix) => settle(&filled, prefix, &self.state),
+        };
+        let in_state = self.state.contains_key(new.as_str());
+        let targets = &known.targets;
+        if known.pattern.is_some()
+            && targets.len() > 1
+            && in_state
+            && !self.grouped.contains_key(&new)
+        {
+            self.grouped.insert(new.clone(), ());
+            let group = targets.iter().map(|t| new.replace(&targets[0], t));
+            names.renamed.shared.push(group.collect());
+        }
+        (names.id(new), in_state)
+    }
+}
+
 /// Each of `names` renamed as the loader renames it, from the renames of its template (the
 /// numbers put back, the base model prefix settled per key against the model's `state` names),
 /// and the groups of model names one converter makes from the same tensors. `None` when the
 /// first key of some template renames differently from its template filled: then the caller
-/// renames key by key. `prefix` `None`: no prefix step.
+/// renames key by key. `prefix` `None`: no prefix step. Keys of one template with the same
+/// numbers where its renamed name has them make one name, made once.
 pub fn renamed_keys(
     names: &[&str],
+    keyed: &KeyTemplates,
     templates: &HashMap<String, TemplateRename, RandomState>,
     prefix: Option<&str>,
     state: &[String],
-) -> Option<RenamedKeys> {
-    let state: HashMap<&str, (), RandomState> = state.iter().map(|s| (s.as_str(), ())).collect();
-    let mut checked: HashMap<&str, (), RandomState> = HashMap::default();
-    let mut renamed = Vec::with_capacity(names.len());
-    let mut shared = Vec::new();
-    let mut grouped: HashMap<String, (), RandomState> = HashMap::default();
-    let (mut template, mut numbers, mut stand_ins) = (String::new(), Vec::new(), Vec::new());
-    // Many keys fill to one name (every expert of a layer into its fused parameter).
-    let mut settled: HashMap<String, String, RandomState> = HashMap::default();
-    for &key in names {
-        template_into(key, &mut template, &mut numbers);
-        let (name, known) = templates.get_key_value(&template)?;
-        let filled = fill(&known.renamed, &numbers, &mut stand_ins);
-        if !checked.contains_key(name.as_str()) {
-            if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
-                return None;
+) -> Option<Renamed> {
+    let mut renaming = Renaming {
+        prefix,
+        state: state.iter().map(|s| (s.as_str(), ())).collect(),
+        stand_ins: StandIns::default(),
+        grouped: HashMap::default(),
+    };
+    let mut out = Names::default();
+    out.renamed.of_key.reserve(names.len());
+    let mut met: Vec<Option<Met<'_>>> = keyed.templates.iter().map(|_| None).collect();
+    let mut numbers = Vec::new();
+    for (at, (&key, &id)) in names.iter().zip(&keyed.of_key).enumerate() {
+        let this = match &mut met[id as usize] {
+            Some(this) => this,
+            slot @ None => {
+                numbers_into(key, &mut numbers);
+                let known = templates.get(&keyed.templates[id as usize].0)?;
+                let filled = fill(&known.renamed, &numbers, &mut renaming.stand_ins);
+                if (&filled, &known.pattern) != (&known.first_renamed, &known.first_pattern) {
+                    return None;
+                }
+                slot.insert(Met::new(known, numbers.len(), &mut renaming.stand_ins))
             }
-            checked.insert(name, ());
-        }
-        let mut pattern = known.pattern.is_some();
-        let mut new = match (prefix, settled.get(&filled)) {
-            (None, _) => filled,
-            (Some(_), Some(done)) => done.clone(),
-            (Some(prefix), None) => {
-                let done = settle(&filled, prefix, &state);
-                settled.insert(filled, done.clone());
+        };
+        let packed = this.pack(keyed.numbers_of(at));
+        let (id, in_state) = match packed.and_then(|p| this.made.get(&p)) {
+            Some(&done) => done,
+            None => {
+                numbers_into(key, &mut numbers);
+                let done = renaming.make(this, &numbers, &mut out);
+                if let Some(packed) = packed {
+                    this.made.insert(packed, done);
+                }
                 done
             }
         };
-        if !state.contains_key(new.as_str()) && state.contains_key(key) {
-            new = prefix.map_or_else(|| key.to_owned(), |p| settle(key, p, &state));
-            pattern = false;
-        }
-        let targets = &known.targets;
-        if pattern
-            && targets.len() > 1
-            && state.contains_key(new.as_str())
-            && !grouped.contains_key(&new)
-        {
-            grouped.insert(new.clone(), ());
-            shared.push(
-                targets
-                    .iter()
-                    .map(|t| new.replace(&targets[0], t))
-                    .collect(),
-            );
-        }
-        renamed.push(new);
+        let id = if !in_state && renaming.state.contains_key(key) {
+            let new = prefix.map_or_else(|| key.to_owned(), |p| settle(key, p, &renaming.state));
+            out.id(new)
+        } else {
+            id
+        };
+        out.renamed.of_key.push(id);
     }
-    Some((renamed, shared))
+    (out.renamed.of_key.len() == names.len()).then_some(out.renamed)
 }
 
 /// The report's note for a plan in the checkpoint's own names, saying `why` the loader's
@@ -396,7 +632,7 @@ mod tests {
             loaded_sizes(&checkpoint, &renamed, &model, &[]),
             owned(&[("a.w", 2), ("b.w", 2)])
         );
-        assert!(loaded_sizes(&[], &[], &[], &[]).is_empty());
+        assert!(loaded_sizes(&[], &[] as &[&str], &[], &[]).is_empty());
     }
 
     #[test]
@@ -457,7 +693,15 @@ mod tests {
             rename("lm_head.weight", None, &[], "lm_head.weight"),
         );
         let names = ["layers.0.qkv", "layers.1.qkv", "lm_head.weight"];
-        let (renamed, shared) = renamed_keys(&names, &templates, Some("model"), &state).unwrap();
+        let (renamed, shared) = renamed_keys(
+            &names,
+            &key_templates(names.into_iter()),
+            &templates,
+            Some("model"),
+            &state,
+        )
+        .unwrap()
+        .into_lists();
         // The prefix is added where the model has it, the numbers put back.
         assert_eq!(
             renamed,
@@ -476,9 +720,139 @@ mod tests {
         );
         // A first key that renames otherwise than its template filled: key by key.
         templates.get_mut(t).unwrap().first_renamed = "layers.0.other".to_owned();
-        assert!(renamed_keys(&names, &templates, Some("model"), &state).is_none());
+        assert!(renamed_keys(
+            &names,
+            &key_templates(names.into_iter()),
+            &templates,
+            Some("model"),
+            &state
+        )
+        .is_none());
         // A template nobody renamed: key by key too.
-        assert!(renamed_keys(&["x.0"], &templates, None, &state).is_none());
+        assert!(renamed_keys(
+            &["x.0"],
+            &key_templates(["x.0"].into_iter()),
+            &templates,
+            None,
+            &state
+        )
+        .is_none());
+    }
+
+    /// Renaming key by key: each template's rename filled with the key's numbers, the prefix
+    /// settled, as `renamed_keys` did before it made each name once.
+    fn key_by_key(
+        names: &[&str],
+        templates: &HashMap<String, TemplateRename, RandomState>,
+        state: &[String],
+    ) -> Vec<String> {
+        let index: HashMap<&str, (), RandomState> =
+            state.iter().map(|s| (s.as_str(), ())).collect();
+        names
+            .iter()
+            .map(|key| {
+                let (template, numbers) = name_template(key);
+                let filled = fill(
+                    &templates[&template].renamed,
+                    &numbers,
+                    &mut StandIns::default(),
+                );
+                let new = settle(&filled, "model", &index);
+                match index.contains_key(new.as_str()) || !index.contains_key(key) {
+                    true => new,
+                    false => settle(key, "model", &index),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_made_once_per_template_and_numbers_agree_key_by_key() {
+        let state: Vec<String> = [
+            "model.layers.1.experts.fused",
+            "model.layers.01.experts.fused",
+            "x.3.y",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut templates: HashMap<String, TemplateRename, RandomState> = HashMap::default();
+        // Experts fused: the name holds the layer's number only.
+        let experts = "layers.7300000000.experts.7300000001.w";
+        templates.insert(
+            experts.to_owned(),
+            rename(
+                "layers.7300000000.experts.fused",
+                None,
+                &[],
+                "layers.1.experts.fused",
+            ),
+        );
+        // A stand-in next to a digit: the name is made afresh for every key.
+        let glued = "x.7300000000.y";
+        templates.insert(
+            glued.to_owned(),
+            rename("x.73000000001.y", None, &[], "x.31.y"),
+        );
+        let names = [
+            "layers.1.experts.0.w",
+            "layers.1.experts.1.w",
+            "layers.01.experts.0.w",
+            "layers.1.experts.7300000001.w",
+            "layers.7300000001.experts.2.w",
+            "layers.2.experts.0.w",
+            "x.3.y",
+            "x.4.y",
+        ];
+        let keyed = key_templates(names.into_iter());
+        let renamed = renamed_keys(&names, &keyed, &templates, Some("model"), &state).unwrap();
+        let expected = key_by_key(&names, &templates, &state);
+        assert_eq!(renamed.keys(), expected);
+        // Keys 0, 1 and 3 make one name; "01" is not "1"; x.3.y is a model tensor as stored.
+        assert_eq!(renamed.of_key[0], renamed.of_key[1]);
+        assert_eq!(renamed.of_key[0], renamed.of_key[3]);
+        assert_eq!(expected[2], "model.layers.01.experts.fused");
+        assert_eq!(expected[6..], ["x.3.y", "x.41.y"]);
+    }
+
+    #[test]
+    fn each_key_gets_its_own_template() {
+        let names = [
+            "a.0.b.1.w",
+            "a.0.b.1.v",
+            "a.0.b.2.w",
+            "a.0.b.2.v",
+            "a.1",
+            "a.x",
+            "a.1.b",
+            "a",
+            "",
+            "a..1",
+            "a.7300000000.b.1.w",
+            "a.01.b.1.w",
+            "c.0",
+            "a.0.b.1.w",
+            "d.0.e",
+            "f.1",
+            "g.2",
+            "h.3",
+            "a.0.b.1.v",
+        ];
+        let keyed = key_templates(names.into_iter());
+        let mut templates: Vec<String> = Vec::new();
+        for (at, name) in names.iter().enumerate() {
+            let (template, numbers) = name_template(name);
+            let id = keyed.of_key[at] as usize;
+            assert_eq!(keyed.templates[id].0, template, "{name}");
+            if !templates.contains(&template) {
+                assert_eq!(keyed.templates[id].1, at);
+                templates.push(template);
+            }
+            let plain: Vec<u32> = numbers.iter().map(|n| plain(n)).collect();
+            assert_eq!(keyed.numbers_of(at), plain);
+        }
+        assert_eq!(keyed.templates.len(), templates.len());
+        assert_eq!(keyed.numbers_of(11), [NOT_PLAIN, 1]);
+        assert_eq!(keyed.numbers_of(10), [NOT_PLAIN, 1]);
     }
 
     #[test]
