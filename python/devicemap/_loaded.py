@@ -239,7 +239,10 @@ def loaded(
         _joined(sizes, config_ties)
         raise
     sizes, config_ties = _joined(sizes, config_ties)
-    state = model.state_dict()
+    # The tensors themselves (keep_vars): state_dict's own detached copies cost a tensor each.
+    state = _core._state_tensors(model)
+    if state is None:
+        state = model.state_dict(keep_vars=True)
     renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)
     load_dtype = dtype if dtype is not None else getattr(model.config, "dtype", None)
     try:
