@@ -80,3 +80,20 @@ def test_an_early_break_and_an_empty_map() -> None:
     assert list(empty.mapping.values()) == []
     assert repr(empty.mapping.items()) == "DeviceMappingItems([])"
     assert repr(dm.mapping.keys()).startswith("DeviceMappingKeys(['k0', 'k1', ")
+
+
+def test_reversed_as_a_dicts(dm: DeviceMap) -> None:
+    plain = dict(dm.mapping.items())
+    del dm["b"]
+    del plain["b"]
+    dm["b"] = Device.gpu(2)
+    plain["b"] = Device.gpu(2)
+    assert list(reversed(dm.mapping)) == list(reversed(plain)) == ["b", "c", "a"]
+    for ours, theirs in [
+        (dm.keys(), plain.keys()),
+        (dm.values(), plain.values()),
+        (dm.items(), plain.items()),
+        (dm.mapping.items(), plain.items()),
+    ]:
+        assert list(reversed(ours)) == list(reversed(theirs))
+    assert list(reversed(DeviceMap({}).mapping)) == []

@@ -4,14 +4,15 @@ They are the standard library's views (set-like keys and items, `len`, `in`, com
 other sets and dict views), with iteration handed to the map's own iterators: CPython's list
 iterators over the map's shared key objects and a list of its devices, zipped for items
 (docs/design.md, "Iteration"), instead of one `__getitem__` per key. Like a dict's views they
-show the map's current content; each loop walks the content as it was when the loop started.
+show the map's current content; each loop walks the content as it was when the loop started,
+and `reversed()` walks it backwards (from a copy of that content).
 `__iter__` is `_ViewIter`, a descriptor in the extension, not a `def`: the map is read in C,
 with no Python code (where threads may switch) between reading it and handing it out.
 """
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, KeysView, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import TYPE_CHECKING
 
 from devicemap._core import _ViewIter
@@ -25,6 +26,9 @@ class DeviceMappingKeys(KeysView[str]):
     _mapping: DeviceMapping
     __iter__ = _ViewIter("_iter_keys")
 
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(list(self))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self)!r})"
 
@@ -37,6 +41,9 @@ class DeviceMappingValues(ValuesView["Device"]):
     def __contains__(self, value: object) -> bool:
         return any(v is value or v == value for v in self)
 
+    def __reversed__(self) -> Iterator[Device]:
+        return reversed(list(self))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self)!r})"
 
@@ -45,6 +52,9 @@ class DeviceMappingItems(ItemsView[str, "Device"]):
     __slots__ = ()
     _mapping: DeviceMapping
     __iter__ = _ViewIter("_iter_items")
+
+    def __reversed__(self) -> Iterator[tuple[str, Device]]:
+        return reversed(list(self))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self)!r})"

@@ -622,6 +622,19 @@ impl MappingView {
         })
     }
 
+    /// The keys last to first, as `reversed()` of a dict gives them (from the keys as they are
+    /// now).
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard("DeviceMap.mapping.__reversed__", || {
+            let keys = self.map.iterate(py, IterKind::Keys)?.try_iter()?;
+            let keys: Vec<Bound<'py, PyAny>> = keys.collect::<PyResult<_>>()?;
+            PyList::new(py, keys.into_iter().rev())?
+                .into_any()
+                .try_iter()
+                .map(Bound::into_any)
+        })
+    }
+
     #[pyo3(signature = (key, default = None))]
     fn get<'py>(
         &self,
