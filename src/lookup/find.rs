@@ -337,12 +337,23 @@ pub fn require_device(map: &DeviceMap, name: &str) -> Result<Device> {
     })
 }
 
+/// How far past the previous name's position the next name may be found and still count as
+/// following the map's order (a few keys the batch does not name in between).
+const IN_ORDER_GAP: usize = 8;
+
 /// A batch lookup fed one name at a time, for callers that read each name where it lies (the
 /// bindings borrow each Python `str`'s UTF-8) instead of collecting the names first. Each name
-/// starts from the position found for the previous one ([`Finder::find_checked_after`]).
+/// starts from the position found for the previous one ([`Finder::find_checked_after`]) while
+/// the names follow the map's order.
 pub struct Batch<'m> {
     finder: Finder<'m>,
     previous: Option<usize>,
+    /// Whether the last name was found at or just after the position of the one before it:
+    /// names in the map's order. Names in another order skip the previous position, whose key
+    /// text is then a cache miss that settles nothing (`devices_for` of 100k shuffled exact
+    /// keys, release build: 146-154 -> 119-120 ns a name; deep names 52-55 -> 47), until they
+    /// follow the map's order again.
+    in_order: bool,
     /// Names looked up so far: the next name's position in the batch.
     count: usize,
     /// The first name no key covered, with its position, for [`require`](Self::require).
@@ -355,6 +366,7 @@ impl<'m> Batch<'m> {
         Batch {
             finder: Finder::new(map, names),
             previous: None,
+            in_order: true,
             count: 0,
             uncovered: None,
         }
@@ -366,10 +378,14 @@ impl<'m> Batch<'m> {
     pub fn slot(&mut self, name: &str) -> Result<Option<Slot>> {
         let at = self.count;
         self.count += 1;
+        let start = self.previous.filter(|_| self.in_order);
         let found = self
             .finder
-            .find_checked_after(name, self.previous)
+            .find_checked_after(name, start)
             .map_err(|e| e.at_position(at))?;
+        if let (Some(found), Some(previous)) = (found, self.previous) {
+            self.in_order = (previous..=previous + IN_ORDER_GAP).contains(&found);
+        }
         self.previous = found.or(self.previous);
         Ok(found.map(|position| self.finder.slot(position)))
     }
@@ -650,7 +666,10 @@ mod tests {
             in_order.sort_by_key(|name| find(&m, name));
             in_order.extend(m.iter().map(|(key, _)| key.to_owned()));
             in_order.retain(|name| check_name(name).is_ok());
-            for batch in [&names, &in_order] {
+            // In order, then as given, then in order again: the batch stops and resumes
+            // starting from the previous position.
+            let mixed: Vec<String> = [&in_order[..], &names[..], &in_order[..]].concat();
+            for batch in [&names, &in_order, &mixed] {
                 assert_batch_agrees(&m, batch);
             }
             // Coverage: a name is uncovered iff the definition finds no key; a key is unused
