@@ -219,12 +219,6 @@ pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
     out
 }
 
-/// The distinct templates of `names` (`name_template`), in first-seen order, each with the
-/// index of its first name.
-pub fn name_templates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
-    key_templates(names).templates
-}
-
 /// The numbered components of `key` (those `name_template` replaces), in order.
 fn numbers_into<'k>(key: &'k str, numbers: &mut Vec<&'k str>) {
     numbers.clear();
@@ -243,9 +237,6 @@ pub struct TemplateRename {
     pub first_pattern: Option<String>,
 }
 
-/// Keys as the loader renames them, and the groups of model names one converter makes.
-pub type RenamedKeys = (Vec<String>, Vec<Vec<String>>);
-
 /// Keys as the loader renames them, each as an index into a table of the distinct names (many
 /// keys become one name: every expert of a layer its fused parameter), and the groups of model
 /// names one converter makes.
@@ -263,12 +254,6 @@ impl Renamed {
             .iter()
             .map(|&at| self.names[at as usize].as_str())
             .collect()
-    }
-
-    /// The names key by key, and the shared groups.
-    pub fn into_lists(self) -> RenamedKeys {
-        let keys = self.keys().into_iter().map(str::to_owned).collect();
-        (keys, self.shared)
     }
 }
 
@@ -647,7 +632,7 @@ mod tests {
         assert_eq!(name_template("h2.x..7").0, "h2.x..7300000000");
         assert_eq!(name_template("0.a").1, ["0"]);
         let names = ["a.0.w", "a.1.w", "b.w", "a.2.v", "a.3.w"];
-        let templates = name_templates(names.iter().copied());
+        let templates = key_templates(names.iter().copied()).templates;
         let firsts: Vec<usize> = templates.iter().map(|(_, at)| *at).collect();
         assert_eq!(firsts, [0, 2, 3]);
     }
@@ -693,15 +678,15 @@ mod tests {
             rename("lm_head.weight", None, &[], "lm_head.weight"),
         );
         let names = ["layers.0.qkv", "layers.1.qkv", "lm_head.weight"];
-        let (renamed, shared) = renamed_keys(
+        let found = renamed_keys(
             &names,
             &key_templates(names.into_iter()),
             &templates,
             Some("model"),
             &state,
         )
-        .unwrap()
-        .into_lists();
+        .unwrap();
+        let (renamed, shared) = (found.keys(), &found.shared);
         // The prefix is added where the model has it, the numbers put back.
         assert_eq!(
             renamed,
@@ -712,7 +697,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            shared,
+            *shared,
             [
                 vec!["model.layers.0.qkv_q", "model.layers.0.qkv_k"],
                 vec!["model.layers.1.qkv_q", "model.layers.1.qkv_k"]

@@ -31,8 +31,8 @@ pub use config::{config_ties, HEAD, TIED_BY_DEFAULT};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use loaded::{
-    checkpoint_names_note, key_templates, loaded_sizes, name_templates, renamed_keys, KeyTemplates,
-    Renamed, RenamedKeys, TemplateRename,
+    checkpoint_names_note, key_templates, loaded_sizes, renamed_keys, KeyTemplates, Renamed,
+    TemplateRename,
 };
 pub use pytorch::{sizes_of_files, PytorchFile};
 pub use source::{
