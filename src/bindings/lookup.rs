@@ -38,9 +38,10 @@ struct NameTexts {
 
 impl NameTexts {
     fn read(names: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let hint = names_hint(names);
         let mut out = NameTexts {
-            text: String::with_capacity(names_hint(names) * 48),
-            ends: Vec::with_capacity(names_hint(names)),
+            text: String::with_capacity(hint * 48),
+            ends: Vec::with_capacity(hint),
         };
         for_each_name(names, |_, _, text| {
             out.text.push_str(text);
@@ -216,9 +217,10 @@ impl PyDeviceMap {
             // device objects (one per slot) are made after it, so no Python code runs while
             // the names are borrowed.
             let map = self.snapshot();
-            let mut batch = lookup::Batch::new(&map, names_hint(names));
+            let hint = names_hint(names);
+            let mut batch = lookup::Batch::new(&map, hint);
             if default.is_empty() {
-                let mut slots = Vec::with_capacity(names_hint(names));
+                let mut slots = Vec::with_capacity(hint);
                 for_each_name(names, |_, _, text| {
                     slots.push(batch.require(text)?);
                     Ok(())
@@ -227,7 +229,7 @@ impl PyDeviceMap {
                 let devices = device_objects(py, &map)?;
                 return PyList::new(py, slots.iter().map(|&slot| &devices[slot as usize]));
             }
-            let mut slots = Vec::with_capacity(names_hint(names));
+            let mut slots = Vec::with_capacity(hint);
             for_each_name(names, |_, _, text| {
                 slots.push(batch.slot(text)?);
                 Ok(())
