@@ -12,28 +12,37 @@ with no Python code (where threads may switch) between reading it and handing it
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
-from typing import TYPE_CHECKING
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, ValuesView
+from typing import TYPE_CHECKING, TypeVar
 
 from devicemap._core import _ViewIter
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from devicemap._core import Device, DeviceMapping
 
 
-class DeviceMappingKeys(KeysView[str]):
+class _Listed:
+    """What the three views do alike over one snapshot of their content (their own `__iter__`):
+    `reversed()` and the repr."""
+
+    __slots__ = ()
+
+    def __reversed__(self: Iterable[_T]) -> Iterator[_T]:
+        return reversed(list(self))
+
+    def __repr__(self: Iterable[object]) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
+class DeviceMappingKeys(_Listed, KeysView[str]):
     __slots__ = ()
     _mapping: DeviceMapping
     __iter__ = _ViewIter("_iter_keys")
 
-    def __reversed__(self) -> Iterator[str]:
-        return reversed(list(self))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
-
-
-class DeviceMappingValues(ValuesView["Device"]):
+class DeviceMappingValues(_Listed, ValuesView["Device"]):
     __slots__ = ()
     _mapping: DeviceMapping
     __iter__ = _ViewIter("_iter_values")
@@ -41,20 +50,8 @@ class DeviceMappingValues(ValuesView["Device"]):
     def __contains__(self, value: object) -> bool:
         return any(v is value or v == value for v in self)
 
-    def __reversed__(self) -> Iterator[Device]:
-        return reversed(list(self))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
-
-
-class DeviceMappingItems(ItemsView[str, "Device"]):
+class DeviceMappingItems(_Listed, ItemsView[str, "Device"]):
     __slots__ = ()
     _mapping: DeviceMapping
     __iter__ = _ViewIter("_iter_items")
-
-    def __reversed__(self) -> Iterator[tuple[str, Device]]:
-        return reversed(list(self))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
