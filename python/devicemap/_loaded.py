@@ -75,6 +75,40 @@ def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: 
     return cls
 
 
+#: The mode class of `_skipping_init`, made on first use (it subclasses a torch class).
+_SKIP_INIT: Any = None
+
+#: `torch.nn.init` functions that hand themselves to torch function modes (the others only
+#: call tensor methods, which reach the meta device's mode as usual).
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "kaiming_uniform_", "kaiming_normal_")
+
+
+def _skipping_init(torch: Any) -> Any:
+    """A torch function mode under which `torch.nn.init`'s functions return a meta tensor as it
+    is. Every `nn.Linear` and `nn.Embedding` initialises its weights while it is constructed;
+    on the meta device that writes nothing but costs a third of building a model (Llama-3-70B:
+    58 ms built, 37 ms with this). transformers' `no_init_weights` skips the same work by
+    patching `torch.nn.init` for the whole process, which would also skip the initialisation of
+    a model another thread builds meanwhile; a torch function mode is the calling thread's
+    own, as the `torch.device("meta")` around it is. Tensors on a real device are initialised."""
+    global _SKIP_INIT
+    if _SKIP_INIT is None:
+        init = torch.nn.init
+        skipped = {id(getattr(init, name)) for name in _INIT_FUNCTIONS if hasattr(init, name)}
+
+        class SkipInit(torch.overrides.TorchFunctionMode):  # type: ignore[misc]
+            def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                kwargs = kwargs or {}
+                if id(func) in skipped:
+                    tensor = args[0] if args else kwargs.get("tensor")
+                    if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                        return tensor
+                return func(*args, **kwargs)
+
+        _SKIP_INIT = SkipInit
+    return _SKIP_INIT()
+
+
 def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
     """The model `from_pretrained` would build, on the meta device."""
     config_dict = _config_dict(source, token)
@@ -100,7 +134,7 @@ def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
             config = cls.config_class()
         if dtype is not None and isinstance(dtype, torch.dtype):
             config.dtype = dtype
-        with torch.device("meta"):
+        with torch.device("meta"), _skipping_init(torch):
             return cls(config)
     except Exception as error:  # any failure: plan in the checkpoint's names, saying why
         raise _Unavailable(f"{cls.__name__} could not be built on the meta device ({error})") from None
