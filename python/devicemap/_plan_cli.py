@@ -320,14 +320,15 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
     console = Console(highlight=False)
     total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
     name, size = report.largest_block
-    # Two short lines rather than one that wraps at 80 columns.
-    console.print(f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks")
-    console.print(f"largest block {name!r} ({_human_bytes(size)}), strategy {report.strategy}")
+    # Two short lines rather than one that wraps at 80 columns; a long name is cut as notes are.
+    _say(console, f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks")
+    _say(console, f"largest block {name!r} ({_human_bytes(size)}), strategy {report.strategy}")
     context = report.context
     if context:
-        console.print(
+        _say(
+            console,
             f"for {context['tokens']:,} tokens x batch {context['batch']:,}: KV cache "
-            f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)"
+            f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)",
         )
     console.print(_table(report, per_host, console.width))
     if any(entry["reserved"] + entry["activation"] for entry in report.devices):
