@@ -52,3 +52,15 @@ def test_a_long_largest_block_name_is_cut_as_notes_are(
     assert "[x]" in " ".join(header), header
     largest = next(i for i, line in enumerate(lines) if line.startswith("largest block"))
     assert lines[largest + 1].startswith("  "), lines
+
+
+def test_every_plan_option_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """`devicemap plan --help`: --strategy had no text, and the checkpoint and --dtype texts did
+    not name what they take (a pytorch_model.bin; bf16, fp8)."""
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--strategy {sequential,balanced,balanced_low_0} how" in out, out
+    assert "pytorch_model.bin" in out
+    assert "bf16" in out.split("--dtype DTYPE", 2)[2].split("--reserve")[0]
+    assert "default 0.1" in out.split("--reserve RESERVE", 2)[2]

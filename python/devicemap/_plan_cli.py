@@ -521,8 +521,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "checkpoint",
         nargs="?",
-        help="a .safetensors file, an index, a checkpoint directory, or a Hub repository "
-        "(org/name, hf://org/name@revision)",
+        help="a .safetensors or pytorch_model.bin file, an index, a checkpoint directory, or a Hub "
+        "repository (org/name, hf://org/name@revision)",
     )
     parser.add_argument(
         "--example",
@@ -540,9 +540,18 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="print the cards --devices knows, with their memory, and exit",
     )
-    parser.add_argument("--strategy", default="balanced", choices=_core._STRATEGY_NAMES)
     parser.add_argument(
-        "--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)"
+        "--strategy",
+        default="balanced",
+        choices=_core._STRATEGY_NAMES,
+        help="how blocks are spread over the GPUs: balanced (default: the fullest GPU as empty as "
+        "possible), sequential (fill GPU 0, then 1, ...), balanced_low_0 (GPU 0 as empty as the "
+        "others allow)",
+    )
+    parser.add_argument(
+        "--dtype",
+        help="size floating-point tensors as loading with this dtype would: bf16, fp16, fp32, fp8 or a "
+        "torch name (bfloat16, float8_e4m3fn ...)",
     )
     parser.add_argument(
         "--reserve",
@@ -550,7 +559,7 @@ def add_parser(commands: Any) -> None:
         default=_core._DEFAULT_RESERVE,
         help="fraction of each device's memory kept free for what the plan does not count: the CUDA "
         "context, fragmentation, and without --context the KV cache and activations "
-        "(machine and --devices budgets)",
+        f"(machine and --devices budgets; default {_core._DEFAULT_RESERVE:g})",
     )
     parser.add_argument(
         "--context",
