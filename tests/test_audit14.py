@@ -64,3 +64,14 @@ def test_every_plan_option_says_what_it_does(capsys: pytest.CaptureFixture[str])
     assert "pytorch_model.bin" in out
     assert "bf16" in out.split("--dtype DTYPE", 2)[2].split("--reserve")[0]
     assert "default 0.1" in out.split("--reserve RESERVE", 2)[2]
+
+
+def test_context_without_a_config_names_the_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A checkpoint without config.json and --context: the error spoke the API's `context=` and
+    `config=`, not the command's --context and --config."""
+    _write(tmp_path / "model.safetensors", {"model.layers.0.w": 16})
+    assert main(["plan", str(tmp_path), "--max-memory", "cpu=1GiB", "--context", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "--config" in err, err
+    assert "config=" not in err, err
+    assert err.startswith(f"error: {tmp_path}: no config.json"), err

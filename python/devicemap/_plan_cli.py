@@ -141,7 +141,13 @@ def _config(args: argparse.Namespace) -> Any:
         return _hub_cli.config(args.checkpoint)
     from devicemap._plan import _config_of
 
-    return _config_of(args.checkpoint, None, 1)
+    found = _config_of(args.checkpoint, None, 1)
+    if found is None:
+        raise CliError(
+            f"{args.checkpoint}: no config.json beside it, which --context needs (the decoder layers and "
+            "attention); give one with --config"
+        )
+    return found
 
 
 def _workload(args: argparse.Namespace) -> dict[str, Any]:
