@@ -75,3 +75,34 @@ def test_context_without_a_config_names_the_flags(capsys: pytest.CaptureFixture[
     assert "--config" in err, err
     assert "config=" not in err, err
     assert err.startswith(f"error: {tmp_path}: no config.json"), err
+
+
+@pytest.mark.parametrize("family", ["mixtral", "phi3"])
+def test_context_plans_for_mixtral_and_phi3_size_transformers_cache(family: str) -> None:
+    """Two of the issue's architectures were refused with --context ("kv_cache does not know
+    model_type 'mixtral'"): the cache is sized as transformers' own caches hold it, with and
+    without a sliding window."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import devicemap
+    from test_kv_cache import DECODE_STEPS, SMALL, WINDOW, measured
+
+    for window in (None, WINDOW):
+        if family == "mixtral":
+            config = transformers.MixtralConfig(
+                **SMALL, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=window
+            )
+        else:
+            config = transformers.Phi3Config(**SMALL, num_hidden_layers=2, sliding_window=window, pad_token_id=0)
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
+        for prompt in (WINDOW - 3, WINDOW + 3):
+            for mode in ("dynamic", "static"):
+                real = measured(model, prompt, 2, mode)
+                ours = devicemap.kv_cache(
+                    model.config, prompt + DECODE_STEPS, batch=2, dtype=torch.float32, cache=mode
+                )
+                assert ours.per_layer == real, (family, window, prompt, mode, ours.layer_kinds)
+        # A config.json naming only the model_type means the class's defaults.
+        bare = devicemap.kv_cache({"model_type": config.model_type}, 100)
+        assert bare.per_layer == devicemap.kv_cache(type(config)(), 100).per_layer

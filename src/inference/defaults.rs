@@ -255,6 +255,31 @@ pub static FAMILIES: &[Family] = &[
             ("head_dim", "d_kv"),
         ],
     },
+    Family {
+        model_type: "mixtral",
+        arch: FROM_WINDOW,
+        defaults: &[
+            ("num_hidden_layers", Int(32)),
+            ("hidden_size", Int(4096)),
+            ("num_attention_heads", Int(32)),
+            ("num_key_value_heads", Int(8)),
+            ("head_dim", Null),
+            ("sliding_window", Null),
+        ],
+        aliases: &[],
+    },
+    Family {
+        model_type: "phi3",
+        arch: FROM_WINDOW,
+        defaults: &[
+            ("num_hidden_layers", Int(32)),
+            ("hidden_size", Int(3072)),
+            ("num_attention_heads", Int(32)),
+            ("num_key_value_heads", Null),
+            ("sliding_window", Null),
+        ],
+        aliases: &[],
+    },
 ];
 
 /// The family of `model_type`, if supported.
