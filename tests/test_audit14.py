@@ -89,11 +89,11 @@ def test_context_plans_for_mixtral_and_phi3_size_transformers_cache(family: str)
 
     for window in (None, WINDOW):
         if family == "mixtral":
-            config = transformers.MixtralConfig(
-                **SMALL, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=window
-            )
+            experts = {"num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2}
+            config = transformers.MixtralConfig(**SMALL, **experts, sliding_window=window)
         else:
-            config = transformers.Phi3Config(**SMALL, num_hidden_layers=2, sliding_window=window, pad_token_id=0)
+            extra = {"pad_token_id": 0}
+            config = transformers.Phi3Config(**SMALL, **extra, num_hidden_layers=2, sliding_window=window)
         torch.manual_seed(0)
         model = transformers.AutoModelForCausalLM.from_config(config).eval()
         for prompt in (WINDOW - 3, WINDOW + 3):
