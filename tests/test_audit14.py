@@ -4,6 +4,7 @@ what was still wrong on main, each with the test that failed before its fix."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from devicemap.cli import main
@@ -106,3 +107,44 @@ def test_context_plans_for_mixtral_and_phi3_size_transformers_cache(family: str)
         # A config.json naming only the model_type means the class's defaults.
         bare = devicemap.kv_cache({"model_type": config.model_type}, 100)
         assert bare.per_layer == devicemap.kv_cache(type(config)(), 100).per_layer
+
+
+def _qwen2_vl(window: int | None) -> object:
+    import transformers
+    from test_kv_cache import SMALL
+
+    text = {**SMALL, "num_hidden_layers": 3, "model_type": "qwen2_vl_text", "max_window_layers": 1}
+    text.update(use_sliding_window=window is not None, sliding_window=window)
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [1, 1, 2]}
+    vision = {"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
+    return transformers.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=63, video_token_id=62)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen2_vl"])
+def test_context_plans_for_qwen2_and_qwen2_vl_size_transformers_cache(family: str) -> None:
+    """Qwen2-VL (one of the issue's architectures) and Qwen2 were refused with --context: the
+    cache is sized as transformers' caches hold it, sliding only from `max_window_layers` on and
+    only with `use_sliding_window`."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import devicemap
+    from test_kv_cache import DECODE_STEPS, SMALL, WINDOW, measured
+
+    for window in (None, WINDOW):
+        if family == "qwen2":
+            sliding = {"use_sliding_window": window is not None, "sliding_window": window}
+            config: Any = transformers.Qwen2Config(**SMALL, **sliding, num_hidden_layers=3, max_window_layers=1)
+            model = transformers.AutoModelForCausalLM.from_config(config).eval()
+        else:
+            config = _qwen2_vl(window)
+            model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+            model.config.vocab_size = config.text_config.vocab_size  # for `measured`'s prompts
+        kinds = devicemap.kv_cache(config, 10).layer_kinds
+        assert kinds == (["full_attention"] + ["sliding_attention"] * 2 if window else ["full_attention"] * 3)
+        for prompt in (WINDOW - 3, WINDOW + 3):
+            for mode in ("dynamic", "static"):
+                real = measured(model, prompt, 2, mode)
+                ours = devicemap.kv_cache(
+                    config, prompt + DECODE_STEPS, batch=2, dtype=torch.float32, cache=mode
+                )
+                assert ours.per_layer == real, (family, window, prompt, mode, ours.layer_kinds)
