@@ -117,7 +117,8 @@ def _qwen2_vl(window: int | None) -> object:
     text.update(use_sliding_window=window is not None, sliding_window=window)
     text["rope_scaling"] = {"type": "mrope", "mrope_section": [1, 1, 2]}
     vision = {"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
-    return transformers.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=63, video_token_id=62)
+    tokens = {"image_token_id": 63, "video_token_id": 62}
+    return transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen2_vl"])
@@ -133,7 +134,8 @@ def test_context_plans_for_qwen2_and_qwen2_vl_size_transformers_cache(family: st
     for window in (None, WINDOW):
         if family == "qwen2":
             sliding = {"use_sliding_window": window is not None, "sliding_window": window}
-            config: Any = transformers.Qwen2Config(**SMALL, **sliding, num_hidden_layers=3, max_window_layers=1)
+            sliding["max_window_layers"] = 1
+            config: Any = transformers.Qwen2Config(**SMALL, **sliding, num_hidden_layers=3)
             model = transformers.AutoModelForCausalLM.from_config(config).eval()
         else:
             config = _qwen2_vl(window)
