@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from _hub_standin import BITS, write_safetensors  # noqa: E402
 from _planning_models import CONFIGS  # noqa: E402
 from test_plan_published import Meta, _built, budget_sets, check_against_stock  # noqa: E402
 
@@ -32,47 +33,39 @@ SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float3
 SHARD_BYTES = 5 * 10**9
 
 
-def saved_tensors(model: Any) -> list[tuple[str, str, list[int], int]]:
-    """`(name, dtype, shape, bytes)` of what `save_pretrained` writes for `model`, in its order."""
+def saved_tensors(model: Any) -> list[tuple[str, str, list[int]]]:
+    """`(name, dtype, shape)` of what `save_pretrained` writes for `model`, in its order."""
     from transformers.core_model_loading import revert_weight_conversion
     from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
     state = remove_tied_weights_from_state_dict(model.state_dict(), model)
     state = revert_weight_conversion(model, state)
-    return [
-        (name, SAFETENSORS_DTYPES[t.dtype], list(t.shape), t.numel() * t.element_size())
-        for name, t in state.items()
-    ]
+    return [(name, SAFETENSORS_DTYPES[t.dtype], list(t.shape)) for name, t in state.items()]
 
 
 def write_published(model: Any, directory: Path) -> int:
-    """`model` as its published checkpoint (sparse shards, index, config.json); the tensor count."""
+    """`model` as its published checkpoint (sparse shards of about 5 GB in the saved order, each
+    ordered as the safetensors library orders it: wider dtypes first, then by name; an index;
+    config.json naming the class); the tensor count."""
     directory.mkdir()
     model.config.architectures = [type(model).__name__]
     model.config.to_json_file(str(directory / "config.json"))
     tensors = saved_tensors(model)
-    shards: list[list[tuple[str, str, list[int], int]]] = [[]]
-    for tensor in tensors:
-        if shards[-1] and sum(t[3] for t in shards[-1]) + tensor[3] > SHARD_BYTES:
+    shards: list[list[tuple[str, str, list[int]]]] = [[]]
+    size = 0
+    for name, dtype, shape in tensors:
+        nbytes = math.prod(shape) * BITS[dtype] // 8
+        if shards[-1] and size + nbytes > SHARD_BYTES:
             shards.append([])
-        shards[-1].append(tensor)
+            size = 0
+        shards[-1].append((name, dtype, shape))
+        size += nbytes
     weight_map = {}
     for index, shard in enumerate(shards):
         file = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
-        # The safetensors library writes wider dtypes first, then by name.
-        shard.sort(key=lambda t: (-t[3] // max(1, math.prod(t[2])), t[0]))
-        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for name, dtype, shape, size in shard:
-            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-            offset += size
-            weight_map[name] = file
-        text = json.dumps(header).encode()
-        text += b" " * (-len(text) % 8)
-        with open(directory / file, "wb") as handle:
-            handle.write(len(text).to_bytes(8, "little") + text)
-            handle.truncate(8 + len(text) + offset)
-    index_json = {"metadata": {"total_size": sum(t[3] for t in tensors)}, "weight_map": weight_map}
+        write_safetensors(directory / file, sorted(shard, key=lambda t: (-BITS[t[1]], t[0])))
+        weight_map.update((name, file) for name, _, _ in shard)
+    index_json = {"metadata": {}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index_json))
     return len(tensors)
 
