@@ -150,3 +150,19 @@ def test_context_plans_for_qwen2_and_qwen2_vl_size_transformers_cache(family: st
                     config, prompt + DECODE_STEPS, batch=2, dtype=torch.float32, cache=mode
                 )
                 assert ours.per_layer == real, (family, window, prompt, mode, ours.layer_kinds)
+
+
+def test_str_of_a_report_keeps_a_long_largest_block_within_80_columns() -> None:
+    """`print(report)` of T5 (its four tied embeddings are one block) printed the largest-block
+    line at 89 characters."""
+    import devicemap
+
+    names = ["shared", "encoder.embed_tokens", "decoder.embed_tokens", "lm_head"]
+    sizes = {f"{name}.weight": 2**20 for name in names}
+    sizes.update({f"encoder.block.{i}.w": 2**10 for i in range(2)})
+    report = devicemap.plan_report(sizes, {"cpu": 2**30}, tied=[[f"{n}.weight" for n in names]])
+    lines = str(report).splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    largest = next(i for i, line in enumerate(lines) if line.startswith("largest block"))
+    assert lines[largest + 1].startswith("  "), lines
+    assert "MiB)" in lines[largest + 1], lines
