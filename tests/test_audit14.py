@@ -166,3 +166,51 @@ def test_str_of_a_report_keeps_a_long_largest_block_within_80_columns() -> None:
     largest = next(i for i, line in enumerate(lines) if line.startswith("largest block"))
     assert lines[largest + 1].startswith("  "), lines
     assert "MiB)" in lines[largest + 1], lines
+
+
+def _image_inputs(name: str) -> dict[str, Any]:
+    """Text with one image (token 95) for the tiny `name` of tests/_tiny_models.py."""
+    import torch
+
+    torch.manual_seed(1)
+    if name == "qwen2-vl":  # 2 x 2 patches of 14 pixels, two frames, merged 2 x 2 into one token
+        ids = torch.tensor([[1, 5, 95, 9, 13]])
+        patches = torch.randn(4, 3 * 2 * 14 * 14)
+        grid = torch.tensor([[1, 2, 2]])
+        return {
+            "input_ids": ids,
+            "mm_token_type_ids": (ids == 95).long(),
+            "pixel_values": patches,
+            "image_grid_thw": grid,
+        }
+    return {
+        "input_ids": torch.tensor([[1, 5, 95, 95, 95, 95, 9, 13]]),
+        "pixel_values": torch.randn(1, 3, 28, 28),
+    }
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", ["llava", "qwen2-vl"])
+def test_a_vision_tower_split_over_cpu_and_disk_runs_an_image(name: str, tmp_path: Path) -> None:
+    """The tiny-model tests run text only, which never calls the vision tower: here an image runs
+    through a tower the plan splits between cpu and disk, with the plain load's logits. (Gemma-3's
+    tiny SigLIP has an attention-pooling head, which accelerate cannot run offloaded, planned by
+    devicemap or by `device_map="auto"` alike; the published Gemma-3 has no head.)"""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import _tiny_models
+    import devicemap
+
+    model = _tiny_models.build(name)
+    model.save_pretrained(tmp_path / "model", max_shard_size="20KB")
+    total = sum(t.nbytes for t in model.state_dict().values())
+    hf_map = devicemap.plan(tmp_path / "model", {"cpu": total * 7 // 10, "disk": "1GiB"}).to_hf()
+    tower = [key for key in hf_map if key.startswith(("model.visual", "model.vision_tower"))]
+    assert {hf_map[key] for key in tower} == {"cpu", "disk"}, hf_map
+    cls = type(model)
+    with torch.no_grad():
+        plain = cls.from_pretrained(tmp_path / "model").eval()(**_image_inputs(name)).logits
+        loaded = cls.from_pretrained(
+            tmp_path / "model", device_map=hf_map, offload_folder=tmp_path / "offload"
+        )
+        torch.testing.assert_close(loaded.eval()(**_image_inputs(name)).logits, plain)
