@@ -208,27 +208,33 @@ def test_the_built_model_has_the_published_parameters(meta: Meta) -> None:
     assert sum(p.numel() for p in meta.model.parameters()) == CONFIGS[meta.name].parameters
 
 
+def check_against_stock(report: Any, meta: Meta, strategy: str, budgets: dict[Any, int]) -> None:
+    """One plan of `meta`'s model (from the module or from its checkpoint) against the stock
+    path on the same budgets: valid, within budgets, the tight-budget rule, and for `balanced`
+    the fullest GPU."""
+    assert report.fits
+    ours = report.to_hf()
+    check_valid(ours, meta)
+    for d in report.devices:
+        assert d["bytes"] + d["reserved"] <= d["budget"], d
+    for device, used in loads(ours, meta.sizes).items():
+        assert used <= budgets[device], (device, used)
+    stock = stock_map(meta, strategy, budgets)
+    check_rule(ours, stock, meta, budgets)
+    if strategy == "balanced":
+        fullest = max((b for d, b in loads(ours, meta.sizes).items() if d not in OFF), default=0)
+        sequential = stock_map(meta, "sequential", budgets)
+        gpu_loads = [b for d, b in loads(sequential, meta.sizes).items() if d not in OFF]
+        assert fullest <= max(gpu_loads, default=0) or off_gpu(ours, meta) < off_gpu(sequential, meta)
+        stock_gpu = [b for d, b in loads(stock, meta.sizes).items() if d not in OFF]
+        if off_gpu(ours, meta) >= off_gpu(stock, meta):
+            assert fullest <= max(stock_gpu, default=0)
+
+
 @pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
 def test_published_sizes_against_the_stock_path(meta: Meta, strategy: str) -> None:
     for budgets in budget_sets(meta):
-        report = devicemap.plan_report(meta.model, budgets, strategy)
-        assert report.fits
-        ours = report.to_hf()
-        check_valid(ours, meta)
-        for d in report.devices:
-            assert d["bytes"] + d["reserved"] <= d["budget"], d
-        for device, used in loads(ours, meta.sizes).items():
-            assert used <= budgets[device], (device, used)
-        stock = stock_map(meta, strategy, budgets)
-        check_rule(ours, stock, meta, budgets)
-        if strategy == "balanced":
-            fullest = max((b for d, b in loads(ours, meta.sizes).items() if d not in OFF), default=0)
-            sequential = stock_map(meta, "sequential", budgets)
-            gpu_loads = [b for d, b in loads(sequential, meta.sizes).items() if d not in OFF]
-            assert fullest <= max(gpu_loads, default=0) or off_gpu(ours, meta) < off_gpu(sequential, meta)
-            stock_gpu = [b for d, b in loads(stock, meta.sizes).items() if d not in OFF]
-            if off_gpu(ours, meta) >= off_gpu(stock, meta):
-                assert fullest <= max(stock_gpu, default=0)
+        check_against_stock(devicemap.plan_report(meta.model, budgets, strategy), meta, strategy, budgets)
 
 
 def test_against_accelerates_own_infer_auto_device_map(meta: Meta) -> None:

@@ -141,7 +141,13 @@ def _config(args: argparse.Namespace) -> Any:
         return _hub_cli.config(args.checkpoint)
     from devicemap._plan import _config_of
 
-    return _config_of(args.checkpoint, None, 1)
+    found = _config_of(args.checkpoint, None, 1)
+    if found is None:
+        raise CliError(
+            f"{args.checkpoint}: no config.json beside it, which --context needs (the decoder layers and "
+            "attention); give one with --config"
+        )
+    return found
 
 
 def _workload(args: argparse.Namespace) -> dict[str, Any]:
@@ -320,14 +326,15 @@ def _print_table(report: Any, described: str, per_host: int, source: str, verdic
     console = Console(highlight=False)
     total, tensors, blocks = report.total_bytes, report.tensors, report.blocks
     name, size = report.largest_block
-    # Two short lines rather than one that wraps at 80 columns.
-    console.print(f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks")
-    console.print(f"largest block {name!r} ({_human_bytes(size)}), strategy {report.strategy}")
+    # Two short lines rather than one that wraps at 80 columns; a long name is cut as notes are.
+    _say(console, f"{source}: {_human_bytes(total)} in {tensors:,} tensors, {blocks:,} blocks")
+    _say(console, f"largest block {name!r} ({_human_bytes(size)}), strategy {report.strategy}")
     context = report.context
     if context:
-        console.print(
+        _say(
+            console,
             f"for {context['tokens']:,} tokens x batch {context['batch']:,}: KV cache "
-            f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)"
+            f"{_human_bytes(report.cache_bytes)} ({context['kv_dtype']}, {len(context['per_layer'])} layers)",
         )
     console.print(_table(report, per_host, console.width))
     if any(entry["reserved"] + entry["activation"] for entry in report.devices):
@@ -520,8 +527,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "checkpoint",
         nargs="?",
-        help="a .safetensors file, an index, a checkpoint directory, or a Hub repository "
-        "(org/name, hf://org/name@revision)",
+        help="a .safetensors or pytorch_model.bin file, an index, a checkpoint directory, or a Hub "
+        "repository (org/name, hf://org/name@revision)",
     )
     parser.add_argument(
         "--example",
@@ -539,9 +546,18 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="print the cards --devices knows, with their memory, and exit",
     )
-    parser.add_argument("--strategy", default="balanced", choices=_core._STRATEGY_NAMES)
     parser.add_argument(
-        "--dtype", help="size floating-point tensors as this torch dtype (bfloat16, float16 ...)"
+        "--strategy",
+        default="balanced",
+        choices=_core._STRATEGY_NAMES,
+        help="how blocks are spread over the GPUs: balanced (default: the fullest GPU as empty as "
+        "possible), sequential (fill GPU 0, then 1, ...), balanced_low_0 (GPU 0 as empty as the "
+        "others allow)",
+    )
+    parser.add_argument(
+        "--dtype",
+        help="size floating-point tensors as loading with this dtype would: bf16, fp16, fp32, fp8 or a "
+        "torch name (bfloat16, float8_e4m3fn ...)",
     )
     parser.add_argument(
         "--reserve",
@@ -549,7 +565,7 @@ def add_parser(commands: Any) -> None:
         default=_core._DEFAULT_RESERVE,
         help="fraction of each device's memory kept free for what the plan does not count: the CUDA "
         "context, fragmentation, and without --context the KV cache and activations "
-        "(machine and --devices budgets)",
+        f"(machine and --devices budgets; default {_core._DEFAULT_RESERVE:g})",
     )
     parser.add_argument(
         "--context",

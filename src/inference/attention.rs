@@ -241,6 +241,21 @@ fn layer_types<'a>(
             };
             return Ok(vec![kind; count]);
         }
+        LayerRule::SlidingFrom { first_key } => {
+            let first = match sliding_window(fields)? {
+                Some(_) => fields.int(first_key)?.unwrap_or(0),
+                None => count as u64,
+            };
+            return Ok((0..count as u64)
+                .map(|i| {
+                    if i >= first {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                })
+                .collect());
+        }
         LayerRule::Alternating { period_key, period } => {
             let period = match period_key {
                 Some(key) if fields.int(key)?.is_some() => fields.divisor(key)?,
@@ -270,7 +285,7 @@ fn layer_types<'a>(
 fn sliding_window(fields: &Fields<'_>) -> Result<Option<u64>, InferenceError> {
     let window = fields.int("sliding_window")?;
     Ok(match fields.model_type() {
-        "qwen3_moe" if !fields.flag("use_sliding_window")? => None,
+        "qwen3_moe" | "qwen2" | "qwen2_vl_text" if !fields.flag("use_sliding_window")? => None,
         "gemma3_text" if fields.flag("use_bidirectional_attention")? => window.map(|w| w / 2 + 1),
         _ => window,
     })

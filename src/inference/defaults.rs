@@ -41,6 +41,8 @@ pub enum Arch {
 pub enum LayerRule {
     /// Left to transformers' cache: each layer from the window fields.
     FromWindow,
+    /// Qwen2: with a window, layers from `max_window_layers` on slide, those before are full.
+    SlidingFrom { first_key: &'static str },
     /// Layer `i` is full attention when `(i + 1) % period == 0`, sliding otherwise; the period
     /// from the keyword `period_key` (kept on the config), else `period`.
     Alternating {
@@ -63,6 +65,9 @@ pub struct Family {
 use FieldDefault::{Bool, Int, Null, Str};
 
 const FROM_WINDOW: Arch = Arch::Attention(LayerRule::FromWindow);
+const QWEN2: Arch = Arch::Attention(LayerRule::SlidingFrom {
+    first_key: "max_window_layers",
+});
 const EVERY_SECOND: Arch = Arch::Attention(LayerRule::Alternating {
     period_key: None,
     period: 2,
@@ -254,6 +259,69 @@ pub static FAMILIES: &[Family] = &[
             ("num_hidden_layers", "num_layers"),
             ("head_dim", "d_kv"),
         ],
+    },
+    Family {
+        model_type: "mixtral",
+        arch: FROM_WINDOW,
+        defaults: &[
+            ("num_hidden_layers", Int(32)),
+            ("hidden_size", Int(4096)),
+            ("num_attention_heads", Int(32)),
+            ("num_key_value_heads", Int(8)),
+            ("head_dim", Null),
+            ("sliding_window", Null),
+        ],
+        aliases: &[],
+    },
+    Family {
+        model_type: "phi3",
+        arch: FROM_WINDOW,
+        defaults: &[
+            ("num_hidden_layers", Int(32)),
+            ("hidden_size", Int(3072)),
+            ("num_attention_heads", Int(32)),
+            ("num_key_value_heads", Null),
+            ("sliding_window", Null),
+        ],
+        aliases: &[],
+    },
+    Family {
+        model_type: "qwen2",
+        arch: QWEN2,
+        defaults: &[
+            ("num_hidden_layers", Int(32)),
+            ("hidden_size", Int(4096)),
+            ("num_attention_heads", Int(32)),
+            ("num_key_value_heads", Int(32)),
+            ("sliding_window", Int(4096)),
+            ("use_sliding_window", Bool(false)),
+            ("max_window_layers", Int(28)),
+            ("layer_types", Null),
+        ],
+        aliases: &[],
+    },
+    Family {
+        model_type: "qwen2_vl_text",
+        arch: QWEN2,
+        defaults: &[
+            ("num_hidden_layers", Int(80)),
+            ("hidden_size", Int(8192)),
+            ("num_attention_heads", Int(64)),
+            ("num_key_value_heads", Int(8)),
+            ("sliding_window", Int(4096)),
+            ("use_sliding_window", Bool(false)),
+            ("max_window_layers", Int(80)),
+            ("layer_types", Null),
+        ],
+        aliases: &[],
+    },
+    Family {
+        model_type: "qwen2_vl",
+        arch: Arch::Composite {
+            text_model_type: "qwen2_vl_text",
+        },
+        defaults: &[],
+        aliases: &[],
     },
 ];
 

@@ -514,21 +514,22 @@ impl Plan {
             thousands(self.tensors as u64),
             thousands(self.blocks as u64),
         );
-        let _ = writeln!(
-            out,
+        // A tied block's name joins its members' ('shared + encoder.embed_tokens + ...').
+        let largest = format!(
             "largest block '{}' ({})",
             self.largest_block.0,
             human_bytes(self.largest_block.1)
         );
+        wrap(&mut out, &largest, 80);
         if let Some(context) = &self.context {
-            let _ = writeln!(
-                out,
+            let cache = format!(
                 "for {} tokens x batch {}: KV cache {} ({})",
                 thousands(context.tokens),
                 thousands(context.batch),
                 human_bytes(self.cache_bytes),
                 context.dtype
             );
+            wrap(&mut out, &cache, 80);
         }
         let cache = self.context.is_some();
         let _ = writeln!(
