@@ -6,9 +6,10 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySet, PyString, PyType};
+use pyo3::types::{PyDict, PySet, PyType};
 
 use super::guard::guard;
+use super::walk::{walk, Member, Step, Visitor};
 
 /// `module.state_dict(keep_vars=True)`'s items, or `None` when a module could make it
 /// differently from the plain rule (a state-dict hook, its own `_save_to_state_dict`,
@@ -21,8 +22,12 @@ pub fn _state_tensors<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Bound<
             .import("torch.nn")?
             .getattr("Module")?
             .cast_into::<PyType>()?;
-        let state = PyDict::new(py);
-        Ok(walk(module, "", &base, &state)?.then_some(state))
+        let mut visitor = State {
+            base,
+            state: PyDict::new(py),
+            transient: None,
+        };
+        Ok(walk(module, &mut visitor)?.then_some(visitor.state))
     })
 }
 
@@ -50,51 +55,38 @@ fn plain(module: &Bound<'_, PyAny>, base: &Bound<'_, PyType>) -> PyResult<bool> 
     Ok(true)
 }
 
-/// Adds `module`'s entries under `prefix` as `Module.state_dict` visits them (its parameters,
-/// its persistent buffers, then each child's); false as soon as a module is not plain.
-fn walk(
-    module: &Bound<'_, PyAny>,
-    prefix: &str,
-    base: &Bound<'_, PyType>,
-    state: &Bound<'_, PyDict>,
-) -> PyResult<bool> {
-    let py = module.py();
-    if !plain(module, base)? {
-        return Ok(false);
-    }
-    let join = |name: &Bound<'_, PyAny>| -> PyResult<String> {
-        let name = name.cast::<PyString>()?.to_str()?;
-        Ok(format!("{prefix}{name}"))
-    };
-    let transient = module
-        .getattr(intern!(py, "_non_persistent_buffers_set"))?
-        .cast_into::<PySet>()?;
-    for (key, tensor) in module
-        .getattr(intern!(py, "_parameters"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !tensor.is_none() {
-            state.set_item(join(&key)?, tensor)?;
+/// `_state_tensors`'s visitor: `state` until a module is not plain.
+struct State<'py> {
+    base: Bound<'py, PyType>,
+    state: Bound<'py, PyDict>,
+    /// The non-persistent buffers of the module being read.
+    transient: Option<Bound<'py, PySet>>,
+}
+
+impl<'py> Visitor<'py> for State<'py> {
+    fn module(&mut self, module: &Bound<'py, PyAny>, _: &str, _: bool) -> PyResult<Step> {
+        if !plain(module, &self.base)? {
+            return Ok(Step::Stop);
         }
+        let transient = module.getattr(intern!(module.py(), "_non_persistent_buffers_set"))?;
+        self.transient = Some(transient.cast_into::<PySet>()?);
+        Ok(Step::Enter)
     }
-    for (key, tensor) in module
-        .getattr(intern!(py, "_buffers"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !tensor.is_none() && !transient.contains(&key)? {
-            state.set_item(join(&key)?, tensor)?;
+
+    fn tensor(
+        &mut self,
+        member: Member,
+        key: &Bound<'py, PyAny>,
+        name: String,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let kept = match (member, &self.transient) {
+            (Member::Buffer, Some(transient)) => !transient.contains(key)?,
+            _ => true,
+        };
+        if kept {
+            self.state.set_item(name, tensor)?;
         }
+        Ok(())
     }
-    for (key, child) in module
-        .getattr(intern!(py, "_modules"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !child.is_none() && !walk(&child, &format!("{}.", join(&key)?), base, state)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
