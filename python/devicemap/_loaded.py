@@ -220,12 +220,6 @@ def _ties(model: Any, found: list[list[str]]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _no_split(model: Any) -> list[str] | None:
-    from devicemap._plan import _no_split_of
-
-    return _no_split_of(model)
-
-
 def check_arguments(model_class: Any, key_mapping: Any) -> None:
     """Refuses a `model_class` that is neither a class nor a name, and a `key_mapping` that is
     not a dict (before anything is read)."""
@@ -273,8 +267,11 @@ def loaded(
         _joined(sizes, config_ties)
         raise
     sizes, config_ties = _joined(sizes, config_ties)
+    from devicemap._plan import _no_split_classes
+
     # The tensors themselves (keep_vars): state_dict's own detached copies cost a tensor each.
-    state = _core._state_tensors(model)
+    # The no-split module names come from the same walk of the model.
+    state, no_split = _core._state_tensors(model, _no_split_classes(model))
     if state is None:
         state = model.state_dict(keep_vars=True)
     renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)
@@ -283,4 +280,4 @@ def loaded(
         model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, load_dtype)
     except ValueError:  # a config dtype that is no load dtype: the meta model's own sizes
         model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, dtype)
-    return Loaded(model_sizes, _no_split(model), _ties(model, identity), None)
+    return Loaded(model_sizes, no_split, _ties(model, identity), None)

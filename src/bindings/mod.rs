@@ -83,6 +83,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(walk::_module_walk, m)?)?;
+    m.add_function(wrap_pyfunction!(walk::_no_split_names, m)?)?;
     m.add_function(wrap_pyfunction!(state::_state_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
     // What the planning command line offers, from the core, so it keeps no copies.

@@ -9,13 +9,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet, PyType};
 
 use super::guard::guard;
-use super::walk::{walk, Member, Step, Visitor};
+use super::walk::{walk, Member, NoSplitNames, Step, Visitor};
 
-/// `module.state_dict(keep_vars=True)`'s items, or `None` when a module could make it
-/// differently from the plain rule (a state-dict hook, its own `_save_to_state_dict`,
-/// `state_dict` or `get_extra_state`): the caller then asks `state_dict` itself.
+/// `(state, no-split names)`: `module.state_dict(keep_vars=True)`'s items, or `None` when a
+/// module could make it differently from the plain rule (a state-dict hook, its own
+/// `_save_to_state_dict`, `state_dict` or `get_extra_state`): the caller then asks
+/// `state_dict` itself; and, in the same walk, what `_no_split_names(module, no_split)` gives.
 #[pyfunction]
-pub fn _state_tensors<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+#[pyo3(signature = (module, no_split = None))]
+pub fn _state_tensors<'py>(
+    module: &Bound<'py, PyAny>,
+    no_split: Option<Vec<String>>,
+) -> PyResult<StateAndNames<'py>> {
     guard("_state_tensors", || {
         let py = module.py();
         let base = py
@@ -24,12 +29,17 @@ pub fn _state_tensors<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Bound<
             .cast_into::<PyType>()?;
         let mut visitor = State {
             base,
-            state: PyDict::new(py),
+            state: Some(PyDict::new(py)),
             transient: None,
+            names: no_split.map(NoSplitNames::new),
         };
-        Ok(walk(module, &mut visitor)?.then_some(visitor.state))
+        walk(module, &mut visitor)?;
+        Ok((visitor.state, visitor.names.map(|names| names.names)))
     })
 }
+
+/// A state dict (or `None`) and no-split names (or `None`).
+type StateAndNames<'py> = (Option<Bound<'py, PyDict>>, Option<Vec<String>>);
 
 /// Whether `module`'s class makes its state dict as `torch.nn.Module` does.
 fn plain(module: &Bound<'_, PyAny>, base: &Bound<'_, PyType>) -> PyResult<bool> {
@@ -55,22 +65,39 @@ fn plain(module: &Bound<'_, PyAny>, base: &Bound<'_, PyType>) -> PyResult<bool> 
     Ok(true)
 }
 
-/// `_state_tensors`'s visitor: `state` until a module is not plain.
+/// `_state_tensors`'s visitor: `state` until a module is not plain (then `None`), and the
+/// no-split names when asked for.
 struct State<'py> {
     base: Bound<'py, PyType>,
-    state: Bound<'py, PyDict>,
+    state: Option<Bound<'py, PyDict>>,
     /// The non-persistent buffers of the module being read.
     transient: Option<Bound<'py, PySet>>,
+    names: Option<NoSplitNames>,
 }
 
 impl<'py> Visitor<'py> for State<'py> {
-    fn module(&mut self, module: &Bound<'py, PyAny>, _: &str, _: bool) -> PyResult<Step> {
-        if !plain(module, &self.base)? {
-            return Ok(Step::Stop);
+    fn module(&mut self, module: &Bound<'py, PyAny>, name: &str, listed: bool) -> PyResult<Step> {
+        if let Some(names) = &mut self.names {
+            names.see(module, name, listed)?;
+        }
+        if self.state.is_some() && !plain(module, &self.base)? {
+            self.state = None;
+        }
+        if self.state.is_none() {
+            // Only the names are left to find: they are under listed modules only.
+            return Ok(match (&self.names, listed) {
+                (None, _) => Step::Stop,
+                (Some(_), true) => Step::Enter,
+                (Some(_), false) => Step::Skip,
+            });
         }
         let transient = module.getattr(intern!(module.py(), "_non_persistent_buffers_set"))?;
         self.transient = Some(transient.cast_into::<PySet>()?);
         Ok(Step::Enter)
+    }
+
+    fn wants_tensors(&self) -> bool {
+        self.state.is_some()
     }
 
     fn tensor(
@@ -84,8 +111,8 @@ impl<'py> Visitor<'py> for State<'py> {
             (Member::Buffer, Some(transient)) => !transient.contains(key)?,
             _ => true,
         };
-        if kept {
-            self.state.set_item(name, tensor)?;
+        if let (true, Some(state)) = (kept, &self.state) {
+            state.set_item(name, tensor)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! One walk of a torch module tree, read from each module's `_parameters`, `_buffers` and
 //! `_modules` dicts (without `named_*`'s generators: three walks of a 50k-module model cost
-//! about 0.3 s in them). `_module_walk` (sizes for planning) and `_state_tensors` (a state dict)
-//! are visitors of it.
+//! about 0.3 s in them). `_module_walk` (sizes for planning), `_state_tensors` (a state dict)
+//! and `_no_split_names` are visitors of it.
 
 use std::collections::HashSet;
 
@@ -29,6 +29,8 @@ pub(super) enum Member {
 pub(super) enum Step {
     /// Read its tensors (when the visitor wants them), then its children.
     Enter,
+    /// Neither its tensors nor its children.
+    Skip,
     /// End the whole walk.
     Stop,
 }
@@ -77,6 +79,7 @@ fn visit<'py>(
     let listed = parent_listed && seen.insert(module.as_ptr() as usize);
     match visitor.module(module, name, listed)? {
         Step::Stop => return Ok(false),
+        Step::Skip => return Ok(true),
         Step::Enter => {}
     }
     let join = |key: &Bound<'_, PyAny>| -> PyResult<String> {
@@ -114,10 +117,88 @@ fn visit<'py>(
 
 /// Whether `module`'s class is one of `classes` (by `__name__`, as transformers matches
 /// `_no_split_modules`).
-pub(super) fn class_in(module: &Bound<'_, PyAny>, classes: &[String]) -> PyResult<bool> {
+fn class_in(module: &Bound<'_, PyAny>, classes: &[String]) -> PyResult<bool> {
     let class = module.get_type().name()?;
     let class = class.to_str()?;
     Ok(classes.iter().any(|wanted| wanted == class))
+}
+
+/// The names of the submodules whose class is in `classes`, as
+/// `[name for name, m in module.named_modules() if name and type(m).__name__ in classes]`
+/// gives them: a module reached by several names once, under the first, and nothing under its
+/// later names.
+pub(super) struct NoSplitNames {
+    classes: Vec<String>,
+    pub(super) names: Vec<String>,
+}
+
+impl NoSplitNames {
+    pub(super) fn new(classes: Vec<String>) -> Self {
+        NoSplitNames {
+            classes,
+            names: Vec::new(),
+        }
+    }
+
+    /// Notes `module` under `name` (see [`Visitor::module`] for `listed`).
+    pub(super) fn see(
+        &mut self,
+        module: &Bound<'_, PyAny>,
+        name: &str,
+        listed: bool,
+    ) -> PyResult<()> {
+        if listed
+            && !name.is_empty()
+            && !self.classes.is_empty()
+            && class_in(module, &self.classes)?
+        {
+            self.names.push(name.to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl<'py> Visitor<'py> for NoSplitNames {
+    fn module(&mut self, module: &Bound<'py, PyAny>, name: &str, listed: bool) -> PyResult<Step> {
+        if !listed {
+            return Ok(Step::Skip);
+        }
+        self.see(module, name, listed)?;
+        Ok(Step::Enter)
+    }
+
+    fn wants_tensors(&self) -> bool {
+        false
+    }
+
+    fn tensor(
+        &mut self,
+        _: Member,
+        _: &Bound<'py, PyAny>,
+        _: String,
+        _: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        Ok(())
+    }
+}
+
+/// The no-split module names of `module` for the class names `no_split` (see
+/// [`NoSplitNames`]); `None` for `None`.
+#[pyfunction]
+pub fn _no_split_names(
+    module: &Bound<'_, PyAny>,
+    no_split: Option<Vec<String>>,
+) -> PyResult<Option<Vec<String>>> {
+    guard("_no_split_names", || {
+        let Some(classes) = no_split else {
+            return Ok(None);
+        };
+        let mut names = NoSplitNames::new(classes);
+        if !names.classes.is_empty() {
+            walk(module, &mut names)?;
+        }
+        Ok(Some(names.names))
+    })
 }
 
 /// `_module_sizes` in one walk of the module tree, and the names of the submodules whose class
