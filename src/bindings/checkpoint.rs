@@ -313,6 +313,8 @@ pub struct PyCheckpointSizes {
     /// The keys' name templates, for renaming them: made where the sizes were read (on the
     /// reading thread of `_checkpoint_sizes_started`), else when first asked for.
     pub(super) templates: OnceLock<checkpoint::KeyTemplates>,
+    /// The `config.json` the reader read for the ties, handed on so that a plan reads it once.
+    config: ConfigRead,
 }
 
 impl PyCheckpointSizes {
@@ -320,6 +322,37 @@ impl PyCheckpointSizes {
         PyCheckpointSizes {
             sizes,
             templates: OnceLock::new(),
+            config: ConfigRead::NotRead,
+        }
+    }
+}
+
+/// A checkpoint's `config.json` as a reader read it ([`checkpoint::config_text`]).
+#[derive(Clone, Default)]
+enum ConfigRead {
+    /// Not read by this reader (or not UTF-8): whoever wants it reads it.
+    #[default]
+    NotRead,
+    /// Read, and there is none.
+    Absent,
+    Text(String),
+}
+
+impl ConfigRead {
+    fn of(bytes: Option<&[u8]>) -> Self {
+        match bytes.map(std::str::from_utf8) {
+            None => ConfigRead::Absent,
+            Some(Ok(text)) => ConfigRead::Text(text.to_owned()),
+            Some(Err(_)) => ConfigRead::NotRead,
+        }
+    }
+
+    /// `(read, text)` for Python: `(False, None)` when not read.
+    fn for_python(&self) -> (bool, Option<String>) {
+        match self {
+            ConfigRead::NotRead => (false, None),
+            ConfigRead::Absent => (true, None),
+            ConfigRead::Text(text) => (true, Some(text.clone())),
         }
     }
 }
@@ -333,6 +366,12 @@ impl PyCheckpointSizes {
     /// The tensor names, in order.
     fn names(&self) -> Vec<String> {
         self.sizes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// `(read, text)`: the `config.json` beside the checkpoint as the reader read it (`text`
+    /// `None`: there is none), or `(False, None)` when this reader did not read it.
+    fn config_read(&self) -> (bool, Option<String>) {
+        self.config.for_python()
     }
 }
 
@@ -533,8 +572,11 @@ pub fn _checkpoint_sizes<'py>(
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path, token)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
-        let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-        Ok((PyCheckpointSizes::new(sizes), tied))
+        let config = checkpoint::config_text(&checkpoint);
+        let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
+        let mut sizes = PyCheckpointSizes::new(sizes);
+        sizes.config = ConfigRead::of(config.as_deref());
+        Ok((sizes, tied))
     })
 }
 
@@ -560,6 +602,7 @@ fn read_apart(
     checkpoint: Checkpoint,
     dtype: Option<Dtype>,
     progress: Option<Py<PyAny>>,
+    config: Option<Vec<u8>>,
 ) -> ReadApart {
     let mut failure: Option<PyErr> = None;
     let mut report = |done: usize, total: usize| {
@@ -580,11 +623,12 @@ fn read_apart(
         return Err(ReadFailure::Callback(err));
     }
     let sizes = read?.to_vec();
-    let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
+    let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
     let templates = checkpoint::key_templates(sizes.iter().map(|(name, _)| name.as_str()));
     let sizes = PyCheckpointSizes {
         sizes,
         templates: OnceLock::from(templates),
+        config: ConfigRead::of(config.as_deref()),
     };
     Ok((sizes, tied))
 }
@@ -594,6 +638,9 @@ fn read_apart(
 #[pyclass(frozen, module = "devicemap._core", name = "_SizesReading")]
 pub struct PySizesReading {
     thread: Mutex<Option<JoinHandle<ReadApart>>>,
+    /// The `config.json`, read before the thread started (Python builds the model from it
+    /// meanwhile; the thread reads the ties from the same text).
+    config: ConfigRead,
 }
 
 impl PySizesReading {
@@ -618,6 +665,11 @@ impl PySizesReading {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+
+    /// `_CheckpointSizes.config_read()`, before the reading ends.
+    fn config_read(&self) -> (bool, Option<String>) {
+        self.config.for_python()
     }
 }
 
@@ -647,12 +699,16 @@ pub fn _checkpoint_sizes_started<'py>(
         let progress = progress
             .filter(|p| !p.is_none())
             .map(|p| p.clone().unbind());
+        // Read here, once: Python builds the model from it while the headers are read.
+        let config = path.py().detach(|| checkpoint::config_text(&checkpoint));
+        let read = ConfigRead::of(config.as_deref());
         let thread = std::thread::Builder::new()
             .name("devicemap-headers".to_owned())
-            .spawn(move || read_apart(checkpoint, dtype, progress))
+            .spawn(move || read_apart(checkpoint, dtype, progress, config))
             .map_err(|err| Error::Internal(format!("no thread to read the headers on: {err}")))?;
         Ok(PySizesReading {
             thread: Mutex::new(Some(thread)),
+            config: read,
         })
     })
 }
