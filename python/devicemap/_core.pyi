@@ -47,6 +47,7 @@ __all__ = [
     "_human_bytes",
     "_is_hub_source",
     "_kv_defaults",
+    "_largest_conversion",
     "_loaded_sizes",
     "_module_sizes",
     "_module_walk",
@@ -508,6 +509,7 @@ def _stages(
     batch: int | None = None,
     kv_dtype: Any = None,
 ) -> list[list[str]]: ...
+def _largest_conversion(sizes: dict[str, int], converters: Any) -> int | None: ...
 def _module_sizes(module: Any, dtype: Any = None) -> tuple[list[tuple[str, int]], list[list[str]]]: ...
 def _module_walk(
     module: Any, dtype: Any = None, no_split: list[str] | None = None

@@ -82,6 +82,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_largest_conversion, m)?)?;
     m.add_function(wrap_pyfunction!(walk::_module_walk, m)?)?;
     m.add_function(wrap_pyfunction!(walk::_no_split_names, m)?)?;
     m.add_function(wrap_pyfunction!(state::_state_tensors, m)?)?;

@@ -589,6 +589,37 @@ pub fn _module_sizes(
     })
 }
 
+/// `plan::largest_conversion` of `sizes` (`{tensor name: bytes}`, in its order) for
+/// `converters` (each a list of target patterns): the loader's largest conversion, summed per
+/// module; `None` where Python's `re` must decide (a pattern the core does not read as Python
+/// does, a name or size that is not a `str` or a non-negative int).
+#[pyfunction]
+pub fn _largest_conversion(
+    sizes: &Bound<'_, PyDict>,
+    converters: &Bound<'_, PyAny>,
+) -> PyResult<Option<u64>> {
+    guard("_largest_conversion", || {
+        let Ok(converters) = converters.extract::<Vec<Vec<String>>>() else {
+            return Ok(None);
+        };
+        let mut read = Vec::with_capacity(sizes.len());
+        for (name, bytes) in sizes.iter() {
+            match (name.cast_into::<PyString>(), bytes.extract::<u64>()) {
+                (Ok(name), Ok(bytes)) => read.push((name, bytes)),
+                _ => return Ok(None),
+            }
+        }
+        let mut names = Vec::with_capacity(read.len());
+        for (name, bytes) in &read {
+            let Ok(name) = name.to_str() else {
+                return Ok(None); // lone surrogates: not a Rust string
+            };
+            names.push((name, *bytes));
+        }
+        Ok(plan::largest_conversion(names.iter().copied(), &converters))
+    })
+}
+
 /// Available and total system memory in bytes, where known.
 #[pyfunction]
 pub fn _system_memory() -> PyResult<(Option<u64>, Option<u64>)> {
