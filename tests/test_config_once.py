@@ -3,8 +3,10 @@ hands the text on, and the meta model is built from that text, not from a second
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,18 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 
 sys.addaudithook(_hook)
 
+
+@contextlib.contextmanager
+def watching() -> Iterator[list[str]]:
+    """The config.json files Python opens inside the block."""
+    opened: list[str] = []
+    WATCHING.append(opened)
+    try:
+        yield opened
+    finally:
+        WATCHING.pop()
+
+
 FALLBACK = "checkpoint's own tensor names"
 
 
@@ -40,12 +54,8 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_python_does_not_read_config_json_again(saved: Path) -> None:
-    opened: list[str] = []
-    WATCHING.append(opened)
-    try:
+    with watching() as opened:
         report = devicemap.plan_report(saved, {"cpu": 2**30})
-    finally:
-        WATCHING.pop()
     assert opened == []
     assert not [note for note in report.notes if FALLBACK in note]
     assert _loaded._READ_CONFIG.get() is None  # nothing left behind for a later plan
@@ -79,12 +89,8 @@ def test_config_read_without_config_json(saved: Path, tmp_path: Path) -> None:
 def test_checkpoint_sizes_hand_the_text_on(saved: Path) -> None:
     sizes, _ = _core._checkpoint_sizes(saved)
     assert sizes.config_read() == (True, (saved / "config.json").read_text())
-    opened: list[str] = []
-    WATCHING.append(opened)
-    try:
+    with watching() as opened:
         found = _loaded.loaded(saved, sizes, None)
-    finally:
-        WATCHING.pop()
     assert opened == []
     assert found.note is None
 
@@ -98,11 +104,7 @@ def test_sizes_of_no_reader_leave_config_json_to_python(saved: Path) -> None:
     state = model.state_dict()
     other, _ = _core._loaded_sizes(sizes, sizes.names(), state, [])
     assert other.config_read() == (False, None)
-    opened: list[str] = []
-    WATCHING.append(opened)
-    try:
+    with watching() as opened:
         found = _loaded.loaded(saved, other, None)
-    finally:
-        WATCHING.pop()
     assert opened == [str(saved / "config.json")]
     assert found.note is None

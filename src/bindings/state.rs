@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet, PyType};
 
 use super::guard::guard;
-use super::walk::{walk, Member, NoSplitNames, Step, Visitor};
+use super::walk::{walk, Found, Member, NoSplitNames, Step, Visitor};
 
 /// `(state, no-split names)`: `module.state_dict(keep_vars=True)`'s items, or `None` when a
 /// module could make it differently from the plain rule (a state-dict hook, its own
@@ -100,19 +100,13 @@ impl<'py> Visitor<'py> for State<'py> {
         self.state.is_some()
     }
 
-    fn tensor(
-        &mut self,
-        member: Member,
-        key: &Bound<'py, PyAny>,
-        name: String,
-        tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
-        let kept = match (member, &self.transient) {
-            (Member::Buffer, Some(transient)) => !transient.contains(key)?,
+    fn tensor(&mut self, found: Found<'_, 'py>) -> PyResult<()> {
+        let kept = match (found.member, &self.transient) {
+            (Member::Buffer, Some(transient)) => !transient.contains(found.key)?,
             _ => true,
         };
         if let (true, Some(state)) = (kept, &self.state) {
-            state.set_item(name, tensor)?;
+            state.set_item(found.name, found.tensor)?;
         }
         Ok(())
     }

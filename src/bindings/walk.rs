@@ -46,15 +46,19 @@ pub(super) trait Visitor<'py> {
         true
     }
 
-    /// One tensor (never `None`) of the module last given to [`Visitor::module`]: `key` in
-    /// its dict, `name` its full name.
-    fn tensor(
-        &mut self,
-        member: Member,
-        key: &Bound<'py, PyAny>,
-        name: String,
-        tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<()>;
+    /// One tensor of the module last given to [`Visitor::module`] (when [`Visitor::wants_tensors`]).
+    fn tensor(&mut self, _found: Found<'_, 'py>) -> PyResult<()> {
+        Ok(())
+    }
+}
+
+/// A tensor the walk found (never `None`): `key` in its module's `member` dict, `name` its full
+/// name.
+pub(super) struct Found<'a, 'py> {
+    pub(super) member: Member,
+    pub(super) key: &'a Bound<'py, PyAny>,
+    pub(super) name: String,
+    pub(super) tensor: &'a Bound<'py, PyAny>,
 }
 
 /// Walks `root` as `Module.state_dict` and `named_parameters(remove_duplicate=False)` do:
@@ -98,7 +102,13 @@ fn visit<'py>(
         for (member, attribute) in members {
             for (key, tensor) in module.getattr(attribute)?.cast_into::<PyDict>()?.iter() {
                 if !tensor.is_none() {
-                    visitor.tensor(member, &key, join(&key)?, &tensor)?;
+                    let name = join(&key)?;
+                    visitor.tensor(Found {
+                        member,
+                        key: &key,
+                        name,
+                        tensor: &tensor,
+                    })?;
                 }
             }
         }
@@ -170,16 +180,6 @@ impl<'py> Visitor<'py> for NoSplitNames {
     fn wants_tensors(&self) -> bool {
         false
     }
-
-    fn tensor(
-        &mut self,
-        _: Member,
-        _: &Bound<'py, PyAny>,
-        _: String,
-        _: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
-        Ok(())
-    }
 }
 
 /// The no-split module names of `module` for the class names `no_split` (see
@@ -247,15 +247,9 @@ impl<'py> Visitor<'py> for Sizes {
         Ok(Step::Enter)
     }
 
-    fn tensor(
-        &mut self,
-        member: Member,
-        _: &Bound<'py, PyAny>,
-        name: String,
-        tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
-        let read = module_tensor(name, tensor, self.resize)?;
-        match member {
+    fn tensor(&mut self, found: Found<'_, 'py>) -> PyResult<()> {
+        let read = module_tensor(found.name, found.tensor, self.resize)?;
+        match found.member {
             Member::Parameter => self.parameters.push(read),
             Member::Buffer => self.buffers.push(read),
         }
