@@ -108,3 +108,12 @@ def test_sizes_of_no_reader_leave_config_json_to_python(saved: Path) -> None:
         found = _loaded.loaded(saved, other, None)
     assert opened == [str(saved / "config.json")]
     assert found.note is None
+
+
+def test_a_pytorch_checkpoint_hands_the_text_on(saved: Path, tmp_path: Path) -> None:
+    torch.save(tiny("llama-tied").state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_bytes((saved / "config.json").read_bytes())
+    with watching() as opened:
+        report = devicemap.plan_report(tmp_path, {"cpu": 2**30})
+    assert opened == []
+    assert not [note for note in report.notes if FALLBACK in note]

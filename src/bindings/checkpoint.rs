@@ -325,6 +325,15 @@ impl PyCheckpointSizes {
             config: ConfigRead::NotRead,
         }
     }
+
+    /// Sizes a reader read with the checkpoint's `config.json` (`config`: its bytes, `None`
+    /// when there is none), handed on with them.
+    pub(super) fn with_config(sizes: Vec<(String, u64)>, config: Option<&[u8]>) -> Self {
+        PyCheckpointSizes {
+            config: ConfigRead::of(config),
+            ..PyCheckpointSizes::new(sizes)
+        }
+    }
 }
 
 /// A checkpoint's `config.json` as a reader read it ([`checkpoint::config_text`]).
@@ -574,9 +583,10 @@ pub fn _checkpoint_sizes<'py>(
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let config = checkpoint::config_text(&checkpoint);
         let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
-        let mut sizes = PyCheckpointSizes::new(sizes);
-        sizes.config = ConfigRead::of(config.as_deref());
-        Ok((sizes, tied))
+        Ok((
+            PyCheckpointSizes::with_config(sizes, config.as_deref()),
+            tied,
+        ))
     })
 }
 
