@@ -17,6 +17,7 @@ mod map;
 mod map_iter;
 mod plan;
 mod pytorch;
+mod reading;
 mod sizes;
 mod state;
 mod walk;
@@ -60,8 +61,8 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
-    m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes_started, m)?)?;
-    m.add_class::<checkpoint::PySizesReading>()?;
+    m.add_function(wrap_pyfunction!(reading::_checkpoint_sizes_started, m)?)?;
+    m.add_class::<reading::PySizesReading>()?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_files, m)?)?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_loaded_sizes, m)?)?;
