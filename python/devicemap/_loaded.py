@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from devicemap import _core
@@ -33,6 +34,13 @@ class _Unavailable(Exception):
     """Why the loader's model cannot be built here."""
 
 
+#: The `config.json` of the checkpoint being planned, as its reader read it for the ties
+#: (`(source, text)`; `text` `None`: there is none): `_config_dict` takes it rather than reading
+#: the file again. Set by `loaded` around the build; a context variable, so that a plan on
+#: another thread never sees it.
+_READ_CONFIG: ContextVar[tuple[Any, str | None] | None] = ContextVar("_READ_CONFIG", default=None)
+
+
 def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
     """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict."""
     if isinstance(source, _core._HubCheckpoint):
@@ -43,10 +51,13 @@ def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
             raise _Unavailable(str(error)) from None
     from devicemap._plan import _config_beside, _is_hub
 
+    read = _READ_CONFIG.get()
     first = source[0] if isinstance(source, list | tuple) and source else source
-    if not isinstance(first, str | os.PathLike):
+    if read is not None and read[0] is source:
+        text = read[1]
+    elif not isinstance(first, str | os.PathLike):
         return None
-    if _is_hub(first):
+    elif _is_hub(first):
         text = _core._hub_config(first, token)
     else:
         candidate = _config_beside(first)
@@ -220,12 +231,6 @@ def _ties(model: Any, found: list[list[str]]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _no_split(model: Any) -> list[str] | None:
-    from devicemap._plan import _no_split_of
-
-    return _no_split_of(model)
-
-
 def check_arguments(model_class: Any, key_mapping: Any) -> None:
     """Refuses a `model_class` that is neither a class nor a name, and a `key_mapping` that is
     not a dict (before anything is read)."""
@@ -264,6 +269,11 @@ def loaded(
     being read (`_core._checkpoint_sizes_started`, its ties with it): the model is built
     meanwhile, and a reading error is raised before any error of the build."""
     check_arguments(model_class, key_mapping)
+    # The reader read config.json for the ties: the build takes that text (`_config_dict`).
+    read, text = (False, None)
+    if isinstance(sizes, _core._SizesReading | _core._CheckpointSizes):
+        read, text = sizes.config_read()
+    handed = _READ_CONFIG.set((source, text)) if read else None
     try:
         model = _build(source, model_class, dtype, token)
     except _Unavailable as why:
@@ -272,9 +282,15 @@ def loaded(
     except BaseException:
         _joined(sizes, config_ties)
         raise
+    finally:
+        if handed is not None:
+            _READ_CONFIG.reset(handed)
     sizes, config_ties = _joined(sizes, config_ties)
+    from devicemap._plan import _no_split_classes
+
     # The tensors themselves (keep_vars): state_dict's own detached copies cost a tensor each.
-    state = _core._state_tensors(model)
+    # The no-split module names come from the same walk of the model.
+    state, no_split = _core._state_tensors(model, _no_split_classes(model))
     if state is None:
         state = model.state_dict(keep_vars=True)
     renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)
@@ -283,4 +299,4 @@ def loaded(
         model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, load_dtype)
     except ValueError:  # a config dtype that is no load dtype: the meta model's own sizes
         model_sizes, identity = _core._loaded_sizes(sizes, renamed, state, shared, dtype)
-    return Loaded(model_sizes, _no_split(model), _ties(model, identity), None)
+    return Loaded(model_sizes, no_split, _ties(model, identity), None)

@@ -46,12 +46,18 @@ def default_max_memory(reserve: float | int = DEFAULT_RESERVE) -> dict[int | str
     return budgets
 
 
-def _no_split_of(module: Any) -> list[str] | None:
+def _no_split_classes(module: Any) -> list[str] | None:
+    """The class names in `module._no_split_modules` (`None` when it has none)."""
     classes = getattr(module, "_no_split_modules", None)
     if not classes:
         return None
-    wanted = set(classes)
-    return [name for name, child in module.named_modules() if type(child).__name__ in wanted and name]
+    return [name for name in set(classes) if isinstance(name, str)]
+
+
+def _no_split_of(module: Any) -> list[str] | None:
+    """The names `named_modules()` gives the submodules of a no-split class (a module reached by
+    several names once, under the first), found in one walk in Rust; `None` without classes."""
+    return _core._no_split_names(module, _no_split_classes(module))
 
 
 def _sizes_of(

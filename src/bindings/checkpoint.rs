@@ -5,8 +5,7 @@
 use std::cell::RefCell;
 use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 
 use ahash::RandomState;
 use pyo3::intern;
@@ -17,6 +16,7 @@ use super::convert::presized_dict;
 use super::dtype::dtype_from_py;
 use super::errors::wrong_type;
 use super::guard::guard;
+use super::reading::ConfigRead;
 use crate::checkpoint::hub::{self, HubCheckpoint, HubOptions};
 use crate::checkpoint::{self, Checkpoint, CheckpointSizes, Observed};
 use crate::dtype::Dtype;
@@ -25,7 +25,7 @@ use crate::plan::{self, ModuleTensor};
 
 /// Threads for reading headers: one per core, at most 8. Parsing JSON is the work, so more
 /// threads than cores would only add start-up and fresh allocator heaps (page faults).
-fn reader_threads() -> usize {
+pub(super) fn reader_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().min(8))
         .unwrap_or(1)
@@ -313,6 +313,8 @@ pub struct PyCheckpointSizes {
     /// The keys' name templates, for renaming them: made where the sizes were read (on the
     /// reading thread of `_checkpoint_sizes_started`), else when first asked for.
     pub(super) templates: OnceLock<checkpoint::KeyTemplates>,
+    /// The `config.json` the reader read for the ties, handed on so that a plan reads it once.
+    pub(super) config: ConfigRead,
 }
 
 impl PyCheckpointSizes {
@@ -320,6 +322,16 @@ impl PyCheckpointSizes {
         PyCheckpointSizes {
             sizes,
             templates: OnceLock::new(),
+            config: ConfigRead::NotRead,
+        }
+    }
+
+    /// Sizes a reader read with the checkpoint's `config.json` (`config`: its bytes, `None`
+    /// when there is none), handed on with them.
+    pub(super) fn with_config(sizes: Vec<(String, u64)>, config: Option<&[u8]>) -> Self {
+        PyCheckpointSizes {
+            config: ConfigRead::of(config),
+            ..PyCheckpointSizes::new(sizes)
         }
     }
 }
@@ -333,6 +345,12 @@ impl PyCheckpointSizes {
     /// The tensor names, in order.
     fn names(&self) -> Vec<String> {
         self.sizes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// `(read, text)`: the `config.json` beside the checkpoint as the reader read it (`text`
+    /// `None`: there is none), or `(False, None)` when this reader did not read it.
+    fn config_read(&self) -> (bool, Option<String>) {
+        self.config.for_python()
     }
 }
 
@@ -533,127 +551,12 @@ pub fn _checkpoint_sizes<'py>(
         let dtype = dtype_from_py(dtype)?;
         let checkpoint = checkpoint_from_py(path, token)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
-        let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-        Ok((PyCheckpointSizes::new(sizes), tied))
-    })
-}
-
-/// What the reading thread of `_checkpoint_sizes_started` gives back.
-type ReadApart = Result<(PyCheckpointSizes, Vec<Vec<String>>), ReadFailure>;
-
-/// Why a reading apart failed: the core's error, or the progress callback's own.
-enum ReadFailure {
-    Core(Error),
-    Callback(PyErr),
-}
-
-impl From<Error> for ReadFailure {
-    fn from(error: Error) -> Self {
-        ReadFailure::Core(error)
-    }
-}
-
-/// `_checkpoint_sizes`'s reading and ties, and the keys' templates, on a thread that holds no
-/// GIL: `progress` is
-/// called with the GIL taken for the call alone.
-fn read_apart(
-    checkpoint: Checkpoint,
-    dtype: Option<Dtype>,
-    progress: Option<Py<PyAny>>,
-) -> ReadApart {
-    let mut failure: Option<PyErr> = None;
-    let mut report = |done: usize, total: usize| {
-        if let (Some(callback), true) = (&progress, failure.is_none()) {
-            Python::attach(|py| {
-                if let Err(err) = callback.bind(py).call1((done, total)) {
-                    failure = Some(err);
-                }
-            });
-        }
-    };
-    let threads = reader_threads();
-    let read = checkpoint::checkpoint_sizes(&checkpoint, dtype, threads, &mut report, &mut |_| {});
-    if let Some(progress) = progress {
-        Python::attach(|_| drop(progress));
-    }
-    if let Some(err) = failure {
-        return Err(ReadFailure::Callback(err));
-    }
-    let sizes = read?.to_vec();
-    let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-    let templates = checkpoint::key_templates(sizes.iter().map(|(name, _)| name.as_str()));
-    let sizes = PyCheckpointSizes {
-        sizes,
-        templates: OnceLock::from(templates),
-    };
-    Ok((sizes, tied))
-}
-
-/// A checkpoint's headers being read on a thread of their own (`_checkpoint_sizes_started`),
-/// while Python does other work (builds the loader's model on the meta device).
-#[pyclass(frozen, module = "devicemap._core", name = "_SizesReading")]
-pub struct PySizesReading {
-    thread: Mutex<Option<JoinHandle<ReadApart>>>,
-}
-
-impl PySizesReading {
-    fn take(&self) -> Option<JoinHandle<ReadApart>> {
-        self.thread.lock().ok().and_then(|mut thread| thread.take())
-    }
-}
-
-#[pymethods]
-impl PySizesReading {
-    /// Waits for the reading (the GIL released) and gives what `_checkpoint_sizes` gives, or
-    /// raises what it raises. Once.
-    fn join(&self, py: Python<'_>) -> PyResult<(PyCheckpointSizes, Vec<Vec<String>>)> {
-        guard("_checkpoint_sizes", || {
-            let Some(thread) = self.take() else {
-                return Err(Error::Internal("a checkpoint reading joined twice".to_owned()).into());
-            };
-            match py.detach(|| thread.join()) {
-                Ok(Ok(read)) => Ok(read),
-                Ok(Err(ReadFailure::Core(error))) => Err(error.into()),
-                Ok(Err(ReadFailure::Callback(error))) => Err(error),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-}
-
-impl Drop for PySizesReading {
-    /// A reading never joined (the caller failed first) is waited for, so that no thread of
-    /// ours outlives its caller's interest (its progress calls included).
-    fn drop(&mut self) {
-        if let Some(thread) = self.take() {
-            Python::attach(|py| py.detach(|| drop(thread.join())));
-        }
-    }
-}
-
-/// `_checkpoint_sizes` started on a thread of its own: the source is opened here (its errors
-/// raised here), the headers read there; `join()` on the result gives the sizes and ties.
-#[pyfunction]
-#[pyo3(signature = (path, dtype = None, progress = None, token = None))]
-pub fn _checkpoint_sizes_started<'py>(
-    path: &Bound<'py, PyAny>,
-    dtype: Option<&Bound<'py, PyAny>>,
-    progress: Option<&Bound<'py, PyAny>>,
-    token: Option<String>,
-) -> PyResult<PySizesReading> {
-    guard("_checkpoint_sizes", || {
-        let dtype = dtype_from_py(dtype)?;
-        let checkpoint = checkpoint_from_py(path, token)?;
-        let progress = progress
-            .filter(|p| !p.is_none())
-            .map(|p| p.clone().unbind());
-        let thread = std::thread::Builder::new()
-            .name("devicemap-headers".to_owned())
-            .spawn(move || read_apart(checkpoint, dtype, progress))
-            .map_err(|err| Error::Internal(format!("no thread to read the headers on: {err}")))?;
-        Ok(PySizesReading {
-            thread: Mutex::new(Some(thread)),
-        })
+        let config = checkpoint::config_text(&checkpoint);
+        let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
+        Ok((
+            PyCheckpointSizes::with_config(sizes, config.as_deref()),
+            tied,
+        ))
     })
 }
 

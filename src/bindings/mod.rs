@@ -17,8 +17,10 @@ mod map;
 mod map_iter;
 mod plan;
 mod pytorch;
+mod reading;
 mod sizes;
 mod state;
+mod walk;
 
 use pyo3::prelude::*;
 
@@ -59,8 +61,8 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint::example_model, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_example_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes, m)?)?;
-    m.add_function(wrap_pyfunction!(checkpoint::_checkpoint_sizes_started, m)?)?;
-    m.add_class::<checkpoint::PySizesReading>()?;
+    m.add_function(wrap_pyfunction!(reading::_checkpoint_sizes_started, m)?)?;
+    m.add_class::<reading::PySizesReading>()?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_files, m)?)?;
     m.add_function(wrap_pyfunction!(pytorch::_pytorch_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint::_loaded_sizes, m)?)?;
@@ -81,7 +83,9 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_stages, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_module_sizes, m)?)?;
-    m.add_function(wrap_pyfunction!(plan::_module_walk, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::_largest_conversion, m)?)?;
+    m.add_function(wrap_pyfunction!(walk::_module_walk, m)?)?;
+    m.add_function(wrap_pyfunction!(walk::_no_split_names, m)?)?;
     m.add_function(wrap_pyfunction!(state::_state_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(plan::_system_memory, m)?)?;
     // What the planning command line offers, from the core, so it keeps no copies.

@@ -2,13 +2,12 @@
 //! `DeviceMap.to_hf()`. Only translation: the work is in `crate::plan`, done with the GIL
 //! released.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use super::checkpoint::{module_tensor, PyCheckpointSizes};
 use super::convert::map_to_hf;
-use super::dtype::{accelerate_dtype, dtype_from_py, dtype_name};
+use super::dtype::{dtype_from_py, dtype_name};
 use super::errors::{short_repr, user_warning, wrong_type};
 use super::guard::guard;
 use super::inference::{config_from_py, count};
@@ -19,14 +18,11 @@ use super::sizes::read_sizes;
 use crate::device::Device;
 use crate::error::Error;
 use crate::plan::{
-    self, BudgetValue, Budgets, Model, ModuleTensor, NoSplit, Plan, PlanError, Reserve, Strategy,
-    Workload,
+    self, BudgetValue, Budgets, Model, NoSplit, Plan, PlanError, Reserve, Strategy, Workload,
 };
 
 /// Tensor sizes in order, and groups of tied tensor names.
 type SizesAndTies = (Vec<(String, u64)>, Vec<Vec<String>>);
-/// Sizes, tied groups and the names of the no-split blocks.
-type WalkedModule = (Vec<(String, u64)>, Vec<Vec<String>>, Vec<String>);
 
 /// One `max_memory` value, read by the core's rules (`plan::budget_bytes`); `key` is the
 /// key's repr, for the message.
@@ -593,85 +589,35 @@ pub fn _module_sizes(
     })
 }
 
-/// `_module_sizes` in one walk of the module tree, and the names of the submodules whose class
-/// is named in `no_split`: `(sizes, tied groups, no-split names)`. The walk reads each module's
-/// `_parameters`, `_buffers` and `_modules` dicts in the order `named_parameters` and
-/// `named_buffers(remove_duplicate=False)` visit them, without their generators (three walks
-/// of a 50k-module model cost about 0.3 s in them). `dtype` re-sizes as the loaders'
-/// `compute_module_sizes` does (see [`accelerate_dtype`]).
+/// `plan::largest_conversion` of `sizes` (`{tensor name: bytes}`, in its order) for
+/// `converters` (each a list of target patterns): the loader's largest conversion, summed per
+/// module; `None` where Python's `re` must decide (a pattern the core does not read as Python
+/// does, a name or size that is not a `str` or a non-negative int).
 #[pyfunction]
-#[pyo3(signature = (module, dtype = None, no_split = None))]
-pub fn _module_walk(
-    module: &Bound<'_, PyAny>,
-    dtype: Option<&Bound<'_, PyAny>>,
-    no_split: Option<Vec<String>>,
-) -> PyResult<WalkedModule> {
-    guard("_module_walk", || {
-        let resize = accelerate_dtype(dtype)?;
-        let mut walk = Walk {
-            resize: resize.is_some(),
-            classes: no_split.unwrap_or_default(),
-            parameters: Vec::new(),
-            buffers: Vec::new(),
-            blocks: Vec::new(),
+pub fn _largest_conversion(
+    sizes: &Bound<'_, PyDict>,
+    converters: &Bound<'_, PyAny>,
+) -> PyResult<Option<u64>> {
+    guard("_largest_conversion", || {
+        let Ok(converters) = converters.extract::<Vec<Vec<String>>>() else {
+            return Ok(None);
         };
-        walk.module(module, "")?;
-        let mut tensors = walk.parameters;
-        tensors.append(&mut walk.buffers);
-        let (sizes, tied) = plan::module_sizes(tensors, resize);
-        Ok((sizes, tied, walk.blocks))
+        let mut read = Vec::with_capacity(sizes.len());
+        for (name, bytes) in sizes.iter() {
+            match (name.cast_into::<PyString>(), bytes.extract::<u64>()) {
+                (Ok(name), Ok(bytes)) => read.push((name, bytes)),
+                _ => return Ok(None),
+            }
+        }
+        let mut names = Vec::with_capacity(read.len());
+        for (name, bytes) in &read {
+            let Ok(name) = name.to_str() else {
+                return Ok(None); // lone surrogates: not a Rust string
+            };
+            names.push((name, *bytes));
+        }
+        Ok(plan::largest_conversion(names.iter().copied(), &converters))
     })
-}
-
-struct Walk {
-    resize: bool,
-    classes: Vec<String>,
-    parameters: Vec<ModuleTensor>,
-    buffers: Vec<ModuleTensor>,
-    blocks: Vec<String>,
-}
-
-impl Walk {
-    fn module(&mut self, module: &Bound<'_, PyAny>, prefix: &str) -> PyResult<()> {
-        let py = module.py();
-        let join = |name: &Bound<'_, PyAny>| -> PyResult<String> {
-            let name = name.cast::<PyString>()?.to_str()?;
-            Ok(if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}.{name}")
-            })
-        };
-        if !prefix.is_empty() && !self.classes.is_empty() {
-            let class = module.get_type().name()?;
-            let class = class.to_str()?;
-            if self.classes.iter().any(|wanted| wanted == class) {
-                self.blocks.push(prefix.to_string());
-            }
-        }
-        let members = [intern!(py, "_parameters"), intern!(py, "_buffers")];
-        for (i, member) in members.into_iter().enumerate() {
-            for (key, tensor) in module.getattr(member)?.cast_into::<PyDict>()?.iter() {
-                if !tensor.is_none() {
-                    let read = module_tensor(join(&key)?, &tensor, self.resize)?;
-                    match i {
-                        0 => self.parameters.push(read),
-                        _ => self.buffers.push(read),
-                    }
-                }
-            }
-        }
-        for (key, child) in module
-            .getattr(intern!(py, "_modules"))?
-            .cast_into::<PyDict>()?
-            .iter()
-        {
-            if !child.is_none() {
-                self.module(&child, &join(&key)?)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Available and total system memory in bytes, where known.

@@ -127,8 +127,12 @@ pub fn _pytorch_sizes<'py>(
         if as_dict {
             return Ok(sizes_to_dict(py, &sizes)?.into_any());
         }
-        let tied = checkpoint::config_ties(&checkpoint, &sizes)?;
-        let result = (PyCheckpointSizes::new(sizes), tied);
+        let config = checkpoint::config_text(&checkpoint);
+        let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
+        let result = (
+            PyCheckpointSizes::with_config(sizes, config.as_deref()),
+            tied,
+        );
         Ok(result.into_pyobject(py)?.into_any())
     })
 }

@@ -6,25 +6,40 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySet, PyString, PyType};
+use pyo3::types::{PyDict, PySet, PyType};
 
 use super::guard::guard;
+use super::walk::{walk, Found, Member, NoSplitNames, Step, Visitor};
 
-/// `module.state_dict(keep_vars=True)`'s items, or `None` when a module could make it
-/// differently from the plain rule (a state-dict hook, its own `_save_to_state_dict`,
-/// `state_dict` or `get_extra_state`): the caller then asks `state_dict` itself.
+/// `(state, no-split names)`: `module.state_dict(keep_vars=True)`'s items, or `None` when a
+/// module could make it differently from the plain rule (a state-dict hook, its own
+/// `_save_to_state_dict`, `state_dict` or `get_extra_state`): the caller then asks
+/// `state_dict` itself; and, in the same walk, what `_no_split_names(module, no_split)` gives.
 #[pyfunction]
-pub fn _state_tensors<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+#[pyo3(signature = (module, no_split = None))]
+pub fn _state_tensors<'py>(
+    module: &Bound<'py, PyAny>,
+    no_split: Option<Vec<String>>,
+) -> PyResult<StateAndNames<'py>> {
     guard("_state_tensors", || {
         let py = module.py();
         let base = py
             .import("torch.nn")?
             .getattr("Module")?
             .cast_into::<PyType>()?;
-        let state = PyDict::new(py);
-        Ok(walk(module, "", &base, &state)?.then_some(state))
+        let mut visitor = State {
+            base,
+            state: Some(PyDict::new(py)),
+            transient: None,
+            names: no_split.map(NoSplitNames::new),
+        };
+        walk(module, &mut visitor)?;
+        Ok((visitor.state, visitor.names.map(|names| names.names)))
     })
 }
+
+/// A state dict (or `None`) and no-split names (or `None`).
+type StateAndNames<'py> = (Option<Bound<'py, PyDict>>, Option<Vec<String>>);
 
 /// Whether `module`'s class makes its state dict as `torch.nn.Module` does.
 fn plain(module: &Bound<'_, PyAny>, base: &Bound<'_, PyType>) -> PyResult<bool> {
@@ -50,51 +65,49 @@ fn plain(module: &Bound<'_, PyAny>, base: &Bound<'_, PyType>) -> PyResult<bool> 
     Ok(true)
 }
 
-/// Adds `module`'s entries under `prefix` as `Module.state_dict` visits them (its parameters,
-/// its persistent buffers, then each child's); false as soon as a module is not plain.
-fn walk(
-    module: &Bound<'_, PyAny>,
-    prefix: &str,
-    base: &Bound<'_, PyType>,
-    state: &Bound<'_, PyDict>,
-) -> PyResult<bool> {
-    let py = module.py();
-    if !plain(module, base)? {
-        return Ok(false);
-    }
-    let join = |name: &Bound<'_, PyAny>| -> PyResult<String> {
-        let name = name.cast::<PyString>()?.to_str()?;
-        Ok(format!("{prefix}{name}"))
-    };
-    let transient = module
-        .getattr(intern!(py, "_non_persistent_buffers_set"))?
-        .cast_into::<PySet>()?;
-    for (key, tensor) in module
-        .getattr(intern!(py, "_parameters"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !tensor.is_none() {
-            state.set_item(join(&key)?, tensor)?;
+/// `_state_tensors`'s visitor: `state` until a module is not plain (then `None`), and the
+/// no-split names when asked for.
+struct State<'py> {
+    base: Bound<'py, PyType>,
+    state: Option<Bound<'py, PyDict>>,
+    /// The non-persistent buffers of the module being read.
+    transient: Option<Bound<'py, PySet>>,
+    names: Option<NoSplitNames>,
+}
+
+impl<'py> Visitor<'py> for State<'py> {
+    fn module(&mut self, module: &Bound<'py, PyAny>, name: &str, listed: bool) -> PyResult<Step> {
+        if let Some(names) = &mut self.names {
+            names.see(module, name, listed)?;
         }
-    }
-    for (key, tensor) in module
-        .getattr(intern!(py, "_buffers"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !tensor.is_none() && !transient.contains(&key)? {
-            state.set_item(join(&key)?, tensor)?;
+        if self.state.is_some() && !plain(module, &self.base)? {
+            self.state = None;
         }
-    }
-    for (key, child) in module
-        .getattr(intern!(py, "_modules"))?
-        .cast_into::<PyDict>()?
-        .iter()
-    {
-        if !child.is_none() && !walk(&child, &format!("{}.", join(&key)?), base, state)? {
-            return Ok(false);
+        if self.state.is_none() {
+            // Only the names are left to find: they are under listed modules only.
+            return Ok(match (&self.names, listed) {
+                (None, _) => Step::Stop,
+                (Some(_), true) => Step::Enter,
+                (Some(_), false) => Step::Skip,
+            });
         }
+        let transient = module.getattr(intern!(module.py(), "_non_persistent_buffers_set"))?;
+        self.transient = Some(transient.cast_into::<PySet>()?);
+        Ok(Step::Enter)
     }
-    Ok(true)
+
+    fn wants_tensors(&self) -> bool {
+        self.state.is_some()
+    }
+
+    fn tensor(&mut self, found: Found<'_, 'py>) -> PyResult<()> {
+        let kept = match (found.member, &self.transient) {
+            (Member::Buffer, Some(transient)) => !transient.contains(found.key)?,
+            _ => true,
+        };
+        if let (true, Some(state)) = (kept, &self.state) {
+            state.set_item(found.name, found.tensor)?;
+        }
+        Ok(())
+    }
 }

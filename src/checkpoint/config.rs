@@ -259,13 +259,29 @@ fn head_of(sizes: &[(String, u64)]) -> Option<&str> {
 /// the checkpoint stores an input embedding and no head, which is what `save_pretrained`
 /// leaves of a tied pair. No `config.json`, or no input embedding among `sizes`: no ties.
 pub fn config_ties(checkpoint: &Checkpoint, sizes: &[(String, u64)]) -> Result<Vec<Vec<String>>> {
-    let source = checkpoint.source();
-    let name = checkpoint.config_name();
-    let Ok(text) = source.read_whole(&name) else {
+    ties_of_config(checkpoint, config_text(checkpoint).as_deref(), sizes)
+}
+
+/// The bytes of the `config.json` beside `checkpoint` ([`Checkpoint::config_name`]), or
+/// `None` when it cannot be read: read once, for [`ties_of_config`] and the caller's own use.
+pub fn config_text(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
+    checkpoint
+        .source()
+        .read_whole(&checkpoint.config_name())
+        .ok()
+}
+
+/// [`config_ties`] with the `config.json` read already ([`config_text`]; `None`: none).
+pub fn ties_of_config(
+    checkpoint: &Checkpoint,
+    text: Option<&[u8]>,
+    sizes: &[(String, u64)],
+) -> Result<Vec<Vec<String>>> {
+    let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let config_path = source.show(&name);
-    let config: serde_json::Value = serde_json::from_slice(&text)
+    let config_path = checkpoint.source().show(&checkpoint.config_name());
+    let config: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| bad(&config_path, None, Problem::ConfigNotJson(e.to_string())))?;
     let head = head_of(sizes);
     let tie = says_tied(&config, &config_path)?.unwrap_or(head.is_none());

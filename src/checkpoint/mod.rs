@@ -27,7 +27,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use config::{config_ties, HEAD, TIED_BY_DEFAULT};
+pub use config::{config_text, config_ties, ties_of_config, HEAD, TIED_BY_DEFAULT};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use loaded::{

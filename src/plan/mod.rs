@@ -32,6 +32,7 @@
 mod budget;
 mod compact;
 mod context;
+mod conversion;
 mod cost;
 mod error;
 mod hosts;
@@ -49,6 +50,7 @@ pub use budget::{
     BudgetValue, Budgets, Reserve, SystemMemory, DEFAULT_RESERVE,
 };
 pub use context::{workload, Context, Fit, Workload, MOST_TRIED};
+pub use conversion::largest_conversion;
 pub use cost::Cost;
 pub use error::{BudgetProblem, PlanError, Shortfall};
 pub use hosts::{hosts, hosts_text, Host};

@@ -152,20 +152,35 @@ def loading_reserve(model: Any, sizes: dict[str, int] | None = None, hf_quantize
         return 0
     if sizes is None:
         sizes = _planning.model_view(model, None, overrides=_quantized_sizes(model, hf_quantizer))[0]
+    converters = [
+        converter
+        for converter in get_model_conversion_mapping(model, hf_quantizer=hf_quantizer)
+        if isinstance(converter, WeightConverter) and not converter.force_cpu
+    ]
+    if not converters:
+        return 0
+    # The targets each converter makes, summed per module (a one-to-many converter makes all of
+    # them from one input), in Rust where its `regex` reads the patterns exactly as `re` does
+    # (every converter of transformers 5.24); else by `re` (`_largest_by_re`).
+    largest = _core._largest_conversion(sizes, [converter.target_patterns for converter in converters])
+    if largest is None:
+        largest = _largest_by_re(sizes, converters)
+    return 2 * largest
+
+
+def _largest_by_re(sizes: dict[str, int], converters: list[Any]) -> int:
+    """`loading_reserve`'s sums by Python's `re`, for target patterns the core leaves to it
+    (`plan::conversion::portable`): one search over all names at once per converter."""
     names = "\n".join(sizes)
     largest = 0
-    for converter in get_model_conversion_mapping(model, hf_quantizer=hf_quantizer):
-        if not isinstance(converter, WeightConverter) or converter.force_cpu:
-            continue
-        # One search over all names at once (in C): the targets this converter makes, summed
-        # per module (a one-to-many converter makes all of them from one input).
+    for converter in converters:
         targets = "|".join(f"(?:{pattern})" for pattern in converter.target_patterns)
         per_module: dict[str, int] = {}
         for found in re.finditer(rf"^(.*?)(?:{targets})[^\n]*$", names, re.MULTILINE):
             module = found.group(1)
             per_module[module] = per_module.get(module, 0) + sizes[found.group(0)]
         largest = max(largest, *per_module.values(), 0)
-    return 2 * largest
+    return largest
 
 
 def _keep_reserve(budgets: dict[Any, Any], reserve: int) -> dict[Any, Any]:
