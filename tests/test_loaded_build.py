@@ -79,3 +79,31 @@ def test_the_built_model_is_the_plain_meta_model() -> None:
     assert described(skipped) == described(plain)
     assert skipped.all_tied_weights_keys == plain.all_tied_weights_keys
     assert skipped.lm_head.weight is skipped.model.embed_tokens.weight
+
+
+def test_modules_holding_only_buffers_are_in_a_split_map(tmp_path: Any) -> None:
+    """A checkpoint stores no non-persistent buffer, but the loader places their modules (a
+    rotary embedding holds only `inv_freq`): a map split below `model` names them, as the stock
+    path's does, so the loader never leaves one where the map says nothing."""
+    import accelerate.utils
+    import devicemap
+    from _planning_models import tiny
+
+    model = tiny("llama-tied", layers=4)
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    total = sum(devicemap.tensor_sizes(tmp_path).values())
+    report = devicemap.plan_report(tmp_path, {"cpu": total // 2, "disk": 2**30})
+    planned = report.device_map
+    assert "disk" in {str(d) for d in planned.device_counts()}  # split below `model`
+    assert "" not in planned
+    assert "model" not in planned
+    buffers_only = [
+        name
+        for name, module in model.named_modules()
+        if any(True for _ in module.buffers(recurse=False)) and not any(True for _ in module.parameters())
+    ]
+    assert buffers_only == ["model.rotary_emb"]
+    for name in buffers_only:
+        for buffer, _ in model.get_submodule(name).named_buffers():
+            planned.device_for(f"{name}.{buffer}")  # covered: no KeyError
+    accelerate.utils.check_device_map(model, report.to_hf())

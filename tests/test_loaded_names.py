@@ -37,6 +37,10 @@ class Saved:
         self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
         self.tied = dict(model.all_tied_weights_keys)
         self.state = list(model.state_dict())
+        # Buffers no checkpoint stores (rotary `inv_freq`): counted and placed, as the stock
+        # path counts them.
+        kept = set(self.state)
+        self.transient = {n: b.nbytes for n, b in model.named_buffers() if n not in kept}
         with torch.no_grad():
             reference = self.cls.from_pretrained(self.dir).eval()
             self.logits = reference(**_tiny_models.inputs(name)).logits
@@ -118,8 +122,9 @@ def test_names_are_the_models(saved: dict[str, Saved]) -> None:
     stored = devicemap.tensor_sizes(mixtral.dir)
     assert any(".experts.0." in key for key in stored)
     report = devicemap.plan_report(mixtral.dir, {"cpu": "1GiB"})
-    assert report.total_bytes == sum(stored.values())
-    assert report.tensors == len(mixtral.state)
+    assert mixtral.transient  # its rotary embedding's
+    assert report.total_bytes == sum(stored.values()) + sum(mixtral.transient.values())
+    assert report.tensors == len(mixtral.state) + len(mixtral.transient)
 
 
 def test_t5_ties_and_order(saved: dict[str, Saved]) -> None:
@@ -288,8 +293,8 @@ def test_fp8_weights_and_scales_as_stored(saved: dict[str, Saved], tmp_path: Pat
     found = loaded(tmp_path, read, tied)
     assert found.note is None
     names = found.sizes.names()
-    assert sorted(names) == sorted(stored)
+    assert sorted(names) == sorted([*stored, *llama.transient])
     at = names.index("model.layers.0.self_attn.q_proj.weight_scale_inv")
     assert names[at - 1] == "model.layers.0.self_attn.q_proj.weight", names[at - 3 : at + 3]
     report = devicemap.plan_report(tmp_path, {"cpu": "1GiB"})
-    assert report.total_bytes == sum(stored.values())
+    assert report.total_bytes == sum(stored.values()) + sum(llama.transient.values())

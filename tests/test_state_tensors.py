@@ -79,3 +79,16 @@ def test_a_state_dict_hook_is_left_to_state_dict():
 def test_not_a_module_is_a_type_error():
     with pytest.raises((TypeError, AttributeError)):
         _core._state_tensors(object())
+
+
+def test_transient_buffers_where_their_module_keeps_its_buffers() -> None:
+    """`transient=True`: the non-persistent buffers too, in state_dict's order (a module's own
+    parameters, its buffers, then its children)."""
+    holder = Holder()
+    state, _ = _core._state_tensors(holder, transient=True)
+    assert state is not None
+    assert list(state) == [
+        "kept", "transient", "first.weight", "first.bias", "shared.weight", "shared.bias",
+        "blocks.0.weight", "blocks.0.bias", "blocks.2.weight", "blocks.2.bias",
+    ]  # fmt: skip
+    assert state["transient"] is holder.transient

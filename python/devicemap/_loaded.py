@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from devicemap import _core
@@ -34,15 +33,13 @@ class _Unavailable(Exception):
     """Why the loader's model cannot be built here."""
 
 
-#: The `config.json` of the checkpoint being planned, as its reader read it for the ties
-#: (`(source, text)`; `text` `None`: there is none): `_config_dict` takes it rather than reading
-#: the file again. Set by `loaded` around the build; a context variable, so that a plan on
-#: another thread never sees it.
-_READ_CONFIG: ContextVar[tuple[Any, str | None] | None] = ContextVar("_READ_CONFIG", default=None)
+#: Whether the checkpoint reader read `config.json`, and its text (`None`: there is none).
+ConfigRead = tuple[bool, str | None]
 
 
-def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
-    """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict."""
+def _config_dict(source: Any, token: str | None, read: ConfigRead = (False, None)) -> dict[str, Any] | None:
+    """The `config.json` of a checkpoint path, list of files or Hub repository, as a dict;
+    `read`: the text the checkpoint reader read already, taken instead of reading it again."""
     if isinstance(source, _core._HubCheckpoint):
         # Read at the commit its headers were read at: the branch is resolved once a plan.
         try:
@@ -51,9 +48,8 @@ def _config_dict(source: Any, token: str | None) -> dict[str, Any] | None:
             raise _Unavailable(str(error)) from None
     from devicemap._plan import _config_beside, _is_hub
 
-    read = _READ_CONFIG.get()
     first = source[0] if isinstance(source, list | tuple) and source else source
-    if read is not None and read[0] is source:
+    if read[0]:
         text = read[1]
     elif not isinstance(first, str | os.PathLike):
         return None
@@ -120,9 +116,9 @@ def _skipping_init(torch: Any) -> Any:
     return _SKIP_INIT()
 
 
-def _build(source: Any, model_class: Any, dtype: Any, token: str | None) -> Any:
+def _build(source: Any, model_class: Any, dtype: Any, token: str | None, read: ConfigRead) -> Any:
     """The model `from_pretrained` would build, on the meta device."""
-    config_dict = _config_dict(source, token)
+    config_dict = _config_dict(source, token, read)
     if config_dict is None and model_class is None:
         raise _Unavailable("no config.json beside the checkpoint, and no model_class=")
     try:
@@ -270,27 +266,27 @@ def loaded(
     meanwhile, and a reading error is raised before any error of the build."""
     check_arguments(model_class, key_mapping)
     # The reader read config.json for the ties: the build takes that text (`_config_dict`).
-    read, text = (False, None)
+    read: ConfigRead = (False, None)
     if isinstance(sizes, _core._SizesReading | _core._CheckpointSizes):
-        read, text = sizes.config_read()
-    handed = _READ_CONFIG.set((source, text)) if read else None
+        read = sizes.config_read()
     try:
-        model = _build(source, model_class, dtype, token)
+        model = _build(source, model_class, dtype, token, read)
     except _Unavailable as why:
         sizes, config_ties = _joined(sizes, config_ties)
         return Loaded(sizes, None, config_ties, _core._checkpoint_names_note(str(why)))
     except BaseException:
         _joined(sizes, config_ties)
         raise
-    finally:
-        if handed is not None:
-            _READ_CONFIG.reset(handed)
     sizes, config_ties = _joined(sizes, config_ties)
     from devicemap._plan import _no_split_classes
 
     # The tensors themselves (keep_vars): state_dict's own detached copies cost a tensor each.
-    # The no-split module names come from the same walk of the model.
-    state, no_split = _core._state_tensors(model, _no_split_classes(model))
+    # The no-split module names come from the same walk of the model. Non-persistent buffers
+    # are in too, sized as the model holds them, as the stock path counts them: no checkpoint
+    # stores them, but the loader places their modules (a rotary embedding holds only
+    # `inv_freq`), so the map must name them. A module that makes its own state dict leaves
+    # `state_dict` to say, without them.
+    state, no_split = _core._state_tensors(model, _no_split_classes(model), transient=True)
     if state is None:
         state = model.state_dict(keep_vars=True)
     renamed, shared = _renamed(model, sizes, key_mapping, state=state, kept=True)

@@ -15,11 +15,15 @@ use super::walk::{walk, Found, Member, NoSplitNames, Step, Visitor};
 /// module could make it differently from the plain rule (a state-dict hook, its own
 /// `_save_to_state_dict`, `state_dict` or `get_extra_state`): the caller then asks
 /// `state_dict` itself; and, in the same walk, what `_no_split_names(module, no_split)` gives.
+/// `transient`: the non-persistent buffers too, each where its module's buffers are (no
+/// checkpoint stores them, but the loader places their modules: a rotary embedding's
+/// `inv_freq` is a module's only tensor).
 #[pyfunction]
-#[pyo3(signature = (module, no_split = None))]
+#[pyo3(signature = (module, no_split = None, transient = false))]
 pub fn _state_tensors<'py>(
     module: &Bound<'py, PyAny>,
     no_split: Option<Vec<String>>,
+    transient: bool,
 ) -> PyResult<StateAndNames<'py>> {
     guard("_state_tensors", || {
         let py = module.py();
@@ -31,6 +35,7 @@ pub fn _state_tensors<'py>(
             base,
             state: Some(PyDict::new(py)),
             transient: None,
+            keep_transient: transient,
             names: no_split.map(NoSplitNames::new),
         };
         walk(module, &mut visitor)?;
@@ -72,6 +77,8 @@ struct State<'py> {
     state: Option<Bound<'py, PyDict>>,
     /// The non-persistent buffers of the module being read.
     transient: Option<Bound<'py, PySet>>,
+    /// Whether the non-persistent buffers go in `state` too.
+    keep_transient: bool,
     names: Option<NoSplitNames>,
 }
 
@@ -91,8 +98,10 @@ impl<'py> Visitor<'py> for State<'py> {
                 (Some(_), false) => Step::Skip,
             });
         }
-        let transient = module.getattr(intern!(module.py(), "_non_persistent_buffers_set"))?;
-        self.transient = Some(transient.cast_into::<PySet>()?);
+        if !self.keep_transient {
+            let transient = module.getattr(intern!(module.py(), "_non_persistent_buffers_set"))?;
+            self.transient = Some(transient.cast_into::<PySet>()?);
+        }
         Ok(Step::Enter)
     }
 
