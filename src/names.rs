@@ -2,9 +2,15 @@
 //! Planning cuts units at numbered blocks and model order sorts by them, so both read the
 //! same rule here.
 
-/// The value of a numbered component (`3` in `model.layers.3`): all ASCII digits, within `u64`.
+/// Whether `component` is numbered (`3` in `model.layers.3`): one or more ASCII digits, of any
+/// length.
+pub fn numbered(component: &str) -> bool {
+    !component.is_empty() && component.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of a numbered component ([`numbered`]), within `u64`.
 pub fn number(component: &str) -> Option<u64> {
-    if component.is_empty() || !component.bytes().all(|b| b.is_ascii_digit()) {
+    if !numbered(component) {
         return None;
     }
     component.parse().ok()

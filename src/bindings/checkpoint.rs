@@ -327,12 +327,19 @@ impl PyCheckpointSizes {
     }
 
     /// Sizes a reader read with the checkpoint's `config.json` (`config`: its bytes, `None`
-    /// when there is none), handed on with them.
-    pub(super) fn with_config(sizes: Vec<(String, u64)>, config: Option<&[u8]>) -> Self {
-        PyCheckpointSizes {
+    /// when there is none), handed on with them, and the ties that text gives
+    /// ([`checkpoint::ties_of_config`]).
+    pub(super) fn with_config(
+        checkpoint: &Checkpoint,
+        sizes: Vec<(String, u64)>,
+        config: Option<&[u8]>,
+    ) -> crate::error::Result<(Self, Vec<Vec<String>>)> {
+        let tied = checkpoint::ties_of_config(checkpoint, config, &sizes)?;
+        let sizes = PyCheckpointSizes {
             config: ConfigRead::of(config),
             ..PyCheckpointSizes::new(sizes)
-        }
+        };
+        Ok((sizes, tied))
     }
 }
 
@@ -552,11 +559,11 @@ pub fn _checkpoint_sizes<'py>(
         let checkpoint = checkpoint_from_py(path, token)?;
         let sizes = read_checkpoint(py, &checkpoint, dtype, progress, None)?.to_vec();
         let config = checkpoint::config_text(&checkpoint);
-        let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
-        Ok((
-            PyCheckpointSizes::with_config(sizes, config.as_deref()),
-            tied,
-        ))
+        Ok(PyCheckpointSizes::with_config(
+            &checkpoint,
+            sizes,
+            config.as_deref(),
+        )?)
     })
 }
 

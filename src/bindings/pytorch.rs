@@ -128,11 +128,7 @@ pub fn _pytorch_sizes<'py>(
             return Ok(sizes_to_dict(py, &sizes)?.into_any());
         }
         let config = checkpoint::config_text(&checkpoint);
-        let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
-        let result = (
-            PyCheckpointSizes::with_config(sizes, config.as_deref()),
-            tied,
-        );
+        let result = PyCheckpointSizes::with_config(&checkpoint, sizes, config.as_deref())?;
         Ok(result.into_pyobject(py)?.into_any())
     })
 }

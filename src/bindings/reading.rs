@@ -87,11 +87,11 @@ fn read_apart(
         return Err(ReadFailure::Callback(err));
     }
     let sizes = read?.to_vec();
-    let tied = checkpoint::ties_of_config(&checkpoint, config.as_deref(), &sizes)?;
-    let templates = checkpoint::key_templates(sizes.iter().map(|(name, _)| name.as_str()));
+    let (sizes, tied) = PyCheckpointSizes::with_config(&checkpoint, sizes, config.as_deref())?;
+    let templates = checkpoint::key_templates(sizes.sizes.iter().map(|(name, _)| name.as_str()));
     let sizes = PyCheckpointSizes {
         templates: OnceLock::from(templates),
-        ..PyCheckpointSizes::with_config(sizes, config.as_deref())
+        ..sizes
     };
     Ok((sizes, tied))
 }

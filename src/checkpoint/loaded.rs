@@ -12,6 +12,8 @@ use std::collections::HashMap;
 
 use ahash::RandomState;
 
+use crate::names::numbered;
+
 /// Sizes keyed by the model's tensor names, in the model's order.
 ///
 /// - `checkpoint`: `(checkpoint key, bytes as loaded)`; `renamed[i]` is the name the loader
@@ -115,7 +117,7 @@ fn template_into<'k>(
         if at > 0 {
             out.push('.');
         }
-        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+        if numbered(part) {
             out.push_str(stand_ins.get(numbers.len()));
             numbers.push(part);
         } else {
@@ -164,7 +166,7 @@ fn fits(key: &str, template: &str, stand_ins: &mut StandIns) -> bool {
         let Some(expected) = parts.next() else {
             return false;
         };
-        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+        if numbered(part) {
             if expected != stand_ins.get(count) {
                 return false;
             }
@@ -222,8 +224,7 @@ pub fn key_templates<'a>(names: impl Iterator<Item = &'a str>) -> KeyTemplates {
 /// The numbered components of `key` (those `name_template` replaces), in order.
 fn numbers_into<'k>(key: &'k str, numbers: &mut Vec<&'k str>) {
     numbers.clear();
-    let numbered = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    numbers.extend(key.split('.').filter(numbered));
+    numbers.extend(key.split('.').filter(|part| numbered(part)));
 }
 
 /// How the loader renames one template: the renamed template and the matching converter's
