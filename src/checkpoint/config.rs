@@ -252,12 +252,8 @@ fn head_of(sizes: &[(String, u64)]) -> Option<&str> {
         .find(|n| *n == HEAD || n.ends_with(&format!(".{HEAD}")))
 }
 
-/// The tied embedding pair of a checkpoint, for planning in the checkpoint's own names (where
-/// transformers cannot build the model): when the `config.json` beside it says the embeddings
-/// are tied ([`says_tied`]), the input embedding and the head share one tensor, which the
-/// checkpoint usually stores once. A config with neither flag nor `model_type` ties them when
-/// the checkpoint stores an input embedding and no head, which is what `save_pretrained`
-/// leaves of a tied pair. No `config.json`, or no input embedding among `sizes`: no ties.
+/// [`ties_of_config`] reading the `config.json` itself.
+#[cfg(test)]
 pub fn config_ties(checkpoint: &Checkpoint, sizes: &[(String, u64)]) -> Result<Vec<Vec<String>>> {
     ties_of_config(checkpoint, config_text(checkpoint).as_deref(), sizes)
 }
@@ -271,7 +267,13 @@ pub fn config_text(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// [`config_ties`] with the `config.json` read already ([`config_text`]; `None`: none).
+/// The tied embedding pair of a checkpoint, for planning in the checkpoint's own names (where
+/// transformers cannot build the model): when the `config.json` beside it says the embeddings
+/// are tied ([`says_tied`]), the input embedding and the head share one tensor, which the
+/// checkpoint usually stores once. A config with neither flag nor `model_type` ties them when
+/// the checkpoint stores an input embedding and no head, which is what `save_pretrained`
+/// leaves of a tied pair. No `config.json`, or no input embedding among `sizes`: no ties.
+/// `text`: the `config.json` as read ([`config_text`]; `None`: there is none).
 pub fn ties_of_config(
     checkpoint: &Checkpoint,
     text: Option<&[u8]>,

@@ -27,7 +27,9 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use config::{config_text, config_ties, ties_of_config, HEAD, TIED_BY_DEFAULT};
+#[cfg(test)]
+use config::config_ties;
+pub use config::{config_text, ties_of_config, HEAD, TIED_BY_DEFAULT};
 pub use error::{CheckpointError, Problem};
 pub use header::{loaded_bytes, parse_header, Dtype, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use loaded::{
