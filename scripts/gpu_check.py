@@ -181,6 +181,65 @@ def load_check(failures: list[str]) -> None:
                 failures.append(f"{label}: logits differ by {diff}")
             del model
             torch.cuda.empty_cache()
+        context_check(model_dir, total, failures)
+
+
+def context_check(model_dir: str, total: int, failures: list[str]) -> None:
+    """A plan with `context=`: the GPU holds about half the weights plus the cache of every
+    layer (offloaded layers run on the GPU too); after a prefill of that many tokens each
+    layer's cache must hold the bytes the plan charged, on the device it charged them to."""
+    import devicemap
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokens = 2048
+    per_token = devicemap.kv_cache(model_dir, 1, dtype="float32").total
+    fast, slow = (0, "cpu") if torch.cuda.is_available() else ("cpu", "disk")
+    budgets = {fast: total // 2 + per_token * tokens + 64 * 2**20, slow: "64GiB"}
+    report = devicemap.plan_report(
+        model_dir, max_memory=budgets, dtype="float32", context=tokens, kv_dtype="float32"
+    )
+    print(f"\nplan (context {tokens}):\n{report}")
+    print(f"max_context under these budgets: {report.max_context()}")
+    context = report.context
+    assert context is not None
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        dtype=torch.float32,
+        device_map=report.to_hf(),
+        offload_folder=os.path.join(model_dir, "offload-context"),
+    )
+    first = "cuda:0" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    ids = torch.randint(0, 32000, (1, tokens)).to(first)
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).past_key_values
+    held: dict[str, int] = {}
+    for i, layer in enumerate(cache.layers):
+        nbytes = layer.keys.nbytes + layer.values.nbytes
+        where = str(layer.keys.device)
+        held[where] = held.get(where, 0) + nbytes
+        if nbytes != context["per_layer"][i] or where != context["layer_devices"][i]:
+            failures.append(
+                f"context: layer {i} cache {nbytes} B on {where}, planned "
+                f"{context['per_layer'][i]} B on {context['layer_devices'][i]}"
+            )
+    planned = {d["device"]: d["cache"] for d in report.devices if d["cache"]}
+    print(f"cache held per device {held}; planned {planned}")
+    if held != planned:
+        failures.append(f"context: cache per device {held}, planned {planned}")
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated(0)
+        gpu = next(d for d in report.devices if d["device"] in ("cuda:0", "0", 0))
+        print(
+            f"cuda:0 peak allocated {peak / 2**20:.1f} MiB (weights + cache + prefill "
+            f"activations); planned weights {gpu['bytes'] / 2**20:.1f} MiB + cache "
+            f"{gpu['cache'] / 2**20:.1f} MiB + reserve {gpu['reserved'] / 2**20:.1f} MiB, "
+            f"budget {gpu['budget'] / 2**20:.1f} MiB"
+        )
+    del model, cache
+    torch.cuda.empty_cache()
 
 
 def main() -> int:
