@@ -44,7 +44,7 @@ print(json.dumps(out))
 
 
 def nvidia_smi() -> list[dict[str, object]]:
-    fields = "index,name,uuid,memory.total,memory.free"
+    fields = "index,name,uuid,memory.total,memory.free,memory.reserved"
     text = subprocess.run(
         ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
         check=True,
@@ -53,9 +53,10 @@ def nvidia_smi() -> list[dict[str, object]]:
     ).stdout
     rows = []
     for line in text.strip().splitlines():
-        index, name, uuid, total, free = (part.strip() for part in line.split(","))
+        index, name, uuid, total, free, reserved = (part.strip() for part in line.split(","))
         rows.append({"index": int(index), "name": name, "uuid": uuid, "total_mib": int(total)})
         rows[-1]["free_mib"] = int(free)
+        rows[-1]["reserved_mib"] = int(reserved)
     return rows
 
 
@@ -87,7 +88,7 @@ def compare(seen: dict[str, object], smi: list[dict[str, object]], failures: lis
         print(f"  ordinal {d['ordinal']}: {d['name']} {d['uuid']}")
         print(
             f"    total bytes: devicemap {d['total']}, torch {t['total']}, "
-            f"nvidia-smi {row.get('total_mib')} MiB"
+            f"nvidia-smi {row.get('total_mib')} MiB of which {row.get('reserved_mib')} reserved"
         )
         print(
             f"    free bytes:  devicemap {d['free']}, torch {t['free']}, nvidia-smi {row.get('free_mib')} MiB"
@@ -97,7 +98,7 @@ def compare(seen: dict[str, object], smi: list[dict[str, object]], failures: lis
                 failures.append(f"{label} ordinal {d['ordinal']}: {key} {d[key]!r} vs torch {t[key]!r}")
         if not row:
             failures.append(f"{label}: uuid {d['uuid']} not listed by nvidia-smi")
-        elif row["name"] != d["name"] or row["total_mib"] != d["total"] // 2**20:
+        elif row["name"] != d["name"] or abs(row["total_mib"] - row["reserved_mib"] - d["total"] / 2**20) > 1:
             failures.append(f"{label}: nvidia-smi says {row}")
         if not d["certain"]:
             failures.append(f"{label}: ordering_certain is False on a one-model machine")

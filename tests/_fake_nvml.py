@@ -69,6 +69,7 @@ class Gpu:
     name: str = "NVIDIA A100-SXM4-80GB"
     pci: str = ""
     total: int = 80 * GIB
+    reserved: int = 0
     used: int = 0
     used_step: int = 0
     cc: str = "8.0"
@@ -97,6 +98,7 @@ def config_text(devices: list[Gpu], *, init: str = "ok", log: Path | None = None
             "uuid",
             "pci",
             "total",
+            "reserved",
             "used",
             "used_step",
             "cc",

@@ -201,20 +201,23 @@ def _machine() -> list[Gpu]:
     devices[2].name = "NVIDIA H100 80GB HBM3"
     devices[2].cc = "9.0"
     devices[2].used = 5 * GIB
+    # As an H200 reports it: NVML's total counts what the driver sets aside, CUDA's does not.
+    devices[2].reserved = 615 * 2**20
     return devices
 
 
 def _seen(ordinal: int, nvml_index: int, gpu: Gpu, mig: Mig | None = None) -> dict[str, object]:
     """What `cuda_devices()` must say of `gpu` (or of its MIG device `mig`) as `cuda:ordinal`."""
     shown: Gpu | Mig = gpu if mig is None else mig
+    reserved = gpu.reserved if mig is None else 0
     major, minor = gpu.cc.split(".")
     return {
         "ordinal": ordinal,
         "nvml_index": nvml_index,
         "uuid": shown.uuid,
         "name": shown.name,
-        "memory_total": shown.total,
-        "memory_free": shown.total - shown.used,
+        "memory_total": shown.total - reserved,
+        "memory_free": shown.total - reserved - shown.used,
         "memory_used": shown.used,
         "pci_bus_id": gpu.pci,
         "compute_capability": [int(major), int(minor)],

@@ -335,7 +335,10 @@ fn read_memory(
     for (record_ref, device) in refs.iter().zip(devices.iter_mut()) {
         match known_of(inventory, record_ref).0.handle.memory_info() {
             Ok(info) => {
-                device.memory_total = Some(info.total);
+                // CUDA's total (torch's `total_memory` and `mem_get_info`), which leaves out what
+                // the driver sets aside; nvidia-smi's total counts it (measured on an H200:
+                // NVML 150,754,820,096 B with 644,939,776 reserved, CUDA 150,109,880,320).
+                device.memory_total = Some(info.total.saturating_sub(info.reserved));
                 device.memory_free = Some(info.free);
                 device.memory_used = Some(info.used);
             }

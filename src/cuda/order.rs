@@ -69,6 +69,8 @@ pub struct CudaDevice {
     pub nvml_index: u32,
     pub uuid: String,
     pub name: String,
+    /// The memory CUDA can use, as torch's `total_memory` says: NVML's total less what the
+    /// driver reserves (which nvidia-smi's total includes).
     pub memory_total: Option<u64>,
     pub memory_free: Option<u64>,
     pub memory_used: Option<u64>,

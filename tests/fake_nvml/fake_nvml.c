@@ -5,6 +5,7 @@
  *   init=ok|driver_not_loaded|no_permission|unknown     driver=<version string>
  *   count=<GPUs>                                         log=<file each init/shutdown/memory read appends to>
  *   gpu.N.name  gpu.N.uuid  gpu.N.pci (busId)  gpu.N.total  gpu.N.used  gpu.N.used_step (added per read)
+ *   gpu.N.reserved (set aside by the driver: counted in total, not in used nor free)
  *   gpu.N.cc=<major>.<minor>  gpu.N.handle=ok|no_permission|gpu_lost  gpu.N.memory=ok|not_supported
  *   gpu.N.mig=0|1|unsupported  gpu.N.mig_max=<slots>
  *   gpu.N.mig.M.uuid  gpu.N.mig.M.name  gpu.N.mig.M.total  gpu.N.mig.M.used   (slot M absent: NotFound)
@@ -45,7 +46,7 @@ typedef struct {
 typedef struct fake_device {
     int present, is_mig;
     char name[96], uuid[96], pci[32];
-    unsigned long long total, used, used_step;
+    unsigned long long total, reserved, used, used_step;
     int cc_major, cc_minor;
     nvmlReturn_t handle_error, memory_error;
     int mig_mode; /* 0 off, 1 on, -1 unsupported */
@@ -85,6 +86,7 @@ static void set_field(fake_device *d, const char *field, const char *v) {
     else if (!strcmp(field, "uuid")) snprintf(d->uuid, sizeof d->uuid, "%s", v);
     else if (!strcmp(field, "pci")) snprintf(d->pci, sizeof d->pci, "%s", v);
     else if (!strcmp(field, "total")) d->total = strtoull(v, NULL, 10);
+    else if (!strcmp(field, "reserved")) d->reserved = strtoull(v, NULL, 10);
     else if (!strcmp(field, "used")) d->used = strtoull(v, NULL, 10);
     else if (!strcmp(field, "used_step")) d->used_step = strtoull(v, NULL, 10);
     else if (!strcmp(field, "cc")) sscanf(v, "%d.%d", &d->cc_major, &d->cc_minor);
@@ -218,9 +220,9 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(fake_device *d, nvmlMemory_v2_t *memory)
     if (d->memory_error) return d->memory_error;
     log_line("memory");
     memory->total = d->total;
-    memory->reserved = 0;
+    memory->reserved = d->reserved;
     memory->used = d->used;
-    memory->free = d->total > d->used ? d->total - d->used : 0;
+    memory->free = d->total > d->reserved + d->used ? d->total - d->reserved - d->used : 0;
     d->used += d->used_step;
     return NVML_SUCCESS;
 }
