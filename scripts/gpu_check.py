@@ -187,8 +187,10 @@ def load_check(failures: list[str]) -> None:
 
 def context_check(model_dir: str, total: int, failures: list[str]) -> None:
     """A plan with `context=`: the GPU holds about half the weights plus the cache of every
-    layer (offloaded layers run on the GPU too); after a prefill of that many tokens each
-    layer's cache must hold the bytes the plan charged, on the device it charged them to."""
+    layer (offloaded layers run on the GPU too); after generating up to that many tokens each
+    layer's cache must hold the bytes the plan charged, on the device it charged them to. The
+    GPU's peak is printed beside the plan's charges: activations are not counted unless
+    `activation=` is given, so the peak says how much a prefill of this length needs."""
     import devicemap
     import torch
     from transformers import AutoModelForCausalLM
@@ -213,9 +215,16 @@ def context_check(model_dir: str, total: int, failures: list[str]) -> None:
     first = "cuda:0" if torch.cuda.is_available() else "cpu"
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    ids = torch.randint(0, 32000, (1, tokens)).to(first)
+    # As inference runs: a prompt and new tokens that together write `tokens` positions (a
+    # p-token prompt and n new tokens write p + n - 1); generate computes only the last logits.
+    new = 16
+    prompt = torch.randint(0, 32000, (1, tokens - new + 1)).to(first)
     with torch.no_grad():
-        cache = model(ids, use_cache=True).past_key_values
+        out = model.generate(
+            prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+            return_dict_in_generate=True, pad_token_id=0,
+        )  # fmt: skip
+    cache = out.past_key_values
     held: dict[str, int] = {}
     for i, layer in enumerate(cache.layers):
         nbytes = layer.keys.nbytes + layer.values.nbytes
@@ -234,12 +243,12 @@ def context_check(model_dir: str, total: int, failures: list[str]) -> None:
         peak = torch.cuda.max_memory_allocated(0)
         gpu = next(d for d in report.devices if d["device"] in ("cuda:0", "0", 0))
         print(
-            f"cuda:0 peak allocated {peak / 2**20:.1f} MiB (weights + cache + prefill "
-            f"activations); planned weights {gpu['bytes'] / 2**20:.1f} MiB + cache "
+            f"cuda:0 peak allocated during generate {peak / 2**20:.1f} MiB; planned weights "
+            f"{gpu['bytes'] / 2**20:.1f} MiB + cache "
             f"{gpu['cache'] / 2**20:.1f} MiB + reserve {gpu['reserved'] / 2**20:.1f} MiB, "
             f"budget {gpu['budget'] / 2**20:.1f} MiB"
         )
-    del model, cache
+    del model, cache, out
     torch.cuda.empty_cache()
 
 
