@@ -182,10 +182,10 @@ def load_check(failures: list[str]) -> None:
                 failures.append(f"{label}: logits differ by {diff}")
             del model
             torch.cuda.empty_cache()
-        context_check(model_dir, total, failures)
+        context_check(model_dir, failures)
 
 
-def context_check(model_dir: str, total: int, failures: list[str]) -> None:
+def context_check(model_dir: str, failures: list[str]) -> None:
     """A plan with `context=`: the GPU holds about half the weights plus the cache of every
     layer (offloaded layers run on the GPU too); after generating up to that many tokens each
     layer's cache must hold the bytes the plan charged, on the device it charged them to. The
@@ -196,11 +196,14 @@ def context_check(model_dir: str, total: int, failures: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     tokens = 2048
-    per_token = devicemap.kv_cache(model_dir, 1, dtype="float32").total
+    # bfloat16, as inference runs (in float32 SDPA falls back to the math kernel, whose
+    # attention scores grow with the square of the prompt: 0.6 GiB for this prompt on an H200).
+    total = sum(devicemap.tensor_sizes(model_dir, dtype="bfloat16").values())
+    per_token = devicemap.kv_cache(model_dir, 1, dtype="bfloat16").total
     fast, slow = (0, "cpu") if torch.cuda.is_available() else ("cpu", "disk")
     budgets = {fast: total // 2 + per_token * tokens + 64 * 2**20, slow: "64GiB"}
     report = devicemap.plan_report(
-        model_dir, max_memory=budgets, dtype="float32", context=tokens, kv_dtype="float32"
+        model_dir, max_memory=budgets, dtype="bfloat16", context=tokens, kv_dtype="bfloat16"
     )
     print(f"\nplan (context {tokens}):\n{report}")
     print(f"max_context under these budgets: {report.max_context()}")
@@ -208,7 +211,7 @@ def context_check(model_dir: str, total: int, failures: list[str]) -> None:
     assert context is not None
     model = AutoModelForCausalLM.from_pretrained(
         model_dir,
-        dtype=torch.float32,
+        dtype=torch.bfloat16,
         device_map=report.to_hf(),
         offload_folder=os.path.join(model_dir, "offload-context"),
     )
