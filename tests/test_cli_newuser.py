@@ -9,6 +9,10 @@ import devicemap
 import pytest
 from devicemap.cli import main
 
+# Llama-3-70B at 128k tokens: 40 GiB of KV cache, more than the 22 GiB of GPU and CPU budgets
+# can hold, beside a terabyte of disk that could take every weight.
+SHORT_RUNNER = ["--example", "llama-3-70b", "--context", "128k", "--max-memory", "0=20GiB,cpu=2GiB,disk=1TiB"]
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["plan", *args])
@@ -28,3 +32,34 @@ def test_a_config_json_given_as_the_checkpoint_is_named_as_json(
     assert "header length" not in err
     with pytest.raises(ValueError, match="is a JSON file, not safetensors"):
         devicemap.tensor_sizes(str(config))
+
+
+def test_a_kv_cache_short_of_room_does_not_ask_for_more_disk(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, *SHORT_RUNNER)
+    assert code == 1
+    text = " ".join(out.split())
+    assert "or more to the budgets" not in text
+    assert "a cpu/disk budget with --max-memory" not in text
+    assert "the disk has room for their weights, but their KV cache (40.0 GiB) must be held" in text
+    assert "more disk does not help: add up to 169.5 GiB to the GPUs or the cpu (cpu runs the" in text
+    assert text.endswith(
+        "(more memory on the GPUs or the cpu, which hold the KV cache; more disk does not help)"
+    )
+    # What the note says holds: ten times the disk still does not fit; the amount it names,
+    # given to the device it names, does.
+    code, _, _ = run(capsys, *SHORT_RUNNER[:-1], "0=20GiB,cpu=2GiB,disk=10TiB")
+    assert code == 1
+    code, out, _ = run(capsys, *SHORT_RUNNER[:-1], "0=20GiB,cpu=171.5GiB,disk=1TiB")
+    assert code == 0, out
+
+
+def test_the_remedy_never_asks_for_a_budget_already_given(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "0=20GiB,cpu=2GiB,disk=100GiB")
+    assert code == 1
+    text = " ".join(out.split())
+    assert text.endswith("more is needed (more or larger GPUs, or larger cpu/disk budgets)")
+    assert "add 13.1 GiB or more to the budgets" in text
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--devices", "1xH100")
+    assert code == 1
+    remedy = "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
+    assert " ".join(out.split()).endswith(remedy)

@@ -210,16 +210,30 @@ def _described(report: Any) -> str:
     return fast[0] if len(fast) == 1 else _gpus(len(fast))
 
 
+def _remedy(report: Any) -> str:
+    """What would make a plan that does not fit fit: never a budget the command already has."""
+    named = {d["device"]: d for d in report.devices}
+    disk = named.get("disk")
+    context = report.context or {"per_layer": [], "layer_devices": []}
+    layers = zip(context["per_layer"], context["layer_devices"], strict=True)
+    left_cache = sum(cache for cache, device in layers if device is None)
+    if left_cache and disk is not None and disk["spare"] >= report.missing_bytes - left_cache:
+        # The disk could take the weights left over; their KV cache must be where they run.
+        return "more memory on the GPUs or the cpu, which hold the KV cache; more disk does not help"
+    if "cpu" in named and disk is not None:
+        return "more or larger GPUs, or larger cpu/disk budgets"
+    return "more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=..."
+
+
 def _verdict(report: Any, described: str) -> str:
     devices = report.devices
     gpus = [d for d in devices if d["device"] not in ("cpu", "disk")]
     context = report.context
     at = f" at {context['tokens']:,} tokens x batch {context['batch']:,}" if context else ""
     if not report.fits:
-        return (
-            f"does not fit on {described}{at}: {_human_bytes(report.missing_bytes)} more is needed "
-            "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
-        )
+        missing = _human_bytes(report.missing_bytes)
+        return f"does not fit on {described}{at}: {missing} more is needed ({_remedy(report)})"
+
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
     offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
     if gpus and spilled and not any(d["bytes"] for d in gpus):
