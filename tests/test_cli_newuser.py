@@ -63,3 +63,16 @@ def test_the_remedy_never_asks_for_a_budget_already_given(capsys: pytest.Capture
     assert code == 1
     remedy = "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
     assert " ".join(out.split()).endswith(remedy)
+
+
+def test_a_cpu_budget_too_small_to_run_the_disk_blocks_is_not_a_plain_fit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "cpu=1GiB,disk=1TiB")
+    text = " ".join(out.split())
+    assert "cpu needs 2.0 GiB free to run the largest offloaded block 'lm_head'" in text
+    verdict = "fits on disk, but the cpu, which runs it, needs 2.0 GiB free, more than its 1.0 GiB budget"
+    assert text.endswith(f"{verdict} (see above)")
+    assert code == 0
+    code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "cpu=4GiB,disk=1TiB")
+    assert (code, out.split("\n")[-2]) == (0, "fits on cpu, disk")

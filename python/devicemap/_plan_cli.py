@@ -250,6 +250,14 @@ def _verdict(report: Any, described: str) -> str:
         number, _, unit = low.partition(" ")
         spread = f"{number}-{high}" if high.endswith(f" {unit}") else f"at least {low}"
         return f"fits on {described}{at} with {spread} to spare per GPU"
+    cpu = next((d for d in devices if d["device"] == "cpu"), None)
+    largest = max((size for _, size, _ in report.spilled), default=0)
+    if not gpus and cpu is not None and largest > cpu["budget"]:
+        # The CPU runs the blocks on disk, one at a time: its budget cannot hold the largest.
+        return (
+            f"fits on disk{at}, but the cpu, which runs it, needs {_human_bytes(largest)} free, "
+            f"more than its {_human_bytes(cpu['budget'])} budget (see above)"
+        )
     used = ", ".join(d["device"] for d in devices if d["bytes"] or d["cache"])
     return f"fits on {used}{at}"
 
