@@ -76,3 +76,10 @@ def test_a_cpu_budget_too_small_to_run_the_disk_blocks_is_not_a_plain_fit(
     assert code == 0
     code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "cpu=4GiB,disk=1TiB")
     assert (code, out.split("\n")[-2]) == (0, "fits on cpu, disk")
+
+
+def test_no_context_fits_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--example", "llama-3-70b", "--devices", "1xH100", "--context", "max")
+    assert code == 1
+    assert err.startswith("No context fits at batch 1: even 1 token per sequence leaves blocks over")
+    assert err.lower().count("no context fits") == 1

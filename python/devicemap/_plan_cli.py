@@ -421,7 +421,7 @@ def _longest(
     try:
         longest = report.max_context()
     except ValueError as error:
-        print(f"no context fits: {error}", file=sys.stderr)
+        print(error, file=sys.stderr)  # "No context fits at batch 1: ..."
         return None
     if longest is None:
         print(
