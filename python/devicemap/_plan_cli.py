@@ -64,6 +64,12 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# GPUs --devices plans for, at most: far more than any model has blocks (DeepSeek-V3: 64).
+MAX_GPUS = 4096
+# Tokens per sequence and sequences per batch, at most: what the core takes (a C long).
+MAX_COUNT = 2**63 - 1
+
+
 def parse_devices(text: str) -> tuple[int, int, str, int]:
     """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts.
     Counts are the leading `<digits>x` parts, so card names may hold an `x` (`8xMI300X`)."""
@@ -84,6 +90,9 @@ def parse_devices(text: str) -> tuple[int, int, str, int]:
     if any(n < 1 for n in numbers):
         raise CliError(f"--devices {text!r}: counts must be >= 1")
     hosts, per_host = (1, numbers[0] if numbers else 1) if len(numbers) < 2 else (numbers[0], numbers[1])
+    if hosts * per_host > MAX_GPUS:
+        # One budget per GPU: a slip such as 8x8000xH100 would otherwise run for hours.
+        raise CliError(f"--devices {text!r}: {hosts * per_host:,} GPUs; at most {MAX_GPUS:,}")
     key = ALIASES.get(card, card)
     if key not in CATALOGUE:
         raise CliError(
@@ -126,6 +135,8 @@ def parse_context(text: str) -> int | None:
         raise CliError(f"--context {text!r}: expected tokens such as 4096, 32k, 128k or 1m, or 'max'")
     if int(number) == 0:
         raise CliError(f"--context {text!r}: a context is at least 1 token")
+    if int(number) * scale > MAX_COUNT:
+        raise CliError(f"--context {text!r}: at most {MAX_COUNT:,} tokens")
     return int(number) * scale
 
 
@@ -161,6 +172,8 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
             if value is not None:
                 raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
         return {}
+    if args.batch is not None and args.batch > MAX_COUNT:
+        raise CliError(f"--batch {args.batch}: at most {MAX_COUNT:,} sequences")
     return {
         "context": parse_context(args.context) or 1,
         "batch": args.batch,
@@ -501,7 +514,8 @@ def run(args: argparse.Namespace) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, OverflowError) as error:
+        # OverflowError: a KV cache above 2**64 bytes, from a context or batch that large.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
 
