@@ -83,3 +83,35 @@ def test_no_context_fits_is_said_once(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 1
     assert err.startswith("No context fits at batch 1: even 1 token per sequence leaves blocks over")
     assert err.lower().count("no context fits") == 1
+
+
+def write_config(path: Path, model_type: str, layers: int) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": model_type, "num_hidden_layers": layers}))
+    return path / "config.json"
+
+
+def test_another_models_config_is_warned_about(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # The example has 80 layers: a config of 6 sizes the cache of 'model.layers.0..5' only.
+    small = write_config(tmp_path / "small", "llama", 6)
+    code, out, err = run(
+        capsys, "--example", "llama-3-70b", "--devices", "8xH100", "--context", "2k", "--config", str(small)
+    )
+    assert code == 0
+    assert "6 layers of 'model.layers'" in " ".join(out.split())
+    assert err == (
+        f"warning: --config {small} is a llama config of 6 layers, but the llama-3-70b example's config is "
+        "a llama config of 80 layers: the KV cache is sized from --config\n"
+    )
+    same = write_config(tmp_path / "same", "llama", 80)
+    code, _, err = run(
+        capsys, "--example", "llama-3-70b", "--devices", "8xH100", "--context", "2k", "--config", str(same)
+    )
+    assert (code, err) == (0, "")
+
+
+def test_config_without_context_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c", "llama", 80)
+    code, out, err = run(capsys, "--example", "llama-3-70b", "--devices", "8xH100", "--config", str(config))
+    assert (code, out) == (2, "")
+    assert err == "error: --config needs --context (tokens per sequence, e.g. --context 32k)\n"

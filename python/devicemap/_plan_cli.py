@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from devicemap import _bin, _core, _hub_cli
@@ -140,6 +141,48 @@ def parse_context(text: str) -> int | None:
     return int(number) * scale
 
 
+def _config_shape(config: Any) -> tuple[Any, Any] | None:
+    """A config's `model_type` and decoder layer count (a path to a config.json or its folder,
+    or a dict); `None` when it cannot be read here (the planner then says why)."""
+    if not isinstance(config, dict):
+        path = Path(config)
+        try:
+            config = json.loads((path / "config.json" if path.is_dir() else path).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+    if not isinstance(config, dict):
+        return None
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    layers = next(
+        (text[k] for k in ("num_hidden_layers", "num_decoder_layers", "n_layer") if k in text), None
+    )
+    return config.get("model_type"), layers
+
+
+def _config_warning(args: argparse.Namespace) -> str | None:
+    """When --config is another model's (its model_type or decoder layer count differ from the
+    checkpoint's or example's own config), a warning: the cache is sized from --config, and
+    a layer list longer than its layer count is taken without a word (DeepSeek-V3's extra
+    multi-token-prediction block)."""
+    if not args.config or (args.checkpoint and _hub_cli.is_hub(args.checkpoint)):
+        return None
+    if args.checkpoint:
+        from devicemap._plan import _config_beside
+
+        own: Any = _config_beside(args.checkpoint)
+        whose = f"{args.checkpoint}'s config.json"
+    else:
+        own = json.loads(_core._example_config(args.example or "deepseek-v3"))
+        whose = f"the {args.example or 'deepseek-v3'} example's config"
+    given, mine = _config_shape(args.config), _config_shape(own) if own is not None else None
+    if given is None or mine is None or given == mine:
+        return None
+    return (
+        f"--config {args.config} is a {given[0]} config of {given[1]} layers, but {whose} is a "
+        f"{mine[0]} config of {mine[1]} layers: the KV cache is sized from --config"
+    )
+
+
 def _config(args: argparse.Namespace) -> Any:
     """The model config a plan with --context sizes the cache from: --config, the example's,
     or the checkpoint's config.json, on disk or on the Hub (`None` when there is none: the
@@ -168,6 +211,7 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
             ("--batch", args.batch),
             ("--kv-dtype", args.kv_dtype),
             ("--activation", args.activation),
+            ("--config", args.config),
         ]:
             if value is not None:
                 raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
@@ -468,6 +512,9 @@ def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
         sizes, tied = _core.example_model(example, args.dtype), []
         source = f"example {example}"
     workload = _workload(args)
+    mismatch = _config_warning(args) if workload else None
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
