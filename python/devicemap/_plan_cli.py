@@ -152,7 +152,8 @@ def _config_shape(config: Any) -> tuple[Any, Any] | None:
             return None
     if not isinstance(config, dict):
         return None
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     layers = next(
         (text[k] for k in ("num_hidden_layers", "num_decoder_layers", "n_layer") if k in text), None
     )
