@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from devicemap import _bin, _core, _hub_cli
@@ -64,6 +65,12 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# GPUs --devices plans for, at most: far more than any model has blocks (DeepSeek-V3: 64).
+MAX_GPUS = 4096
+# Tokens per sequence and sequences per batch, at most: what the core takes (a C long).
+MAX_COUNT = 2**63 - 1
+
+
 def parse_devices(text: str) -> tuple[int, int, str, int]:
     """`8xH100` -> (hosts 1, 8 per host, card name, bytes per card); `2x8xH100` -> 2 hosts.
     Counts are the leading `<digits>x` parts, so card names may hold an `x` (`8xMI300X`)."""
@@ -84,6 +91,9 @@ def parse_devices(text: str) -> tuple[int, int, str, int]:
     if any(n < 1 for n in numbers):
         raise CliError(f"--devices {text!r}: counts must be >= 1")
     hosts, per_host = (1, numbers[0] if numbers else 1) if len(numbers) < 2 else (numbers[0], numbers[1])
+    if hosts * per_host > MAX_GPUS:
+        # One budget per GPU: a slip such as 8x8000xH100 would otherwise run for hours.
+        raise CliError(f"--devices {text!r}: {hosts * per_host:,} GPUs; at most {MAX_GPUS:,}")
     key = ALIASES.get(card, card)
     if key not in CATALOGUE:
         raise CliError(
@@ -126,7 +136,52 @@ def parse_context(text: str) -> int | None:
         raise CliError(f"--context {text!r}: expected tokens such as 4096, 32k, 128k or 1m, or 'max'")
     if int(number) == 0:
         raise CliError(f"--context {text!r}: a context is at least 1 token")
+    if int(number) * scale > MAX_COUNT:
+        raise CliError(f"--context {text!r}: at most {MAX_COUNT:,} tokens")
     return int(number) * scale
+
+
+def _config_shape(config: Any) -> tuple[Any, Any] | None:
+    """A config's `model_type` and decoder layer count (a path to a config.json or its folder,
+    or a dict); `None` when it cannot be read here (the planner then says why)."""
+    if not isinstance(config, dict):
+        path = Path(config)
+        try:
+            config = json.loads((path / "config.json" if path.is_dir() else path).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+    if not isinstance(config, dict):
+        return None
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
+    layers = next(
+        (text[k] for k in ("num_hidden_layers", "num_decoder_layers", "n_layer") if k in text), None
+    )
+    return config.get("model_type"), layers
+
+
+def _config_warning(args: argparse.Namespace) -> str | None:
+    """When --config is another model's (its model_type or decoder layer count differ from the
+    checkpoint's or example's own config), a warning: the cache is sized from --config, and
+    a layer list longer than its layer count is taken without a word (DeepSeek-V3's extra
+    multi-token-prediction block)."""
+    if not args.config or (args.checkpoint and _hub_cli.is_hub(args.checkpoint)):
+        return None
+    if args.checkpoint:
+        from devicemap._plan import _config_beside
+
+        own: Any = _config_beside(args.checkpoint)
+        whose = f"{args.checkpoint}'s config.json"
+    else:
+        own = json.loads(_core._example_config(args.example or "deepseek-v3"))
+        whose = f"the {args.example or 'deepseek-v3'} example's config"
+    given, mine = _config_shape(args.config), _config_shape(own) if own is not None else None
+    if given is None or mine is None or given == mine:
+        return None
+    return (
+        f"--config {args.config} is a {given[0]} config of {given[1]} layers, but {whose} is a "
+        f"{mine[0]} config of {mine[1]} layers: the KV cache is sized from --config"
+    )
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -157,10 +212,13 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
             ("--batch", args.batch),
             ("--kv-dtype", args.kv_dtype),
             ("--activation", args.activation),
+            ("--config", args.config),
         ]:
             if value is not None:
                 raise CliError(f"{flag} needs --context (tokens per sequence, e.g. --context 32k)")
         return {}
+    if args.batch is not None and args.batch > MAX_COUNT:
+        raise CliError(f"--batch {args.batch}: at most {MAX_COUNT:,} sequences")
     return {
         "context": parse_context(args.context) or 1,
         "batch": args.batch,
@@ -210,16 +268,30 @@ def _described(report: Any) -> str:
     return fast[0] if len(fast) == 1 else _gpus(len(fast))
 
 
+def _remedy(report: Any) -> str:
+    """What would make a plan that does not fit fit: never a budget the command already has."""
+    named = {d["device"]: d for d in report.devices}
+    disk = named.get("disk")
+    context = report.context or {"per_layer": [], "layer_devices": []}
+    layers = zip(context["per_layer"], context["layer_devices"], strict=True)
+    left_cache = sum(cache for cache, device in layers if device is None)
+    if left_cache and disk is not None and disk["spare"] >= report.missing_bytes - left_cache:
+        # The disk could take the weights left over; their KV cache must be where they run.
+        return "more memory on the GPUs or the cpu, which hold the KV cache; more disk does not help"
+    if "cpu" in named and disk is not None:
+        return "more or larger GPUs, or larger cpu/disk budgets"
+    return "more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=..."
+
+
 def _verdict(report: Any, described: str) -> str:
     devices = report.devices
     gpus = [d for d in devices if d["device"] not in ("cpu", "disk")]
     context = report.context
     at = f" at {context['tokens']:,} tokens x batch {context['batch']:,}" if context else ""
     if not report.fits:
-        return (
-            f"does not fit on {described}{at}: {_human_bytes(report.missing_bytes)} more is needed "
-            "(more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=...)"
-        )
+        missing = _human_bytes(report.missing_bytes)
+        return f"does not fit on {described}{at}: {missing} more is needed ({_remedy(report)})"
+
     spilled = {d["device"]: d["bytes"] for d in devices if d["device"] in ("cpu", "disk") and d["bytes"]}
     offload = " and ".join(f"{_human_bytes(b)} on {device}" for device, b in spilled.items())
     if gpus and spilled and not any(d["bytes"] for d in gpus):
@@ -236,6 +308,14 @@ def _verdict(report: Any, described: str) -> str:
         number, _, unit = low.partition(" ")
         spread = f"{number}-{high}" if high.endswith(f" {unit}") else f"at least {low}"
         return f"fits on {described}{at} with {spread} to spare per GPU"
+    cpu = next((d for d in devices if d["device"] == "cpu"), None)
+    largest = max((size for _, size, _ in report.spilled), default=0)
+    if not gpus and cpu is not None and largest > cpu["budget"]:
+        # The CPU runs the blocks on disk, one at a time: its budget cannot hold the largest.
+        return (
+            f"fits on disk{at}, but the cpu, which runs it, needs {_human_bytes(largest)} free, "
+            f"more than its {_human_bytes(cpu['budget'])} budget (see above)"
+        )
     used = ", ".join(d["device"] for d in devices if d["bytes"] or d["cache"])
     return f"fits on {used}{at}"
 
@@ -399,7 +479,7 @@ def _longest(
     try:
         longest = report.max_context()
     except ValueError as error:
-        print(f"no context fits: {error}", file=sys.stderr)
+        print(error, file=sys.stderr)  # "No context fits at batch 1: ..."
         return None
     if longest is None:
         print(
@@ -433,6 +513,9 @@ def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
         sizes, tied = _core.example_model(example, args.dtype), []
         source = f"example {example}"
     workload = _workload(args)
+    mismatch = _config_warning(args) if workload else None
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
@@ -479,7 +562,8 @@ def run(args: argparse.Namespace) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, OverflowError) as error:
+        # OverflowError: a KV cache above 2**64 bytes, from a context or batch that large.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
 

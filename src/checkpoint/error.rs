@@ -155,6 +155,9 @@ pub enum Problem {
     #[error("is a pickle (torch.save's legacy format before PyTorch 1.6), not safetensors: its sizes cannot be read without loading its tensors; save it again with torch.save or as safetensors")]
     Pickle,
 
+    #[error("is a JSON file, not safetensors: give the checkpoint's folder, its model.safetensors.index.json or its .safetensors files")]
+    Json,
+
     #[error("is neither torch.save's zip archive nor safetensors")]
     NotPytorch,
 

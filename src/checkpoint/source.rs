@@ -442,6 +442,8 @@ pub enum Format {
     TorchZip,
     /// A bare pickle: torch.save's legacy format, or `pickle.dump`.
     Pickle,
+    /// JSON text (a `config.json` given where a checkpoint file belongs).
+    Json,
 }
 
 /// The format `start` (a file's first bytes) shows, if it is one of [`Format`].
@@ -449,7 +451,10 @@ pub fn format_of(start: &[u8]) -> Option<Format> {
     match start {
         [b'P', b'K', 3, 4, ..] => Some(Format::TorchZip),
         [0x80, 2..=5, ..] => Some(Format::Pickle),
-        _ => None,
+        _ => match start.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => Some(Format::Json),
+            _ => None,
+        },
     }
 }
 
@@ -468,6 +473,7 @@ pub(super) fn not_safetensors(
     let problem = match format {
         Format::TorchZip => Problem::TorchZip,
         Format::Pickle => Problem::Pickle,
+        Format::Json => Problem::Json,
     };
     bad(&source.show(name), None, problem)
 }

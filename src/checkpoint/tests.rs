@@ -794,6 +794,11 @@ fn other_formats_are_named_but_never_a_safetensors_file() {
     assert_eq!(problem(read(&local(&pickle))).2, Problem::Pickle);
     let zip = folder.write("archive.bin", (b"PK\x03\x04\x14\x00\x00\x00".to_vec(), 100));
     assert_eq!(problem(read(&local(&zip))).2, Problem::TorchZip);
+    // JSON text (a config.json given as the checkpoint) is named as JSON, not as a header
+    // length of 10^18 bytes.
+    let config = b"{\n  \"architectures\": [\"LlamaForCausalLM\"]\n}\n".to_vec();
+    let config = folder.write("config.json", (config, 0));
+    assert_eq!(problem(read(&local(&config))).2, Problem::Json);
     // A folder of PyTorch files is named as one.
     let torch = Folder::new("formats-folder");
     torch.write(PYTORCH_FILE, (b"PK\x03\x04\x14\x00\x00\x00".to_vec(), 100));

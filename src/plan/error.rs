@@ -177,6 +177,10 @@ pub struct Shortfall {
     pub first: String,
     /// The budgets planned for, in fill order.
     pub budgets: Vec<(Device, u64)>,
+    /// Planned with a context, when the disk has room for the weights left over: the device
+    /// that runs offloaded blocks, and the KV cache of the blocks left over, which only a
+    /// device that runs layers can hold (so more disk does not help).
+    pub runner_short: Option<(Device, u64)>,
 }
 
 impl std::fmt::Display for Shortfall {
@@ -204,13 +208,21 @@ impl std::fmt::Display for Shortfall {
         };
         write!(
             f,
-            "The model ({size}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); add {} or more to the budgets",
+            "The model ({size}) does not fit: {} in {} block(s), from '{}' on, are left over once every device is full (budgets total {}: {each}); ",
             human_bytes(self.missing),
             self.blocks,
             self.first,
             human_bytes(budget),
-            human_bytes(self.missing)
-        )
+        )?;
+        match self.runner_short {
+            Some((runner, cache)) => write!(
+                f,
+                "the disk has room for their weights, but their KV cache ({}) must be held where they run, so more disk does not help: add up to {} to the GPUs or the cpu ({runner} runs the offloaded blocks)",
+                human_bytes(cache),
+                human_bytes(self.missing)
+            ),
+            None => write!(f, "add {} or more to the budgets", human_bytes(self.missing)),
+        }
     }
 }
 
@@ -244,6 +256,7 @@ mod tests {
             blocks: 2,
             first: "a".into(),
             budgets: vec![(Device::gpu(0), 5)],
+            runner_short: None,
         };
         assert_eq!(
             PlanError::DoesNotFit(Box::new(short)).to_string(),
@@ -258,9 +271,21 @@ mod tests {
             blocks: 1,
             first: "lm_head".into(),
             budgets: vec![(Device::gpu(0), 25)],
+            runner_short: None,
         };
         assert!(at.to_string().starts_with(
             "The model (20 B of weights and 10 B of KV cache for 32,768 tokens x batch 4) does not fit: 5 B"
+        ));
+        assert!(at.to_string().ends_with("add 5 B or more to the budgets"));
+        // The disk could take the weights left over: only a device that runs layers is short.
+        let runner = Shortfall {
+            runner_short: Some((Device::cpu(), 4)),
+            ..at
+        };
+        assert!(runner.to_string().ends_with(
+            "the disk has room for their weights, but their KV cache (4 B) must be held where \
+             they run, so more disk does not help: add up to 5 B to the GPUs or the cpu (cpu runs \
+             the offloaded blocks)"
         ));
         let zero = PlanError::ZeroBudgets {
             devices: vec![Device::gpu(0), Device::cpu()],

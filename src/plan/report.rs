@@ -121,8 +121,10 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
     let uses = device_uses(budgets, costs, placement, &tensor_device);
     let mut spilled = Vec::new();
     let mut unplaced = Vec::new();
+    let mut left_over = Cost::default();
     for (&u, (&d, cost)) in units.order.iter().zip(placement.assigned.iter().zip(costs)) {
         if d >= devices.len() {
+            left_over = left_over.saturating_add(*cost);
             unplaced.push(Placed {
                 name: units.name(u),
                 bytes: cost.total(),
@@ -156,6 +158,8 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
             blocks: unplaced.len(),
             first: unplaced[0].name.clone(),
             budgets: devices.clone(),
+            runner_short: runner_short(&uses, left_over)
+                .map(|cache| (devices[placement.runner].0, cache)),
         })
     } else if !spilled.is_empty() {
         Verdict::FitsWithOffload {
@@ -301,6 +305,14 @@ fn cache_note(context: &Context, uses: &[DeviceUse]) -> String {
             on.join(", ")
         }
     )
+}
+
+/// The KV cache of the blocks left over, when the disk has room for their weights: then only
+/// a device that runs layers (which holds their cache) is short, and more disk does not help.
+fn runner_short(uses: &[DeviceUse], left_over: Cost) -> Option<u64> {
+    let disk = uses.iter().find(|u| u.device.kind == DeviceType::Disk)?;
+    let room = disk.budget.saturating_sub(disk.bytes);
+    (left_over.cache > 0 && room >= left_over.weights).then_some(left_over.cache)
 }
 
 /// Sentences for the report: what was offloaded and where, what the runner keeps for it, and
