@@ -479,7 +479,9 @@ def run(args: argparse.Namespace) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, OverflowError) as error:
+        # OverflowError: the core's verdict on sizes past 2**64 bytes (a cache at `--context
+        # 16m --batch 1000000000000`), bad input as the others are.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
 

@@ -8,7 +8,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, P
 use serde_json::{Map, Number, Value};
 
 use super::dtype::dtype_name;
-use super::errors::{str_text, wrong_type};
+use super::errors::{short_repr, str_text, wrong_type};
 use super::guard::guard;
 use crate::dtype;
 use crate::error::Error;
@@ -132,11 +132,20 @@ pub(super) fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> P
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
         return Err(wrong_type(&format!("{what} must be an int"), value).into());
     }
-    let n: i64 = value.extract()?;
-    match u64::try_from(n) {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(Error::from(InferenceError::TooSmall { what, min, got: n }).into()),
+    if let Ok(n) = value.extract::<u64>() {
+        if n >= min {
+            return Ok(n);
+        }
     }
+    // Python's ints have no bound: one past u64's range is too big, one below `min` (however
+    // negative) too small; either is named as given.
+    let got = short_repr(value);
+    let error = if value.lt(0)? || value.extract::<u64>().is_ok() {
+        InferenceError::TooSmall { what, min, got }
+    } else {
+        InferenceError::TooBig { what, got }
+    };
+    Err(Error::from(error).into())
 }
 
 /// The bytes transformers' cache holds per decoder layer once `tokens` positions are written.

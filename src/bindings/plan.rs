@@ -418,9 +418,12 @@ impl PyPlanReport {
             None => None,
         };
         let (argument, run) = pick(context, given);
-        Ok(py
-            .detach(|| run(&context.fit, argument))
-            .map_err(Error::from)?)
+        // Guarded as every entry point is: a bug in the search is a RuntimeError naming it.
+        guard(what, || {
+            Ok(py
+                .detach(|| run(&context.fit, argument))
+                .map_err(Error::from)?)
+        })
     }
 }
 
@@ -550,7 +553,7 @@ pub fn _plan(
 pub fn _stages(
     py: Python<'_>,
     sizes: &Bound<'_, PyAny>,
-    n: usize,
+    n: &Bound<'_, PyAny>,
     no_split: Option<&Bound<'_, PyAny>>,
     config: Option<&Bound<'_, PyAny>>,
     context: Option<&Bound<'_, PyAny>>,
@@ -558,6 +561,8 @@ pub fn _stages(
     kv_dtype: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Vec<String>>> {
     guard("_stages", || {
+        // A count past what 64 bits hold is refused by name; `stages_for` refuses 0.
+        let n = usize::try_from(count(n, "n", 0)?).unwrap_or(usize::MAX);
         let model = model_from_py(sizes, no_split, None)?;
         let workload = workload_from_py(config, context, batch, kv_dtype, None)?;
         Ok(py.detach(|| plan::stages_for(&model, n, workload.as_ref()))?)

@@ -66,8 +66,12 @@ pub enum InferenceError {
     TooSmall {
         what: &'static str,
         min: u64,
-        got: i64,
+        got: String,
     },
+
+    /// A count past what 64 bits hold (a Python int has no bound).
+    #[error("{what} must be at most 18446744073709551615 (2**64 - 1), got {got}")]
+    TooBig { what: &'static str, got: String },
 
     #[error("model_type {} is an encoder-decoder model: pass encoder_tokens= (the encoder's input length), which sizes the cross-attention cache", quoted(.model_type))]
     NeedsEncoderTokens { model_type: String },

@@ -134,13 +134,22 @@ pub enum PlanError {
 
     #[error("The KV cache for {tokens} tokens x batch {batch} is larger than 2**64 bytes")]
     CacheTooLarge { tokens: u64, batch: u64 },
+
+    #[error("The model's tensors total more than 2**64 bytes ({tensors} tensors, the largest {largest}, {largest_bytes} bytes): no device holds that; are the sizes in bytes?")]
+    ModelTooLarge {
+        tensors: usize,
+        largest: String,
+        largest_bytes: u64,
+    },
 }
 
 impl PlanError {
     /// Every planning error is a `ValueError`: the input has the right type, not the right value.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PlanError::CacheTooLarge { .. } => ErrorKind::Overflow,
+            PlanError::CacheTooLarge { .. } | PlanError::ModelTooLarge { .. } => {
+                ErrorKind::Overflow
+            }
             _ => ErrorKind::Value,
         }
     }

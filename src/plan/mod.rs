@@ -84,6 +84,7 @@ pub fn plan_for(
     if model.sizes.is_empty() {
         return Err(PlanError::NoTensors.into());
     }
+    check_total(model)?;
     tensors.check_names()?;
     // A tied name is the model's when the sizes hold it (not only the ties' own additions).
     let sized = model.sizes.len();
@@ -139,6 +140,31 @@ pub fn plan_for(
             .zip(context)
             .map(|(w, (list, per_layer, fit))| (w, list, per_layer, fit)),
     })
+}
+
+/// Refuses sizes that total more than `u64::MAX` bytes, so that no sum of a plan's weights
+/// overflows (a cache is held to the same bound with them, by [`Fit::per_layer`]).
+fn check_total(model: &Model) -> Result<()> {
+    let total = model
+        .sizes
+        .iter()
+        .try_fold(0u64, |sum, &(_, bytes)| sum.checked_add(bytes));
+    if total.is_some() {
+        return Ok(());
+    }
+    let (name, bytes) = model
+        .sizes
+        .iter()
+        .max_by_key(|&&(_, bytes)| bytes)
+        .map_or((String::new(), 0), |(name, bytes)| {
+            (name.to_string(), *bytes)
+        });
+    Err(PlanError::ModelTooLarge {
+        tensors: model.sizes.len(),
+        largest: crate::error::quoted(&name),
+        largest_bytes: bytes,
+    }
+    .into())
 }
 
 /// The decoder's layer list, each layer's cache, and what fitting needs.

@@ -1,0 +1,155 @@
+"""Wave 7: bad input found by hunting across `plan`/`plan_report`/`stages` with `context=`,
+`kv_cache`, `PlanReport.max_context()/max_batch()/hosts()`, `tensor_sizes` and the command line.
+Each test is one case that broke the rule (a panic, a Python-internal error that names no
+argument, a hang, a silently wrong answer) before its fix. pyo3's PanicException derives from
+BaseException, so `pytest.raises(ValueError)` does not swallow one."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import devicemap
+import pytest
+from devicemap import cli
+
+LLAMA_1 = {"model_type": "llama", "num_hidden_layers": 1}
+ONE_LAYER = {"model.layers.0.w": 8}
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """Runs the command line in this process: (exit status, standard error)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = cli.main(list(args))
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else 1
+    return status, err.getvalue()
+
+
+# --- counts past 64 bits: were OverflowError("Python int too large to convert to C long") ---
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: devicemap.kv_cache(LLAMA_1, 2**64), "tokens must be at most 18446744073709551615"),
+        (lambda: devicemap.kv_cache(LLAMA_1, 1, batch=2**64), "batch must be at most"),
+        (
+            lambda: devicemap.kv_cache({"model_type": "t5"}, 1, encoder_tokens=2**64),
+            "encoder_tokens must be at most",
+        ),
+        (
+            lambda: devicemap.plan_report(ONE_LAYER, {0: 100}, context=2**64, config=LLAMA_1),
+            "context must be at most 18446744073709551615 (2**64 - 1), got 18446744073709551616",
+        ),
+        (
+            lambda: devicemap.plan_report(ONE_LAYER, {0: 100}, context=4, batch=10**30, config=LLAMA_1),
+            "batch must be at most 18446744073709551615 (2**64 - 1), got 1000000000000000000000000000000",
+        ),
+        (
+            lambda: devicemap.plan_report(ONE_LAYER, {0: 10**9}, context=1, config=LLAMA_1).max_context(
+                batch=2**64
+            ),
+            "batch must be at most",
+        ),
+        (
+            lambda: devicemap.plan_report(ONE_LAYER, {0: 10**9}, context=1, config=LLAMA_1).max_batch(
+                context=2**64
+            ),
+            "context must be at most",
+        ),
+        (lambda: devicemap.plan_report(ONE_LAYER, {0: 100}).hosts(2**64), "gpus_per_host must be at most"),
+        (lambda: devicemap.stages(ONE_LAYER, 2**64), "n must be at most"),
+    ],
+)
+def test_counts_past_64_bits_are_value_errors_naming_the_argument(call, message):
+    with pytest.raises(ValueError, match="must be at most") as raised:
+        call()
+    assert message in str(raised.value)
+
+
+def test_counts_between_2_63_and_2_64_are_counts():
+    # They fit in 64 bits unsigned: the cache's own overflow check answers, not the conversion.
+    with pytest.raises(OverflowError, match="larger than 2\\*\\*64 bytes"):
+        devicemap.kv_cache(LLAMA_1, 2**63)
+    with pytest.raises(OverflowError, match="The KV cache for 9223372036854775808 tokens"):
+        devicemap.plan_report(ONE_LAYER, {0: 100}, context=2**63, config=LLAMA_1)
+
+
+def test_very_negative_counts_are_named_as_given():
+    with pytest.raises(ValueError, match=r"tokens must be >= 0, got -100000000000000000000000"):
+        devicemap.kv_cache(LLAMA_1, -(10**23))
+
+
+@pytest.mark.parametrize("context", ["18446744073709551615", "99999999999999999999999k"])
+def test_cli_context_past_64_bits_is_bad_input(context):
+    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", context)
+    assert status == 2, err
+    assert "unexpected" not in err, err
+    assert err.startswith("error: context must be at most 18446744073709551615") or err.startswith(
+        "error: The KV cache for 18446744073709551615 tokens"
+    ), err
+
+
+def test_cli_batch_past_64_bits_is_bad_input():
+    status, err = run_cli(
+        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "1k", "--batch", "9" * 25
+    )
+    assert status == 2, err
+    assert "error: batch must be at most 18446744073709551615" in err, err
+
+
+# --- sizes that total past 2**64: were a Rust panic (RuntimeError "internal error") ---
+
+
+def test_sizes_totalling_past_2_64_bytes_are_refused():
+    with pytest.raises(OverflowError, match="The model's tensors total more than 2\\*\\*64 bytes") as raised:
+        devicemap.plan({"a.w": 2**64 - 1, "b.w": 2**64 - 1}, {0: 100})
+    assert "internal error" not in str(raised.value)
+    assert "the largest 'b.w', 18446744073709551615 bytes" in str(raised.value)
+
+
+def test_plan_report_and_stages_refuse_them_too():
+    with pytest.raises(OverflowError, match="total more than 2\\*\\*64 bytes"):
+        devicemap.plan_report({"a.w": 2**64 - 1, "b.w": 1}, {0: 100})
+    with pytest.raises(OverflowError, match="total more than 2\\*\\*64 bytes"):
+        devicemap.stages({"a.w": 2**64 - 1, "b.w": 2**64 - 1}, 2)
+
+
+def test_sizes_totalling_exactly_2_64_minus_1_are_planned():
+    report = devicemap.plan_report({"a.w": 2**64 - 2, "b.w": 1}, {0: 2**64 - 1})
+    assert report.fits
+
+
+def test_max_context_with_huge_weights_does_not_panic():
+    # Was a PanicException (a BaseException) out of max_context(): weights plus the cache of
+    # the contexts tried passed 2**64 inside the search.
+    config = {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 2**20,
+        "num_attention_heads": 1,
+        "num_key_value_heads": 1,
+    }
+    sizes = {"model.layers.0.w": 2**63, "model.layers.1.w": 2**62}
+    report = devicemap.plan_report(sizes, {0: 2**64 - 1, 1: 2**64 - 1}, context=1, config=config)
+    found = report.max_context()
+    assert found is not None
+    # The answer is exact: it fits, one more token does not.
+    assert devicemap.plan_report(sizes, {0: 2**64 - 1, 1: 2**64 - 1}, context=found, config=config).fits
+    with pytest.raises((OverflowError, AssertionError)):
+        assert devicemap.plan_report(
+            sizes, {0: 2**64 - 1, 1: 2**64 - 1}, context=found + 1, config=config
+        ).fits
+
+
+def test_cli_cache_past_2_64_bytes_is_bad_input_not_unexpected():
+    # Was "error: unexpected OverflowError: ..." and exit 1.
+    status, err = run_cli(
+        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "16m", "--batch", str(2**50)
+    )
+    assert status == 2, err
+    expected = "The KV cache for 16777216 tokens x batch 1125899906842624 is larger than 2**64 bytes"
+    assert err == f"error: {expected}\n"
