@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 import devicemap
 import pytest
@@ -153,3 +154,36 @@ def test_cli_cache_past_2_64_bytes_is_bad_input_not_unexpected():
     assert status == 2, err
     expected = "The KV cache for 16777216 tokens x batch 1125899906842624 is larger than 2**64 bytes"
     assert err == f"error: {expected}\n"
+
+
+# --- a config that is not a file: /dev/zero was read until memory ran out, a FIFO blocked ---
+
+
+def test_kv_cache_config_from_dev_zero_is_refused_before_reading():
+    with pytest.raises(
+        ValueError, match="cannot read the model config /dev/zero: it is a character device, not a file"
+    ):
+        devicemap.kv_cache("/dev/zero", 10)
+
+
+def test_plan_config_from_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="it is a FIFO \\(named pipe\\), not a file"):
+        devicemap.plan_report(ONE_LAYER, {0: 100}, context=4, config=str(fifo))
+
+
+def test_a_config_file_over_16_mib_is_refused(tmp_path):
+    big = tmp_path / "config.json"
+    with big.open("wb") as f:
+        f.truncate(17 << 20)  # sparse: no disk used
+    with pytest.raises(ValueError, match="is more than 16777216 bytes, far more than a config\\.json holds"):
+        devicemap.kv_cache(str(tmp_path), 10)
+
+
+def test_cli_config_from_dev_zero():
+    status, err = run_cli(
+        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "1k", "--config", "/dev/zero"
+    )
+    assert status == 2, err
+    assert err == "error: cannot read the model config /dev/zero: it is a character device, not a file\n", err

@@ -285,7 +285,7 @@ fn path_kind(path: &Path) -> Result<std::fs::Metadata> {
 }
 
 /// What a path that is neither a file nor a folder is, in words.
-fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+pub fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

@@ -11,6 +11,12 @@ pub enum InferenceError {
     #[error("cannot read the model config {path}: {reason}")]
     ConfigUnreadable { path: String, reason: String },
 
+    #[error("cannot read the model config {path}: it is {kind}, not a file")]
+    ConfigNotFile { path: String, kind: &'static str },
+
+    #[error("the model config {path} is more than {limit} bytes, far more than a config.json holds; is it the right file?")]
+    ConfigTooLarge { path: String, limit: u64 },
+
     #[error("the model config {path} is not JSON: {reason}")]
     ConfigNotJson { path: String, reason: String },
 
