@@ -187,3 +187,21 @@ def test_cli_config_from_dev_zero():
     )
     assert status == 2, err
     assert err == "error: cannot read the model config /dev/zero: it is a character device, not a file\n", err
+
+
+# --- --devices with absurd counts: a MemoryError ("unexpected", exit 1) or minutes of output ---
+
+
+@pytest.mark.parametrize(
+    ("devices", "total"),
+    [("99999999999999999999xH100", 99999999999999999999), ("100000xH100", 100000), ("64x128xH100", 8192)],
+)
+def test_cli_devices_with_absurd_counts(devices, total):
+    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", devices)
+    assert status == 2, err
+    assert err == f"error: --devices {devices!r}: at most 4096 GPUs in all, got {total}\n", err
+
+
+def test_cli_devices_at_the_bound_still_plan():
+    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", "512x8xH100", "-o", os.devnull)
+    assert status == 0, err
