@@ -205,3 +205,44 @@ def test_cli_devices_with_absurd_counts(devices, total):
 def test_cli_devices_at_the_bound_still_plan():
     status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", "512x8xH100", "-o", os.devnull)
     assert status == 0, err
+
+
+# --- config dicts with ints past 64 bits: were read as missing (null), so a default was used ---
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"model_type": "llama", "num_hidden_layers": 2**64}, "num_hidden_layers"),
+        ({"model_type": "llama", "head_dim": 2**64}, "head_dim"),
+        ({"model_type": "mistral", "num_hidden_layers": 1, "sliding_window": 2**64}, "sliding_window"),
+        ({"model_type": "llama", "head_dim": 10**400}, "head_dim"),
+    ],
+)
+def test_config_ints_past_64_bits_are_refused_by_field(config, field):
+    with pytest.raises(ValueError, match=f"field '{field}' must be a non-negative integer, got ") as raised:
+        devicemap.kv_cache(config, 10)
+    assert "lacks them" not in str(raised.value)
+
+
+def test_config_ints_past_64_bits_in_a_plan():
+    config = {"model_type": "llama", "num_hidden_layers": 1, "head_dim": 2**64}
+    with pytest.raises(
+        ValueError, match=r"field 'head_dim' must be a non-negative integer, got 1\.8446744073709552e"
+    ):
+        devicemap.plan_report(ONE_LAYER, {0: 100}, context=4, config=config)
+
+
+def test_a_dict_config_and_the_same_config_json_agree(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "llama", "num_hidden_layers": 18446744073709551616}')
+    messages = []
+    for config in (str(path), {"model_type": "llama", "num_hidden_layers": 2**64}):
+        with pytest.raises(ValueError, match="num_hidden_layers") as raised:
+            devicemap.kv_cache(config, 10)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+
+
+def test_unused_huge_config_ints_are_still_fine():
+    assert devicemap.kv_cache({"model_type": "llama", "vocab_size": 2**70}, 10).total > 0

@@ -44,8 +44,8 @@ pub fn _kv_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as `null` and
-/// other objects (a `torch.dtype`) as their `str()`.
+/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as `null`, ints
+/// past 64 bits as floats and other objects (a `torch.dtype`) as their `str()`.
 fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(wrong_type("config nested too deeply", value).into());
@@ -57,13 +57,16 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Bool(b.is_true()));
     }
     if value.is_instance_of::<PyInt>() {
-        return Ok(match value.extract::<i64>() {
-            Ok(n) => Value::from(n),
-            Err(_) => value
-                .extract::<u64>()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        });
+        if let Ok(n) = value.extract::<i64>() {
+            return Ok(Value::from(n));
+        }
+        if let Ok(n) = value.extract::<u64>() {
+            return Ok(Value::from(n));
+        }
+        // Past 64 bits: a float, as serde_json reads such a number in a config.json, so the
+        // field that holds it is refused by name rather than read as missing (`null`).
+        let float = value.extract::<f64>().ok().and_then(Number::from_f64);
+        return Ok(float.map_or_else(|| Value::String(short_repr(value)), Value::Number));
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         return Ok(Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
