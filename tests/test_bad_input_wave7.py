@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import zipfile
 
 import devicemap
 import pytest
@@ -246,3 +247,56 @@ def test_a_dict_config_and_the_same_config_json_agree(tmp_path):
 
 def test_unused_huge_config_ints_are_still_fine():
     assert devicemap.kv_cache({"model_type": "llama", "vocab_size": 2**70}, 10).total > 0
+
+
+# --- damaged pytorch_model.bin: torch's RuntimeError / UnpicklingError, naming no file ---
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        zip_bytes({"archive/data.pkl": b"garbage"}),  # no version record
+        zip_bytes({"hello.txt": b"hi"}),  # not in a subdirectory
+        b"PK\x03\x04" + bytes(100),  # no central directory
+    ],
+    ids=["no-version", "flat", "truncated"],
+)
+def test_damaged_pytorch_archive_is_a_value_error_naming_the_file(tmp_path, data):
+    pytest.importorskip("torch")
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=r"torch\.load cannot read this PyTorch checkpoint: ") as raised:
+        devicemap.tensor_sizes(str(tmp_path))
+    assert str(raised.value).startswith(f"{path}: ")
+
+
+class RunsCode:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, ("exit 3",))
+
+
+def test_pickle_with_code_is_refused_without_running_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": RunsCode()}, path)
+    with pytest.raises(
+        ValueError, match=r"holds objects other than tensors, which torch\.load\(weights_only=True\)"
+    ):
+        devicemap.tensor_sizes(str(path))
+
+
+def test_cli_plan_of_a_damaged_archive(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04" + bytes(100))
+    status, err = run_cli("plan", str(tmp_path), "--max-memory", "cpu=1GiB")
+    assert status == 2, err
+    assert "torch.load cannot read this PyTorch checkpoint" in err, err
+    assert "unexpected" not in err, err

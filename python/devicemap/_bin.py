@@ -25,10 +25,31 @@ def _states(files: list[str], progress: Callable[[int, int], object] | None) -> 
         return None
     states = []
     for file in files:
-        states.append(torch.load(file, map_location="meta", weights_only=True))
+        states.append(_load(torch, file))
         if progress is not None:
             progress(len(states), len(files))
     return states
+
+
+def _load(torch: Any, file: str) -> Any:
+    """`torch.load` of one file on the meta device. What torch raises for a file it cannot read
+    (a RuntimeError from its zip reader for a damaged archive, an UnpicklingError for a pickle
+    `weights_only` refuses, an EOFError for a cut one) becomes a ValueError naming the file."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(file, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{file}: holds objects other than tensors, which torch.load(weights_only=True) refuses "
+            "to unpickle (devicemap never runs code from a checkpoint)"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if len(first) > 200:
+            first = first[:197] + "..."
+        raise ValueError(f"{file}: torch.load cannot read this PyTorch checkpoint: {first}") from error
 
 
 def pytorch_sizes(
