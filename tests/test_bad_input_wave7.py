@@ -300,3 +300,48 @@ def test_cli_plan_of_a_damaged_archive(tmp_path):
     assert status == 2, err
     assert "torch.load cannot read this PyTorch checkpoint" in err, err
     assert "unexpected" not in err, err
+
+
+# --- arguments of the wrong type named by pyo3 or Python without the argument's name ---
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: devicemap.plan({"a.w": 1}, {0: 10}, strategy=5), "strategy must be a str, got int 5"),
+        (lambda: devicemap.plan({"a.w": 1}, {0: 10}, token=5), "token must be a str, got int 5"),
+        (lambda: devicemap.tensor_sizes("hf://org/name", token=5), "token must be a str, got int 5"),
+        (lambda: devicemap.stages({"a.w": 1}, 1, token=b"x"), "token must be a str, got bytes b'x'"),
+        (
+            lambda: devicemap.plan({"a.w": 1}, {0: 10}, tied=5),
+            "tied must be a list of groups (lists of str), got int 5",
+        ),
+        (
+            lambda: devicemap.plan({"a.w": 1}, {0: 10}, tied="ab"),
+            "tied must be a list of groups (lists of str), got str 'ab'",
+        ),
+    ],
+)
+def test_wrong_types_name_the_argument(call, message):
+    with pytest.raises(TypeError) as raised:
+        call()
+    assert str(raised.value) == message
+
+
+def test_max_batch_at_context_0_is_refused_as_context_0_is():
+    # Was None ("every batch fits"), while plan_report(context=0) is refused.
+    report = devicemap.plan_report(ONE_LAYER, {0: 10**9}, context=1, config=LLAMA_1)
+    with pytest.raises(ValueError, match="context must be >= 1, got 0"):
+        report.max_batch(context=0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"model_type": 5}, {"model_type": ["llama"]}, {"model_type": "llava", "text_config": {"model_type": 7}}],
+)
+def test_a_model_type_that_is_not_a_str_is_named(config):
+    # Was "the model config has no 'model_type'".
+    with pytest.raises(
+        ValueError, match="the model config's 'model_type' must be a str such as \"llama\", got "
+    ):
+        devicemap.kv_cache(config, 10)

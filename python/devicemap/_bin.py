@@ -8,6 +8,7 @@ reader refuses them, naming the format."""
 from __future__ import annotations
 
 from devicemap import _core
+from devicemap._text import check_str
 
 # Not `typing.TYPE_CHECKING`: see `_plan.py`.
 TYPE_CHECKING = False
@@ -85,6 +86,7 @@ def tensor_sizes(
     a PyTorch checkpoint (`pytorch_model.bin`, sharded or not) read on the meta device where
     torch is installed. `dtype` re-sizes floating-point tensors as loading with that
     `torch_dtype` would."""
+    check_str("token", token, optional=True)
     sizes = pytorch_sizes(path, dtype, as_dict=True, progress=progress)
     if sizes is not None:
         return sizes  # type: ignore[no-any-return]

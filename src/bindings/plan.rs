@@ -121,12 +121,17 @@ fn tied_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Vec<String>>> 
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(Vec::new());
     };
-    let mut groups = Vec::new();
-    for group in value.try_iter()? {
+    // A str is iterable (one group per character) and an int is not: both named as given.
+    let groups = match value.try_iter() {
+        Ok(groups) if !value.is_instance_of::<PyString>() => groups,
+        _ => return Err(wrong_type("tied must be a list of groups (lists of str)", value).into()),
+    };
+    let mut out = Vec::new();
+    for group in groups {
         let group = group?;
-        groups.push(strings(Some(&group), "each tied group")?.unwrap_or_default());
+        out.push(strings(Some(&group), "each tied group")?.unwrap_or_default());
     }
-    Ok(groups)
+    Ok(out)
 }
 
 /// The result of planning: the map, and per device what went there and why.
@@ -306,7 +311,8 @@ impl PyPlanReport {
         self.search(
             py,
             "max_batch()",
-            ("context", 0, context),
+            // At least 1, as `context=` of a plan is (0 answered "every batch fits").
+            ("context", 1, context),
             |planned, tokens| (tokens.unwrap_or(planned.tokens), plan::Fit::max_batch),
         )
     }

@@ -28,6 +28,9 @@ pub enum InferenceError {
     )]
     NoModelType,
 
+    #[error("the model config's 'model_type' must be a str such as \"llama\", got {got}")]
+    BadModelType { got: String },
+
     #[error("kv_cache does not know model_type {}; it knows: {known}", quoted(.model_type))]
     UnknownModelType { model_type: String, known: String },
 
