@@ -417,6 +417,26 @@ mod tests {
     }
 
     #[test]
+    fn sizes_past_u64_in_total_are_refused_not_summed() {
+        let huge = Model {
+            sizes: vec![("a.w".into(), u64::MAX), ("b.w".into(), 1)],
+            ..Model::default()
+        };
+        let err = plan(&huge, &gpus(1, GIB), Strategy::Balanced).unwrap_err();
+        assert!(matches!(err, Error::Plan(PlanError::ModelTooLarge { .. })));
+        assert_eq!(err.kind(), crate::error::ErrorKind::Overflow);
+        assert!(err
+            .to_string()
+            .contains("the largest 'a.w', 18446744073709551615 bytes"));
+        assert!(stages(&huge, 2).is_err());
+        let exact = Model {
+            sizes: vec![("a.w".into(), u64::MAX - 1), ("b.w".into(), 1)],
+            ..Model::default()
+        };
+        assert!(plan(&exact, &gpus(1, u64::MAX), Strategy::Balanced).is_ok());
+    }
+
+    #[test]
     fn balanced_leaves_no_gpu_nearly_empty() {
         // 83 units over 8 GPUs: the optimal bottleneck is 11 layers; every GPU within one
         // layer (plus the embedding) of the others, the last one included.
