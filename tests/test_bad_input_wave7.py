@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import struct
 import zipfile
 
 import devicemap
@@ -345,3 +347,24 @@ def test_a_model_type_that_is_not_a_str_is_named(config):
         ValueError, match="the model config's 'model_type' must be a str such as \"llama\", got "
     ):
         devicemap.kv_cache(config, 10)
+
+
+# --- config.json beside a checkpoint with "architectures" that is not a list ---
+
+
+def safetensors_bytes(header: dict[str, dict[str, object]]) -> bytes:
+    text = json.dumps(header).encode()
+    end = max(entry["data_offsets"][1] for entry in header.values())  # type: ignore[index]
+    return struct.pack("<Q", len(text)) + text + bytes(end)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("architectures", [5, "LlamaForCausalLM", {"a": 1}])
+def test_architectures_that_is_not_a_list_falls_back_with_a_note(tmp_path, architectures):
+    # Was TypeError "'int' object is not subscriptable" (the str form planned with its first letter).
+    pytest.importorskip("transformers")
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    (tmp_path / "model.safetensors").write_bytes(safetensors_bytes({"model.layers.0.w": entry}))
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": architectures}))
+    report = devicemap.plan_report(str(tmp_path), {"cpu": 10**6})
+    assert report.fits
+    assert "config.json names no model class (`architectures`)" in report.to_dict()["notes"][0]
