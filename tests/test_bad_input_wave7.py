@@ -16,6 +16,8 @@ import zipfile
 import devicemap
 import pytest
 from devicemap import cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LLAMA_1 = {"model_type": "llama", "num_hidden_layers": 1}
 ONE_LAYER = {"model.layers.0.w": 8}
@@ -368,3 +370,37 @@ def test_architectures_that_is_not_a_list_falls_back_with_a_note(tmp_path, archi
     report = devicemap.plan_report(str(tmp_path), {"cpu": 10**6})
     assert report.fits
     assert "config.json names no model class (`architectures`)" in report.to_dict()["notes"][0]
+
+
+# --- property: sizes, budgets and contexts anywhere in 64 bits give a report or a clear error ---
+
+byte_counts = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1), st.sampled_from([2**64 - 1, 2**63, 0]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(byte_counts, min_size=1, max_size=5),
+    st.dictionaries(st.one_of(st.integers(0, 3), st.sampled_from(["cpu", "disk"])), byte_counts, min_size=1),
+    st.sampled_from(["balanced", "sequential", "balanced_low_0"]),
+    st.one_of(st.none(), st.integers(1, 2**20), st.integers(2**62, 2**64 + 1)),
+    st.integers(1, 4),
+)
+def test_plans_with_huge_numbers_never_panic(sizes, budgets, strategy, context, gpus_per_host):
+    names = {f"model.layers.{i}.w": size for i, size in enumerate(sizes)}
+    config = {"model_type": "llama", "num_hidden_layers": len(sizes), "hidden_size": 64}
+    caught: Exception | None = None
+    try:
+        report = devicemap.plan_report(
+            names, budgets, strategy, context=context, config=config if context else None
+        )
+        str(report)
+        report.to_dict()
+        report.hosts(gpus_per_host)
+        if context:
+            report.max_context()
+            report.max_batch()
+    except (ValueError, TypeError, OverflowError) as error:  # a panic is neither
+        caught = error
+    if isinstance(caught, OverflowError):
+        assert "2**64" in str(caught), caught
+    assert "internal error" not in str(caught)
