@@ -372,6 +372,31 @@ def test_architectures_that_is_not_a_list_falls_back_with_a_note(tmp_path, archi
     assert "config.json names no model class (`architectures`)" in report.to_dict()["notes"][0]
 
 
+# --- empty paths: messages began ": no such file", and `devicemap plan ""` planned the example ---
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: devicemap.tensor_sizes(""), "'': no such file or directory"),
+        (lambda: devicemap.tensor_sizes([""]), "'': cannot read: "),
+        (lambda: devicemap.plan("", {0: 1}), "'': no such file or directory"),
+        (lambda: devicemap.kv_cache("", 1), "cannot read the model config '': "),
+    ],
+)
+def test_an_empty_path_is_shown_quoted(call, message):
+    with pytest.raises(ValueError, match="''") as raised:
+        call()
+    assert str(raised.value).startswith(message), raised.value
+
+
+@pytest.mark.parametrize("checkpoint", ["", " "])
+def test_cli_plan_of_an_empty_checkpoint_is_refused(checkpoint):
+    status, err = run_cli("plan", checkpoint, "--devices", "2xH100")
+    assert status == 2, err
+    assert err == f"error: CHECKPOINT is empty ({checkpoint!r}): give a path or a Hub repository\n", err
+
+
 # --- property: sizes, budgets and contexts anywhere in 64 bits give a report or a clear error ---
 
 byte_counts = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1), st.sampled_from([2**64 - 1, 2**63, 0]))

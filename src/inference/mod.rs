@@ -102,7 +102,7 @@ pub fn read_config(path: &Path) -> Result<Value, InferenceError> {
     } else {
         path.to_path_buf()
     };
-    let shown = file.display().to_string();
+    let shown = crate::checkpoint::shown_path(&file);
     let unreadable = |e: std::io::Error| InferenceError::ConfigUnreadable {
         path: shown.clone(),
         reason: e.to_string(),
