@@ -372,6 +372,22 @@ def test_architectures_that_is_not_a_list_falls_back_with_a_note(tmp_path, archi
     assert "config.json names no model class (`architectures`)" in report.to_dict()["notes"][0]
 
 
+# --- NaN and infinities in a config dict: were read as null, so the field's default was used ---
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [("head_dim", float("nan"), '"nan"'), ("num_hidden_layers", float("-inf"), '"-inf"')],
+)
+def test_non_finite_config_floats_are_refused_by_field(field, value, shown):
+    with pytest.raises(ValueError, match=f"field '{field}' must be a non-negative integer, got {shown}"):
+        devicemap.kv_cache({"model_type": "llama", field: value}, 10)
+
+
+def test_non_finite_floats_in_fields_not_read_are_fine():
+    assert devicemap.kv_cache({"model_type": "llama", "rope_theta": float("inf")}, 10).total > 0
+
+
 # --- empty paths: messages began ": no such file", and `devicemap plan ""` planned the example ---
 
 

@@ -44,8 +44,8 @@ pub fn _kv_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as `null`, ints
-/// past 64 bits as floats and other objects (a `torch.dtype`) as their `str()`.
+/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as their repr
+/// (`"nan"`), ints past 64 bits as floats and other objects (a `torch.dtype`) as their `str()`.
 fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(wrong_type("config nested too deeply", value).into());
@@ -69,7 +69,10 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(float.map_or_else(|| Value::String(short_repr(value)), Value::Number));
     }
     if let Ok(f) = value.cast::<PyFloat>() {
-        return Ok(Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
+        // NaN and infinities as their repr: a field that is read refuses them by name, where
+        // `null` would have meant "absent" and its default been used.
+        return Ok(Number::from_f64(f.value())
+            .map_or_else(|| Value::String(short_repr(value)), Value::Number));
     }
     if let Ok(s) = value.cast::<PyString>() {
         return Ok(Value::String(str_text(s, "config text")?.to_owned()));
