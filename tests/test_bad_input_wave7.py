@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import struct
 import zipfile
 
@@ -411,6 +412,38 @@ def test_cli_plan_of_an_empty_checkpoint_is_refused(checkpoint):
     status, err = run_cli("plan", checkpoint, "--devices", "2xH100")
     assert status == 2, err
     assert err == f"error: CHECKPOINT is empty ({checkpoint!r}): give a path or a Hub repository\n", err
+
+
+# --- size strings: read through f64, so whole numbers past 2**53 lost bytes, 2**64 - 1 refused ---
+
+
+@pytest.mark.parametrize("text", ["9007199254740993", "9223372036854775807", "18446744073709551615"])
+def test_whole_byte_counts_as_strings_are_exact(text):
+    report = devicemap.plan_report({"a.w": 1}, {0: text})
+    assert report.to_dict()["devices"][0]["budget"] == int(text)
+
+
+@pytest.mark.parametrize("text", ["18446744073709551616", "17179869184GiB", "1e30"])
+def test_sizes_past_64_bits_say_so(text):
+    expected = f"max_memory[0] = '{text}': Memory size '{text}' is more than 18446744073709551615 bytes"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        devicemap.plan({"a.w": 1}, {0: text})
+
+
+def test_cli_activation_of_2_64_minus_1_bytes_is_a_size():
+    status, err = run_cli(
+        "plan",
+        "--example",
+        "llama-3-70b",
+        "--devices",
+        "2xH100",
+        "--context",
+        "4k",
+        "--activation",
+        str(2**64 - 1),
+    )
+    assert status == 1, err  # it does not fit, rather than "Invalid memory size"
+    assert "Invalid memory size" not in err, err
 
 
 # --- property: sizes, budgets and contexts anywhere in 64 bits give a report or a clear error ---

@@ -32,6 +32,9 @@ pub enum PlanError {
     #[error("Invalid memory size '{text}': use bytes or a number with a unit such as '20GiB', '20GB', '512MiB'")]
     BadMemorySize { text: String },
 
+    #[error("Memory size '{text}' is more than 18446744073709551615 bytes (2**64 - 1)")]
+    MemorySizeTooLarge { text: String },
+
     /// One `max_memory` value that is not a size: `key` and `shown` are reprs of the entry.
     #[error("max_memory[{key}] = {shown}: {problem}")]
     BadBudget {
