@@ -478,3 +478,12 @@ def test_plans_with_huge_numbers_never_panic(sizes, budgets, strategy, context, 
     if isinstance(caught, OverflowError):
         assert "2**64" in str(caught), caught
     assert "internal error" not in str(caught)
+
+
+def test_an_empty_pytorch_checkpoint_holds_no_tensors_as_an_empty_safetensors_does(tmp_path):
+    # Was {} from tensor_sizes.
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({}, path)
+    with pytest.raises(ValueError, match=re.escape(f"The checkpoint '{path}' holds no tensors")):
+        devicemap.tensor_sizes(str(tmp_path))
