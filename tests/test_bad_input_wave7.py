@@ -11,7 +11,10 @@ import io
 import json
 import os
 import re
+import resource
 import struct
+import subprocess
+import sys
 import zipfile
 
 import devicemap
@@ -90,24 +93,6 @@ def test_very_negative_counts_are_named_as_given():
         devicemap.kv_cache(LLAMA_1, -(10**23))
 
 
-@pytest.mark.parametrize("context", ["18446744073709551615", "99999999999999999999999k"])
-def test_cli_context_past_64_bits_is_bad_input(context):
-    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", context)
-    assert status == 2, err
-    assert "unexpected" not in err, err
-    assert err.startswith("error: context must be at most 18446744073709551615") or err.startswith(
-        "error: The KV cache for 18446744073709551615 tokens"
-    ), err
-
-
-def test_cli_batch_past_64_bits_is_bad_input():
-    status, err = run_cli(
-        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "1k", "--batch", "9" * 25
-    )
-    assert status == 2, err
-    assert "error: batch must be at most 18446744073709551615" in err, err
-
-
 # --- sizes that total past 2**64: were a Rust panic (RuntimeError "internal error") ---
 
 
@@ -152,16 +137,6 @@ def test_max_context_with_huge_weights_does_not_panic():
         ).fits
 
 
-def test_cli_cache_past_2_64_bytes_is_bad_input_not_unexpected():
-    # Was "error: unexpected OverflowError: ..." and exit 1.
-    status, err = run_cli(
-        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "16m", "--batch", str(2**50)
-    )
-    assert status == 2, err
-    expected = "The KV cache for 16777216 tokens x batch 1125899906842624 is larger than 2**64 bytes"
-    assert err == f"error: {expected}\n"
-
-
 # --- a config that is not a file: /dev/zero was read until memory ran out, a FIFO blocked ---
 
 
@@ -187,30 +162,22 @@ def test_a_config_file_over_16_mib_is_refused(tmp_path):
         devicemap.kv_cache(str(tmp_path), 10)
 
 
-def test_cli_config_from_dev_zero():
-    status, err = run_cli(
-        "plan", "--example", "llama-3-70b", "--devices", "2xH100", "--context", "1k", "--config", "/dev/zero"
+def test_cli_config_from_dev_zero_under_a_memory_limit():
+    # In a child with 2 GiB of address space: reading /dev/zero to its end anywhere (the core,
+    # or Python glue that looks at --config) fails this test with a MemoryError, not the machine.
+    limit = (2 << 30, 2 << 30)
+    options = ["--devices", "2xH100", "--context", "1k", "--config", "/dev/zero"]
+    done = subprocess.run(
+        [sys.executable, "-m", "devicemap", "plan", "--example", "llama-3-70b", *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, limit),
+        check=False,
     )
-    assert status == 2, err
-    assert err == "error: cannot read the model config /dev/zero: it is a character device, not a file\n", err
-
-
-# --- --devices with absurd counts: a MemoryError ("unexpected", exit 1) or minutes of output ---
-
-
-@pytest.mark.parametrize(
-    ("devices", "total"),
-    [("99999999999999999999xH100", 99999999999999999999), ("100000xH100", 100000), ("64x128xH100", 8192)],
-)
-def test_cli_devices_with_absurd_counts(devices, total):
-    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", devices)
-    assert status == 2, err
-    assert err == f"error: --devices {devices!r}: at most 4096 GPUs in all, got {total}\n", err
-
-
-def test_cli_devices_at_the_bound_still_plan():
-    status, err = run_cli("plan", "--example", "llama-3-70b", "--devices", "512x8xH100", "-o", os.devnull)
-    assert status == 0, err
+    assert done.returncode == 2, done.stderr
+    expected = "error: cannot read the model config /dev/zero: it is a character device, not a file"
+    assert done.stderr.strip().endswith(expected), done.stderr
 
 
 # --- config dicts with ints past 64 bits: were read as missing (null), so a default was used ---
