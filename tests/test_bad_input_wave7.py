@@ -137,6 +137,13 @@ def test_max_context_with_huge_weights_does_not_panic():
         ).fits
 
 
+@pytest.mark.parametrize("n", [10**12, 2**63, 2**64 - 1])
+def test_stages_far_more_than_tensors_are_refused_without_a_budget_each(n):
+    # 10**12 allocated 10**12 budgets (memory ran out); from 2**63 a panic ("capacity overflow").
+    with pytest.raises(ValueError, match=f"Cannot split 2 blocks into {n} stages"):
+        devicemap.stages({"a.w": 1, "b.w": 2}, n)
+
+
 # --- a config that is not a file: /dev/zero was read until memory ran out, a FIFO blocked ---
 
 

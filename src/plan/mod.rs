@@ -213,8 +213,11 @@ pub fn stages_for(
         return Err(PlanError::NoStages.into());
     }
     let huge = u64::MAX / 4;
+    // A block holds a tensor at least, so no more stages than tensors can be made: no more
+    // budgets than that either (`n = 10**12` allocated 10**12 of them, `2**63` panicked).
+    let gpus = n.min(model.sizes.len().max(1)) as u64;
     let budgets = Budgets {
-        devices: (0..n as u64).map(|i| (Device::gpu(i), huge)).collect(),
+        devices: (0..gpus).map(|i| (Device::gpu(i), huge)).collect(),
     };
     // Balanced over equal budgets minimises the largest stage; ties are ignored for stages
     // (a pipeline keeps a tied embedding on both ends).
@@ -429,6 +432,11 @@ mod tests {
             .to_string()
             .contains("the largest 'a.w', 18446744073709551615 bytes"));
         assert!(stages(&huge, 2).is_err());
+        // More stages than tensors: refused by count, without a budget per stage.
+        assert_eq!(
+            stages(&layers(1, GIB), usize::MAX).unwrap_err().to_string(),
+            format!("Cannot split 4 blocks into {} stages", usize::MAX)
+        );
         let exact = Model {
             sizes: vec![("a.w".into(), u64::MAX - 1), ("b.w".into(), 1)],
             ..Model::default()
