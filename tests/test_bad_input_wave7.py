@@ -420,6 +420,15 @@ def test_cli_activation_of_2_64_minus_1_bytes_is_a_size():
     assert "Invalid memory size" not in err, err
 
 
+# --- lookup on an empty map: group_by_device panicked (index out of bounds) ---
+
+
+def test_group_by_device_on_an_empty_map_is_a_key_error():
+    with pytest.raises(KeyError, match="No key of the device map covers tensor 'a' \\(at position 0\\)"):
+        devicemap.DeviceMap().group_by_device(["a"])
+    assert devicemap.DeviceMap().group_by_device([]) == {}
+
+
 # --- property: sizes, budgets and contexts anywhere in 64 bits give a report or a clear error ---
 
 byte_counts = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1), st.sampled_from([2**64 - 1, 2**63, 0]))
