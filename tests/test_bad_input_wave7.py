@@ -429,6 +429,20 @@ def test_group_by_device_on_an_empty_map_is_a_key_error():
     assert devicemap.DeviceMap().group_by_device([]) == {}
 
 
+# --- a tensor with tensors under it: an internal error ("the compact map places tensors ...") ---
+
+
+def test_a_tensor_with_a_tensor_under_it_placed_apart_is_refused():
+    sizes = {"x.a": 10, "x.a.a": 10, "y": 10}
+    expected = "Tensor 'x.a' has another tensor under it, 'x.a.a': a device map key 'x.a' covers both"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        devicemap.plan_report(sizes, {0: 15, 1: 15, 2: 15})
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        devicemap.stages(sizes, 2)
+    # Placed together, the map is fine.
+    assert devicemap.plan(sizes, {0: 100}).to_hf() == {"": 0}
+
+
 # --- property: sizes, budgets and contexts anywhere in 64 bits give a report or a clear error ---
 
 byte_counts = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1), st.sampled_from([2**64 - 1, 2**63, 0]))

@@ -54,6 +54,10 @@ pub enum PlanError {
     #[error("Size of tensor '{name}' must be a non-negative int (bytes), got {shown}")]
     BadSize { name: String, shown: String },
 
+    /// `tensor` and `under` are quoted already.
+    #[error("Tensor {tensor} has another tensor under it, {under}: a device map key {tensor} covers both, so they cannot be placed apart (no torch module has a tensor and a submodule of one name)")]
+    TensorUnderTensor { tensor: String, under: String },
+
     #[error("Tensor '{name}' is listed twice")]
     NameTwice { name: String },
 
