@@ -8,6 +8,7 @@ reader refuses them, naming the format."""
 from __future__ import annotations
 
 from devicemap import _core
+from devicemap._text import check_str
 
 # Not `typing.TYPE_CHECKING`: see `_plan.py`.
 TYPE_CHECKING = False
@@ -25,10 +26,31 @@ def _states(files: list[str], progress: Callable[[int, int], object] | None) -> 
         return None
     states = []
     for file in files:
-        states.append(torch.load(file, map_location="meta", weights_only=True))
+        states.append(_load(torch, file))
         if progress is not None:
             progress(len(states), len(files))
     return states
+
+
+def _load(torch: Any, file: str) -> Any:
+    """`torch.load` of one file on the meta device. What torch raises for a file it cannot read
+    (a RuntimeError from its zip reader for a damaged archive, an UnpicklingError for a pickle
+    `weights_only` refuses, an EOFError for a cut one) becomes a ValueError naming the file."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(file, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{file}: holds objects other than tensors, which torch.load(weights_only=True) refuses "
+            "to unpickle (devicemap never runs code from a checkpoint)"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if len(first) > 200:
+            first = first[:197] + "..."
+        raise ValueError(f"{file}: torch.load cannot read this PyTorch checkpoint: {first}") from error
 
 
 def pytorch_sizes(
@@ -64,6 +86,7 @@ def tensor_sizes(
     a PyTorch checkpoint (`pytorch_model.bin`, sharded or not) read on the meta device where
     torch is installed. `dtype` re-sizes floating-point tensors as loading with that
     `torch_dtype` would."""
+    check_str("token", token, optional=True)
     sizes = pytorch_sizes(path, dtype, as_dict=True, progress=progress)
     if sizes is not None:
         return sizes  # type: ignore[no-any-return]

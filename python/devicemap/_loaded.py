@@ -69,7 +69,9 @@ def _model_class(transformers: Any, config: dict[str, Any] | None, model_class: 
     name = model_class
     if name is None:
         architectures = (config or {}).get("architectures") or []
-        if not architectures or not isinstance(architectures[0], str):
+        # A list whose first item is a class name; anything else (`"architectures": 5` was a
+        # TypeError, "'int' object is not subscriptable") names no class.
+        if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
             raise _Unavailable("config.json names no model class (`architectures`); pass model_class=")
         name = architectures[0]
     cls = getattr(transformers, name, None)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devicemap import _bin, _core
 from devicemap._core import DeviceMap, PlanReport, cuda_devices
+from devicemap._text import check_str
 
 # Not `typing.TYPE_CHECKING`: importing `typing` costs a few ms of a cold start, and mypy
 # honours a module constant of this name.
@@ -183,6 +184,8 @@ def plan_report(
     # The core checks `reserve` (a fraction in [0, 1) or bytes) even where explicit budgets
     # leave it unused, so `reserve=1.5` is refused rather than ignored.
     _core._headroom(0, reserve)
+    check_str("strategy", strategy)
+    check_str("token", token, optional=True)
     source = _hub_opened(source, token, progress)
     model_config = _config_of(source, config, context, token)
     found = _sizes_of(source, dtype, progress, token, model_class, key_mapping)
@@ -313,6 +316,7 @@ def stages(
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_str("token", token, optional=True)
     source = _hub_opened(source, token)
     model_config = _config_of(source, config, context, token)
     sizes, found_no_split, _, _ = _sizes_of(source, dtype, None, token, model_class, key_mapping)

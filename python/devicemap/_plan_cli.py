@@ -553,6 +553,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.output == "-" and args.json:
             raise CliError("-o - and --json both write to standard output; give one of them")
+        if args.checkpoint is not None and not args.checkpoint.strip():
+            # `devicemap plan "$MODEL"` with MODEL unset planned the built-in example.
+            raise CliError(f"CHECKPOINT is empty ({args.checkpoint!r}): give a path or a Hub repository")
         if args.checkpoint and args.example:
             raise CliError("give a CHECKPOINT or --example, not both")
         if not 0.0 <= args.reserve < 1.0:

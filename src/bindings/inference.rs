@@ -8,7 +8,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, P
 use serde_json::{Map, Number, Value};
 
 use super::dtype::dtype_name;
-use super::errors::{str_text, wrong_type};
+use super::errors::{short_repr, str_text, wrong_type};
 use super::guard::guard;
 use crate::dtype;
 use crate::error::Error;
@@ -44,8 +44,8 @@ pub fn _kv_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as `null` and
-/// other objects (a `torch.dtype`) as their `str()`.
+/// A Python value as JSON: what `json.dumps` would write, with non-finite floats as their repr
+/// (`"nan"`), ints past 64 bits as floats and other objects (a `torch.dtype`) as their `str()`.
 fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(wrong_type("config nested too deeply", value).into());
@@ -57,16 +57,22 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Bool(b.is_true()));
     }
     if value.is_instance_of::<PyInt>() {
-        return Ok(match value.extract::<i64>() {
-            Ok(n) => Value::from(n),
-            Err(_) => value
-                .extract::<u64>()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        });
+        if let Ok(n) = value.extract::<i64>() {
+            return Ok(Value::from(n));
+        }
+        if let Ok(n) = value.extract::<u64>() {
+            return Ok(Value::from(n));
+        }
+        // Past 64 bits: a float, as serde_json reads such a number in a config.json, so the
+        // field that holds it is refused by name rather than read as missing (`null`).
+        let float = value.extract::<f64>().ok().and_then(Number::from_f64);
+        return Ok(float.map_or_else(|| Value::String(short_repr(value)), Value::Number));
     }
     if let Ok(f) = value.cast::<PyFloat>() {
-        return Ok(Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
+        // NaN and infinities as their repr: a field that is read refuses them by name, where
+        // `null` would have meant "absent" and its default been used.
+        return Ok(Number::from_f64(f.value())
+            .map_or_else(|| Value::String(short_repr(value)), Value::Number));
     }
     if let Ok(s) = value.cast::<PyString>() {
         return Ok(Value::String(str_text(s, "config text")?.to_owned()));
@@ -132,11 +138,20 @@ pub(super) fn count(value: &Bound<'_, PyAny>, what: &'static str, min: u64) -> P
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
         return Err(wrong_type(&format!("{what} must be an int"), value).into());
     }
-    let n: i64 = value.extract()?;
-    match u64::try_from(n) {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(Error::from(InferenceError::TooSmall { what, min, got: n }).into()),
+    if let Ok(n) = value.extract::<u64>() {
+        if n >= min {
+            return Ok(n);
+        }
     }
+    // Python's ints have no bound: one past u64's range is too big, one below `min` (however
+    // negative) too small; either is named as given.
+    let got = short_repr(value);
+    let error = if value.lt(0)? || value.extract::<u64>().is_ok() {
+        InferenceError::TooSmall { what, min, got }
+    } else {
+        InferenceError::TooBig { what, got }
+    };
+    Err(Error::from(error).into())
 }
 
 /// The bytes transformers' cache holds per decoder layer once `tokens` positions are written.

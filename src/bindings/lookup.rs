@@ -258,7 +258,12 @@ impl PyDeviceMap {
             let mut groups: Vec<(Slot, Vec<Bound<'py, PyString>>)> = Vec::new();
             for_each_name(names, |_, name, text| {
                 let slot = batch.require(text)?;
-                let group = *group_of[slot as usize].get_or_insert_with(|| {
+                // An uncovered name gets slot 0, which an empty map does not have (it was an
+                // index out of bounds); `finish` then raises the KeyError naming it.
+                let Some(entry) = group_of.get_mut(slot as usize) else {
+                    return Ok(());
+                };
+                let group = *entry.get_or_insert_with(|| {
                     groups.push((slot, Vec::new()));
                     groups.len() - 1
                 });

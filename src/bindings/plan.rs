@@ -121,12 +121,17 @@ fn tied_from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Vec<String>>> 
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(Vec::new());
     };
-    let mut groups = Vec::new();
-    for group in value.try_iter()? {
+    // A str is iterable (one group per character) and an int is not: both named as given.
+    let groups = match value.try_iter() {
+        Ok(groups) if !value.is_instance_of::<PyString>() => groups,
+        _ => return Err(wrong_type("tied must be a list of groups (lists of str)", value).into()),
+    };
+    let mut out = Vec::new();
+    for group in groups {
         let group = group?;
-        groups.push(strings(Some(&group), "each tied group")?.unwrap_or_default());
+        out.push(strings(Some(&group), "each tied group")?.unwrap_or_default());
     }
-    Ok(groups)
+    Ok(out)
 }
 
 /// The result of planning: the map, and per device what went there and why.
@@ -306,7 +311,8 @@ impl PyPlanReport {
         self.search(
             py,
             "max_batch()",
-            ("context", 0, context),
+            // At least 1, as `context=` of a plan is (0 answered "every batch fits").
+            ("context", 1, context),
             |planned, tokens| (tokens.unwrap_or(planned.tokens), plan::Fit::max_batch),
         )
     }
@@ -418,9 +424,12 @@ impl PyPlanReport {
             None => None,
         };
         let (argument, run) = pick(context, given);
-        Ok(py
-            .detach(|| run(&context.fit, argument))
-            .map_err(Error::from)?)
+        // Guarded as every entry point is: a bug in the search is a RuntimeError naming it.
+        guard(what, || {
+            Ok(py
+                .detach(|| run(&context.fit, argument))
+                .map_err(Error::from)?)
+        })
     }
 }
 
@@ -550,7 +559,7 @@ pub fn _plan(
 pub fn _stages(
     py: Python<'_>,
     sizes: &Bound<'_, PyAny>,
-    n: usize,
+    n: &Bound<'_, PyAny>,
     no_split: Option<&Bound<'_, PyAny>>,
     config: Option<&Bound<'_, PyAny>>,
     context: Option<&Bound<'_, PyAny>>,
@@ -558,6 +567,8 @@ pub fn _stages(
     kv_dtype: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Vec<String>>> {
     guard("_stages", || {
+        // A count past what 64 bits hold is refused by name; `stages_for` refuses 0.
+        let n = usize::try_from(count(n, "n", 0)?).unwrap_or(usize::MAX);
         let model = model_from_py(sizes, no_split, None)?;
         let workload = workload_from_py(config, context, batch, kv_dtype, None)?;
         Ok(py.detach(|| plan::stages_for(&model, n, workload.as_ref()))?)

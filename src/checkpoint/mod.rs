@@ -38,8 +38,8 @@ pub use loaded::{
 };
 pub use pytorch::{sizes_of_files, PytorchFile};
 pub use source::{
-    format_of, pytorch_checkpoint, shard_name, shown_path, Checkpoint, Format, Layout, LocalFiles,
-    Source, CONFIG_FILE, INDEX_FILE, PYTORCH_FILE, PYTORCH_INDEX_FILE, SINGLE_FILE,
+    file_kind, format_of, pytorch_checkpoint, shard_name, shown_path, Checkpoint, Format, Layout,
+    LocalFiles, Source, CONFIG_FILE, INDEX_FILE, PYTORCH_FILE, PYTORCH_INDEX_FILE, SINGLE_FILE,
 };
 
 use crate::error::Result;

@@ -60,6 +60,11 @@ pub fn sizes_of_files(files: Vec<PytorchFile>, dtype: Option<Dtype>) -> Result<C
         .map(|file| (file.file, file.header))
         .unzip();
     let files = names;
+    // As a safetensors checkpoint with no tensors is (`torch.save({}, ...)` gave `{}`).
+    if headers.iter().all(Header::is_empty) {
+        let what = files.first().cloned().unwrap_or_default();
+        return Err(super::CheckpointError::NoTensors { what }.into());
+    }
     let mut first = HashMap::<&str, usize, RandomState>::default();
     for (file, header) in headers.iter().enumerate() {
         for (name, _) in header.iter() {

@@ -116,9 +116,9 @@ impl Source for LocalFiles {
 
     fn show(&self, name: &str) -> String {
         if name.is_empty() {
-            return self.root.display().to_string();
+            return shown_path(&self.root);
         }
-        self.path(name).display().to_string()
+        shown_path(&self.path(name))
     }
 }
 
@@ -285,7 +285,7 @@ fn path_kind(path: &Path) -> Result<std::fs::Metadata> {
 }
 
 /// What a path that is neither a file nor a folder is, in words.
-fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+pub fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -329,6 +329,8 @@ fn utf8_file_name(path: &Path) -> Result<String> {
 /// `\xNN` (as Python's `os.fsdecode` round trip names it).
 pub fn shown_path(path: &Path) -> String {
     match path.to_str() {
+        // An empty path would leave a message starting ": no such file or directory".
+        Some("") => "''".to_owned(),
         Some(text) => text.to_owned(),
         None => path
             .as_os_str()

@@ -30,7 +30,7 @@ pub fn decoder_fields(root: &Value) -> Result<Fields<'_>, InferenceError> {
             got: json_kind(root),
         });
     };
-    let outer_type = root.get("model_type").and_then(Value::as_str);
+    let outer_type = model_type_of(root)?;
     let nested: Vec<&str> = TEXT_CONFIG_NAMES
         .into_iter()
         .filter(|name| root.get(*name).is_some_and(|v| !v.is_null()))
@@ -61,13 +61,23 @@ pub fn decoder_fields(root: &Value) -> Result<Fields<'_>, InferenceError> {
             got: short_json(&root[*name]),
         });
     };
-    let model_type = text
-        .get("model_type")
-        .and_then(Value::as_str)
+    let model_type = model_type_of(text)?
         .filter(|t| !t.is_empty())
         .or(text_type)
         .ok_or(InferenceError::NoModelType)?;
     Ok(Fields::new(family_of(model_type)?, text, Some(root)))
+}
+
+/// A config's `model_type`: `None` when absent or `null`; a value of another kind than a str is
+/// refused (it would otherwise read as "no model_type").
+fn model_type_of(config: &Map<String, Value>) -> Result<Option<&str>, InferenceError> {
+    match config.get("model_type") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(InferenceError::BadModelType {
+            got: short_json(other),
+        }),
+    }
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);

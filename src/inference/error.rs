@@ -11,6 +11,12 @@ pub enum InferenceError {
     #[error("cannot read the model config {path}: {reason}")]
     ConfigUnreadable { path: String, reason: String },
 
+    #[error("cannot read the model config {path}: it is {kind}, not a file")]
+    ConfigNotFile { path: String, kind: &'static str },
+
+    #[error("the model config {path} is more than {limit} bytes, far more than a config.json holds; is it the right file?")]
+    ConfigTooLarge { path: String, limit: u64 },
+
     #[error("the model config {path} is not JSON: {reason}")]
     ConfigNotJson { path: String, reason: String },
 
@@ -21,6 +27,9 @@ pub enum InferenceError {
         "the model config has no 'model_type', so its architecture (and cache layout) is unknown"
     )]
     NoModelType,
+
+    #[error("the model config's 'model_type' must be a str such as \"llama\", got {got}")]
+    BadModelType { got: String },
 
     #[error("kv_cache does not know model_type {}; it knows: {known}", quoted(.model_type))]
     UnknownModelType { model_type: String, known: String },
@@ -66,8 +75,12 @@ pub enum InferenceError {
     TooSmall {
         what: &'static str,
         min: u64,
-        got: i64,
+        got: String,
     },
+
+    /// A count past what 64 bits hold (a Python int has no bound).
+    #[error("{what} must be at most 18446744073709551615 (2**64 - 1), got {got}")]
+    TooBig { what: &'static str, got: String },
 
     #[error("model_type {} is an encoder-decoder model: pass encoder_tokens= (the encoder's input length), which sizes the cross-attention cache", quoted(.model_type))]
     NeedsEncoderTokens { model_type: String },

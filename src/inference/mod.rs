@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod error;
 pub mod kv_cache;
 
+use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
@@ -88,18 +89,45 @@ impl CacheLayout {
     }
 }
 
-/// A model config from a `config.json` path, or a directory holding one.
+/// The most bytes a `config.json` is read for: real ones are a few KiB (a multimodal model's,
+/// with its sub-configs, tens of KiB); a larger file is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// A model config from a `config.json` path, or a directory holding one. A path that is not a
+/// regular file (`/dev/zero`, a FIFO) and a file over [`MAX_CONFIG_BYTES`] are refused before
+/// they are read: either would otherwise be read until memory runs out, or block.
 pub fn read_config(path: &Path) -> Result<Value, InferenceError> {
     let file = if path.is_dir() {
         path.join("config.json")
     } else {
         path.to_path_buf()
     };
-    let shown = file.display().to_string();
-    let text = std::fs::read(&file).map_err(|e| InferenceError::ConfigUnreadable {
+    let shown = crate::checkpoint::shown_path(&file);
+    let unreadable = |e: std::io::Error| InferenceError::ConfigUnreadable {
         path: shown.clone(),
         reason: e.to_string(),
-    })?;
+    };
+    let metadata = std::fs::metadata(&file).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(InferenceError::ConfigNotFile {
+            path: shown,
+            kind: crate::checkpoint::file_kind(&metadata),
+        });
+    }
+    let too_large = || InferenceError::ConfigTooLarge {
+        path: shown.clone(),
+        limit: MAX_CONFIG_BYTES,
+    };
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(&file)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut text))
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
     serde_json::from_slice(&text).map_err(|e| InferenceError::ConfigNotJson {
         path: shown,
         reason: e.to_string(),

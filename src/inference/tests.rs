@@ -240,5 +240,17 @@ fn config_files_and_directories() {
         read_config(&dir.join("absent.json")),
         Err(InferenceError::ConfigUnreadable { .. })
     ));
+    // Neither read until memory runs out nor blocked on.
+    #[cfg(unix)]
+    assert!(matches!(
+        read_config(Path::new("/dev/zero")),
+        Err(InferenceError::ConfigNotFile { .. })
+    ));
+    let big = std::fs::File::create(dir.join("big.json")).unwrap();
+    big.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    assert!(matches!(
+        read_config(&dir.join("big.json")),
+        Err(InferenceError::ConfigTooLarge { .. })
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -105,13 +105,27 @@ pub fn parse_size(text: &str) -> Result<u64, PlanError> {
             )
         })
         .unwrap_or((trimmed, 1.0, false));
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    let too_large = || PlanError::MemorySizeTooLarge {
+        text: text.to_owned(),
+    };
+    let number = number.trim();
+    // Whole numbers exactly: through f64, "9007199254740993" lost its last byte and
+    // "18446744073709551615" was refused.
+    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+        let bytes = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale as u64))
+            .ok_or_else(too_large)?;
+        return Ok(if bits { bytes / 8 } else { bytes });
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
     if !value.is_finite() || value < 0.0 {
         return Err(bad());
     }
     let bytes = (value * scale).floor();
     if bytes >= u64::MAX as f64 {
-        return Err(bad());
+        return Err(too_large());
     }
     let bytes = bytes as u64;
     Ok(if bits { bytes / 8 } else { bytes })
@@ -267,6 +281,20 @@ mod tests {
         assert_eq!(parse_size("8Gb").unwrap(), 1_000_000_000);
         assert_eq!(parse_size("1.5 GiB").unwrap(), 3 * GIB / 2);
         assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("9007199254740993").unwrap(), (1 << 53) + 1);
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
+        assert_eq!(parse_size("17179869183GiB").unwrap(), 17179869183 * GIB);
+        for huge in [
+            "18446744073709551616",
+            "17179869184GiB",
+            "1e30",
+            "16777216TiB",
+        ] {
+            assert!(
+                matches!(parse_size(huge), Err(PlanError::MemorySizeTooLarge { .. })),
+                "{huge}"
+            );
+        }
         for bad in ["-1GiB", "nan", "inf", "20XB", "", "GiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }

@@ -194,6 +194,8 @@ fn numbered(name: &str) -> Option<(&str, u64)> {
 #[derive(Clone, Debug)]
 pub struct Fit {
     weights: Vec<Cost>,
+    /// All the units' weights (at most `u64::MAX`: `plan_for` refuses more).
+    weights_total: u64,
     /// The position (among the placed units) of the unit holding each layer.
     layer_slot: Vec<usize>,
     layout: CacheLayout,
@@ -214,8 +216,12 @@ impl Fit {
         budgets: &Budgets,
         strategy: Strategy,
     ) -> Fit {
+        let weights_total = weights
+            .iter()
+            .fold(0u64, |sum, cost| sum.saturating_add(cost.weights));
         Fit {
             weights,
+            weights_total,
             layer_slot,
             layout: workload.layout.clone(),
             budgets: budgets.clone(),
@@ -229,16 +235,22 @@ impl Fit {
         &self.layer_slot
     }
 
-    /// Each decoder layer's cache for `tokens` x `batch`; `None` past 2**64 bytes.
+    /// Each decoder layer's cache for `tokens` x `batch`; `None` when the cache and the weights
+    /// together pass 2**64 bytes.
     pub(super) fn per_layer(&self, tokens: u64, batch: u64) -> Option<Vec<u64>> {
         let encoder_tokens = self.layout.encoder_decoder.then_some(tokens);
-        self.layout.per_layer(&Request {
+        let per_layer = self.layout.per_layer(&Request {
             tokens,
             batch,
             dtype: None,
             mode: CacheMode::Static,
             encoder_tokens,
-        })
+        })?;
+        // The weights and the whole cache stay within u64, so no sum of costs overflows.
+        per_layer
+            .iter()
+            .try_fold(self.weights_total, |sum, &bytes| sum.checked_add(bytes))?;
+        Some(per_layer)
     }
 
     /// The cost of each placed unit with the cache of `per_layer` added.

@@ -32,6 +32,9 @@ pub enum PlanError {
     #[error("Invalid memory size '{text}': use bytes or a number with a unit such as '20GiB', '20GB', '512MiB'")]
     BadMemorySize { text: String },
 
+    #[error("Memory size '{text}' is more than 18446744073709551615 bytes (2**64 - 1)")]
+    MemorySizeTooLarge { text: String },
+
     /// One `max_memory` value that is not a size: `key` and `shown` are reprs of the entry.
     #[error("max_memory[{key}] = {shown}: {problem}")]
     BadBudget {
@@ -50,6 +53,10 @@ pub enum PlanError {
     /// `shown` is a repr of the size given.
     #[error("Size of tensor '{name}' must be a non-negative int (bytes), got {shown}")]
     BadSize { name: String, shown: String },
+
+    /// `tensor` and `under` are quoted already.
+    #[error("Tensor {tensor} has another tensor under it, {under}: a device map key {tensor} covers both, so they cannot be placed apart (no torch module has a tensor and a submodule of one name)")]
+    TensorUnderTensor { tensor: String, under: String },
 
     #[error("Tensor '{name}' is listed twice")]
     NameTwice { name: String },
@@ -134,13 +141,22 @@ pub enum PlanError {
 
     #[error("The KV cache for {tokens} tokens x batch {batch} is larger than 2**64 bytes")]
     CacheTooLarge { tokens: u64, batch: u64 },
+
+    #[error("The model's tensors total more than 2**64 bytes ({tensors} tensors, the largest {largest}, {largest_bytes} bytes): no device holds that; are the sizes in bytes?")]
+    ModelTooLarge {
+        tensors: usize,
+        largest: String,
+        largest_bytes: u64,
+    },
 }
 
 impl PlanError {
     /// Every planning error is a `ValueError`: the input has the right type, not the right value.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PlanError::CacheTooLarge { .. } => ErrorKind::Overflow,
+            PlanError::CacheTooLarge { .. } | PlanError::ModelTooLarge { .. } => {
+                ErrorKind::Overflow
+            }
             _ => ErrorKind::Value,
         }
     }

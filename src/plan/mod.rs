@@ -84,6 +84,7 @@ pub fn plan_for(
     if model.sizes.is_empty() {
         return Err(PlanError::NoTensors.into());
     }
+    check_total(model)?;
     tensors.check_names()?;
     // A tied name is the model's when the sizes hold it (not only the ties' own additions).
     let sized = model.sizes.len();
@@ -141,6 +142,31 @@ pub fn plan_for(
     })
 }
 
+/// Refuses sizes that total more than `u64::MAX` bytes, so that no sum of a plan's weights
+/// overflows (a cache is held to the same bound with them, by [`Fit::per_layer`]).
+fn check_total(model: &Model) -> Result<()> {
+    let total = model
+        .sizes
+        .iter()
+        .try_fold(0u64, |sum, &(_, bytes)| sum.checked_add(bytes));
+    if total.is_some() {
+        return Ok(());
+    }
+    let (name, bytes) = model
+        .sizes
+        .iter()
+        .max_by_key(|&&(_, bytes)| bytes)
+        .map_or((String::new(), 0), |(name, bytes)| {
+            (name.to_string(), *bytes)
+        });
+    Err(PlanError::ModelTooLarge {
+        tensors: model.sizes.len(),
+        largest: crate::error::quoted(&name),
+        largest_bytes: bytes,
+    }
+    .into())
+}
+
 /// The decoder's layer list, each layer's cache, and what fitting needs.
 type LayerCaches = (String, Vec<u64>, Fit);
 
@@ -187,8 +213,11 @@ pub fn stages_for(
         return Err(PlanError::NoStages.into());
     }
     let huge = u64::MAX / 4;
+    // A block holds a tensor at least, so no more stages than tensors can be made: no more
+    // budgets than that either (`n = 10**12` allocated 10**12 of them, `2**63` panicked).
+    let gpus = n.min(model.sizes.len().max(1)) as u64;
     let budgets = Budgets {
-        devices: (0..n as u64).map(|i| (Device::gpu(i), huge)).collect(),
+        devices: (0..gpus).map(|i| (Device::gpu(i), huge)).collect(),
     };
     // Balanced over equal budgets minimises the largest stage; ties are ignored for stages
     // (a pipeline keeps a tied embedding on both ends).
@@ -388,6 +417,31 @@ mod tests {
             zero.to_string(),
             "Every budget is zero (cuda:0, cuda:1): nothing can be placed"
         );
+    }
+
+    #[test]
+    fn sizes_past_u64_in_total_are_refused_not_summed() {
+        let huge = Model {
+            sizes: vec![("a.w".into(), u64::MAX), ("b.w".into(), 1)],
+            ..Model::default()
+        };
+        let err = plan(&huge, &gpus(1, GIB), Strategy::Balanced).unwrap_err();
+        assert!(matches!(err, Error::Plan(PlanError::ModelTooLarge { .. })));
+        assert_eq!(err.kind(), crate::error::ErrorKind::Overflow);
+        assert!(err
+            .to_string()
+            .contains("the largest 'a.w', 18446744073709551615 bytes"));
+        assert!(stages(&huge, 2).is_err());
+        // More stages than tensors: refused by count, without a budget per stage.
+        assert_eq!(
+            stages(&layers(1, GIB), usize::MAX).unwrap_err().to_string(),
+            format!("Cannot split 4 blocks into {} stages", usize::MAX)
+        );
+        let exact = Model {
+            sizes: vec![("a.w".into(), u64::MAX - 1), ("b.w".into(), 1)],
+            ..Model::default()
+        };
+        assert!(plan(&exact, &gpus(1, u64::MAX), Strategy::Balanced).is_ok());
     }
 
     #[test]
