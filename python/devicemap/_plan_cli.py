@@ -146,8 +146,12 @@ def _config_shape(config: Any) -> tuple[Any, Any] | None:
     or a dict); `None` when it cannot be read here (the planner then says why)."""
     if not isinstance(config, dict):
         path = Path(config)
+        path = path / "config.json" if path.is_dir() else path
         try:
-            config = json.loads((path / "config.json" if path.is_dir() else path).read_text("utf-8"))
+            # Only what the core would read: a regular file of at most 16 MiB (not /dev/zero).
+            if not path.is_file() or path.stat().st_size > 16 << 20:
+                return None
+            config = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             return None
     if not isinstance(config, dict):
