@@ -53,6 +53,29 @@ def test_a_kv_cache_short_of_room_does_not_ask_for_more_disk(capsys: pytest.Capt
     assert code == 0, out
 
 
+def test_a_kv_cache_left_over_without_a_disk_budget_asks_for_gpu_room(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # cuda:0 runs the offloaded blocks, so it holds their cache: more cpu does not help.
+    short = [*SHORT_RUNNER[:-1], "0=20GiB,cpu=2GiB"]
+    code, out, _ = run(capsys, *short)
+    assert code == 1
+    text = " ".join(out.split())
+    assert "or more to the budgets" not in text
+    assert (
+        "add 152.7 GiB or more to the GPUs; a cpu or disk budget takes only their weights (116.7 GiB), "
+        "not their KV cache (36.0 GiB), which cuda:0 holds for the offloaded layers it runs"
+    ) in text
+    assert text.endswith(
+        "(more or larger GPUs, which hold the KV cache; a cpu or disk budget takes only weights)"
+    )
+    # What it says holds: the amount on the cpu does not fit; on the GPU it does.
+    code, _, _ = run(capsys, *short[:-1], "0=20GiB,cpu=155GiB")
+    assert code == 1
+    code, out, _ = run(capsys, *short[:-1], "0=173GiB,cpu=2GiB")
+    assert code == 0, out
+
+
 def test_the_remedy_never_asks_for_a_budget_already_given(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--example", "llama-3-70b", "--max-memory", "0=20GiB,cpu=2GiB,disk=100GiB")
     assert code == 1

@@ -4,7 +4,7 @@
 
 use thiserror::Error;
 
-use crate::device::Device;
+use crate::device::{Device, DeviceType};
 use crate::error::{quoted, ErrorKind};
 use crate::units::{human_bytes, thousands};
 
@@ -193,10 +193,35 @@ pub struct Shortfall {
     pub first: String,
     /// The budgets planned for, in fill order.
     pub budgets: Vec<(Device, u64)>,
-    /// Planned with a context, when the disk has room for the weights left over: the device
-    /// that runs offloaded blocks, and the KV cache of the blocks left over, which only a
-    /// device that runs layers can hold (so more disk does not help).
-    pub runner_short: Option<(Device, u64)>,
+    /// Planned with a context, when the blocks left over have a KV cache: what that asks of
+    /// the budgets, since only a device that runs layers can hold it.
+    pub left_cache: Option<LeftCache>,
+}
+
+/// The blocks a plan left over, when they have a KV cache: their weights may go to any budget,
+/// their cache only where they run (a GPU that holds them, or the device that runs offloaded
+/// blocks), so a cpu or disk budget alone does not make them fit unless the cpu runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeftCache {
+    /// The device that runs offloaded blocks (and holds their cache).
+    pub runner: Device,
+    /// Their weights' bytes.
+    pub weights: u64,
+    /// Their KV cache's bytes.
+    pub cache: u64,
+    /// Whether the disk budget has room for their weights already.
+    pub disk_room: bool,
+}
+
+impl LeftCache {
+    /// Where more room makes the blocks fit: any GPU, and the runner when it is the cpu.
+    fn room_on(&self, gpus: bool) -> &'static str {
+        match (gpus, self.runner.kind == DeviceType::Cpu) {
+            (true, true) => "the GPUs or the cpu",
+            (false, _) => "the cpu",
+            (true, false) => "the GPUs",
+        }
+    }
 }
 
 impl std::fmt::Display for Shortfall {
@@ -230,14 +255,28 @@ impl std::fmt::Display for Shortfall {
             self.first,
             human_bytes(budget),
         )?;
-        match self.runner_short {
-            Some((runner, cache)) => write!(
+        let gpus = self
+            .budgets
+            .iter()
+            .any(|(d, _)| !matches!(d.kind, DeviceType::Cpu | DeviceType::Disk));
+        match self.left_cache {
+            Some(left) if left.disk_room => write!(
                 f,
-                "the disk has room for their weights, but their KV cache ({}) must be held where they run, so more disk does not help: add up to {} to the GPUs or the cpu ({runner} runs the offloaded blocks)",
-                human_bytes(cache),
-                human_bytes(self.missing)
+                "the disk has room for their weights, but their KV cache ({}) must be held where they run, so more disk does not help: add up to {} to {} ({} runs the offloaded blocks)",
+                human_bytes(left.cache),
+                human_bytes(self.missing),
+                left.room_on(gpus),
+                left.runner
             ),
-            None => write!(f, "add {} or more to the budgets", human_bytes(self.missing)),
+            Some(left) if left.runner.kind != DeviceType::Cpu => write!(
+                f,
+                "add {} or more to the GPUs; a cpu or disk budget takes only their weights ({}), not their KV cache ({}), which {} holds for the offloaded layers it runs",
+                human_bytes(self.missing),
+                human_bytes(left.weights),
+                human_bytes(left.cache),
+                left.runner
+            ),
+            _ => write!(f, "add {} or more to the budgets", human_bytes(self.missing)),
         }
     }
 }
@@ -272,7 +311,7 @@ mod tests {
             blocks: 2,
             first: "a".into(),
             budgets: vec![(Device::gpu(0), 5)],
-            runner_short: None,
+            left_cache: None,
         };
         assert_eq!(
             PlanError::DoesNotFit(Box::new(short)).to_string(),
@@ -287,7 +326,7 @@ mod tests {
             blocks: 1,
             first: "lm_head".into(),
             budgets: vec![(Device::gpu(0), 25)],
-            runner_short: None,
+            left_cache: None,
         };
         assert!(at.to_string().starts_with(
             "The model (20 B of weights and 10 B of KV cache for 32,768 tokens x batch 4) does not fit: 5 B"
@@ -295,13 +334,32 @@ mod tests {
         assert!(at.to_string().ends_with("add 5 B or more to the budgets"));
         // The disk could take the weights left over: only a device that runs layers is short.
         let runner = Shortfall {
-            runner_short: Some((Device::cpu(), 4)),
+            left_cache: Some(LeftCache {
+                runner: Device::cpu(),
+                weights: 1,
+                cache: 4,
+                disk_room: true,
+            }),
             ..at
         };
         assert!(runner.to_string().ends_with(
             "the disk has room for their weights, but their KV cache (4 B) must be held where \
              they run, so more disk does not help: add up to 5 B to the GPUs or the cpu (cpu runs \
              the offloaded blocks)"
+        ));
+        // A GPU runs the offloaded blocks: a cpu or disk budget takes only their weights.
+        let gpu_runs = Shortfall {
+            left_cache: Some(LeftCache {
+                runner: Device::gpu(0),
+                weights: 1,
+                cache: 4,
+                disk_room: false,
+            }),
+            ..runner.clone()
+        };
+        assert!(gpu_runs.to_string().ends_with(
+            "add 5 B or more to the GPUs; a cpu or disk budget takes only their weights (1 B), \
+             not their KV cache (4 B), which cuda:0 holds for the offloaded layers it runs"
         ));
         let zero = PlanError::ZeroBudgets {
             devices: vec![Device::gpu(0), Device::cpu()],

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::budget::Budgets;
 use super::context::{Context, Fit, Workload};
 use super::cost::Cost;
-use super::error::{PlanError, Shortfall};
+use super::error::{LeftCache, PlanError, Shortfall};
 use super::model::{Tensors, Units};
 use super::place::{Placement, Strategy};
 use crate::device::{Device, DeviceType};
@@ -158,8 +158,12 @@ pub(super) fn report(planned: Planned<'_, '_>) -> Result<Plan> {
             blocks: unplaced.len(),
             first: unplaced[0].name.clone(),
             budgets: devices.clone(),
-            runner_short: runner_short(&uses, left_over)
-                .map(|cache| (devices[placement.runner].0, cache)),
+            left_cache: (left_over.cache > 0).then(|| LeftCache {
+                runner: devices[placement.runner].0,
+                weights: left_over.weights,
+                cache: left_over.cache,
+                disk_room: disk_room(&uses, left_over.weights),
+            }),
         })
     } else if !spilled.is_empty() {
         Verdict::FitsWithOffload {
@@ -307,12 +311,12 @@ fn cache_note(context: &Context, uses: &[DeviceUse]) -> String {
     )
 }
 
-/// The KV cache of the blocks left over, when the disk has room for their weights: then only
-/// a device that runs layers (which holds their cache) is short, and more disk does not help.
-fn runner_short(uses: &[DeviceUse], left_over: Cost) -> Option<u64> {
-    let disk = uses.iter().find(|u| u.device.kind == DeviceType::Disk)?;
-    let room = disk.budget.saturating_sub(disk.bytes);
-    (left_over.cache > 0 && room >= left_over.weights).then_some(left_over.cache)
+/// Whether the disk budget has room for `weights` (the blocks left over): then only a device
+/// that runs layers (which holds their cache) is short, and more disk does not help.
+fn disk_room(uses: &[DeviceUse], weights: u64) -> bool {
+    uses.iter()
+        .find(|u| u.device.kind == DeviceType::Disk)
+        .is_some_and(|disk| disk.budget.saturating_sub(disk.bytes) >= weights)
 }
 
 /// Sentences for the report: what was offloaded and where, what the runner keeps for it, and
