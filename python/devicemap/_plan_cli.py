@@ -146,12 +146,8 @@ def _config_shape(config: Any) -> tuple[Any, Any] | None:
     or a dict); `None` when it cannot be read here (the planner then says why)."""
     if not isinstance(config, dict):
         path = Path(config)
-        path = path / "config.json" if path.is_dir() else path
         try:
-            # Only what the core would read: a regular file of at most 16 MiB (not /dev/zero).
-            if not path.is_file() or path.stat().st_size > 16 << 20:
-                return None
-            config = json.loads(path.read_text("utf-8"))
+            config = json.loads((path / "config.json" if path.is_dir() else path).read_text("utf-8"))
         except (OSError, ValueError):
             return None
     if not isinstance(config, dict):
@@ -525,12 +521,14 @@ def _plan(args: argparse.Namespace, budgets: Any) -> tuple[Any, str]:
         sizes, tied = _core.example_model(example, args.dtype), []
         source = f"example {example}"
     workload = _workload(args)
-    mismatch = _config_warning(args) if workload else None
-    if mismatch:
-        print(f"warning: {mismatch}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = plan_report(sizes, budgets, args.strategy, tied=tied, **workload)
+    # After planning, which read --config through the core's reader (a regular file of at most
+    # 16 MiB, not /dev/zero), so the comparison reads only what that reader accepted.
+    mismatch = _config_warning(args) if workload else None
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     longest = _longest(report, args, sizes, budgets, tied, workload)
