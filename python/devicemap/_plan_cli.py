@@ -270,23 +270,12 @@ def _described(report: Any) -> str:
 
 def _remedy(report: Any) -> str:
     """What would make a plan that does not fit fit: never a budget the command already has."""
-    named = {d["device"]: d for d in report.devices}
-    disk = named.get("disk")
-    context = report.context or {"per_layer": [], "layer_devices": []}
-    layers = zip(context["per_layer"], context["layer_devices"], strict=True)
-    left_cache = sum(cache for cache, device in layers if device is None)
-    gpus = [d for d in report.devices if d["device"] not in ("cpu", "disk")]
-    # The device that runs offloaded blocks keeps their reserve; with none yet, the first GPU.
-    runner = next((d["device"] for d in report.devices if d["reserved"]), None)
-    runner = runner or (gpus[0]["device"] if gpus else "cpu")
-    where = "the GPUs" if runner != "cpu" else ("the GPUs or the cpu" if gpus else "the cpu")
-    if left_cache and disk is not None and disk["spare"] >= report.missing_bytes - left_cache:
-        # The disk could take the weights left over; their KV cache must be where they run.
-        return f"more memory on {where}, which hold the KV cache; more disk does not help"
-    if left_cache and runner != "cpu":
-        # A cpu or disk budget would take their weights; their cache must be on a GPU.
-        return "more or larger GPUs, which hold the KV cache; a cpu or disk budget takes only weights"
-    if "cpu" in named and disk is not None:
+    # Where the blocks left over have a KV cache, the core says where room helps.
+    cache_remedy: str | None = report._cache_remedy()
+    if cache_remedy is not None:
+        return cache_remedy
+    named = {d["device"] for d in report.devices}
+    if "cpu" in named and "disk" in named:
         return "more or larger GPUs, or larger cpu/disk budgets"
     return "more or larger GPUs, or a cpu/disk budget with --max-memory cpu=...,disk=..."
 

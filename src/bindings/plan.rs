@@ -185,6 +185,10 @@ impl PyPlanReport {
     fn missing_bytes(&self) -> u64 {
         self.plan.unplaced_bytes
     }
+    /// For the command line: what helps when the blocks left over have a KV cache.
+    fn _cache_remedy(&self) -> Option<String> {
+        self.plan.cache_remedy()
+    }
     #[getter]
     fn tensors(&self) -> usize {
         self.plan.tensors

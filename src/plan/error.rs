@@ -224,6 +224,31 @@ impl LeftCache {
     }
 }
 
+impl Shortfall {
+    /// Whether a GPU budget was planned for.
+    fn has_gpus(&self) -> bool {
+        self.budgets
+            .iter()
+            .any(|(d, _)| !matches!(d.kind, DeviceType::Cpu | DeviceType::Disk))
+    }
+
+    /// In a few words, what helps when the blocks left over have a KV cache that a cpu or
+    /// disk budget cannot take (the command line's verdict); `None` otherwise.
+    pub fn cache_remedy(&self) -> Option<String> {
+        let left = self.left_cache?;
+        if left.disk_room {
+            let room = left.room_on(self.has_gpus());
+            return Some(format!(
+                "more memory on {room}, which hold the KV cache; more disk does not help"
+            ));
+        }
+        (left.runner.kind != DeviceType::Cpu).then(|| {
+            "more or larger GPUs, which hold the KV cache; a cpu or disk budget takes only weights"
+                .to_owned()
+        })
+    }
+}
+
 impl std::fmt::Display for Shortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let budget = self
@@ -255,17 +280,13 @@ impl std::fmt::Display for Shortfall {
             self.first,
             human_bytes(budget),
         )?;
-        let gpus = self
-            .budgets
-            .iter()
-            .any(|(d, _)| !matches!(d.kind, DeviceType::Cpu | DeviceType::Disk));
         match self.left_cache {
             Some(left) if left.disk_room => write!(
                 f,
                 "the disk has room for their weights, but their KV cache ({}) must be held where they run, so more disk does not help: add up to {} to {} ({} runs the offloaded blocks)",
                 human_bytes(left.cache),
                 human_bytes(self.missing),
-                left.room_on(gpus),
+                left.room_on(self.has_gpus()),
                 left.runner
             ),
             Some(left) if left.runner.kind != DeviceType::Cpu => write!(

@@ -528,6 +528,14 @@ impl Plan {
         !matches!(self.verdict, Verdict::DoesNotFit(_))
     }
 
+    /// What helps a plan whose left-over blocks have a KV cache (see [`Shortfall::cache_remedy`]).
+    pub fn cache_remedy(&self) -> Option<String> {
+        match &self.verdict {
+            Verdict::DoesNotFit(shortfall) => shortfall.cache_remedy(),
+            _ => None,
+        }
+    }
+
     /// `Ok` when everything was placed, else the error saying by how much it does not fit.
     pub fn check_fits(&self) -> Result<(), PlanError> {
         match &self.verdict {
